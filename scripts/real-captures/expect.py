@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Derive the expected-results JSON of an SMTP capture from the capture itself (stdlib only).
+
+    expect.py FILE.pcap --description TEXT [--source PATH] [--out FILE] [--summary]
+
+Reads a classic pcap (Ethernet, Linux cooked or raw IP; IPv4/IPv6; TCP), reassembles each
+TCP connection to port 25/587, parses the cleartext SMTP dialog and the TLS record layer
+after a 220 reply to STARTTLS, and applies the stripwatch finding rules:
+
+  tls-ok                     STARTTLS -> 220 -> TLS handshake records from both sides
+  starttls-stripped          an EHLO capability line carries a masked token (XXXXXXXA ...)
+  starttls-missing           no STARTTLS offer, but an earlier session to the same server
+                             (address, port) in this capture offered it
+  starttls-not-supported     no STARTTLS offer and nothing in the capture says it was
+  starttls-command-rejected  STARTTLS answered with something other than 220
+  tls-handshake-failed       220 came, but no TLS handshake completed
+  plaintext-by-client        STARTTLS offered, client did not send it, and sent MAIL in clear
+  plaintext-fallback         MAIL in clear after an earlier failed upgrade
+                             (tls-handshake-failed / starttls-command-rejected) by the
+                             same client address to the same server
+
+The verdict is the most severe finding (order in SEVERITY), else tls-ok or plaintext.
+mail_transactions counts the MAIL commands the client sent in cleartext.
+"""
+
+import argparse
+import ipaddress
+import json
+import re
+import struct
+import sys
+
+SMTP_PORTS = (25, 587)
+SEVERITY = [
+    "starttls-stripped",
+    "cleartext-after-starttls",
+    "tcp-overlap-conflict",
+    "plaintext-fallback",
+    "starttls-missing",
+    "tls-handshake-failed",
+    "starttls-command-rejected",
+    "plaintext-by-client",
+    "starttls-not-supported",
+]
+MASKED = re.compile(rb"^X{4,}A?$|^X+$", re.I)
+
+
+# ------------------------------------------------------------------ pcap reading
+
+def read_pcap(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise SystemExit("%s: not a classic pcap file" % path)
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        ts, frac, incl, _orig = struct.unpack(endian + "IIII", data[off:off + 16])
+        off += 16
+        pkt = data[off:off + incl]
+        off += incl
+        yield ts + frac / (1e9 if nano else 1e6), linktype, pkt
+
+
+def decode(linktype, pkt):
+    """-> (src, dst, sport, dport, seq, flags, payload) or None."""
+    if linktype == 1:            # Ethernet
+        etype = struct.unpack("!H", pkt[12:14])[0]
+        off = 14
+        while etype in (0x8100, 0x88A8):
+            etype = struct.unpack("!H", pkt[off + 2:off + 4])[0]
+            off += 4
+    elif linktype == 113:        # Linux cooked v1
+        etype = struct.unpack("!H", pkt[14:16])[0]
+        off = 16
+    elif linktype in (101, 12, 14):  # raw IP
+        etype = 0x0800 if pkt[0] >> 4 == 4 else 0x86DD
+        off = 0
+    else:
+        raise SystemExit("unsupported link type %d" % linktype)
+    if etype == 0x0800:
+        ihl = (pkt[off] & 0x0F) * 4
+        total = struct.unpack("!H", pkt[off + 2:off + 4])[0]
+        if pkt[off + 9] != 6:
+            return None
+        src = str(ipaddress.IPv4Address(pkt[off + 12:off + 16]))
+        dst = str(ipaddress.IPv4Address(pkt[off + 16:off + 20]))
+        end = off + total
+        off += ihl
+    elif etype == 0x86DD:
+        plen = struct.unpack("!H", pkt[off + 4:off + 6])[0]
+        if pkt[off + 6] != 6:
+            return None
+        src = str(ipaddress.IPv6Address(pkt[off + 8:off + 24]))
+        dst = str(ipaddress.IPv6Address(pkt[off + 24:off + 40]))
+        end = off + 40 + plen
+        off += 40
+    else:
+        return None
+    sport, dport, seq, _ack, doff_flags = struct.unpack("!HHIIH", pkt[off:off + 14])
+    doff = (doff_flags >> 12) * 4
+    flags = doff_flags & 0x3F
+    return src, dst, sport, dport, seq, flags, pkt[off + doff:end]
+
+
+SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
+
+
+class Flow:
+    def __init__(self, client, server, t):
+        self.client, self.server, self.first = client, server, t
+        self.isn = {}       # direction -> initial sequence number
+        self.segs = {"c": [], "s": []}
+        self.rst = {"c": False, "s": False}
+        self.fin = {"c": False, "s": False}
+
+    def stream(self, d):
+        if d not in self.isn:
+            base = min((s for s, _ in self.segs[d]), default=0)
+        else:
+            base = (self.isn[d] + 1) & 0xFFFFFFFF
+        out = bytearray()
+        nxt = 0
+        for seq, payload in sorted(((s - base) & 0xFFFFFFFF, p) for s, p in self.segs[d]):
+            if seq > nxt:
+                break           # gap: stop at the first hole
+            if seq + len(payload) > nxt:
+                out += payload[nxt - seq:]
+                nxt = seq + len(payload)
+        return bytes(out)
+
+
+def flows_of(path):
+    flows = {}
+    order = []
+    for t, lt, pkt in read_pcap(path):
+        d = decode(lt, pkt)
+        if d is None:
+            continue
+        src, dst, sport, dport, seq, flags, payload = d
+        a, b = (src, sport), (dst, dport)
+        key = (a, b) if (a, b) in flows else (b, a) if (b, a) in flows else None
+        if key is None:
+            if flags & SYN and not flags & ACK:
+                key = (a, b)
+            elif flags & SYN and flags & ACK:
+                key = (b, a)
+            elif dport in SMTP_PORTS:
+                key = (a, b)
+            elif sport in SMTP_PORTS:
+                key = (b, a)
+            else:
+                continue
+            flows[key] = Flow(key[0], key[1], t)
+            order.append(key)
+        fl = flows[key]
+        direction = "c" if (a, b) == key else "s"
+        if flags & SYN:
+            fl.isn[direction] = seq
+        if flags & RST:
+            fl.rst[direction] = True
+        if flags & FIN:
+            fl.fin[direction] = True
+        if payload:
+            fl.segs[direction].append((seq, payload))
+    return [flows[k] for k in order]
+
+
+# ------------------------------------------------------------------ SMTP
+
+def parse_replies(data):
+    """Split a server stream into replies; returns (replies, bytes_used)."""
+    replies, cur, pos = [], [], 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        line = data[pos:nl + 1]
+        if len(line) < 3 or not line[:3].isdigit():
+            break
+        pos = nl + 1
+        cur.append(line)
+        if len(line) < 4 or line[3:4] != b"-":
+            replies.append(cur)
+            cur = []
+    return replies, pos
+
+
+def tls_records(data):
+    """Content types of the TLS records at the start of data (stops at non-TLS bytes)."""
+    types, pos = [], 0
+    while pos + 5 <= len(data):
+        ctype, major = data[pos], data[pos + 1]
+        if ctype not in (20, 21, 22, 23) or major != 3:
+            break
+        length = struct.unpack("!H", data[pos + 3:pos + 5])[0]
+        types.append(ctype)
+        pos += 5 + length
+    return types
+
+
+def analyze_flow(fl):
+    cs, ss = fl.stream("c"), fl.stream("s")
+    replies, _ = parse_replies(ss)
+    # client commands, up to STARTTLS or DATA bodies
+    cmds = []
+    pos = 0
+    in_data = False
+    c_tls_at = None
+    while True:
+        nl = cs.find(b"\n", pos)
+        if nl < 0:
+            break
+        line = cs[pos:nl + 1]
+        pos = nl + 1
+        if in_data:
+            if line.rstrip(b"\r\n") == b".":
+                in_data = False
+                cmds.append("<end-of-data>")
+            continue
+        verb = line.strip().split(b" ", 1)[0].upper().decode("latin-1") if line.strip() else ""
+        cmds.append(verb)
+        if verb == "DATA":
+            in_data = True
+        if verb == "STARTTLS":
+            c_tls_at = pos
+            break
+    # pair: replies[0] is the banner, replies[i+1] answers cmds[i] (no pipelining of
+    # EHLO/STARTTLS; pipelined MAIL/RCPT/DATA keep their order)
+    ehlo_reply = None
+    starttls_reply = None
+    for i, verb in enumerate(cmds):
+        r = replies[i + 1] if i + 1 < len(replies) else None
+        if verb in ("EHLO",) and r is not None:
+            ehlo_reply = r
+        if verb == "STARTTLS":
+            starttls_reply = r
+    caps = []
+    if ehlo_reply:
+        for line in ehlo_reply[1:]:
+            caps.append(line[4:].strip().split(b" ", 1)[0].upper())
+    offered = b"STARTTLS" in caps
+    masked = [c.decode("latin-1") for c in caps if MASKED.match(c)]
+    starttls_sent = c_tls_at is not None
+    reply_code = int(starttls_reply[-1][:3]) if starttls_reply else None
+    tls_started = False
+    tls_complete = False
+    mail_transactions = sum(1 for v in cmds if v == "MAIL")
+    if starttls_sent and reply_code == 220:
+        # server bytes after the 220 reply
+        r_end = sum(len(l) for r in replies[:len(cmds) + 1] for l in r)
+        c_types = tls_records(cs[c_tls_at:])
+        s_types = tls_records(ss[r_end:])
+        # tls_started: the client's first bytes after the 220 are a TLS handshake record;
+        # the upgrade completed only if the server answered with one too.
+        tls_started = bool(c_types) and c_types[0] == 22
+        tls_complete = tls_started and bool(s_types) and s_types[0] == 22
+        # client commands after a failed upgrade would be cleartext again
+        if not c_types:
+            rest = cs[c_tls_at:]
+            mail_transactions += sum(1 for ln in rest.split(b"\n")
+                                     if ln.strip().upper().startswith(b"MAIL "))
+    elif starttls_sent:
+        # continue counting cleartext MAIL commands after a rejected STARTTLS
+        rest = cs[c_tls_at:]
+        in_data = False
+        for ln in rest.split(b"\n"):
+            s = ln.rstrip(b"\r")
+            if in_data:
+                in_data = s != b"."
+                continue
+            v = s.strip().split(b" ", 1)[0].upper() if s.strip() else b""
+            if v == b"MAIL":
+                mail_transactions += 1
+            if v == b"DATA":
+                in_data = True
+    return {
+        "client": fl.client, "server": fl.server, "first": fl.first,
+        "offered": offered, "masked": masked, "sent": starttls_sent,
+        "reply_code": reply_code, "tls_started": tls_started, "tls_complete": tls_complete,
+        "mail": mail_transactions, "rst": fl.rst, "caps": [c.decode("latin-1") for c in caps],
+        "banner": replies[0][0].decode("latin-1").rstrip() if replies else None,
+    }
+
+
+def judge(infos):
+    offered_before = set()      # servers seen offering STARTTLS
+    failed_upgrade = set()      # (client addr, server) with a failed upgrade
+    sessions = []
+    counts = {}
+    for s in infos:
+        server = s["server"]
+        pair = (s["client"][0], server)
+        findings = set()
+        if s["masked"]:
+            findings.add("starttls-stripped")
+        elif not s["offered"]:
+            findings.add("starttls-missing" if server in offered_before else "starttls-not-supported")
+        if s["sent"] and s["reply_code"] is not None and s["reply_code"] != 220:
+            findings.add("starttls-command-rejected")
+        if s["sent"] and s["reply_code"] == 220 and not s["tls_complete"]:
+            findings.add("tls-handshake-failed")
+        if s["sent"] and s["reply_code"] not in (None, 220) and s["mail"] > 0:
+            # refused upgrade, mail sent anyway in the same connection
+            findings.add("plaintext-fallback")
+        if s["offered"] and not s["sent"] and s["mail"] > 0:
+            findings.add("plaintext-by-client")
+        if s["mail"] > 0 and not s["tls_started"] and pair in failed_upgrade:
+            findings.add("plaintext-fallback")
+        tls_ok = s["tls_complete"] and not findings
+        if tls_ok:
+            verdict = "tls-ok"
+        elif findings:
+            verdict = min(findings, key=SEVERITY.index)
+        else:
+            verdict = "plaintext"
+        if s["offered"]:
+            offered_before.add(server)
+        if {"tls-handshake-failed", "starttls-command-rejected"} & findings:
+            failed_upgrade.add(pair)
+        for f in findings:
+            counts[f] = counts.get(f, 0) + 1
+        sessions.append({
+            "server_port": server[1],
+            "verdict": verdict,
+            "findings": sorted(findings),
+            "starttls_offered": s["offered"],
+            "starttls_sent": s["sent"],
+            "starttls_reply_code": s["reply_code"],
+            "tls_started": s["tls_started"],
+            "mail_transactions": s["mail"],
+        })
+    return sessions, dict(sorted(counts.items()))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("pcap")
+    p.add_argument("--description", required=True)
+    p.add_argument("--source", default="scripts/real-captures/make.sh")
+    p.add_argument("--out")
+    p.add_argument("--summary", action="store_true", help="print per-session details to stderr")
+    args = p.parse_args()
+    infos = [analyze_flow(fl) for fl in flows_of(args.pcap)]
+    infos = [i for i in infos if i["server"][1] in SMTP_PORTS]
+    sessions, counts = judge(infos)
+    doc = {"description": args.description, "source": args.source,
+           "sessions": sessions, "finding_counts": counts}
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.summary:
+        for i, s in zip(infos, sessions):
+            print("  %s:%d -> %s:%d banner=%r caps=%s sent=%s code=%s tls=%s/%s mail=%d rst=%s => %s %s"
+                  % (i["client"] + i["server"] + (i["banner"], ",".join(i["caps"]), i["sent"],
+                     i["reply_code"], i["tls_started"], i["tls_complete"], i["mail"],
+                     i["rst"], s["verdict"], s["findings"])), file=sys.stderr)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

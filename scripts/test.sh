@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The full test suite on a fresh machine: installs what it needs, checks formatting and lints,
+# then runs every test (unit tests, the scenario captures, and end-to-end captures made with real
+# Postfix in network namespaces). Set STRIPWATCH_SKIP_REAL=1 to skip the namespace test where you
+# are not root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)" >&2; exit 1; }
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+cargo test --release

@@ -1,0 +1,89 @@
+//! Packet sources: capture files (pcap, pcapng, optionally gzip- or zstd-compressed) and standard
+//! input. Every source hands out borrowed packets one at a time so that nothing is copied before
+//! the decoder has decided the packet is interesting.
+
+mod file;
+
+pub use file::{CaptureFile, Compression};
+
+use thiserror::Error;
+
+/// A link-layer header type as numbered by tcpdump.org (`LINKTYPE_*`), kept as the raw number so
+/// that an unknown type becomes a counter instead of a parse failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkType(pub u32);
+
+impl LinkType {
+    /// BSD loopback: a 4-byte address family in host byte order.
+    pub const NULL: LinkType = LinkType(0);
+    /// Ethernet II, possibly with 802.1Q / QinQ tags.
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// Raw IP (the 101 that libpcap writes; 12 and 14 are historical aliases).
+    pub const RAW: LinkType = LinkType(101);
+    /// OpenBSD loopback: a 4-byte address family in network byte order.
+    pub const LOOP: LinkType = LinkType(108);
+    /// Linux "cooked" capture v1 (`any` interface).
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    /// Raw IPv4.
+    pub const IPV4: LinkType = LinkType(228);
+    /// Raw IPv6.
+    pub const IPV6: LinkType = LinkType(229);
+    /// Linux "cooked" capture v2.
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+/// One captured frame, borrowed from the source's buffer. The timestamp is the packet's own
+/// (microseconds since the Unix epoch), never the wall clock: every judgement is made in capture
+/// time.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPacket<'a> {
+    /// Capture timestamp in microseconds since the Unix epoch.
+    pub ts_us: i64,
+    /// How to read the first bytes of `data`.
+    pub linktype: LinkType,
+    /// The captured bytes (possibly shorter than the packet on the wire).
+    pub data: &'a [u8],
+    /// The packet's length on the wire; larger than `data.len()` when the snap length cut it.
+    pub orig_len: u32,
+}
+
+/// What a source can fail with. Malformed packets are not errors (they are counted by the
+/// decoder); these are problems with the file as a whole.
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The bytes are neither pcap nor pcapng (after decompression).
+    #[error("{path}: not a pcap or pcapng capture")]
+    NotACapture {
+        /// The offending input.
+        path: String,
+    },
+    /// The file is empty.
+    #[error("{path}: empty input")]
+    Empty {
+        /// The offending input.
+        path: String,
+    },
+}
+
+/// What reading one source produced, for the run's summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceStats {
+    /// Packets handed to the pipeline.
+    pub packets: u64,
+    /// Captured bytes handed to the pipeline.
+    pub bytes: u64,
+    /// Packets whose capture length was smaller than their wire length.
+    pub snapped: u64,
+    /// Blocks the reader could not parse (corrupt records); reading stops at the first one.
+    pub corrupt_blocks: u64,
+    /// The file ended inside a record (a capture cut short).
+    pub truncated: bool,
+}

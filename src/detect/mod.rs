@@ -1,0 +1,10 @@
+//! Detection: per-session rules that turn facts into findings, and the correlator that judges
+//! what only several sessions together can show (a server that offered STARTTLS before; a
+//! plaintext retry after a failed upgrade).
+
+pub mod correlator;
+pub mod kinds;
+pub mod rules;
+
+pub use correlator::{Correlator, CorrelatorConfig, CorrelatorStats};
+pub use kinds::FindingKind;

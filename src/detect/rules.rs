@@ -1,0 +1,251 @@
+//! Per-session rules: the findings one SMTP session shows on its own, and the verdict.
+
+use super::kinds::{FindingKind, verdict};
+use crate::event::{CorrelationFacts, Finding, SessionRecord};
+use crate::flow::FlowSummary;
+use crate::smtp::{EndReason, SessionFacts};
+use crate::util::{community_id, rfc3339_micros};
+use serde_json::json;
+use sha1::{Digest, Sha1};
+
+/// Builds the session record with every finding that needs no other session. The cross-session
+/// findings and the verdict are added by the correlator (`finish_verdict`).
+pub fn build_record(
+    flow: &FlowSummary,
+    facts: SessionFacts,
+    end: EndReason,
+    sensor: &str,
+) -> SessionRecord {
+    let cid = community_id(
+        6,
+        flow.client.0,
+        flow.client.1,
+        flow.server.0,
+        flow.server.1,
+    );
+    let session_id = session_id(&cid, flow.first_us);
+    let mut traits = Vec::new();
+    if facts.banner_masked {
+        traits.push("banner-masked");
+    }
+    let mut rec = SessionRecord {
+        session_id,
+        ts: rfc3339_micros(flow.first_us),
+        ts_us: flow.first_us,
+        ts_end: rfc3339_micros(flow.last_us),
+        ts_end_us: flow.last_us,
+        sensor: sensor.to_string(),
+        client_ip: flow.client.0,
+        client_port: flow.client.1,
+        server_ip: flow.server.0,
+        server_port: flow.server.1,
+        community_id: cid,
+        verdict: verdict::INCOMPLETE,
+        findings: Vec::new(),
+        banner_code: facts.banner_code,
+        banner: facts.banner.clone(),
+        middlebox_traits: traits,
+        greeting_verb: facts.greeting_verb,
+        ehlo_name: facts.ehlo_name.clone(),
+        ehlo_reply_name: facts.ehlo_reply_name.clone(),
+        ehlo_capabilities: facts.ehlo_capabilities.clone(),
+        starttls_offered: facts.starttls_offered,
+        starttls_sent: facts.starttls_sent,
+        starttls_reply_code: facts.starttls_reply_code,
+        starttls_reply_text: facts.starttls_reply_text.clone(),
+        implicit_tls: facts.implicit_tls,
+        tls_started: facts.tls_started,
+        tls_client_hello: facts.tls_client.client_hello,
+        tls_server_hello: facts.tls_server.server_hello,
+        tls_alert: facts.tls_server.alert.map(|(l, d)| format!("{l}/{d}")),
+        handshake_failure: facts.handshake_failure,
+        mail_transactions: facts.mail_transactions,
+        rcpt_commands: facts.rcpt_commands,
+        data_commands: facts.data_commands + facts.bdat_commands,
+        auth_commands: facts.auth_commands,
+        mail_from: facts.mail_from.clone(),
+        rcpt_to: facts.rcpt_to.clone(),
+        gaps: flow.gaps,
+        gap_bytes: flow.gap_bytes,
+        dialog_gaps: facts.dialog_gaps,
+        mid_stream: flow.mid_stream,
+        end_reason: end,
+        client_packets: flow.packets[0],
+        server_packets: flow.packets[1],
+        client_bytes: flow.bytes[0],
+        server_bytes: flow.bytes[1],
+        retransmissions: flow.retransmissions,
+        finding_details: Vec::new(),
+        correlation: CorrelationFacts::default(),
+    };
+    let at = |ts: Option<i64>| ts.unwrap_or(flow.first_us);
+
+    if !facts.starttls_offered && !facts.overwritten_tokens.is_empty() {
+        add_finding(
+            &mut rec,
+            FindingKind::StarttlsStripped,
+            at(facts.ehlo_reply_ts),
+            json!({
+                "overwritten": facts.overwritten_tokens,
+                "banner_masked": facts.banner_masked,
+                "ehlo_capabilities": facts.ehlo_capabilities,
+            }),
+        );
+    }
+    if !facts.cleartext.is_empty() {
+        let first_ts = facts.cleartext[0].ts_us;
+        add_finding(
+            &mut rec,
+            FindingKind::CleartextAfterStarttls,
+            first_ts,
+            json!({
+                "events": facts.cleartext.iter().map(|e| json!({
+                    "side": e.side, "phase": e.phase, "what": e.what, "bytes": e.bytes,
+                    "ts": rfc3339_micros(e.ts_us),
+                })).collect::<Vec<_>>(),
+                "starttls_reply_code": facts.starttls_reply_code,
+            }),
+        );
+    }
+    for c in &facts.conflicts {
+        add_finding(
+            &mut rec,
+            FindingKind::TcpOverlapConflict,
+            c.ts_us,
+            json!({
+                "direction": c.side,
+                "original": {"offset": c.conflict.original_offset, "len": c.conflict.original_len},
+                "retransmission": {"offset": c.conflict.new_offset, "len": c.conflict.new_len},
+                "differing_bytes": c.conflict.differing_bytes,
+                "further_conflicts_not_listed": facts.conflicts_dropped,
+            }),
+        );
+    }
+    let rejected = facts.starttls_sent && facts.starttls_reply_code.is_some_and(|c| c != 220);
+    if rejected {
+        add_finding(
+            &mut rec,
+            FindingKind::StarttlsCommandRejected,
+            at(facts.starttls_ts),
+            json!({
+                "reply_code": facts.starttls_reply_code,
+                "reply_text": facts.starttls_reply_text,
+                "starttls_offered": facts.starttls_offered,
+            }),
+        );
+        if facts.mail_transactions > 0 {
+            // The refusal did not stop the client: it sent the mail in the same connection.
+            add_finding(
+                &mut rec,
+                FindingKind::PlaintextFallback,
+                at(facts.starttls_ts),
+                json!({
+                    "same_session": true,
+                    "failed_upgrade": "starttls-command-rejected",
+                    "mail_transactions": facts.mail_transactions,
+                }),
+            );
+        }
+    }
+    if let Some(reason) = facts.handshake_failure {
+        add_finding(
+            &mut rec,
+            FindingKind::TlsHandshakeFailed,
+            at(facts.starttls_ts),
+            json!({
+                "reason": reason,
+                "implicit_tls": facts.implicit_tls,
+                "client_hello_seen": facts.tls_client.client_hello,
+                "server_records": facts.tls_server.records,
+                "alert": facts.tls_server.alert.map(|(level, description)| json!({"level": level, "description": description})),
+                "end_reason": end,
+            }),
+        );
+    }
+    if facts.starttls_offered && !facts.starttls_sent && facts.mail_transactions > 0 {
+        add_finding(
+            &mut rec,
+            FindingKind::PlaintextByClient,
+            at(facts.ehlo_reply_ts),
+            json!({
+                "mail_transactions": facts.mail_transactions,
+                "rcpt_commands": facts.rcpt_commands,
+            }),
+        );
+    }
+    rec.correlation = CorrelationFacts {
+        not_offered: facts.ehlo_reply_seen
+            && !facts.starttls_offered
+            && facts.overwritten_tokens.is_empty(),
+        failed_upgrade_at: (rejected || facts.handshake_failure.is_some())
+            .then(|| at(facts.starttls_ts)),
+        plaintext_mail: facts.mail_transactions > 0 && !rejected,
+    };
+    rec.verdict = base_verdict(&facts);
+    rec
+}
+
+/// The verdict a session has when no finding applies.
+fn base_verdict(facts: &SessionFacts) -> &'static str {
+    if facts.tls_started && facts.tls_server.server_hello && facts.handshake_failure.is_none() {
+        verdict::TLS_OK
+    } else if facts.tls_expected {
+        verdict::INCOMPLETE
+    } else if facts.ehlo_reply_seen
+        || (facts.greeting_verb == Some(crate::smtp::reply::Verb::Helo)
+            && facts.banner_code.is_some())
+    {
+        verdict::PLAINTEXT
+    } else {
+        verdict::INCOMPLETE
+    }
+}
+
+/// Adds a finding to the session, with a stable id.
+pub fn add_finding(
+    rec: &mut SessionRecord,
+    kind: FindingKind,
+    ts_us: i64,
+    evidence: serde_json::Value,
+) {
+    let finding = Finding {
+        finding_id: format!("{}-{}", rec.session_id, rec.finding_details.len()),
+        kind,
+        session_id: Some(rec.session_id.clone()),
+        ts: rfc3339_micros(ts_us),
+        sensor: rec.sensor.clone(),
+        client_ip: rec.client_ip,
+        client_port: rec.client_port,
+        server_ip: rec.server_ip,
+        server_port: rec.server_port,
+        community_id: rec.community_id.clone(),
+        evidence,
+    };
+    rec.finding_details.push(finding);
+    if !rec.findings.contains(&kind) {
+        rec.findings.push(kind);
+    }
+}
+
+/// Orders the findings by severity and sets the verdict to the most severe one.
+pub fn finish_verdict(rec: &mut SessionRecord) {
+    rec.findings.sort();
+    if let Some(first) = rec.findings.first() {
+        rec.verdict = first.as_str();
+    }
+}
+
+/// A session id that is the same for the same flow in the same capture, so that re-running over
+/// a capture (or replaying into ClickHouse) does not create new ids.
+fn session_id(community_id: &str, first_us: i64) -> String {
+    let mut h = Sha1::new();
+    h.update(community_id.as_bytes());
+    h.update(first_us.to_be_bytes());
+    let digest = h.finalize();
+    let mut id = String::with_capacity(17);
+    id.push('S');
+    for b in &digest[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}

@@ -1,0 +1,153 @@
+//! The records stripwatch writes: one per SMTP session and one per finding. Field names are the
+//! contract with users, with ClickHouse and with later tools; they only ever grow.
+
+use crate::detect::kinds::FindingKind;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// One SMTP session and what it tells about the protection of the mail in it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionRecord {
+    /// Stable id derived from the flow and its first packet time (same input, same id).
+    pub session_id: String,
+    /// First packet, RFC 3339 UTC with microseconds.
+    pub ts: String,
+    /// First packet, microseconds since the epoch (for ordering and windows).
+    #[serde(skip)]
+    pub ts_us: i64,
+    /// Last packet, RFC 3339.
+    pub ts_end: String,
+    /// Last packet, microseconds.
+    #[serde(skip)]
+    pub ts_end_us: i64,
+    /// The sensor that saw it.
+    pub sensor: String,
+    /// SMTP client address.
+    pub client_ip: IpAddr,
+    /// SMTP client port.
+    pub client_port: u16,
+    /// SMTP server address.
+    pub server_ip: IpAddr,
+    /// SMTP server port.
+    pub server_port: u16,
+    /// Community ID v1 flow hash, as Zeek and Suricata print it.
+    pub community_id: String,
+    /// The most severe finding, else `tls-ok`, `plaintext` or `incomplete`.
+    pub verdict: &'static str,
+    /// Kinds of the findings on this session, most severe first.
+    pub findings: Vec<FindingKind>,
+    /// Greeting reply code.
+    pub banner_code: Option<u16>,
+    /// Greeting text (first line).
+    pub banner: Option<String>,
+    /// Traits of boxes in the path (`banner-masked`).
+    pub middlebox_traits: Vec<&'static str>,
+    /// `EHLO` or `HELO`.
+    pub greeting_verb: Option<crate::smtp::reply::Verb>,
+    /// The client's EHLO/HELO argument.
+    pub ehlo_name: Option<String>,
+    /// First line of the server's EHLO reply.
+    pub ehlo_reply_name: Option<String>,
+    /// Capability lines of the cleartext EHLO reply, verbatim.
+    pub ehlo_capabilities: Vec<String>,
+    /// STARTTLS was listed.
+    pub starttls_offered: bool,
+    /// The client sent STARTTLS.
+    pub starttls_sent: bool,
+    /// Reply code to STARTTLS.
+    pub starttls_reply_code: Option<u16>,
+    /// Reply text to STARTTLS.
+    pub starttls_reply_text: Option<String>,
+    /// TLS from the first byte (port 465).
+    pub implicit_tls: bool,
+    /// The client's first bytes after the 220 were TLS.
+    pub tls_started: bool,
+    /// A ClientHello was seen.
+    pub tls_client_hello: bool,
+    /// A ServerHello was seen.
+    pub tls_server_hello: bool,
+    /// First TLS alert from the server: `level/description`.
+    pub tls_alert: Option<String>,
+    /// Why the upgrade failed.
+    pub handshake_failure: Option<crate::smtp::session::HandshakeFailure>,
+    /// MAIL commands in cleartext.
+    pub mail_transactions: u32,
+    /// RCPT commands in cleartext.
+    pub rcpt_commands: u32,
+    /// DATA and BDAT commands in cleartext.
+    pub data_commands: u32,
+    /// AUTH commands in cleartext.
+    pub auth_commands: u32,
+    /// Envelope senders (only with `--log-envelope`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mail_from: Vec<String>,
+    /// Envelope recipients (only with `--log-envelope`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rcpt_to: Vec<String>,
+    /// Holes in either direction's stream.
+    pub gaps: u32,
+    /// Bytes lost in holes.
+    pub gap_bytes: u64,
+    /// Holes inside the cleartext dialog (the ones that can hide what matters).
+    pub dialog_gaps: u32,
+    /// The capture started after the TCP handshake.
+    pub mid_stream: bool,
+    /// How the flow ended.
+    pub end_reason: crate::smtp::EndReason,
+    /// Packets client to server.
+    pub client_packets: u64,
+    /// Packets server to client.
+    pub server_packets: u64,
+    /// Payload bytes client to server.
+    pub client_bytes: u64,
+    /// Payload bytes server to client.
+    pub server_bytes: u64,
+    /// Segments that repeated bytes.
+    pub retransmissions: u32,
+    /// The full findings, written to their own file.
+    #[serde(skip)]
+    pub finding_details: Vec<Finding>,
+    /// Facts the correlator needs.
+    #[serde(skip)]
+    pub correlation: CorrelationFacts,
+}
+
+/// What the cross-session rules need to know about a session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CorrelationFacts {
+    /// An EHLO reply without STARTTLS and without an overwritten token: missing or never
+    /// supported, which only history can tell.
+    pub not_offered: bool,
+    /// The upgrade failed (command rejected or handshake failed): a later plaintext session is a
+    /// fallback.
+    pub failed_upgrade_at: Option<i64>,
+    /// Mail went in cleartext.
+    pub plaintext_mail: bool,
+}
+
+/// One finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// Stable id (session id plus kind plus index): replays are idempotent.
+    pub finding_id: String,
+    /// The kind string (see DESIGN.md).
+    pub kind: FindingKind,
+    /// The session it belongs to, when there is one.
+    pub session_id: Option<String>,
+    /// When the evidence was seen, RFC 3339.
+    pub ts: String,
+    /// The sensor.
+    pub sensor: String,
+    /// Client address.
+    pub client_ip: IpAddr,
+    /// Client port.
+    pub client_port: u16,
+    /// Server address.
+    pub server_ip: IpAddr,
+    /// Server port.
+    pub server_port: u16,
+    /// Community ID of the flow.
+    pub community_id: String,
+    /// Kind-specific proof.
+    pub evidence: serde_json::Value,
+}

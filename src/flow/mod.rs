@@ -1,0 +1,34 @@
+//! Flows: connection tracking keyed by address pair, TCP reassembly per direction, and the
+//! recognition of SMTP by port or by content.
+
+pub mod reassembly;
+pub mod table;
+
+pub use table::{FlowConfig, FlowStats, FlowTable, PortSet};
+
+use std::net::IpAddr;
+
+/// What the rules need to know about a finished TCP flow beside its SMTP facts.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowSummary {
+    /// Client address and port.
+    pub client: (IpAddr, u16),
+    /// Server address and port.
+    pub server: (IpAddr, u16),
+    /// First packet time.
+    pub first_us: i64,
+    /// Last packet time.
+    pub last_us: i64,
+    /// The capture began after the handshake.
+    pub mid_stream: bool,
+    /// Packets [client→server, server→client].
+    pub packets: [u64; 2],
+    /// Payload bytes [client→server, server→client].
+    pub bytes: [u64; 2],
+    /// Holes in both directions.
+    pub gaps: u32,
+    /// Bytes lost in holes.
+    pub gap_bytes: u64,
+    /// Retransmitted segments in both directions.
+    pub retransmissions: u32,
+}

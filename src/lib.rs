@@ -1,0 +1,13 @@
+//! stripwatch: a passive monitor for the security of mail transport. See DESIGN.md for the flow
+//! of a packet through these parts.
+
+pub mod capture;
+pub mod decode;
+pub mod detect;
+pub mod event;
+pub mod flow;
+pub mod pipeline;
+pub mod sink;
+pub mod smtp;
+pub mod tls;
+pub mod util;

@@ -1,0 +1,239 @@
+//! The `stripwatch` command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use stripwatch::capture::CaptureFile;
+use stripwatch::decode::DefragLimits;
+use stripwatch::detect::CorrelatorConfig;
+use stripwatch::flow::reassembly::ReassemblyLimits;
+use stripwatch::flow::{FlowConfig, PortSet};
+use stripwatch::pipeline::{self, PipelineConfig, SessionSink};
+use stripwatch::sink::Fanout;
+use stripwatch::sink::ndjson::NdjsonSink;
+use stripwatch::sink::summary::{Summary, Tally, TallySink};
+use stripwatch::smtp::SmtpConfig;
+
+/// Passive monitor for the security of mail transport: finds stripped STARTTLS, failed and
+/// refused upgrades, plaintext fallbacks and injected cleartext in SMTP traffic.
+#[derive(Parser)]
+#[command(name = "stripwatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// Capture files, read in the order given; `-` reads standard input.
+    #[arg(required = true)]
+    captures: Vec<String>,
+    /// Output directory for sessions.ndjson, findings.ndjson and summary.json.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// TCP ports where SMTP is expected.
+    #[arg(long, value_delimiter = ',', default_value = "25,587,465")]
+    smtp_ports: Vec<u16>,
+    /// Ports where TLS starts at once (implicit TLS, RFC 8314).
+    #[arg(long, value_delimiter = ',', default_value = "465")]
+    implicit_tls_ports: Vec<u16>,
+    /// Do not look for SMTP on other ports (a 220 greeting answered by EHLO/HELO).
+    #[arg(long)]
+    no_content_detection: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Flows tracked at once (all workers together); the oldest are evicted beyond this.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_flows: usize,
+    /// Out-of-order bytes buffered per flow direction.
+    #[arg(long, default_value_t = 65_536)]
+    max_flow_buffer: usize,
+    /// Seconds of capture time without packets after which a flow is closed.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds within which a plaintext session after a failed upgrade is a fallback.
+    #[arg(long, default_value_t = 3600)]
+    fallback_window: u64,
+    /// Sessions held for cross-session judgement before the oldest is judged early.
+    #[arg(long, default_value_t = 200_000)]
+    max_held_sessions: usize,
+    /// Record envelope addresses (MAIL FROM / RCPT TO). Off by default for privacy.
+    #[arg(long)]
+    log_envelope: bool,
+    /// Sensor name written into every record (default: the host name).
+    #[arg(long)]
+    sensor: Option<String>,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                std::process::exit(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see 'stripwatch --help')");
+            std::process::exit(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Analyze(args) => analyze(args),
+    };
+    if let Err(e) = result {
+        eprintln!("stripwatch: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stripwatch".to_string())
+}
+
+fn analyze(args: AnalyzeArgs) -> Result<()> {
+    if args.smtp_ports.is_empty() {
+        bail!("--smtp-ports needs at least one port");
+    }
+    if args.max_flows == 0 || args.max_held_sessions == 0 {
+        bail!("--max-flows and --max-held-sessions must be at least 1");
+    }
+    if args.captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
+        bail!("standard input ('-') can be read only once");
+    }
+    // Open every input first: a missing file fails before any work is done.
+    let mut inputs = Vec::new();
+    for path in &args.captures {
+        inputs.push(CaptureFile::open(path)?);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    let mut server_ports = args.smtp_ports.clone();
+    server_ports.push(53);
+    let cfg = PipelineConfig {
+        workers,
+        flow: FlowConfig {
+            smtp_ports: PortSet::new(&args.smtp_ports),
+            implicit_tls_ports: PortSet::new(&args.implicit_tls_ports),
+            probe_other_ports: !args.no_content_detection,
+            max_flows: (args.max_flows / workers).max(1),
+            idle_timeout_us: (args.idle_timeout as i64).saturating_mul(1_000_000),
+            reassembly: ReassemblyLimits {
+                max_pending_bytes: args.max_flow_buffer,
+                ..ReassemblyLimits::default()
+            },
+            smtp: SmtpConfig {
+                log_envelope: args.log_envelope,
+                ..SmtpConfig::default()
+            },
+            sensor: args.sensor.clone().unwrap_or_else(hostname),
+        },
+        correlator: CorrelatorConfig {
+            max_held: args.max_held_sessions,
+            fallback_window_us: (args.fallback_window as i64).saturating_mul(1_000_000),
+            ..CorrelatorConfig::default()
+        },
+        defrag: DefragLimits::default(),
+        server_ports: PortSet::new(&server_ports),
+    };
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let sinks: Vec<Box<dyn SessionSink>> = vec![
+        Box::new(NdjsonSink::create(&args.out)?),
+        Box::new(TallySink(tally.clone())),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the signal handler")?;
+    }
+    let total: Option<u64> = inputs.iter().map(|i| i.size()).sum();
+    let show_progress = !args.no_progress
+        && std::io::stderr().is_terminal()
+        && total.is_some_and(|t| t > 50_000_000);
+    let bar = show_progress.then(|| {
+        let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut done_before = 0u64;
+    let mut current = String::new();
+    let mut last_value = 0u64;
+    let mut progress = |name: &str, consumed: u64| {
+        if let Some(bar) = &bar {
+            if name != current {
+                done_before += last_value;
+                current = name.to_string();
+                bar.set_message(name.to_string());
+            }
+            last_value = consumed;
+            bar.set_position(done_before + consumed);
+        }
+    };
+    let started = Instant::now();
+    let stats = pipeline::run(inputs, &cfg, Box::new(Fanout(sinks)), stop, &mut progress)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
+    let summary = Summary::new(&stats, &tally, elapsed);
+    let json = serde_json::to_string_pretty(&summary)?;
+    let summary_path = args.out.join("summary.json");
+    std::fs::write(&summary_path, format!("{json}\n"))
+        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", summary.render());
+        println!(
+            "\nwrote {}/{{sessions,findings}}.ndjson and summary.json",
+            args.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The pipeline: one reading thread decodes packets and shards them by initiator address to one
+//! worker per core; workers track flows and produce session records; one output thread runs the
+//! correlator and the sinks. Packets travel in reusable batches, so the steady state allocates
+//! nothing per packet.
+
+use crate::capture::{CaptureError, CaptureFile, SourceStats};
+use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
+use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
+use crate::event::SessionRecord;
+use crate::flow::{FlowConfig, FlowStats, FlowTable, PortSet};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use thiserror::Error;
+
+/// Where judged sessions go (files, ClickHouse, the in-process report).
+pub trait SessionSink: Send {
+    /// Takes one judged session (its findings are in `finding_details`).
+    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
+    /// Flushes at the end of the run.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// A sink failed; the run stops with this error.
+#[derive(Debug, Error)]
+#[error("{what}: {source}")]
+pub struct SinkError {
+    /// Which output.
+    pub what: String,
+    /// The cause.
+    pub source: std::io::Error,
+}
+
+/// Everything the pipeline needs to know.
+#[derive(Clone)]
+pub struct PipelineConfig {
+    /// Worker threads (flow tables).
+    pub workers: usize,
+    /// Flow handling, shared by all workers (`max_flows` is per worker).
+    pub flow: FlowConfig,
+    /// Cross-session rules.
+    pub correlator: CorrelatorConfig,
+    /// IP fragment limits.
+    pub defrag: DefragLimits,
+    /// Ports whose side is the server, for sharding by client.
+    pub server_ports: PortSet,
+}
+
+/// Counters of a whole run.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    /// Per input: its name and what reading it produced.
+    pub sources: Vec<(String, SourceStats)>,
+    /// Decoding counters.
+    pub decode: DecodeStats,
+    /// Flow counters of all workers.
+    pub flow: FlowStats,
+    /// Correlator counters.
+    pub correlator: CorrelatorStats,
+    /// Sessions handed to the sink.
+    pub sessions_out: u64,
+    /// The run was interrupted (signal) before the input ended.
+    pub interrupted: bool,
+}
+
+/// Errors that stop a run.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// An input could not be read.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// An output could not be written.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A worker thread died (a bug: reported, not hidden).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+const BATCH_PACKETS: usize = 512;
+const BATCH_BYTES: usize = 512 * 1024;
+/// Batches queued per worker; the reader blocks beyond this (back-pressure, not loss).
+const QUEUE_BATCHES: usize = 16;
+/// Capture time after which partial batches are sent anyway, so idle workers see time pass.
+const TICK_US: i64 = 1_000_000;
+
+struct Batch {
+    metas: Vec<PacketMeta>,
+    spans: Vec<(u32, u32)>,
+    data: Vec<u8>,
+    /// Capture time the reader had reached when it sent this batch.
+    watermark_us: i64,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            metas: Vec::with_capacity(BATCH_PACKETS),
+            spans: Vec::with_capacity(BATCH_PACKETS),
+            data: Vec::with_capacity(BATCH_BYTES + 65_536),
+            watermark_us: i64::MIN,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.metas.clear();
+        self.spans.clear();
+        self.data.clear();
+    }
+
+    fn full(&self) -> bool {
+        self.metas.len() >= BATCH_PACKETS || self.data.len() >= BATCH_BYTES
+    }
+}
+
+/// Progress reporting hook: called with the raw bytes read so far of the current input.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u64);
+
+/// Runs the whole pipeline over `inputs` (read in order) and hands judged sessions to `sink`.
+/// `stop` ends the run early (signal handling); what was read so far is still judged and written.
+pub fn run(
+    inputs: Vec<CaptureFile>,
+    cfg: &PipelineConfig,
+    sink: Box<dyn SessionSink>,
+    stop: Arc<AtomicBool>,
+    progress: ProgressFn<'_>,
+) -> Result<RunStats, PipelineError> {
+    let workers = cfg.workers.max(1);
+    let (recycle_tx, recycle_rx) = unbounded::<Batch>();
+    let (out_tx, out_rx) = bounded::<Vec<SessionRecord>>(256);
+    let mut batch_txs = Vec::with_capacity(workers);
+    let mut worker_handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
+        batch_txs.push(tx);
+        let recycle = recycle_tx.clone();
+        let out = out_tx.clone();
+        let flow_cfg = cfg.flow.clone();
+        worker_handles.push(std::thread::spawn(move || {
+            worker(rx, recycle, out, flow_cfg)
+        }));
+    }
+    drop(out_tx);
+    let correlator_cfg = cfg.correlator;
+    let output = std::thread::spawn(move || output_thread(out_rx, correlator_cfg, sink));
+
+    let mut stats = RunStats::default();
+    let mut decoder = Decoder::new(cfg.defrag);
+    let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::new()).collect();
+    let hasher = ahash::RandomState::with_seeds(0x5717, 0x1ab5, 0xc0de, 0xfeed);
+    let mut last_tick = i64::MIN;
+    let mut now = i64::MIN;
+    let mut read_error = None;
+    let mut disconnected = false;
+
+    'inputs: for input in inputs {
+        let name = input.name().to_string();
+        let counter = input.progress_counter();
+        let mut since_progress = 0u32;
+        let result = input.for_each_packet(|pkt| {
+            if stop.load(Ordering::Relaxed) {
+                return ControlFlow::Break(());
+            }
+            since_progress += 1;
+            if since_progress >= 8192 {
+                since_progress = 0;
+                progress(&name, counter.load(Ordering::Relaxed));
+            }
+            now = now.max(pkt.ts_us);
+            if let Ok(d) = decoder.decode(pkt) {
+                let shard = shard_of(&d.meta, &cfg.server_ports, &hasher, workers);
+                let b = &mut batches[shard];
+                let start = b.data.len() as u32;
+                b.data.extend_from_slice(d.payload);
+                b.spans.push((start, d.payload.len() as u32));
+                b.metas.push(d.meta);
+                if b.full() {
+                    let fresh = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
+                    let mut full = std::mem::replace(b, fresh);
+                    full.watermark_us = now;
+                    if batch_txs[shard].send(full).is_err() {
+                        disconnected = true;
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            if now >= last_tick.saturating_add(TICK_US) {
+                last_tick = now;
+                decoder.expire(now);
+                for (shard, b) in batches.iter_mut().enumerate() {
+                    let fresh = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
+                    let mut partial = std::mem::replace(b, fresh);
+                    partial.watermark_us = now;
+                    if batch_txs[shard].send(partial).is_err() {
+                        disconnected = true;
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        match result {
+            Ok(s) => {
+                progress(&name, counter.load(std::sync::atomic::Ordering::Relaxed));
+                stats.sources.push((name, s));
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break 'inputs;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            stats.interrupted = true;
+            break;
+        }
+        if disconnected {
+            break;
+        }
+    }
+    for (shard, mut b) in batches.into_iter().enumerate() {
+        b.watermark_us = now;
+        let _ = batch_txs[shard].send(b);
+    }
+    drop(batch_txs);
+    stats.decode = decoder.stats;
+    for h in worker_handles {
+        let flow = h
+            .join()
+            .map_err(|_| PipelineError::Internal("a worker thread panicked".into()))?;
+        stats.flow.merge(&flow);
+    }
+    let (correlator, sessions_out) = output
+        .join()
+        .map_err(|_| PipelineError::Internal("the output thread panicked".into()))??;
+    stats.correlator = correlator;
+    stats.sessions_out = sessions_out;
+    if let Some(e) = read_error {
+        return Err(e.into());
+    }
+    Ok(stats)
+}
+
+fn worker(
+    rx: Receiver<Batch>,
+    recycle: Sender<Batch>,
+    out: Sender<Vec<SessionRecord>>,
+    cfg: FlowConfig,
+) -> FlowStats {
+    let mut table = FlowTable::new(cfg);
+    let mut done = Vec::new();
+    for mut batch in rx {
+        for (meta, &(start, len)) in batch.metas.iter().zip(&batch.spans) {
+            let payload = &batch.data[start as usize..(start + len) as usize];
+            table.packet(meta, payload, &mut done);
+        }
+        table.advance(batch.watermark_us, &mut done);
+        if !done.is_empty() && out.send(std::mem::take(&mut done)).is_err() {
+            break;
+        }
+        batch.clear();
+        let _ = recycle.send(batch);
+    }
+    table.finish_all(&mut done);
+    let _ = out.send(done);
+    table.stats
+}
+
+type OutputResult = Result<(CorrelatorStats, u64), SinkError>;
+
+fn output_thread(
+    rx: Receiver<Vec<SessionRecord>>,
+    cfg: CorrelatorConfig,
+    mut sink: Box<dyn SessionSink>,
+) -> OutputResult {
+    let mut correlator = Correlator::new(cfg);
+    let mut written = 0u64;
+    let mut failure: Option<SinkError> = None;
+    let mut emit = |rec: SessionRecord| {
+        if failure.is_none() {
+            match sink.session(&rec) {
+                Ok(()) => written += 1,
+                Err(e) => failure = Some(e),
+            }
+        }
+    };
+    // Sessions from different workers arrive in no particular order; put each chunk in time
+    // order so that the hold window works on capture time.
+    for mut chunk in rx {
+        chunk.sort_by_key(|r| r.ts_us);
+        for rec in chunk {
+            correlator.push(rec, &mut emit);
+        }
+    }
+    correlator.flush(&mut emit);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    sink.finish()?;
+    Ok((correlator.stats, written))
+}
+
+/// Chooses the worker for a packet: the hash of the initiator's address (the side that is not
+/// on a server port), so a client's DNS lookups and its SMTP connections meet on one worker.
+fn shard_of(
+    meta: &PacketMeta,
+    server_ports: &PortSet,
+    hasher: &ahash::RandomState,
+    n: usize,
+) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let (s, d) = (meta.sport, meta.dport);
+    let client: IpAddr = match (server_ports.contains(s), server_ports.contains(d)) {
+        (false, true) => meta.src,
+        (true, false) => meta.dst,
+        _ if matches!(meta.transport, Transport::Udp) && d == 53 => meta.src,
+        _ if s > d => meta.src,
+        _ if d > s => meta.dst,
+        _ => meta.src.min(meta.dst),
+    };
+    (hasher.hash_one(client) % n as u64) as usize
+}

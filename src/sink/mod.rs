@@ -1,0 +1,21 @@
+//! Outputs of judged sessions: newline-delimited JSON files, the run summary, and (later)
+//! ClickHouse. Several sinks can be combined with `Fanout`.
+
+pub mod ndjson;
+pub mod summary;
+
+use crate::event::SessionRecord;
+use crate::pipeline::{SessionSink, SinkError};
+
+/// Hands every session to several sinks in turn.
+pub struct Fanout(pub Vec<Box<dyn SessionSink>>);
+
+impl SessionSink for Fanout {
+    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.session(rec))
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.finish())
+    }
+}

@@ -1,0 +1,72 @@
+//! `sessions.ndjson` and `findings.ndjson`: one JSON object per line, the form every log
+//! pipeline (jq, Vector, ClickHouse's JSONEachRow) reads.
+
+use crate::event::SessionRecord;
+use crate::pipeline::{SessionSink, SinkError};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes the two files of an output directory.
+pub struct NdjsonSink {
+    sessions: BufWriter<File>,
+    findings: BufWriter<File>,
+    sessions_path: PathBuf,
+    findings_path: PathBuf,
+}
+
+impl NdjsonSink {
+    /// Creates (truncates) `DIR/sessions.ndjson` and `DIR/findings.ndjson`.
+    pub fn create(dir: &Path) -> Result<NdjsonSink, SinkError> {
+        let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), SinkError> {
+            let path = dir.join(name);
+            let file = File::create(&path).map_err(|source| SinkError {
+                what: format!("cannot create {}", path.display()),
+                source,
+            })?;
+            Ok((BufWriter::with_capacity(1 << 20, file), path))
+        };
+        let (sessions, sessions_path) = open("sessions.ndjson")?;
+        let (findings, findings_path) = open("findings.ndjson")?;
+        Ok(NdjsonSink {
+            sessions,
+            findings,
+            sessions_path,
+            findings_path,
+        })
+    }
+}
+
+fn write_line<T: serde::Serialize>(
+    w: &mut BufWriter<File>,
+    value: &T,
+    path: &Path,
+) -> Result<(), SinkError> {
+    let err = |source: std::io::Error| SinkError {
+        what: format!("cannot write {}", path.display()),
+        source,
+    };
+    serde_json::to_writer(&mut *w, value).map_err(|e| err(std::io::Error::other(e)))?;
+    w.write_all(b"\n").map_err(err)
+}
+
+impl SessionSink for NdjsonSink {
+    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
+        write_line(&mut self.sessions, rec, &self.sessions_path)?;
+        for f in &rec.finding_details {
+            write_line(&mut self.findings, f, &self.findings_path)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.sessions.flush().map_err(|source| SinkError {
+            what: format!("cannot write {}", self.sessions_path.display()),
+            source,
+        })?;
+        self.findings.flush().map_err(|source| SinkError {
+            what: format!("cannot write {}", self.findings_path.display()),
+            source,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! The run summary: sessions by verdict, findings by kind, the servers with most findings, and
+//! every counter that says something was lost or skipped. Printed for people, or as JSON.
+
+use crate::event::SessionRecord;
+use crate::pipeline::{RunStats, SessionSink, SinkError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Servers tracked for the "top servers" table; beyond this new servers are not added.
+const MAX_SERVERS: usize = 1_000_000;
+
+/// Aggregates judged sessions as they pass (cheap: a few counters per session).
+#[derive(Clone, Default)]
+pub struct Tally {
+    /// Sessions by verdict.
+    pub verdicts: BTreeMap<&'static str, u64>,
+    /// Findings by kind.
+    pub findings: BTreeMap<&'static str, u64>,
+    /// Per server: (sessions, findings).
+    pub servers: std::collections::HashMap<IpAddr, (u64, u64)>,
+    /// Servers not tracked because the table was full.
+    pub servers_untracked: u64,
+    /// Sessions seen.
+    pub sessions: u64,
+}
+
+impl Tally {
+    /// Counts one session.
+    pub fn add(&mut self, rec: &SessionRecord) {
+        self.sessions += 1;
+        *self.verdicts.entry(rec.verdict).or_default() += 1;
+        for f in &rec.finding_details {
+            *self.findings.entry(f.kind.as_str()).or_default() += 1;
+        }
+        let n = rec.finding_details.len() as u64;
+        if let Some(e) = self.servers.get_mut(&rec.server_ip) {
+            e.0 += 1;
+            e.1 += n;
+        } else if self.servers.len() < MAX_SERVERS {
+            self.servers.insert(rec.server_ip, (1, n));
+        } else {
+            self.servers_untracked += 1;
+        }
+    }
+}
+
+/// A sink that fills a shared tally, read by the CLI after the run.
+pub struct TallySink(pub Arc<Mutex<Tally>>);
+
+impl SessionSink for TallySink {
+    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
+        if let Ok(mut t) = self.0.lock() {
+            t.add(rec);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// One row of the top-servers table.
+#[derive(Serialize)]
+pub struct ServerRow {
+    /// Server address.
+    pub server_ip: IpAddr,
+    /// Sessions to it.
+    pub sessions: u64,
+    /// Findings on those sessions.
+    pub findings: u64,
+}
+
+/// The summary as printed with `--json` and written to `summary.json`.
+#[derive(Serialize)]
+pub struct Summary {
+    /// Inputs read, with their counters.
+    pub inputs: Vec<InputRow>,
+    /// Packets read.
+    pub packets: u64,
+    /// Captured bytes read.
+    pub bytes: u64,
+    /// Wall-clock seconds the run took.
+    pub elapsed_seconds: f64,
+    /// Sessions written.
+    pub sessions: u64,
+    /// Sessions by verdict.
+    pub sessions_by_verdict: BTreeMap<&'static str, u64>,
+    /// Findings by kind.
+    pub findings_by_kind: BTreeMap<&'static str, u64>,
+    /// Servers with the most findings.
+    pub top_servers: Vec<ServerRow>,
+    /// Counters: decoding.
+    pub decode: crate::decode::DecodeStats,
+    /// Counters: flows and reassembly.
+    pub flows: crate::flow::FlowStats,
+    /// Counters: the correlator.
+    pub correlator: crate::detect::CorrelatorStats,
+    /// Servers left out of the top-servers table's bookkeeping.
+    pub servers_untracked: u64,
+    /// The run was interrupted by a signal.
+    pub interrupted: bool,
+}
+
+/// One input's counters.
+#[derive(Serialize)]
+pub struct InputRow {
+    /// The name given.
+    pub name: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Packets cut by the snap length.
+    pub snapped: u64,
+    /// The file ended inside a record.
+    pub truncated: bool,
+    /// Corrupt blocks (reading stopped there).
+    pub corrupt_blocks: u64,
+}
+
+impl Summary {
+    /// Assembles the summary of a run.
+    pub fn new(stats: &RunStats, tally: &Tally, elapsed_seconds: f64) -> Summary {
+        let mut top: Vec<ServerRow> = tally
+            .servers
+            .iter()
+            .filter(|(_, (_, f))| *f > 0)
+            .map(|(ip, (s, f))| ServerRow {
+                server_ip: *ip,
+                sessions: *s,
+                findings: *f,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.findings
+                .cmp(&a.findings)
+                .then(a.server_ip.cmp(&b.server_ip))
+        });
+        top.truncate(10);
+        Summary {
+            inputs: stats
+                .sources
+                .iter()
+                .map(|(name, s)| InputRow {
+                    name: name.clone(),
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    snapped: s.snapped,
+                    truncated: s.truncated,
+                    corrupt_blocks: s.corrupt_blocks,
+                })
+                .collect(),
+            packets: stats.sources.iter().map(|(_, s)| s.packets).sum(),
+            bytes: stats.sources.iter().map(|(_, s)| s.bytes).sum(),
+            elapsed_seconds,
+            sessions: tally.sessions,
+            sessions_by_verdict: tally.verdicts.clone(),
+            findings_by_kind: tally.findings.clone(),
+            top_servers: top,
+            decode: stats.decode,
+            flows: stats.flow,
+            correlator: stats.correlator,
+            servers_untracked: tally.servers_untracked,
+            interrupted: stats.interrupted,
+        }
+    }
+
+    /// The human form.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mb = self.bytes as f64 / 1e6;
+        let rate = if self.elapsed_seconds > 0.0 {
+            mb / self.elapsed_seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "stripwatch: {} packets, {:.1} MB from {} input(s) in {:.2}s ({:.0} MB/s){}",
+            self.packets,
+            mb,
+            self.inputs.len(),
+            self.elapsed_seconds,
+            rate,
+            if self.interrupted {
+                " [interrupted]"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "\nSMTP sessions: {}", self.sessions);
+        for (v, n) in &self.sessions_by_verdict {
+            let _ = writeln!(s, "  {v:<28} {n:>10}");
+        }
+        let total: u64 = self.findings_by_kind.values().sum();
+        let _ = writeln!(s, "\nFindings: {total}");
+        for (k, n) in &self.findings_by_kind {
+            let _ = writeln!(s, "  {k:<28} {n:>10}");
+        }
+        if !self.top_servers.is_empty() {
+            let _ = writeln!(s, "\nTop servers with findings:");
+            for r in &self.top_servers {
+                let _ = writeln!(
+                    s,
+                    "  {:<40} {:>6} findings in {:>6} sessions",
+                    r.server_ip.to_string(),
+                    r.findings,
+                    r.sessions
+                );
+            }
+        }
+        let d = &self.decode;
+        let f = &self.flows;
+        let _ = writeln!(s, "\nCounters:");
+        let rows: [(&str, u64); 18] = [
+            ("tcp packets", d.tcp),
+            ("udp packets", d.udp),
+            ("smtp flows (mail ports)", f.smtp_flows),
+            ("recognised by content", f.recognised_by_content),
+            ("flows on mail ports, not smtp", f.not_smtp_flows),
+            ("flows evicted (table full)", f.evicted_flows),
+            ("sessions cut by eviction", f.evicted_sessions),
+            ("flows timed out", f.timed_out_flows),
+            ("tcp gaps", f.gaps),
+            ("tcp gap bytes", f.gap_bytes),
+            ("tcp overlap conflicts", f.overlap_conflicts),
+            ("tcp retransmissions", f.retransmissions),
+            ("malformed packets", d.malformed()),
+            ("truncated payloads", d.truncated_payload),
+            ("ip fragments (rebuilt)", d.fragments_reassembled),
+            ("ip fragments dropped", d.fragments_dropped),
+            ("overlong smtp lines", f.overlong_lines),
+            ("sessions judged early", self.correlator.released_early),
+        ];
+        for (name, n) in rows {
+            let _ = writeln!(s, "  {name:<32} {n:>12}");
+        }
+        let other = d.not_ip + d.other_protocol + d.unknown_link_type;
+        let _ = writeln!(s, "  {:<32} {:>12}", "non-tcp/udp frames (skipped)", other);
+        for i in &self.inputs {
+            if i.truncated || i.corrupt_blocks > 0 {
+                let _ = writeln!(
+                    s,
+                    "  warning: {} ended early ({})",
+                    i.name,
+                    if i.truncated {
+                        "truncated"
+                    } else {
+                        "corrupt block"
+                    }
+                );
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,9 @@
+//! SMTP: line splitting, reply and command parsing, the capability classifier and the session
+//! state machine that turns a reassembled conversation into facts.
+
+pub mod capability;
+pub mod line;
+pub mod reply;
+pub mod session;
+
+pub use session::{EndReason, SessionFacts, Side, SmtpConfig, SmtpSession};

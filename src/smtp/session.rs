@@ -1,0 +1,832 @@
+//! The SMTP session state machine. It is fed reassembled bytes of both directions in capture
+//! order and records the facts the detection rules judge: the banner, the EHLO capabilities as
+//! sent, the STARTTLS exchange, what came after the `220`, and how many transactions went in
+//! cleartext. Message bodies are scanned for their end and never stored.
+
+use super::capability::{self, TokenClass};
+use super::line::LineSplitter;
+use super::reply::{self, Verb};
+use crate::flow::reassembly::{OverlapConflict, StreamEvent};
+use crate::tls::record::{self, RecordScanner};
+use std::collections::VecDeque;
+
+/// Which end of the connection bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The SMTP client (the sending MTA).
+    Client,
+    /// The SMTP server.
+    Server,
+}
+
+/// Per-session limits and privacy switches.
+#[derive(Clone, Copy, Debug)]
+pub struct SmtpConfig {
+    /// Longest command or reply line kept; longer ones are cut and counted.
+    pub max_line: usize,
+    /// Client bytes held while waiting for the reply to DATA.
+    pub max_held: usize,
+    /// Commands awaiting replies (pipelining depth) before the oldest is forgotten.
+    pub max_pending: usize,
+    /// Capability lines kept per EHLO reply.
+    pub max_capabilities: usize,
+    /// Keep envelope addresses (MAIL FROM / RCPT TO). Off unless the user asks.
+    pub log_envelope: bool,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            max_line: 2048,
+            max_held: 64 * 1024,
+            max_pending: 128,
+            max_capabilities: 64,
+            log_envelope: false,
+        }
+    }
+}
+
+/// Why a TLS upgrade did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakeFailure {
+    /// The connection was reset before the server answered the ClientHello.
+    Reset,
+    /// The connection was closed before the server answered the ClientHello.
+    Closed,
+    /// The server answered with a TLS alert.
+    Alert,
+    /// The client sent bytes that are neither TLS nor SMTP.
+    NonTlsClientBytes,
+    /// The server sent bytes that are not TLS.
+    NonTlsServerBytes,
+    /// The client never sent a ClientHello and the connection ended.
+    NoClientHello,
+    /// Nothing more happened until the flow timed out.
+    Stalled,
+}
+
+/// Cleartext where only TLS may be: the command-injection window of RFC 3207 §5.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CleartextEvent {
+    /// Who sent the cleartext.
+    pub side: Side,
+    /// `after-starttls` (pipelined before the 220) or `after-220`.
+    pub phase: &'static str,
+    /// The command verb or reply code that was sent in the clear (never arguments).
+    pub what: String,
+    /// Bytes of that line.
+    pub bytes: usize,
+    /// Capture time.
+    pub ts_us: i64,
+}
+
+/// A capability token that looks like a destroyed STARTTLS.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OverwrittenToken {
+    /// The capability line as the server (or the box in the path) sent it.
+    pub line: String,
+    /// Why it looks overwritten.
+    pub class: TokenClass,
+}
+
+/// A TCP overlap conflict with its capture time and direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedConflict {
+    /// Which direction's stream had two versions.
+    pub side: Side,
+    /// Capture time of the later segment.
+    pub ts_us: i64,
+    /// Offsets and lengths.
+    pub conflict: OverlapConflict,
+}
+
+/// Everything the rules need to know about a session.
+#[derive(Clone, Debug, Default)]
+pub struct SessionFacts {
+    /// The greeting reply code (220 normally).
+    pub banner_code: Option<u16>,
+    /// The first line of the greeting text.
+    pub banner: Option<String>,
+    /// The greeting hides the server behind `*` (ASA-style inspection).
+    pub banner_masked: bool,
+    /// `EHLO` or `HELO`, whichever the client used first.
+    pub greeting_verb: Option<Verb>,
+    /// The name the client gave in EHLO/HELO.
+    pub ehlo_name: Option<String>,
+    /// The first line of the server's EHLO reply (its own name).
+    pub ehlo_reply_name: Option<String>,
+    /// Capability lines of the first cleartext EHLO reply, verbatim.
+    pub ehlo_capabilities: Vec<String>,
+    /// Capability lines beyond the limit.
+    pub ehlo_capabilities_dropped: u32,
+    /// A positive EHLO reply was seen.
+    pub ehlo_reply_seen: bool,
+    /// Capture time of that reply.
+    pub ehlo_reply_ts: Option<i64>,
+    /// The EHLO reply listed STARTTLS.
+    pub starttls_offered: bool,
+    /// Tokens that look like an overwritten STARTTLS.
+    pub overwritten_tokens: Vec<OverwrittenToken>,
+    /// The client sent STARTTLS.
+    pub starttls_sent: bool,
+    /// Capture time of the STARTTLS command.
+    pub starttls_ts: Option<i64>,
+    /// The reply code to STARTTLS.
+    pub starttls_reply_code: Option<u16>,
+    /// The reply text to STARTTLS.
+    pub starttls_reply_text: Option<String>,
+    /// TLS was due (220 to STARTTLS, or implicit TLS).
+    pub tls_expected: bool,
+    /// The port implies TLS from the first byte (465).
+    pub implicit_tls: bool,
+    /// The client's first bytes after the 220 (or on an implicit-TLS port) were a TLS record.
+    pub tls_started: bool,
+    /// Record-level view of the client's TLS bytes.
+    pub tls_client: record::RecordSummary,
+    /// Record-level view of the server's TLS bytes.
+    pub tls_server: record::RecordSummary,
+    /// Why the upgrade failed, when it did.
+    pub handshake_failure: Option<HandshakeFailure>,
+    /// Cleartext in the injection window.
+    pub cleartext: Vec<CleartextEvent>,
+    /// MAIL commands sent in cleartext.
+    pub mail_transactions: u32,
+    /// RCPT commands sent in cleartext.
+    pub rcpt_commands: u32,
+    /// DATA commands sent in cleartext.
+    pub data_commands: u32,
+    /// BDAT commands sent in cleartext.
+    pub bdat_commands: u32,
+    /// AUTH commands sent in cleartext (credentials are never recorded).
+    pub auth_commands: u32,
+    /// The client said QUIT.
+    pub quit_sent: bool,
+    /// Commands seen.
+    pub commands: u32,
+    /// Replies seen (complete, multi-line counted once).
+    pub replies: u32,
+    /// Envelope senders, only with `log_envelope`.
+    pub mail_from: Vec<String>,
+    /// Envelope recipients, only with `log_envelope`.
+    pub rcpt_to: Vec<String>,
+    /// Lines cut at the limit.
+    pub overlong_lines: u32,
+    /// Replies with no command waiting for them.
+    pub unmatched_replies: u32,
+    /// Lines that were neither a command nor a reply where one was due.
+    pub malformed_lines: u32,
+    /// Holes in the cleartext dialog (not in bodies or ciphertext).
+    pub dialog_gaps: u32,
+    /// Overlapping segments that disagreed.
+    pub conflicts: Vec<TimedConflict>,
+    /// Conflicts beyond the per-session limit.
+    pub conflicts_dropped: u32,
+    /// The server spoke SMTP or the client spoke SMTP or TLS: this flow is mail.
+    pub recognised: bool,
+}
+
+/// How many cleartext events and conflicts are kept per session; the rest are counted.
+const MAX_EVENTS: usize = 16;
+/// Envelope entries kept per session with `log_envelope`.
+const MAX_ENVELOPE: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientMode {
+    Command,
+    /// DATA sent; holding bytes until the server says 354 (or refuses).
+    DataPending,
+    /// Inside a message body; looking only for CRLF.CRLF.
+    DataBody,
+    /// Inside a BDAT chunk of this many bytes still to come.
+    Bdat(u64),
+    /// After the 220: the first bytes tell TLS from cleartext.
+    TlsExpect,
+    /// TLS records.
+    Tls,
+    /// Nothing more to learn from this direction.
+    Ignore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerMode {
+    Reply,
+    TlsExpect,
+    Tls,
+    Ignore,
+}
+
+/// The reply being assembled from its lines.
+#[derive(Default)]
+struct ReplyInProgress {
+    code: Option<u16>,
+    keep_lines: bool,
+    lines: Vec<String>,
+}
+
+/// One SMTP conversation.
+pub struct SmtpSession {
+    cfg: SmtpConfig,
+    client_lines: LineSplitter,
+    server_lines: LineSplitter,
+    client_mode: ClientMode,
+    server_mode: ServerMode,
+    pending: VecDeque<Verb>,
+    greeting_done: bool,
+    reply: ReplyInProgress,
+    held: Vec<u8>,
+    /// SASL lines the client still owes after a 334.
+    sasl_lines: u32,
+    /// Last bytes of the body for a terminator that straddles segments.
+    body_tail: [u8; 4],
+    body_tail_len: usize,
+    tls_client: RecordScanner,
+    tls_server: RecordScanner,
+    /// The facts gathered so far.
+    pub facts: SessionFacts,
+}
+
+impl SmtpSession {
+    /// A session at its start. `implicit_tls` for ports where TLS begins at once (465).
+    pub fn new(cfg: SmtpConfig, implicit_tls: bool) -> SmtpSession {
+        let mut s = SmtpSession {
+            cfg,
+            client_lines: LineSplitter::new(cfg.max_line),
+            server_lines: LineSplitter::new(cfg.max_line),
+            client_mode: ClientMode::Command,
+            server_mode: ServerMode::Reply,
+            pending: VecDeque::new(),
+            greeting_done: false,
+            reply: ReplyInProgress::default(),
+            held: Vec::new(),
+            sasl_lines: 0,
+            body_tail: [0; 4],
+            body_tail_len: 0,
+            tls_client: RecordScanner::new(),
+            tls_server: RecordScanner::new(),
+            facts: SessionFacts::default(),
+        };
+        if implicit_tls {
+            s.facts.implicit_tls = true;
+            s.facts.tls_expected = true;
+            s.client_mode = ClientMode::TlsExpect;
+            s.server_mode = ServerMode::TlsExpect;
+        }
+        s
+    }
+
+    /// Whether the reassembler should keep recent bytes of this side for overlap comparison:
+    /// only while the side carries the cleartext dialog.
+    pub fn dialog_phase(&self, side: Side) -> bool {
+        match side {
+            Side::Client => matches!(
+                self.client_mode,
+                ClientMode::Command | ClientMode::DataPending
+            ),
+            Side::Server => self.server_mode == ServerMode::Reply,
+        }
+    }
+
+    /// Whether bytes of this side can still change any fact. When both are false the flow only
+    /// needs its TCP flags watched.
+    pub fn wants_bytes(&self, side: Side) -> bool {
+        match side {
+            Side::Client => self.client_mode != ClientMode::Ignore,
+            Side::Server => self.server_mode != ServerMode::Ignore,
+        }
+    }
+
+    /// Handles one reassembly event of one side.
+    pub fn on_stream(&mut self, side: Side, event: StreamEvent<'_>, ts_us: i64) {
+        match event {
+            StreamEvent::Data { bytes, .. } => match side {
+                Side::Client => self.client_bytes(bytes, ts_us),
+                Side::Server => self.server_bytes(bytes, ts_us),
+            },
+            StreamEvent::Gap { len, .. } => self.gap(side, len),
+            StreamEvent::Conflict(conflict) => {
+                if self.facts.conflicts.len() < MAX_EVENTS {
+                    self.facts.conflicts.push(TimedConflict {
+                        side,
+                        ts_us,
+                        conflict,
+                    });
+                } else {
+                    self.facts.conflicts_dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn gap(&mut self, side: Side, len: u64) {
+        match side {
+            Side::Client => match self.client_mode {
+                ClientMode::Command | ClientMode::DataPending => {
+                    self.facts.dialog_gaps += 1;
+                    self.client_lines.reset();
+                }
+                ClientMode::Bdat(left) if len < left => {
+                    self.client_mode = ClientMode::Bdat(left - len)
+                }
+                ClientMode::Bdat(_) => {
+                    self.facts.dialog_gaps += 1;
+                    self.client_lines.reset();
+                    self.client_mode = ClientMode::Command;
+                }
+                // A hole in a body may have swallowed the terminator; the server's next reply
+                // will tell (see `server_reply`).
+                ClientMode::DataBody => self.body_tail_len = 0,
+                ClientMode::TlsExpect | ClientMode::Tls => {
+                    self.facts.dialog_gaps += u32::from(self.client_mode == ClientMode::TlsExpect);
+                    self.client_mode = ClientMode::Ignore;
+                }
+                ClientMode::Ignore => {}
+            },
+            Side::Server => match self.server_mode {
+                ServerMode::Reply => {
+                    self.facts.dialog_gaps += 1;
+                    self.server_lines.reset();
+                    self.reply = ReplyInProgress::default();
+                }
+                ServerMode::TlsExpect | ServerMode::Tls => {
+                    self.facts.dialog_gaps += u32::from(self.server_mode == ServerMode::TlsExpect);
+                    self.server_mode = ServerMode::Ignore;
+                }
+                ServerMode::Ignore => {}
+            },
+        }
+    }
+
+    fn client_bytes(&mut self, mut bytes: &[u8], ts_us: i64) {
+        while !bytes.is_empty() {
+            match self.client_mode {
+                ClientMode::Command => {
+                    let Some(line) = self.client_lines.next_line(bytes) else {
+                        return;
+                    };
+                    let consumed = line.consumed;
+                    if line.overlong {
+                        self.facts.overlong_lines += 1;
+                    }
+                    // Copy out of the splitter's borrow: lines are short and few.
+                    let text = line.bytes.to_vec();
+                    bytes = &bytes[consumed..];
+                    self.client_line(&text, ts_us);
+                }
+                ClientMode::DataPending => {
+                    let room = self.cfg.max_held.saturating_sub(self.held.len());
+                    if bytes.len() > room {
+                        // The client is not waiting for 354: it must be sending the body.
+                        let held = std::mem::take(&mut self.held);
+                        self.client_mode = ClientMode::DataBody;
+                        self.body_tail = *b"\0\0\r\n";
+                        self.body_tail_len = 4;
+                        self.client_bytes(&held, ts_us);
+                        continue;
+                    }
+                    self.held.extend_from_slice(bytes);
+                    return;
+                }
+                ClientMode::DataBody => match self.find_body_end(bytes) {
+                    Some(end) => {
+                        bytes = &bytes[end..];
+                        self.client_mode = ClientMode::Command;
+                        self.client_lines.reset();
+                    }
+                    None => return,
+                },
+                ClientMode::Bdat(left) => {
+                    let n = (bytes.len() as u64).min(left);
+                    bytes = &bytes[n as usize..];
+                    self.client_mode = if n == left {
+                        ClientMode::Command
+                    } else {
+                        ClientMode::Bdat(left - n)
+                    };
+                }
+                ClientMode::TlsExpect => {
+                    self.client_first_after_220(bytes, ts_us);
+                    if self.client_mode == ClientMode::TlsExpect {
+                        return;
+                    }
+                }
+                ClientMode::Tls => {
+                    self.tls_client.feed(bytes);
+                    self.facts.tls_client = self.tls_client.summary;
+                    if self.tls_client.summary.malformed
+                        || (self.tls_client.summary.application_data
+                            && self.tls_server.summary.application_data)
+                    {
+                        self.client_mode = ClientMode::Ignore;
+                    }
+                    return;
+                }
+                ClientMode::Ignore => return,
+            }
+        }
+    }
+
+    /// Finds the end of a DATA body (CRLF.CRLF, the body starting at a line start). Returns the
+    /// number of bytes of `bytes` up to and including the terminator.
+    fn find_body_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        const END: &[u8] = b"\r\n.\r\n";
+        // A terminator that straddles the previous chunk and this one.
+        let mut joint = [0u8; 8];
+        let tail = &self.body_tail[4 - self.body_tail_len..];
+        joint[..tail.len()].copy_from_slice(tail);
+        let head = bytes.len().min(4);
+        joint[tail.len()..tail.len() + head].copy_from_slice(&bytes[..head]);
+        let joint = &joint[..tail.len() + head];
+        if let Some(pos) = memchr::memmem::find(joint, END)
+            && pos + END.len() > tail.len()
+        {
+            return Some(pos + END.len() - tail.len());
+        }
+        if let Some(pos) = memchr::memmem::find(bytes, END) {
+            return Some(pos + END.len());
+        }
+        // Keep the last four bytes for the next chunk.
+        if bytes.len() >= 4 {
+            self.body_tail.copy_from_slice(&bytes[bytes.len() - 4..]);
+            self.body_tail_len = 4;
+        } else {
+            let keep = (self.body_tail_len + bytes.len()).min(4);
+            let mut joined = [0u8; 8];
+            let prev = &self.body_tail[4 - self.body_tail_len..];
+            joined[..prev.len()].copy_from_slice(prev);
+            joined[prev.len()..prev.len() + bytes.len()].copy_from_slice(bytes);
+            let total = prev.len() + bytes.len();
+            self.body_tail[4 - keep..].copy_from_slice(&joined[total - keep..total]);
+            self.body_tail_len = keep;
+        }
+        None
+    }
+
+    fn client_line(&mut self, line: &[u8], ts_us: i64) {
+        if self.sasl_lines > 0 {
+            // A SASL response: opaque, possibly a credential. Never parsed or kept.
+            self.sasl_lines -= 1;
+            return;
+        }
+        if line.is_empty() {
+            return;
+        }
+        let Some(cmd) = reply::parse_command(line) else {
+            self.facts.malformed_lines += 1;
+            if !self.facts.recognised && crate::tls::record::looks_like_tls(line) {
+                self.client_mode = ClientMode::Ignore;
+            }
+            return;
+        };
+        self.facts.recognised = true;
+        self.facts.commands += 1;
+        if self.pending.contains(&Verb::Starttls) && self.facts.cleartext.len() < MAX_EVENTS {
+            // RFC 3207 §5: nothing may follow STARTTLS before the 220. A pipelined command here
+            // is executed by a vulnerable server as if it came inside TLS.
+            self.facts.cleartext.push(CleartextEvent {
+                side: Side::Client,
+                phase: "after-starttls",
+                what: reply::verb_text(line),
+                bytes: line.len() + 2,
+                ts_us,
+            });
+        }
+        match cmd.verb {
+            Verb::Ehlo | Verb::Helo => {
+                if self.facts.greeting_verb.is_none() {
+                    self.facts.greeting_verb = Some(cmd.verb);
+                    self.facts.ehlo_name = Some(printable(cmd.args, 255));
+                }
+            }
+            Verb::Starttls => {
+                self.facts.starttls_sent = true;
+                self.facts.starttls_ts.get_or_insert(ts_us);
+            }
+            Verb::Mail => {
+                self.facts.mail_transactions += 1;
+                if self.cfg.log_envelope && self.facts.mail_from.len() < MAX_ENVELOPE {
+                    self.facts.mail_from.push(envelope_address(cmd.args));
+                }
+            }
+            Verb::Rcpt => {
+                self.facts.rcpt_commands += 1;
+                if self.cfg.log_envelope && self.facts.rcpt_to.len() < MAX_ENVELOPE {
+                    self.facts.rcpt_to.push(envelope_address(cmd.args));
+                }
+            }
+            Verb::Data => {
+                self.facts.data_commands += 1;
+                self.client_mode = ClientMode::DataPending;
+            }
+            Verb::Bdat => {
+                self.facts.bdat_commands += 1;
+                match reply::parse_bdat(cmd.args) {
+                    Some((0, _)) => {}
+                    Some((size, _)) => self.client_mode = ClientMode::Bdat(size),
+                    None => self.facts.malformed_lines += 1,
+                }
+            }
+            Verb::Auth => self.facts.auth_commands += 1,
+            Verb::Quit => self.facts.quit_sent = true,
+            Verb::Rset | Verb::Other => {}
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(cmd.verb);
+    }
+
+    fn client_first_after_220(&mut self, bytes: &[u8], ts_us: i64) {
+        if record::looks_like_tls(bytes) {
+            self.facts.tls_started = true;
+            self.facts.recognised = true;
+            self.client_mode = ClientMode::Tls;
+            return;
+        }
+        if reply::parse_command(bytes.split(|b| *b == b'\n').next().unwrap_or(bytes)).is_some() {
+            if !self.facts.implicit_tls {
+                // Cleartext commands where the handshake should be: the session goes on in the
+                // clear (a decrypting middlebox, a broken client, or an injection).
+                if self.facts.cleartext.len() < MAX_EVENTS {
+                    let first = bytes.split(|b| *b == b'\n').next().unwrap_or(bytes);
+                    self.facts.cleartext.push(CleartextEvent {
+                        side: Side::Client,
+                        phase: "after-220",
+                        what: reply::verb_text(first),
+                        bytes: bytes.len(),
+                        ts_us,
+                    });
+                }
+            } else {
+                // SMTP on an implicit-TLS port in the clear: it is a plaintext session.
+                self.facts.implicit_tls = false;
+                self.facts.tls_expected = false;
+            }
+            self.client_mode = ClientMode::Command;
+            if matches!(self.server_mode, ServerMode::TlsExpect) {
+                self.server_mode = ServerMode::Reply;
+            }
+            return;
+        }
+        if self.facts.tls_expected && !self.facts.implicit_tls {
+            self.facts.handshake_failure = Some(HandshakeFailure::NonTlsClientBytes);
+        }
+        self.client_mode = ClientMode::Ignore;
+    }
+
+    fn server_bytes(&mut self, mut bytes: &[u8], ts_us: i64) {
+        while !bytes.is_empty() {
+            match self.server_mode {
+                ServerMode::Reply => {
+                    let Some(line) = self.server_lines.next_line(bytes) else {
+                        return;
+                    };
+                    let consumed = line.consumed;
+                    if line.overlong {
+                        self.facts.overlong_lines += 1;
+                    }
+                    let text = line.bytes.to_vec();
+                    bytes = &bytes[consumed..];
+                    self.server_line(&text, ts_us);
+                }
+                ServerMode::TlsExpect => {
+                    if record::looks_like_tls(bytes) {
+                        self.facts.recognised = true;
+                        self.server_mode = ServerMode::Tls;
+                        continue;
+                    }
+                    let first = bytes.split(|b| *b == b'\n').next().unwrap_or(bytes);
+                    if reply::parse_reply_line(first).is_some() {
+                        self.facts.recognised = true;
+                        if self.facts.implicit_tls {
+                            if self.tls_client.summary.client_hello {
+                                // A ClientHello answered by an SMTP banner.
+                                self.facts.handshake_failure =
+                                    Some(HandshakeFailure::NonTlsServerBytes);
+                            }
+                            self.facts.implicit_tls = self.tls_client.summary.client_hello;
+                            self.facts.tls_expected = self.facts.implicit_tls;
+                            if self.client_mode == ClientMode::TlsExpect {
+                                self.client_mode = ClientMode::Command;
+                            }
+                        } else if self.facts.cleartext.len() < MAX_EVENTS {
+                            self.facts.cleartext.push(CleartextEvent {
+                                side: Side::Server,
+                                phase: "after-220",
+                                what: reply::verb_text(first),
+                                bytes: bytes.len(),
+                                ts_us,
+                            });
+                        }
+                        self.server_mode = ServerMode::Reply;
+                        continue;
+                    }
+                    if self.facts.tls_expected && self.facts.handshake_failure.is_none() {
+                        self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
+                    }
+                    self.server_mode = ServerMode::Ignore;
+                    return;
+                }
+                ServerMode::Tls => {
+                    self.tls_server.feed(bytes);
+                    self.facts.tls_server = self.tls_server.summary;
+                    let s = self.tls_server.summary;
+                    if s.alert.is_some()
+                        && !s.server_hello
+                        && self.facts.handshake_failure.is_none()
+                    {
+                        self.facts.handshake_failure = Some(HandshakeFailure::Alert);
+                    }
+                    if s.malformed
+                        || (s.application_data && self.tls_client.summary.application_data)
+                    {
+                        self.server_mode = ServerMode::Ignore;
+                    }
+                    return;
+                }
+                ServerMode::Ignore => return,
+            }
+        }
+    }
+
+    fn server_line(&mut self, line: &[u8], ts_us: i64) {
+        let Some(parsed) = reply::parse_reply_line(line) else {
+            if !line.is_empty() {
+                self.facts.malformed_lines += 1;
+            }
+            if !self.facts.recognised && record::looks_like_tls(line) {
+                self.server_mode = ServerMode::Ignore;
+            }
+            return;
+        };
+        self.facts.recognised = true;
+        if self.reply.code.is_none() {
+            let for_verb = self.pending.front().copied();
+            self.reply.code = Some(parsed.code);
+            self.reply.keep_lines =
+                !self.greeting_done || matches!(for_verb, Some(Verb::Ehlo) | Some(Verb::Starttls));
+        }
+        if self.reply.keep_lines && self.reply.lines.len() <= self.cfg.max_capabilities {
+            self.reply
+                .lines
+                .push(printable(parsed.text, self.cfg.max_line));
+        } else if self.reply.keep_lines {
+            self.facts.ehlo_capabilities_dropped += 1;
+        }
+        if parsed.more {
+            return;
+        }
+        let done = std::mem::take(&mut self.reply);
+        self.facts.replies += 1;
+        self.server_reply(done.code.unwrap_or(parsed.code), done.lines, ts_us);
+    }
+
+    fn server_reply(&mut self, code: u16, lines: Vec<String>, ts_us: i64) {
+        if !self.greeting_done {
+            self.greeting_done = true;
+            self.facts.banner_code = Some(code);
+            if let Some(first) = lines.into_iter().next() {
+                self.facts.banner_masked = capability::is_masked_banner(&first);
+                self.facts.banner = Some(first);
+            }
+            return;
+        }
+        if self.client_mode == ClientMode::DataBody {
+            // The server answered while we thought the body went on: its end fell into a hole.
+            self.client_mode = ClientMode::Command;
+            self.client_lines.reset();
+        }
+        let Some(verb) = self.pending.pop_front() else {
+            self.facts.unmatched_replies += 1;
+            return;
+        };
+        match verb {
+            Verb::Ehlo if (200..300).contains(&code) && !self.facts.ehlo_reply_seen => {
+                self.ehlo_reply(lines, ts_us);
+            }
+            Verb::Starttls => {
+                if self.facts.starttls_reply_code.is_none() {
+                    self.facts.starttls_reply_code = Some(code);
+                    self.facts.starttls_reply_text = lines.into_iter().next();
+                }
+                if code == 220 {
+                    self.facts.tls_expected = true;
+                    self.server_mode = ServerMode::TlsExpect;
+                    // Commands pipelined after STARTTLS were consumed by the server in the
+                    // clear; their replies (if any) are now inside TLS.
+                    self.pending.clear();
+                    if self.client_mode == ClientMode::Command {
+                        self.client_mode = ClientMode::TlsExpect;
+                        self.client_lines.reset();
+                    }
+                }
+            }
+            Verb::Data => {
+                let held = std::mem::take(&mut self.held);
+                if code == 354 {
+                    self.client_mode = ClientMode::DataBody;
+                    self.body_tail = *b"\0\0\r\n";
+                    self.body_tail_len = 4;
+                } else if self.client_mode == ClientMode::DataPending {
+                    self.client_mode = ClientMode::Command;
+                }
+                if !held.is_empty() {
+                    self.client_bytes(&held, ts_us);
+                }
+            }
+            Verb::Auth if code == 334 => {
+                self.sasl_lines += 1;
+                self.pending.push_front(Verb::Auth);
+            }
+            _ => {}
+        }
+    }
+
+    fn ehlo_reply(&mut self, lines: Vec<String>, ts_us: i64) {
+        self.facts.ehlo_reply_seen = true;
+        self.facts.ehlo_reply_ts = Some(ts_us);
+        let mut lines = lines.into_iter();
+        self.facts.ehlo_reply_name = lines.next();
+        for cap in lines {
+            match capability::classify(capability::keyword(&cap)) {
+                TokenClass::Starttls => self.facts.starttls_offered = true,
+                class if class.is_overwrite() => {
+                    self.facts.overwritten_tokens.push(OverwrittenToken {
+                        line: cap.clone(),
+                        class,
+                    });
+                }
+                _ => {}
+            }
+            self.facts.ehlo_capabilities.push(cap);
+        }
+    }
+
+    /// Closes the session: whatever the upgrade was waiting for will not come.
+    pub fn finish(&mut self, end: EndReason) {
+        if !self.facts.tls_expected || self.facts.handshake_failure.is_some() {
+            return;
+        }
+        if self.tls_server.summary.server_hello {
+            return;
+        }
+        let failure = match end {
+            EndReason::CaptureEnd => None,
+            _ if !self.facts.tls_started && !self.tls_client.summary.client_hello => match end {
+                EndReason::Timeout => Some(HandshakeFailure::Stalled),
+                EndReason::Evicted => None,
+                _ => Some(HandshakeFailure::NoClientHello),
+            },
+            EndReason::Reset => Some(HandshakeFailure::Reset),
+            EndReason::Fin => Some(HandshakeFailure::Closed),
+            EndReason::Timeout => Some(HandshakeFailure::Stalled),
+            EndReason::Evicted => None,
+        };
+        // On an implicit-TLS port a flow that never showed TLS or SMTP is not a failed upgrade.
+        if self.facts.implicit_tls && !self.facts.recognised {
+            return;
+        }
+        self.facts.handshake_failure = failure;
+    }
+}
+
+/// How a flow ended, which decides how an unfinished upgrade is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// Both sides closed with FIN.
+    Fin,
+    /// A side reset the connection.
+    Reset,
+    /// Nothing was seen for the idle timeout.
+    Timeout,
+    /// The input ended with the flow open.
+    CaptureEnd,
+    /// The flow table was full and this flow was the oldest.
+    Evicted,
+}
+
+/// Lossy, bounded text for evidence: control characters are escaped so that a hostile server
+/// cannot smuggle terminal escapes into a report.
+fn printable(bytes: &[u8], max: usize) -> String {
+    let bytes = &bytes[..bytes.len().min(max)];
+    let text = String::from_utf8_lossy(bytes);
+    if text.chars().any(|c| c.is_control()) {
+        text.chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect()
+    } else {
+        text.into_owned()
+    }
+}
+
+/// The address inside `FROM:<...>` / `TO:<...>`, bounded.
+fn envelope_address(args: &[u8]) -> String {
+    let start = args.iter().position(|b| *b == b'<').map_or(0, |p| p + 1);
+    let end = args[start..]
+        .iter()
+        .position(|b| *b == b'>')
+        .map_or(args.len(), |p| start + p);
+    printable(&args[start..end], 256)
+}

@@ -1,0 +1,191 @@
+//! Walks TLS record headers in one direction of a stream. Record bodies are skipped without being
+//! copied; the first bytes of handshake and alert records are peeked at as they pass.
+
+/// TLS content types (RFC 8446 §5.1).
+pub mod content_type {
+    /// ChangeCipherSpec.
+    pub const CHANGE_CIPHER_SPEC: u8 = 20;
+    /// Alert.
+    pub const ALERT: u8 = 21;
+    /// Handshake.
+    pub const HANDSHAKE: u8 = 22;
+    /// Application data.
+    pub const APPLICATION_DATA: u8 = 23;
+    /// Heartbeat.
+    pub const HEARTBEAT: u8 = 24;
+}
+
+/// Handshake message types that decide whether a handshake started.
+pub mod handshake_type {
+    /// ClientHello.
+    pub const CLIENT_HELLO: u8 = 1;
+    /// ServerHello (also HelloRetryRequest in TLS 1.3).
+    pub const SERVER_HELLO: u8 = 2;
+}
+
+/// The largest record body TLS allows (2^14 plus expansion).
+const MAX_RECORD_BODY: usize = 16384 + 2048;
+
+/// True when `bytes` begin like a TLS record (or an SSLv2-framed ClientHello). Used to decide
+/// whether the first bytes after a STARTTLS `220` are TLS at all.
+pub fn looks_like_tls(bytes: &[u8]) -> bool {
+    match bytes {
+        [ct, 3, minor, ..] => (20..=24).contains(ct) && *minor <= 4,
+        [ct] => (20..=24).contains(ct),
+        [ct, 3] => (20..=24).contains(ct),
+        // SSLv2 record header with a ClientHello (message type 1).
+        [hi, _, 1, ..] => hi & 0x80 != 0,
+        _ => false,
+    }
+}
+
+/// What the walk has seen in this direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Records whose header was read.
+    pub records: u32,
+    /// A ClientHello handshake message started a record.
+    pub client_hello: bool,
+    /// A ServerHello handshake message started a record.
+    pub server_hello: bool,
+    /// ChangeCipherSpec seen.
+    pub change_cipher_spec: bool,
+    /// Application data seen.
+    pub application_data: bool,
+    /// The first alert: (level, description).
+    pub alert: Option<(u8, u8)>,
+    /// The stream stopped being TLS (a header that is not a record header).
+    pub malformed: bool,
+    /// The legacy record version of the first record (e.g. 0x0301).
+    pub first_version: Option<u16>,
+}
+
+/// Record-header walker for one direction.
+#[derive(Default)]
+pub struct RecordScanner {
+    header: [u8; 5],
+    header_len: usize,
+    /// Body bytes of the current record not yet passed.
+    body_left: usize,
+    /// Offset inside the current record body.
+    body_pos: usize,
+    current_type: u8,
+    alert_bytes: [u8; 2],
+    /// What has been seen.
+    pub summary: RecordSummary,
+}
+
+impl RecordScanner {
+    /// A walker positioned at a record boundary.
+    pub fn new() -> RecordScanner {
+        RecordScanner::default()
+    }
+
+    /// Passes bytes of this direction through the walker.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.summary.records == 0 && self.header_len == 0 && self.body_left == 0 {
+            // SSLv2-framed ClientHello: a 2-byte length with the top bit set, then type 1.
+            if let [hi, lo, 1, ..] = bytes
+                && hi & 0x80 != 0
+            {
+                let len = (usize::from(hi & 0x7f) << 8) | usize::from(*lo);
+                self.summary.records = 1;
+                self.summary.client_hello = true;
+                self.summary.first_version = Some(0x0002);
+                self.current_type = content_type::HANDSHAKE;
+                self.body_left = len;
+                self.body_pos = len; // nothing more to peek at
+                bytes = &bytes[2..];
+            }
+        }
+        while !bytes.is_empty() && !self.summary.malformed {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.peek(&bytes[..n]);
+                self.body_left -= n;
+                self.body_pos += n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let need = 5 - self.header_len;
+            let n = need.min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len < 5 {
+                return;
+            }
+            self.header_len = 0;
+            let [ct, major, minor, hi, lo] = self.header;
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if !(20..=24).contains(&ct) || major != 3 || minor > 4 || len > MAX_RECORD_BODY {
+                self.summary.malformed = true;
+                return;
+            }
+            if self.summary.first_version.is_none() {
+                self.summary.first_version = Some(u16::from_be_bytes([major, minor]));
+            }
+            self.summary.records = self.summary.records.saturating_add(1);
+            self.current_type = ct;
+            self.body_left = len;
+            self.body_pos = 0;
+            match ct {
+                content_type::CHANGE_CIPHER_SPEC => self.summary.change_cipher_spec = true,
+                content_type::APPLICATION_DATA => self.summary.application_data = true,
+                _ => {}
+            }
+        }
+    }
+
+    fn peek(&mut self, body: &[u8]) {
+        match self.current_type {
+            // Once ChangeCipherSpec passed, handshake records are encrypted: do not read them.
+            content_type::HANDSHAKE if self.body_pos == 0 && !self.summary.change_cipher_spec => {
+                match body[0] {
+                    handshake_type::CLIENT_HELLO => self.summary.client_hello = true,
+                    handshake_type::SERVER_HELLO => self.summary.server_hello = true,
+                    _ => {}
+                }
+            }
+            content_type::ALERT if self.summary.alert.is_none() && self.body_pos < 2 => {
+                for (i, b) in body.iter().take(2 - self.body_pos).enumerate() {
+                    self.alert_bytes[self.body_pos + i] = *b;
+                }
+                if self.body_pos + body.len() >= 2 && !self.summary.change_cipher_spec {
+                    self.summary.alert = Some((self.alert_bytes[0], self.alert_bytes[1]));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_records_split_anywhere() {
+        let mut stream = vec![22, 3, 1, 0, 4, 1, 0, 0, 0];
+        stream.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
+        for split in 0..stream.len() {
+            let mut s = RecordScanner::new();
+            s.feed(&stream[..split]);
+            s.feed(&stream[split..]);
+            assert!(s.summary.client_hello, "split {split}");
+            assert_eq!(s.summary.alert, Some((2, 40)), "split {split}");
+            assert_eq!(s.summary.records, 2);
+            assert!(!s.summary.malformed);
+        }
+    }
+
+    #[test]
+    fn plaintext_is_not_tls() {
+        assert!(!looks_like_tls(b"EHLO client\r\n"));
+        assert!(!looks_like_tls(b"250 OK\r\n"));
+        assert!(looks_like_tls(&[22, 3, 1, 0, 200]));
+        let mut s = RecordScanner::new();
+        s.feed(b"EHLO x\r\n");
+        assert!(s.summary.malformed);
+    }
+}

@@ -1,0 +1,97 @@
+//! Small helpers shared by several parts: time formatting and the Community ID flow hash.
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+use std::net::IpAddr;
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds
+/// (`2026-03-02T10:00:00.123456Z`), the form every record uses.
+pub fn rfc3339_micros(ts_us: i64) -> String {
+    let secs = ts_us.div_euclid(1_000_000);
+    let micros = ts_us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so
+/// that an analyst can pivot from a stripwatch finding to the other tools' logs.
+pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> String {
+    let bytes = |ip: IpAddr| -> Vec<u8> {
+        match ip {
+            IpAddr::V4(v) => v.octets().to_vec(),
+            IpAddr::V6(v) => v.octets().to_vec(),
+        }
+    };
+    let (ab, bb) = (bytes(a), bytes(b));
+    let ordered = (ab.as_slice(), a_port) <= (bb.as_slice(), b_port);
+    let (src, sport, dst, dport) = if ordered {
+        (ab, a_port, bb, b_port)
+    } else {
+        (bb, b_port, ab, a_port)
+    };
+    let mut h = Sha1::new();
+    h.update(0u16.to_be_bytes());
+    h.update(&src);
+    h.update(&dst);
+    h.update([proto, 0]);
+    h.update(sport.to_be_bytes());
+    h.update(dport.to_be_bytes());
+    format!(
+        "1:{}",
+        base64::engine::general_purpose::STANDARD.encode(h.finalize())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(1_772_445_600_123_456),
+            "2026-03-02T10:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn community_id_matches_the_spec_vectors() {
+        // From the community-id-spec baseline: 128.232.110.120:34855 -> 66.35.250.204:80 TCP.
+        let a: IpAddr = "128.232.110.120".parse().unwrap();
+        let b: IpAddr = "66.35.250.204".parse().unwrap();
+        assert_eq!(
+            community_id(6, a, 34855, b, 80),
+            "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+        );
+        assert_eq!(
+            community_id(6, b, 80, a, 34855),
+            community_id(6, a, 34855, b, 80)
+        );
+    }
+}

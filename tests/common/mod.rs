@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests: run the real binary, read its outputs.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary cargo built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stripwatch"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh temporary directory under target/ (kept on failure for inspection).
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = root()
+        .join("target")
+        .join("test-out")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `stripwatch` with `args`.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("cannot run the stripwatch binary")
+}
+
+/// Runs `stripwatch analyze CAPTURES --out DIR --json` and checks it succeeded.
+pub fn analyze(captures: &[&Path], out: &Path, extra: &[&str]) -> Value {
+    let mut args: Vec<String> = vec!["analyze".into()];
+    args.extend(captures.iter().map(|p| p.display().to_string()));
+    args.extend(["--out".into(), out.display().to_string(), "--json".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert!(
+        o.status.success(),
+        "stripwatch {refs:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("summary is JSON")
+}
+
+/// Reads an NDJSON file.
+pub fn ndjson(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+/// Compares the analyzer's output in `out` with an expected-results file. Returns a list of
+/// differences (empty when they agree).
+pub fn compare_expected(expected: &Value, out: &Path) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut sessions = ndjson(&out.join("sessions.ndjson"));
+    sessions.sort_by(|a, b| {
+        a["ts"]
+            .as_str()
+            .cmp(&b["ts"].as_str())
+            .then(a["client_port"].as_u64().cmp(&b["client_port"].as_u64()))
+    });
+    let want = expected["sessions"].as_array().expect("sessions array");
+    if want.len() != sessions.len() {
+        diffs.push(format!(
+            "{} sessions expected, {} found (verdicts: {:?})",
+            want.len(),
+            sessions.len(),
+            sessions
+                .iter()
+                .map(|s| s["verdict"].clone())
+                .collect::<Vec<_>>()
+        ));
+        return diffs;
+    }
+    for (i, (w, got)) in want.iter().zip(&sessions).enumerate() {
+        for (field, value) in w.as_object().expect("session object") {
+            let actual = if field == "findings" {
+                let mut kinds: Vec<String> = got["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.as_str().unwrap().to_string())
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                serde_json::json!(kinds)
+            } else {
+                got[field].clone()
+            };
+            if &actual != value {
+                diffs.push(format!(
+                    "session {i}: {field} expected {value}, found {actual}"
+                ));
+            }
+        }
+    }
+    let findings = ndjson(&out.join("findings.ndjson"));
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for f in &findings {
+        *counts
+            .entry(f["kind"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let want_counts: std::collections::BTreeMap<String, u64> = expected["finding_counts"]
+        .as_object()
+        .expect("finding_counts object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    if counts != want_counts {
+        diffs.push(format!(
+            "finding counts expected {want_counts:?}, found {counts:?}"
+        ));
+    }
+    diffs
+}

@@ -1,0 +1,55 @@
+//! End to end with real software: runs `scripts/real-captures/make.sh`, which delivers mail with
+//! real Postfix through a stripping proxy in network namespaces and captures it with tcpdump,
+//! then checks the analyzer against the expected results that `expect.py` derives from each new
+//! capture independently of stripwatch.
+//!
+//! Needs root (namespaces, apt). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; anything else
+//! missing is a failure with a clear message, never a silent pass.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn fresh_postfix_captures_match_their_expected_results() {
+    if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
+        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping the real-Postfix end-to-end test");
+        return;
+    }
+    let uid = Command::new("id").arg("-u").output().expect("cannot run id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the real-Postfix test needs root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip it"
+    );
+    let out = common::tempdir("real-postfix");
+    let script = common::root().join("scripts/real-captures/make.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("cannot run make.sh");
+    assert!(status.success(), "{} failed", script.display());
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let Some(stem) = name.strip_suffix(".expected.json") else {
+            continue;
+        };
+        let capture = out.join(format!("{stem}.pcap"));
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let result = out.join(format!("{stem}-analysis"));
+        common::analyze(&[&capture], &result, &[]);
+        let diffs = common::compare_expected(&expected, &result);
+        if !diffs.is_empty() {
+            failures.push(format!("{stem}: {}", diffs.join("; ")));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "make.sh should produce six captures");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
