@@ -46,6 +46,8 @@ pub struct SessionRecord {
     pub greeting_verb: Option<crate::smtp::reply::Verb>,
     /// The client's EHLO/HELO argument.
     pub ehlo_name: Option<String>,
+    /// Code of the first reply to EHLO (5xx: the server refused ESMTP).
+    pub ehlo_reply_code: Option<u16>,
     /// First line of the server's EHLO reply.
     pub ehlo_reply_name: Option<String>,
     /// Capability lines of the cleartext EHLO reply, verbatim.

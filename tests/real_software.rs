@@ -16,7 +16,10 @@ fn fresh_postfix_captures_match_their_expected_results() {
         eprintln!("STRIPWATCH_SKIP_REAL=1: skipping the real-Postfix end-to-end test");
         return;
     }
-    let uid = Command::new("id").arg("-u").output().expect("cannot run id");
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("cannot run id");
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
         "0",

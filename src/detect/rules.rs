@@ -47,6 +47,7 @@ pub fn build_record(
         middlebox_traits: traits,
         greeting_verb: facts.greeting_verb,
         ehlo_name: facts.ehlo_name.clone(),
+        ehlo_reply_code: facts.ehlo_reply_code,
         ehlo_reply_name: facts.ehlo_reply_name.clone(),
         ehlo_capabilities: facts.ehlo_capabilities.clone(),
         starttls_offered: facts.starttls_offered,
@@ -174,7 +175,8 @@ pub fn build_record(
         );
     }
     rec.correlation = CorrelationFacts {
-        not_offered: facts.ehlo_reply_seen
+        // A refused EHLO offers no extension either: the client falls back to HELO.
+        not_offered: (facts.ehlo_reply_seen || facts.ehlo_reply_code.is_some_and(|c| c >= 400))
             && !facts.starttls_offered
             && facts.overwritten_tokens.is_empty(),
         failed_upgrade_at: (rejected || facts.handshake_failure.is_some())
@@ -191,7 +193,7 @@ fn base_verdict(facts: &SessionFacts) -> &'static str {
         verdict::TLS_OK
     } else if facts.tls_expected {
         verdict::INCOMPLETE
-    } else if facts.ehlo_reply_seen
+    } else if facts.ehlo_reply_code.is_some()
         || (facts.greeting_verb == Some(crate::smtp::reply::Verb::Helo)
             && facts.banner_code.is_some())
     {

@@ -123,6 +123,8 @@ pub struct SessionFacts {
     pub ehlo_capabilities_dropped: u32,
     /// A positive EHLO reply was seen.
     pub ehlo_reply_seen: bool,
+    /// The code of the first reply to EHLO (a 5xx means no extensions, hence no STARTTLS).
+    pub ehlo_reply_code: Option<u16>,
     /// Capture time of that reply.
     pub ehlo_reply_ts: Option<i64>,
     /// The EHLO reply listed STARTTLS.
@@ -362,6 +364,13 @@ impl SmtpSession {
         while !bytes.is_empty() {
             match self.client_mode {
                 ClientMode::Command => {
+                    if self.facts.commands == 0
+                        && !self.client_lines.has_partial()
+                        && record::looks_like_tls(bytes)
+                    {
+                        self.client_speaks_tls_first();
+                        continue;
+                    }
                     let Some(line) = self.client_lines.next_line(bytes) else {
                         return;
                     };
@@ -537,6 +546,20 @@ impl SmtpSession {
         self.pending.push_back(cmd.verb);
     }
 
+    /// The client opened with TLS where SMTP was expected: implicit TLS on a port not configured
+    /// for it (587 submission servers often do this), or a client trying TLS against a server
+    /// that greeted in cleartext (which then cannot complete the handshake).
+    fn client_speaks_tls_first(&mut self) {
+        self.facts.implicit_tls = true;
+        self.facts.tls_expected = true;
+        self.client_mode = ClientMode::TlsExpect;
+        if self.greeting_done {
+            self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
+        } else if self.server_mode == ServerMode::Reply && !self.server_lines.has_partial() {
+            self.server_mode = ServerMode::TlsExpect;
+        }
+    }
+
     fn client_first_after_220(&mut self, bytes: &[u8], ts_us: i64) {
         if record::looks_like_tls(bytes) {
             self.facts.tls_started = true;
@@ -702,8 +725,13 @@ impl SmtpSession {
             return;
         };
         match verb {
-            Verb::Ehlo if (200..300).contains(&code) && !self.facts.ehlo_reply_seen => {
-                self.ehlo_reply(lines, ts_us);
+            Verb::Ehlo if self.facts.ehlo_reply_code.is_none() => {
+                self.facts.ehlo_reply_code = Some(code);
+                if (200..300).contains(&code) {
+                    self.ehlo_reply(lines, ts_us);
+                } else {
+                    self.facts.ehlo_reply_ts = Some(ts_us);
+                }
             }
             Verb::Starttls => {
                 if self.facts.starttls_reply_code.is_none() {
