@@ -9,5 +9,6 @@ pub mod flow;
 pub mod pipeline;
 pub mod sink;
 pub mod smtp;
+pub mod synth;
 pub mod tls;
 pub mod util;

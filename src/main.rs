@@ -31,6 +31,37 @@ struct Cli {
 enum Command {
     /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
     Analyze(AnalyzeArgs),
+    /// Write labelled scenario captures or a large mixed capture.
+    Synth {
+        #[command(subcommand)]
+        what: SynthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SynthCommand {
+    /// Every scenario (or the named ones) with its expected results, into DIR.
+    Scenarios {
+        /// Output directory.
+        dir: PathBuf,
+        /// Only these scenarios.
+        #[arg(long = "scenario")]
+        only: Vec<String>,
+        /// List the scenario names and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// A large mixed capture for benchmarks.
+    Mixed {
+        /// Output pcap file.
+        file: PathBuf,
+        /// SMTP sessions to generate.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: u64,
+        /// Seed for the deterministic generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Args)]
@@ -110,10 +141,56 @@ fn main() {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze(args),
+        Command::Synth { what } => synth(what),
     };
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+fn synth(what: SynthCommand) -> Result<()> {
+    match what {
+        SynthCommand::Scenarios { dir, only, list } => {
+            if list {
+                for name in stripwatch::synth::scenario_names() {
+                    println!("{name}");
+                }
+                return Ok(());
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let written = if only.is_empty() {
+                stripwatch::synth::write_scenarios(&dir)?
+            } else {
+                let mut v = Vec::new();
+                for name in &only {
+                    v.push(stripwatch::synth::write_scenario(name, &dir)?);
+                }
+                v
+            };
+            eprintln!(
+                "wrote {} scenario captures to {}",
+                written.len(),
+                dir.display()
+            );
+            Ok(())
+        }
+        SynthCommand::Mixed {
+            file,
+            sessions,
+            seed,
+        } => {
+            let stats = stripwatch::synth::write_mixed(&file, sessions, seed)?;
+            eprintln!(
+                "wrote {}: {} sessions, {} packets, {:.1} MB",
+                file.display(),
+                stats.sessions,
+                stats.packets,
+                stats.bytes as f64 / 1e6
+            );
+            Ok(())
+        }
     }
 }
 

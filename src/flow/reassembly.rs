@@ -144,6 +144,9 @@ impl Reassembler {
     /// Whether to remember delivered bytes for retransmission comparison. The parser turns it
     /// off once the stream carries message bodies or ciphertext: those are never kept.
     pub fn set_keep_recent(&mut self, keep: bool) {
+        if keep == self.keep_recent {
+            return;
+        }
         self.keep_recent = keep;
         if !keep {
             self.recent = Vec::new();

@@ -245,6 +245,8 @@ pub struct SmtpSession {
     body_tail_len: usize,
     tls_client: RecordScanner,
     tls_server: RecordScanner,
+    /// Reused line buffer (a line is copied out of the splitter before it is interpreted).
+    scratch: Vec<u8>,
     /// The facts gathered so far.
     pub facts: SessionFacts,
 }
@@ -267,6 +269,7 @@ impl SmtpSession {
             body_tail_len: 0,
             tls_client: RecordScanner::new(),
             tls_server: RecordScanner::new(),
+            scratch: Vec::new(),
             facts: SessionFacts::default(),
         };
         if implicit_tls {
@@ -378,10 +381,13 @@ impl SmtpSession {
                     if line.overlong {
                         self.facts.overlong_lines += 1;
                     }
-                    // Copy out of the splitter's borrow: lines are short and few.
-                    let text = line.bytes.to_vec();
+                    // Copy out of the splitter's borrow into a reused buffer: no allocation.
+                    let mut text = std::mem::take(&mut self.scratch);
+                    text.clear();
+                    text.extend_from_slice(line.bytes);
                     bytes = &bytes[consumed..];
                     self.client_line(&text, ts_us);
+                    self.scratch = text;
                 }
                 ClientMode::DataPending => {
                     let room = self.cfg.max_held.saturating_sub(self.held.len());
@@ -609,9 +615,12 @@ impl SmtpSession {
                     if line.overlong {
                         self.facts.overlong_lines += 1;
                     }
-                    let text = line.bytes.to_vec();
+                    let mut text = std::mem::take(&mut self.scratch);
+                    text.clear();
+                    text.extend_from_slice(line.bytes);
                     bytes = &bytes[consumed..];
                     self.server_line(&text, ts_us);
+                    self.scratch = text;
                 }
                 ServerMode::TlsExpect => {
                     if record::looks_like_tls(bytes) {
@@ -753,6 +762,8 @@ impl SmtpSession {
             Verb::Data => {
                 let held = std::mem::take(&mut self.held);
                 if code == 354 {
+                    // The reply to the end of the body is still owed.
+                    self.pending.push_front(Verb::Data);
                     self.client_mode = ClientMode::DataBody;
                     self.body_tail = *b"\0\0\r\n";
                     self.body_tail_len = 4;
@@ -857,4 +868,162 @@ fn envelope_address(args: &[u8]) -> String {
         .position(|b| *b == b'>')
         .map_or(args.len(), |p| start + p);
     printable(&args[start..end], 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plays a dialog: each step is (side, bytes).
+    fn play(steps: &[(Side, &[u8])]) -> SmtpSession {
+        let mut s = SmtpSession::new(SmtpConfig::default(), false);
+        let mut offsets = [0u64; 2];
+        for (i, (side, bytes)) in steps.iter().enumerate() {
+            let k = usize::from(*side == Side::Server);
+            s.on_stream(
+                *side,
+                StreamEvent::Data {
+                    offset: offsets[k],
+                    bytes,
+                },
+                i as i64,
+            );
+            offsets[k] += bytes.len() as u64;
+        }
+        s
+    }
+
+    use Side::{Client as C, Server as S};
+
+    #[test]
+    fn stripped_token_and_masked_banner() {
+        let s = play(&[
+            (S, b"220 ******************************\r\n"),
+            (C, b"EHLO client.example\r\n"),
+            (
+                S,
+                b"250-mx.example\r\n250-PIPELINING\r\n250-XXXXXXXA\r\n250 8BITMIME\r\n",
+            ),
+            (C, b"MAIL FROM:<a@example>\r\n"),
+        ]);
+        let f = &s.facts;
+        assert!(f.banner_masked);
+        assert!(!f.starttls_offered);
+        assert_eq!(f.overwritten_tokens.len(), 1);
+        assert_eq!(f.overwritten_tokens[0].class, TokenClass::Masked);
+        assert_eq!(f.ehlo_capabilities, ["PIPELINING", "XXXXXXXA", "8BITMIME"]);
+        assert_eq!(f.mail_transactions, 1);
+        assert!(
+            f.mail_from.is_empty(),
+            "addresses are not kept without log_envelope"
+        );
+    }
+
+    #[test]
+    fn pipelined_command_after_starttls_is_injection() {
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\nRSET\r\n"),
+            (S, b"220 go ahead\r\n"),
+            (C, &[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
+            (S, &[22, 3, 3, 0, 4, 2, 0, 0, 0]),
+        ]);
+        let f = &s.facts;
+        assert_eq!(f.cleartext.len(), 1);
+        assert_eq!(f.cleartext[0].what, "RSET");
+        assert_eq!(f.cleartext[0].phase, "after-starttls");
+        assert!(f.tls_started && f.tls_server.server_hello);
+    }
+
+    #[test]
+    fn bodies_and_chunks_are_skipped_not_parsed() {
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250-CHUNKING\r\n250 STARTTLS\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"STARTTLS\r\nQUIT\r\n.\r"),
+            (
+                C,
+                b"\nMAIL FROM:<e@f>\r\nBDAT 13 LAST\r\nSTARTTLS\r\n.\r\nRSET\r\n",
+            ),
+            (S, b"250 queued\r\n250 ok\r\n250 ok\r\n250 ok\r\n"),
+        ]);
+        let f = &s.facts;
+        assert!(
+            !f.starttls_sent,
+            "STARTTLS inside a body or chunk is content"
+        );
+        assert!(!f.quit_sent);
+        assert_eq!(f.mail_transactions, 2);
+        assert_eq!(f.bdat_commands, 1);
+        assert!(f.starttls_offered);
+        assert_eq!(f.unmatched_replies, 0);
+    }
+
+    #[test]
+    fn sasl_lines_are_not_commands() {
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 AUTH LOGIN\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"cGFzcw==\r\n"),
+            (S, b"235 ok\r\n"),
+        ]);
+        assert!(
+            !s.facts.starttls_sent,
+            "a SASL line that reads STARTTLS is not the command"
+        );
+        assert_eq!(s.facts.auth_commands, 1);
+        assert_eq!(s.facts.unmatched_replies, 0);
+    }
+
+    #[test]
+    fn rejected_starttls_then_cleartext_mail() {
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"500 5.5.1 Command unrecognized\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+        ]);
+        assert_eq!(s.facts.starttls_reply_code, Some(500));
+        assert!(!s.facts.tls_expected);
+        assert_eq!(s.facts.mail_transactions, 1);
+    }
+
+    #[test]
+    fn reset_after_client_hello_is_a_failed_handshake() {
+        let mut s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 ready\r\n"),
+            (C, &[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
+        ]);
+        s.finish(EndReason::Reset);
+        assert_eq!(s.facts.handshake_failure, Some(HandshakeFailure::Reset));
+        let mut s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 ready\r\n"),
+            (C, &[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
+        ]);
+        s.finish(EndReason::CaptureEnd);
+        assert_eq!(
+            s.facts.handshake_failure, None,
+            "a capture that just ends proves nothing"
+        );
+    }
 }

@@ -1,0 +1,175 @@
+//! The `NAME.expected.json` files: what a correct analyzer reports for a scenario capture.
+//!
+//! The session fields come from the dialog description ([`Facts`]); the findings are stated
+//! by each scenario from the analyzer's rules; the verdict is derived from the findings with
+//! the project's severity order, so that it is written down once.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::smtp_dialog::Facts;
+
+/// Verdict severity, most severe first (the verdict is the first finding in this list).
+pub const SEVERITY: [&str; 9] = [
+    "starttls-stripped",
+    "cleartext-after-starttls",
+    "tcp-overlap-conflict",
+    "plaintext-fallback",
+    "starttls-missing",
+    "tls-handshake-failed",
+    "starttls-command-rejected",
+    "plaintext-by-client",
+    "starttls-not-supported",
+];
+
+/// One SMTP session as the analyzer should report it. A field left `None` is one the
+/// generator cannot vouch for (it is then omitted from the JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedSession {
+    /// The server's TCP port.
+    pub server_port: u16,
+    /// The session's verdict.
+    pub verdict: &'static str,
+    /// Distinct finding kinds, sorted.
+    pub findings: Vec<&'static str>,
+    /// The EHLO reply offered STARTTLS exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starttls_offered: Option<bool>,
+    /// The client sent STARTTLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starttls_sent: Option<bool>,
+    /// The reply code to STARTTLS (`Some(None)` is written as `null`: no STARTTLS was sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starttls_reply_code: Option<Option<u16>>,
+    /// The client's first bytes after the 220 (or on port 465) were a TLS record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_started: Option<bool>,
+    /// Mail transactions seen in cleartext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_transactions: Option<u64>,
+    /// Every finding, repeated as often as the analyzer should emit it (for `finding_counts`).
+    #[serde(skip)]
+    pub finding_events: Vec<&'static str>,
+}
+
+impl ExpectedSession {
+    /// A session whose dialog was fully captured: facts from the dialog, `findings` from the
+    /// scenario (repeat a kind to expect it more than once).
+    pub fn complete(server_port: u16, facts: &Facts, findings: &[&'static str]) -> ExpectedSession {
+        let mut distinct = findings.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let verdict = SEVERITY
+            .iter()
+            .find(|k| distinct.contains(k))
+            .copied()
+            .unwrap_or(if facts.tls_completed {
+                "tls-ok"
+            } else {
+                "plaintext"
+            });
+        ExpectedSession {
+            server_port,
+            verdict,
+            findings: distinct,
+            starttls_offered: facts.starttls_offered,
+            starttls_sent: Some(facts.starttls_sent),
+            starttls_reply_code: Some(facts.starttls_reply_code),
+            tls_started: Some(facts.tls_started),
+            mail_transactions: Some(facts.mail_transactions),
+            finding_events: findings.to_vec(),
+        }
+    }
+
+    /// A session the capture shows too little of to judge.
+    pub fn incomplete(server_port: u16) -> ExpectedSession {
+        ExpectedSession {
+            server_port,
+            verdict: "incomplete",
+            findings: Vec::new(),
+            starttls_offered: None,
+            starttls_sent: None,
+            starttls_reply_code: None,
+            tls_started: None,
+            mail_transactions: None,
+            finding_events: Vec::new(),
+        }
+    }
+}
+
+/// The whole expected-results file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Expected {
+    /// What the scenario shows, for a human.
+    pub description: String,
+    /// Always `stripwatch synth`: these captures are generated, not recorded.
+    pub source: &'static str,
+    /// Every SMTP session, in order of its first packet.
+    pub sessions: Vec<ExpectedSession>,
+    /// Findings by kind over the whole capture (absent kinds are zero).
+    pub finding_counts: BTreeMap<&'static str, u64>,
+}
+
+impl Expected {
+    /// Collects the sessions and counts their findings.
+    pub fn new(description: &str, sessions: Vec<ExpectedSession>) -> Expected {
+        let mut finding_counts = BTreeMap::new();
+        for kind in sessions.iter().flat_map(|s| &s.finding_events) {
+            *finding_counts.entry(*kind).or_insert(0) += 1;
+        }
+        Expected {
+            description: description.to_string(),
+            source: "stripwatch synth",
+            sessions,
+            finding_counts,
+        }
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let mut s = serde_json::to_string_pretty(self)?;
+        s.push('\n');
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_verdict_follows_severity_and_json_has_the_agreed_shape() {
+        let facts = Facts {
+            starttls_offered: Some(true),
+            starttls_sent: false,
+            starttls_reply_code: None,
+            tls_started: false,
+            tls_completed: false,
+            mail_transactions: 1,
+        };
+        let s =
+            ExpectedSession::complete(25, &facts, &["plaintext-fallback", "plaintext-by-client"]);
+        assert_eq!(s.verdict, "plaintext-fallback");
+        assert_eq!(
+            s.findings,
+            vec!["plaintext-by-client", "plaintext-fallback"]
+        );
+        let e = Expected::new("d", vec![s, ExpectedSession::incomplete(25)]);
+        let v: serde_json::Value = serde_json::from_str(&e.to_json().unwrap()).unwrap();
+        assert_eq!(v["source"], "stripwatch synth");
+        assert_eq!(
+            v["sessions"][0]["starttls_reply_code"],
+            serde_json::Value::Null
+        );
+        assert!(
+            v["sessions"][0]
+                .as_object()
+                .unwrap()
+                .contains_key("starttls_reply_code")
+        );
+        assert_eq!(v["sessions"][1].as_object().unwrap().len(), 3);
+        assert_eq!(v["finding_counts"]["plaintext-fallback"], 1);
+        assert_eq!(v["finding_counts"].as_object().unwrap().len(), 2);
+    }
+}

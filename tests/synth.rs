@@ -1,0 +1,55 @@
+//! The scenario generator: the committed captures in `pcaps/` are exactly what
+//! `stripwatch synth scenarios` writes today (so the expectations cannot drift from the code that
+//! makes them), and a mixed benchmark capture is analysed into as many sessions as it holds.
+
+mod common;
+
+#[test]
+fn committed_scenarios_are_reproducible() {
+    let dir = common::tempdir("synth-scenarios");
+    let o = common::run(&["synth", "scenarios", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        let committed = common::root().join("pcaps").join(&name);
+        assert!(
+            committed.exists(),
+            "{name:?} is generated but not in pcaps/"
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == std::fs::read(&committed).unwrap(),
+            "{name:?} differs from the generator's output: run `stripwatch synth scenarios pcaps`"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 90, "only {compared} files generated");
+}
+
+#[test]
+fn mixed_capture_yields_every_session() {
+    let dir = common::tempdir("synth-mixed");
+    let pcap = dir.join("mixed.pcap");
+    let o = common::run(&[
+        "synth",
+        "mixed",
+        pcap.to_str().unwrap(),
+        "--sessions",
+        "2000",
+        "--seed",
+        "7",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.join("out");
+    let summary = common::analyze(&[&pcap], &out, &[]);
+    assert_eq!(summary["sessions"], 2000, "{summary}");
+    let verdicts = &summary["sessions_by_verdict"];
+    assert!(verdicts["tls-ok"].as_u64().unwrap() > 1000, "{verdicts}");
+    assert!(
+        verdicts["starttls-stripped"].as_u64().unwrap_or(0) > 0,
+        "{verdicts}"
+    );
+    assert_eq!(summary["flows"]["evicted_flows"], 0);
+    assert_eq!(summary["flows"]["gaps"], 0);
+}
