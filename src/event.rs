@@ -70,6 +70,27 @@ pub struct SessionRecord {
     pub tls_server_hello: bool,
     /// First TLS alert from the server: `level/description`.
     pub tls_alert: Option<String>,
+    /// Negotiated TLS version (`TLSv1.2`).
+    pub tls_version: Option<String>,
+    /// Negotiated cipher suite (IANA name).
+    pub tls_cipher: Option<String>,
+    /// Server name the client asked for.
+    pub tls_sni: Option<String>,
+    /// Versions the client offered.
+    pub tls_client_versions: Vec<String>,
+    /// ALPN protocols the client offered.
+    pub tls_alpn: Vec<String>,
+    /// Handshake messages in order, client upper case, server lower case (as Zeek's
+    /// `ssl_history`: C/c hello, S/s server hello, V/v retry, X/x certificate, K/k key exchange,
+    /// N/n hello done, G/g client key exchange, I/i change cipher spec, F/f finished, L/l alert,
+    /// D/d application data, T/t ticket).
+    pub tls_history: String,
+    /// Both sides finished the handshake.
+    pub tls_handshake_completed: bool,
+    /// SHA-256 of the server's leaf certificate (hex), when it was visible.
+    pub cert_fingerprint: Option<String>,
+    /// SHA-256 of every certificate the server sent, leaf first.
+    pub cert_chain_fingerprints: Vec<String>,
     /// Why the upgrade failed.
     pub handshake_failure: Option<crate::smtp::session::HandshakeFailure>,
     /// MAIL commands in cleartext.

@@ -4,6 +4,7 @@ use super::kinds::{FindingKind, verdict};
 use crate::event::{CorrelationFacts, Finding, SessionRecord};
 use crate::flow::FlowSummary;
 use crate::smtp::{EndReason, SessionFacts};
+use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
 use serde_json::json;
 use sha1::{Digest, Sha1};
@@ -58,7 +59,30 @@ pub fn build_record(
         tls_started: facts.tls_started,
         tls_client_hello: facts.tls_client.client_hello,
         tls_server_hello: facts.tls_server.server_hello,
-        tls_alert: facts.tls_server.alert.map(|(l, d)| format!("{l}/{d}")),
+        tls_alert: facts
+            .tls_server
+            .alert
+            .map(|(l, d)| format!("server {l}/{d}"))
+            .or_else(|| {
+                facts
+                    .tls_client
+                    .alert
+                    .map(|(l, d)| format!("client {l}/{d}"))
+            }),
+        tls_version: facts.tls_server_hello_info.version.map(version_name),
+        tls_cipher: facts.tls_server_hello_info.cipher.map(cipher_name),
+        tls_sni: facts.tls_client_hello_info.sni.clone(),
+        tls_client_versions: facts
+            .tls_client_hello_info
+            .offered_versions
+            .iter()
+            .map(|v| version_name(*v))
+            .collect(),
+        tls_alpn: facts.tls_client_hello_info.alpn.clone(),
+        tls_history: facts.tls_history.clone(),
+        tls_handshake_completed: facts.tls_handshake_completed,
+        cert_fingerprint: None,
+        cert_chain_fingerprints: Vec::new(),
         handshake_failure: facts.handshake_failure,
         mail_transactions: facts.mail_transactions,
         rcpt_commands: facts.rcpt_commands,
@@ -189,7 +213,7 @@ pub fn build_record(
 
 /// The verdict a session has when no finding applies.
 fn base_verdict(facts: &SessionFacts) -> &'static str {
-    if facts.tls_started && facts.tls_server.server_hello && facts.handshake_failure.is_none() {
+    if facts.tls_started && facts.tls_handshake_completed && facts.handshake_failure.is_none() {
         verdict::TLS_OK
     } else if facts.tls_expected {
         verdict::INCOMPLETE

@@ -151,6 +151,14 @@ pub struct SessionFacts {
     pub tls_server: record::RecordSummary,
     /// Why the upgrade failed, when it did.
     pub handshake_failure: Option<HandshakeFailure>,
+    /// The client's hello (versions, SNI, ALPN).
+    pub tls_client_hello_info: crate::tls::handshake::HandshakeInfo,
+    /// The server's hello and certificate chain.
+    pub tls_server_hello_info: crate::tls::handshake::HandshakeInfo,
+    /// Handshake history, one letter per message, client upper case, server lower case.
+    pub tls_history: String,
+    /// Both sides finished the handshake.
+    pub tls_handshake_completed: bool,
     /// Cleartext in the injection window.
     pub cleartext: Vec<CleartextEvent>,
     /// MAIL commands sent in cleartext.
@@ -245,6 +253,8 @@ pub struct SmtpSession {
     body_tail_len: usize,
     tls_client: RecordScanner,
     tls_server: RecordScanner,
+    /// Handshake history letters, both directions in capture order (Zeek's `ssl_history` style).
+    tls_history: Vec<u8>,
     /// Reused line buffer (a line is copied out of the splitter before it is interpreted).
     scratch: Vec<u8>,
     /// The facts gathered so far.
@@ -267,8 +277,9 @@ impl SmtpSession {
             sasl_lines: 0,
             body_tail: [0; 4],
             body_tail_len: 0,
-            tls_client: RecordScanner::new(),
-            tls_server: RecordScanner::new(),
+            tls_client: RecordScanner::new(true),
+            tls_server: RecordScanner::new(false),
+            tls_history: Vec::new(),
             scratch: Vec::new(),
             facts: SessionFacts::default(),
         };
@@ -427,7 +438,7 @@ impl SmtpSession {
                     }
                 }
                 ClientMode::Tls => {
-                    self.tls_client.feed(bytes);
+                    self.tls_client.feed(bytes, &mut self.tls_history);
                     self.facts.tls_client = self.tls_client.summary;
                     if self.tls_client.summary.malformed
                         || (self.tls_client.summary.application_data
@@ -661,7 +672,7 @@ impl SmtpSession {
                     return;
                 }
                 ServerMode::Tls => {
-                    self.tls_server.feed(bytes);
+                    self.tls_server.feed(bytes, &mut self.tls_history);
                     self.facts.tls_server = self.tls_server.summary;
                     let s = self.tls_server.summary;
                     if s.alert.is_some()
@@ -802,12 +813,47 @@ impl SmtpSession {
         }
     }
 
+    /// True when both sides got through the handshake: ChangeCipherSpec and Finished each way
+    /// (TLS 1.2 and earlier), or encrypted records each way after a TLS 1.3 ServerHello.
+    fn handshake_completed(&self) -> bool {
+        let (c, s) = (&self.tls_client.summary, &self.tls_server.summary);
+        if !s.server_hello {
+            return false;
+        }
+        let tls13 = self.tls_server.handshake.info.version == Some(0x0304);
+        if tls13 {
+            c.application_data && s.application_data
+        } else {
+            (c.finished && s.finished) || (c.application_data && s.application_data)
+        }
+    }
+
     /// Closes the session: whatever the upgrade was waiting for will not come.
     pub fn finish(&mut self, end: EndReason) {
+        self.facts.tls_client = self.tls_client.summary;
+        self.facts.tls_server = self.tls_server.summary;
+        self.facts.tls_handshake_completed = self.handshake_completed();
+        self.facts.tls_client_hello_info = std::mem::take(&mut self.tls_client.handshake.info);
+        self.facts.tls_server_hello_info = std::mem::take(&mut self.tls_server.handshake.info);
+        self.facts.tls_history = String::from_utf8_lossy(&self.tls_history).into_owned();
         if !self.facts.tls_expected || self.facts.handshake_failure.is_some() {
             return;
         }
+        if self.facts.tls_handshake_completed {
+            return;
+        }
         if self.tls_server.summary.server_hello {
+            // The hellos were exchanged but the handshake did not finish: an alert from either
+            // side, or the connection ended in the middle.
+            let alert =
+                self.tls_server.summary.alert.is_some() || self.tls_client.summary.alert.is_some();
+            self.facts.handshake_failure = match end {
+                _ if alert => Some(HandshakeFailure::Alert),
+                EndReason::Reset => Some(HandshakeFailure::Reset),
+                EndReason::Fin => Some(HandshakeFailure::Closed),
+                EndReason::Timeout => Some(HandshakeFailure::Stalled),
+                EndReason::CaptureEnd | EndReason::Evicted => None,
+            };
             return;
         }
         let failure = match end {

@@ -1,5 +1,8 @@
-//! Walks TLS record headers in one direction of a stream. Record bodies are skipped without being
-//! copied; the first bytes of handshake and alert records are peeked at as they pass.
+//! Walks TLS record headers in one direction of a stream. Bodies of application data are skipped
+//! without being copied; handshake bodies before the switch to encryption go to the handshake
+//! reader; the first bytes of alert records are peeked at as they pass.
+
+use super::handshake::{HandshakeReader, push_letter};
 
 /// TLS content types (RFC 8446 §5.1).
 pub mod content_type {
@@ -58,11 +61,17 @@ pub struct RecordSummary {
     pub malformed: bool,
     /// The legacy record version of the first record (e.g. 0x0301).
     pub first_version: Option<u16>,
+    /// A handshake record came after ChangeCipherSpec (the encrypted Finished).
+    pub finished: bool,
 }
 
 /// Record-header walker for one direction.
 #[derive(Default)]
 pub struct RecordScanner {
+    /// This is the client's direction (history letters in upper case).
+    client: bool,
+    /// Handshake messages read so far.
+    pub handshake: HandshakeReader,
     header: [u8; 5],
     header_len: usize,
     /// Body bytes of the current record not yet passed.
@@ -76,13 +85,27 @@ pub struct RecordScanner {
 }
 
 impl RecordScanner {
-    /// A walker positioned at a record boundary.
-    pub fn new() -> RecordScanner {
-        RecordScanner::default()
+    /// A walker positioned at a record boundary, for the client's or the server's direction.
+    pub fn new(client: bool) -> RecordScanner {
+        RecordScanner {
+            client,
+            ..RecordScanner::default()
+        }
     }
 
-    /// Passes bytes of this direction through the walker.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    fn letter(&self, history: &mut Vec<u8>, letter: u8) {
+        push_letter(
+            history,
+            if self.client {
+                letter.to_ascii_uppercase()
+            } else {
+                letter
+            },
+        );
+    }
+
+    /// Passes bytes of this direction through the walker; history letters go to `history`.
+    pub fn feed(&mut self, mut bytes: &[u8], history: &mut Vec<u8>) {
         if self.summary.records == 0 && self.header_len == 0 && self.body_left == 0 {
             // SSLv2-framed ClientHello: a 2-byte length with the top bit set, then type 1.
             if let [hi, lo, 1, ..] = bytes
@@ -92,6 +115,8 @@ impl RecordScanner {
                 self.summary.records = 1;
                 self.summary.client_hello = true;
                 self.summary.first_version = Some(0x0002);
+                self.handshake.info.offered_versions = vec![0x0002];
+                self.letter(history, b'c');
                 self.current_type = content_type::HANDSHAKE;
                 self.body_left = len;
                 self.body_pos = len; // nothing more to peek at
@@ -101,7 +126,7 @@ impl RecordScanner {
         while !bytes.is_empty() && !self.summary.malformed {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
-                self.peek(&bytes[..n]);
+                self.peek(&bytes[..n], history);
                 self.body_left -= n;
                 self.body_pos += n;
                 bytes = &bytes[n..];
@@ -130,14 +155,33 @@ impl RecordScanner {
             self.body_left = len;
             self.body_pos = 0;
             match ct {
-                content_type::CHANGE_CIPHER_SPEC => self.summary.change_cipher_spec = true,
-                content_type::APPLICATION_DATA => self.summary.application_data = true,
+                content_type::CHANGE_CIPHER_SPEC => {
+                    self.summary.change_cipher_spec = true;
+                    self.letter(history, b'i');
+                }
+                content_type::APPLICATION_DATA => {
+                    if !self.summary.application_data {
+                        self.letter(history, b'd');
+                    }
+                    self.summary.application_data = true;
+                }
+                content_type::ALERT => self.letter(history, b'l'),
+                content_type::HEARTBEAT => self.letter(history, b'b'),
+                content_type::HANDSHAKE if self.summary.change_cipher_spec => {
+                    if !self.summary.finished {
+                        self.letter(history, b'f');
+                    }
+                    self.summary.finished = true;
+                }
                 _ => {}
             }
         }
     }
 
-    fn peek(&mut self, body: &[u8]) {
+    fn peek(&mut self, body: &[u8], history: &mut Vec<u8>) {
+        if self.current_type == content_type::HANDSHAKE && !self.summary.change_cipher_spec {
+            self.handshake.feed(body, self.client, history);
+        }
         match self.current_type {
             // Once ChangeCipherSpec passed, handshake records are encrypted: do not read them.
             content_type::HANDSHAKE if self.body_pos == 0 && !self.summary.change_cipher_spec => {
@@ -169,9 +213,10 @@ mod tests {
         let mut stream = vec![22, 3, 1, 0, 4, 1, 0, 0, 0];
         stream.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
         for split in 0..stream.len() {
-            let mut s = RecordScanner::new();
-            s.feed(&stream[..split]);
-            s.feed(&stream[split..]);
+            let mut s = RecordScanner::new(true);
+            let mut h = Vec::new();
+            s.feed(&stream[..split], &mut h);
+            s.feed(&stream[split..], &mut h);
             assert!(s.summary.client_hello, "split {split}");
             assert_eq!(s.summary.alert, Some((2, 40)), "split {split}");
             assert_eq!(s.summary.records, 2);
@@ -184,8 +229,8 @@ mod tests {
         assert!(!looks_like_tls(b"EHLO client\r\n"));
         assert!(!looks_like_tls(b"250 OK\r\n"));
         assert!(looks_like_tls(&[22, 3, 1, 0, 200]));
-        let mut s = RecordScanner::new();
-        s.feed(b"EHLO x\r\n");
+        let mut s = RecordScanner::new(false);
+        s.feed(b"EHLO x\r\n", &mut Vec::new());
         assert!(s.summary.malformed);
     }
 }

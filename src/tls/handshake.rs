@@ -1,0 +1,259 @@
+//! Reads TLS handshake messages of one direction with `tls-parser`: the hellos (versions, SNI,
+//! ALPN, cipher), HelloRetryRequest and, up to TLS 1.2, the server's certificate chain. Handshake
+//! bytes are collected across records and segments up to a bound; nothing after the switch to
+//! encryption is read.
+
+use tls_parser::{
+    TlsCipherAu, TlsCipherSuite, TlsExtension, TlsMessage, TlsMessageHandshake,
+    parse_tls_extensions, parse_tls_message_handshake,
+};
+
+/// Handshake bytes held for one incomplete message; a certificate chain fits easily.
+const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024;
+/// Certificates kept from one chain.
+const MAX_CHAIN: usize = 10;
+/// Letters kept in the history string.
+pub const MAX_HISTORY: usize = 48;
+
+/// The random value that marks a ServerHello as a HelloRetryRequest (RFC 8446 §4.1.3).
+const HRR_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// What the handshake messages of one direction said.
+#[derive(Clone, Debug, Default)]
+pub struct HandshakeInfo {
+    /// Versions the client offered (supported_versions, else the legacy field).
+    pub offered_versions: Vec<u16>,
+    /// Server name the client asked for.
+    pub sni: Option<String>,
+    /// ALPN protocols the client offered.
+    pub alpn: Vec<String>,
+    /// Cipher suites the client offered.
+    pub offered_ciphers: u16,
+    /// Version the server chose (supported_versions in TLS 1.3).
+    pub version: Option<u16>,
+    /// Cipher suite the server chose.
+    pub cipher: Option<u16>,
+    /// The server asked the client to retry (TLS 1.3 HelloRetryRequest).
+    pub hello_retry: bool,
+    /// The server's certificate chain, leaf first, DER (TLS 1.2 and earlier).
+    pub chain: Vec<Vec<u8>>,
+    /// Certificates dropped beyond the chain limit.
+    pub chain_truncated: bool,
+    /// A handshake message could not be parsed or was larger than the buffer.
+    pub malformed: bool,
+}
+
+/// Collects and parses the handshake messages of one direction.
+#[derive(Default)]
+pub struct HandshakeReader {
+    buf: Vec<u8>,
+    /// Bytes of an oversized message still to skip.
+    skip: usize,
+    /// Parsed facts.
+    pub info: HandshakeInfo,
+}
+
+impl HandshakeReader {
+    /// Takes body bytes of a handshake record; `letter` is called with one history letter per
+    /// complete message (uppercase: this is the client side).
+    pub fn feed(&mut self, mut bytes: &[u8], client: bool, history: &mut Vec<u8>) {
+        if self.skip > 0 {
+            let n = self.skip.min(bytes.len());
+            self.skip -= n;
+            bytes = &bytes[n..];
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        if self.buf.len() + bytes.len() > MAX_HANDSHAKE_BUFFER {
+            self.info.malformed = true;
+            self.buf.clear();
+            return;
+        }
+        self.buf.extend_from_slice(bytes);
+        loop {
+            if self.buf.len() < 4 {
+                return;
+            }
+            let len = (usize::from(self.buf[1]) << 16)
+                | (usize::from(self.buf[2]) << 8)
+                | usize::from(self.buf[3]);
+            if len + 4 > MAX_HANDSHAKE_BUFFER {
+                self.info.malformed = true;
+                self.skip = (len + 4).saturating_sub(self.buf.len());
+                self.buf.clear();
+                return;
+            }
+            if self.buf.len() < len + 4 {
+                return;
+            }
+            let msg: Vec<u8> = self.buf.drain(..len + 4).collect();
+            let letter = self.message(&msg);
+            push_letter(
+                history,
+                if client {
+                    letter.to_ascii_uppercase()
+                } else {
+                    letter
+                },
+            );
+        }
+    }
+
+    /// Interprets one complete handshake message; returns its history letter (lowercase).
+    fn message(&mut self, msg: &[u8]) -> u8 {
+        let Ok((_, TlsMessage::Handshake(hs))) = parse_tls_message_handshake(msg) else {
+            self.info.malformed = true;
+            return b'z';
+        };
+        match hs {
+            TlsMessageHandshake::ClientHello(ch) => {
+                self.info.offered_versions = vec![ch.version.0];
+                self.info.offered_ciphers = ch.ciphers.len().min(usize::from(u16::MAX)) as u16;
+                if let Some(Ok((_, exts))) = ch.ext.map(parse_tls_extensions) {
+                    for ext in exts {
+                        match ext {
+                            TlsExtension::SNI(names) => {
+                                if let Some((_, name)) = names.first() {
+                                    self.info.sni = Some(printable_name(name));
+                                }
+                            }
+                            TlsExtension::SupportedVersions(v) => {
+                                self.info.offered_versions =
+                                    v.iter().map(|v| v.0).filter(|v| !is_grease(*v)).collect();
+                            }
+                            TlsExtension::ALPN(protos) => {
+                                self.info.alpn =
+                                    protos.iter().take(8).map(|p| printable_name(p)).collect();
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                b'c'
+            }
+            TlsMessageHandshake::ServerHello(sh) => {
+                if sh.random == HRR_RANDOM {
+                    self.info.hello_retry = true;
+                    self.info.cipher = Some(sh.cipher.0);
+                    return b'v';
+                }
+                self.info.version = Some(sh.version.0);
+                self.info.cipher = Some(sh.cipher.0);
+                if let Some(Ok((_, exts))) = sh.ext.map(parse_tls_extensions) {
+                    for ext in exts {
+                        if let TlsExtension::SupportedVersions(v) = ext
+                            && let Some(chosen) = v.first()
+                        {
+                            self.info.version = Some(chosen.0);
+                        }
+                    }
+                }
+                b's'
+            }
+            TlsMessageHandshake::ServerHelloV13Draft18(sh) => {
+                self.info.version = Some(sh.version.0);
+                self.info.cipher = Some(sh.cipher.0);
+                b's'
+            }
+            TlsMessageHandshake::HelloRetryRequest(hrr) => {
+                self.info.hello_retry = true;
+                self.info.cipher = Some(hrr.cipher.0);
+                b'v'
+            }
+            TlsMessageHandshake::Certificate(c) => {
+                if self.info.chain.is_empty() {
+                    for cert in c.cert_chain.iter().take(MAX_CHAIN) {
+                        self.info.chain.push(cert.data.to_vec());
+                    }
+                    self.info.chain_truncated = c.cert_chain.len() > MAX_CHAIN;
+                }
+                b'x'
+            }
+            TlsMessageHandshake::ServerKeyExchange(_) => b'k',
+            TlsMessageHandshake::CertificateRequest(_) => b'r',
+            TlsMessageHandshake::ServerDone(_) => b'n',
+            TlsMessageHandshake::CertificateVerify(_) => b'y',
+            TlsMessageHandshake::ClientKeyExchange(_) => b'g',
+            TlsMessageHandshake::Finished(_) => b'f',
+            TlsMessageHandshake::NewSessionTicket(_) => b't',
+            TlsMessageHandshake::CertificateStatus(_) => b'u',
+            TlsMessageHandshake::HelloRequest => b'j',
+            TlsMessageHandshake::EndOfEarlyData => b'e',
+            TlsMessageHandshake::KeyUpdate(_) => b'p',
+            TlsMessageHandshake::NextProtocol(_) => b'w',
+        }
+    }
+}
+
+/// Appends a history letter, bounded.
+pub fn push_letter(history: &mut Vec<u8>, letter: u8) {
+    if history.len() < MAX_HISTORY {
+        history.push(letter);
+    }
+}
+
+/// GREASE values (RFC 8701) are noise in version lists.
+fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+fn printable_name(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(255)])
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// `TLSv1.2`-style name of a protocol version.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0002 => "SSLv2".into(),
+        0x0300 => "SSLv3".into(),
+        0x0301 => "TLSv1.0".into(),
+        0x0302 => "TLSv1.1".into(),
+        0x0303 => "TLSv1.2".into(),
+        0x0304 => "TLSv1.3".into(),
+        other => format!("0x{other:04x}"),
+    }
+}
+
+/// IANA name of a cipher suite, or its number.
+pub fn cipher_name(id: u16) -> String {
+    TlsCipherSuite::from_id(id).map_or_else(|| format!("0x{id:04x}"), |c| c.name.to_string())
+}
+
+/// True for anonymous suites (aNULL): encryption without any certificate.
+pub fn cipher_is_anonymous(id: u16) -> bool {
+    TlsCipherSuite::from_id(id).is_some_and(|c| c.au == TlsCipherAu::Null)
+        && TlsCipherSuite::from_id(id).is_some_and(|c| c.name.contains("anon"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(version_name(0x0303), "TLSv1.2");
+        assert_eq!(cipher_name(0xc030), "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+        assert!(cipher_is_anonymous(0x0034)); // TLS_DH_anon_WITH_AES_128_CBC_SHA
+        assert!(!cipher_is_anonymous(0xc030));
+        assert!(is_grease(0x1a1a) && !is_grease(0x0303));
+    }
+
+    #[test]
+    fn oversized_messages_are_bounded() {
+        let mut r = HandshakeReader::default();
+        let mut h = Vec::new();
+        r.feed(&[11, 0xff, 0xff, 0xff], false, &mut h);
+        for _ in 0..1000 {
+            r.feed(&[0u8; 1000], false, &mut h);
+        }
+        assert!(r.info.malformed);
+        assert!(r.buf.len() <= MAX_HANDSHAKE_BUFFER);
+    }
+}
