@@ -127,6 +127,13 @@ pub struct SessionRecord {
     pub server_bytes: u64,
     /// Segments that repeated bytes.
     pub retransmissions: u32,
+    /// The server's certificate chain (DER, leaf first), handed from the worker to the
+    /// certificate judge and dropped there: records never carry certificates.
+    #[serde(skip)]
+    pub cert_chain: Vec<Vec<u8>>,
+    /// Negotiated version and cipher numbers, for the judge.
+    #[serde(skip)]
+    pub tls_ids: (Option<u16>, Option<u16>),
     /// The full findings, written to their own file.
     #[serde(skip)]
     pub finding_details: Vec<Finding>,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use stripwatch::capture::CaptureFile;
 use stripwatch::decode::DefragLimits;
 use stripwatch::detect::CorrelatorConfig;
+use stripwatch::detect::certs::CertJudge;
 use stripwatch::flow::reassembly::ReassemblyLimits;
 use stripwatch::flow::{FlowConfig, PortSet};
 use stripwatch::pipeline::{self, PipelineConfig, SessionSink};
@@ -17,6 +18,8 @@ use stripwatch::sink::Fanout;
 use stripwatch::sink::ndjson::NdjsonSink;
 use stripwatch::sink::summary::{Summary, Tally, TallySink};
 use stripwatch::smtp::SmtpConfig;
+use stripwatch::tls::dane::TlsaStore;
+use stripwatch::tls::verify::Validator;
 
 /// Passive monitor for the security of mail transport: finds stripped STARTTLS, failed and
 /// refused upgrades, plaintext fallbacks and injected cleartext in SMTP traffic.
@@ -105,6 +108,12 @@ struct AnalyzeArgs {
     /// Sensor name written into every record (default: the host name).
     #[arg(long)]
     sensor: Option<String>,
+    /// Extra trusted CA certificates (PEM), besides the Mozilla root set; may be repeated.
+    #[arg(long = "trust-anchors", value_name = "PEM")]
+    trust_anchors: Vec<PathBuf>,
+    /// TLSA records (zone-file lines, `_25._tcp.<mx>. IN TLSA 3 1 1 <hex>`) for the DANE check.
+    #[arg(long, value_name = "FILE")]
+    tlsa: Option<PathBuf>,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -252,6 +261,20 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         server_ports: PortSet::new(&server_ports),
     };
 
+    let mut pems = Vec::new();
+    for path in &args.trust_anchors {
+        pems.push(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
+    }
+    let validator = Validator::new(&pems).map_err(|e| anyhow::anyhow!("--trust-anchors: {e}"))?;
+    let tlsa = match &args.tlsa {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            TlsaStore::parse(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => TlsaStore::default(),
+    };
+    let judge = CertJudge::new(validator, tlsa);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let sinks: Vec<Box<dyn SessionSink>> = vec![
         Box::new(NdjsonSink::create(&args.out)?),
@@ -292,7 +315,14 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let stats = pipeline::run(inputs, &cfg, Box::new(Fanout(sinks)), stop, &mut progress)?;
+    let stats = pipeline::run(
+        inputs,
+        &cfg,
+        Box::new(Fanout(sinks)),
+        judge,
+        stop,
+        &mut progress,
+    )?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

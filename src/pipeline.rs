@@ -5,6 +5,7 @@
 
 use crate::capture::{CaptureError, CaptureFile, SourceStats};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
+use crate::detect::certs::{CertJudge, CertStats, CertificateRecord};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::event::SessionRecord;
 use crate::flow::{FlowConfig, FlowStats, FlowTable, PortSet};
@@ -19,6 +20,10 @@ use thiserror::Error;
 pub trait SessionSink: Send {
     /// Takes one judged session (its findings are in `finding_details`).
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
+    /// Takes one distinct certificate (called at the end of the run, before `finish`).
+    fn certificate(&mut self, _cert: &CertificateRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Flushes at the end of the run.
     fn finish(&mut self) -> Result<(), SinkError>;
 }
@@ -59,6 +64,8 @@ pub struct RunStats {
     pub flow: FlowStats,
     /// Correlator counters.
     pub correlator: CorrelatorStats,
+    /// Certificate counters.
+    pub certs: CertStats,
     /// Sessions handed to the sink.
     pub sessions_out: u64,
     /// The run was interrupted (signal) before the input ended.
@@ -124,6 +131,7 @@ pub fn run(
     inputs: Vec<CaptureFile>,
     cfg: &PipelineConfig,
     sink: Box<dyn SessionSink>,
+    certs: CertJudge,
     stop: Arc<AtomicBool>,
     progress: ProgressFn<'_>,
 ) -> Result<RunStats, PipelineError> {
@@ -144,13 +152,14 @@ pub fn run(
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
-    let output = std::thread::spawn(move || output_thread(out_rx, correlator_cfg, sink));
+    let output = std::thread::spawn(move || output_thread(out_rx, correlator_cfg, certs, sink));
 
     let mut stats = RunStats::default();
     let mut decoder = Decoder::new(cfg.defrag);
     let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::new()).collect();
     let hasher = ahash::RandomState::with_seeds(0x5717, 0x1ab5, 0xc0de, 0xfeed);
     let mut last_tick = i64::MIN;
+    let mut clock = crate::util::CaptureClock::default();
     let mut now = i64::MIN;
     let mut read_error = None;
     let mut disconnected = false;
@@ -168,7 +177,7 @@ pub fn run(
                 since_progress = 0;
                 progress(&name, counter.load(Ordering::Relaxed));
             }
-            now = now.max(pkt.ts_us);
+            now = now.max(clock.observe(pkt.ts_us));
             if let Ok(d) = decoder.decode(pkt) {
                 let shard = shard_of(&d.meta, &cfg.server_ports, &hasher, workers);
                 let b = &mut batches[shard];
@@ -231,10 +240,11 @@ pub fn run(
             .map_err(|_| PipelineError::Internal("a worker thread panicked".into()))?;
         stats.flow.merge(&flow);
     }
-    let (correlator, sessions_out) = output
+    let (correlator, cert_stats, sessions_out) = output
         .join()
         .map_err(|_| PipelineError::Internal("the output thread panicked".into()))??;
     stats.correlator = correlator;
+    stats.certs = cert_stats;
     stats.sessions_out = sessions_out;
     if let Some(e) = read_error {
         return Err(e.into());
@@ -267,14 +277,15 @@ fn worker(
     table.stats
 }
 
-type OutputResult = Result<(CorrelatorStats, u64), SinkError>;
+type OutputResult = Result<(CorrelatorStats, CertStats, u64), SinkError>;
 
 fn output_thread(
     rx: Receiver<Vec<SessionRecord>>,
     cfg: CorrelatorConfig,
+    certs: CertJudge,
     mut sink: Box<dyn SessionSink>,
 ) -> OutputResult {
-    let mut correlator = Correlator::new(cfg);
+    let mut correlator = Correlator::new(cfg, certs);
     let mut written = 0u64;
     let mut failure: Option<SinkError> = None;
     let mut emit = |rec: SessionRecord| {
@@ -297,8 +308,17 @@ fn output_thread(
     if let Some(e) = failure {
         return Err(e);
     }
+    let mut certs: Vec<&CertificateRecord> = correlator.certs.certificates().collect();
+    certs.sort_by(|a, b| {
+        a.first_seen
+            .cmp(&b.first_seen)
+            .then(a.info.fingerprint.cmp(&b.info.fingerprint))
+    });
+    for c in certs {
+        sink.certificate(c)?;
+    }
     sink.finish()?;
-    Ok((correlator.stats, written))
+    Ok((correlator.stats, correlator.certs.stats, written))
 }
 
 /// Chooses the worker for a packet: the hash of the initiator's address (the side that is not

@@ -63,9 +63,74 @@ pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -
     )
 }
 
+/// A forward jump in capture time larger than this needs a second packet to be believed.
+const MAX_TIME_JUMP_US: i64 = 3_600_000_000;
+
+/// Capture time as the packets tell it, robust to a lone corrupt timestamp: a single packet far
+/// in the future must not expire every flow, so a forward jump of more than an hour is believed
+/// only when the next packet confirms it; until then the packet is taken to be "now".
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureClock {
+    now_us: i64,
+    pending_jump: Option<i64>,
+    /// Packets whose timestamp was not believed.
+    pub held: u64,
+}
+
+impl Default for CaptureClock {
+    fn default() -> Self {
+        CaptureClock {
+            now_us: i64::MIN,
+            pending_jump: None,
+            held: 0,
+        }
+    }
+}
+
+impl CaptureClock {
+    /// The latest believed time (`i64::MIN` before the first packet).
+    pub fn now(&self) -> i64 {
+        self.now_us
+    }
+
+    /// Takes a packet's timestamp; returns the time to use for that packet.
+    pub fn observe(&mut self, ts: i64) -> i64 {
+        if self.now_us == i64::MIN || ts <= self.now_us.saturating_add(MAX_TIME_JUMP_US) {
+            self.pending_jump = None;
+            self.now_us = self.now_us.max(ts);
+            return ts;
+        }
+        match self.pending_jump {
+            Some(p) if ts >= p.saturating_sub(MAX_TIME_JUMP_US) => {
+                self.pending_jump = None;
+                self.now_us = ts;
+                ts
+            }
+            _ => {
+                self.pending_jump = Some(ts);
+                self.held += 1;
+                self.now_us
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_future_timestamp_is_not_believed() {
+        let mut c = CaptureClock::default();
+        assert_eq!(c.observe(1_000), 1_000);
+        assert_eq!(c.observe(10_000_000_000_000), 1_000);
+        assert_eq!(c.observe(2_000), 2_000);
+        assert_eq!(c.held, 1);
+        // Two packets agreeing on the jump: the capture really continued later.
+        assert_eq!(c.observe(20_000_000_000_000), 2_000);
+        assert_eq!(c.observe(20_000_000_000_001), 20_000_000_000_001);
+        assert_eq!(c.now(), 20_000_000_000_001);
+    }
 
     #[test]
     fn formats_times() {

@@ -56,3 +56,39 @@ fn fresh_postfix_captures_match_their_expected_results() {
     assert_eq!(checked, 6, "make.sh should produce six captures");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+fn require_root() -> bool {
+    if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
+        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping a real-software end-to-end test");
+        return false;
+    }
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("cannot run id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "real-software tests need root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip them"
+    );
+    true
+}
+
+#[test]
+fn fresh_tls_handshakes_match_their_facts() {
+    if !require_root() {
+        return;
+    }
+    let out = common::tempdir("real-tls");
+    let script = common::root().join("scripts/tls-captures/make.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("cannot run tls-captures/make.sh");
+    assert!(status.success(), "{} failed", script.display());
+    let (checked, failures) = common::check_tls_facts(&out);
+    assert!(checked >= 10, "only {checked} TLS sessions checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

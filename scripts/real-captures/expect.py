@@ -41,6 +41,7 @@ SEVERITY = [
     "starttls-command-rejected",
     "plaintext-by-client",
     "starttls-not-supported",
+    "certificate-not-observable",
 ]
 MASKED = re.compile(rb"^X{4,}A?$|^X+$", re.I)
 
@@ -205,6 +206,28 @@ def tls_records(data):
     return types
 
 
+def server_sent_certificate(data):
+    """True when a cleartext handshake record of the server's holds a Certificate message (11).
+    TLS 1.3 encrypts it (records of type 23 after the ServerHello), so it is not observable."""
+    pos = 0
+    while pos + 5 <= len(data):
+        ctype, major = data[pos], data[pos + 1]
+        if ctype not in (20, 21, 22, 23) or major != 3:
+            return False
+        length = struct.unpack("!H", data[pos + 3:pos + 5])[0]
+        body = data[pos + 5:pos + 5 + length]
+        if ctype == 20:
+            return False
+        if ctype == 22:
+            i = 0
+            while i + 4 <= len(body):
+                if body[i] == 11:
+                    return True
+                i += 4 + int.from_bytes(body[i + 1:i + 4], "big")
+        pos += 5 + length
+    return False
+
+
 def analyze_flow(fl):
     cs, ss = fl.stream("c"), fl.stream("s")
     replies, _ = parse_replies(ss)
@@ -251,6 +274,7 @@ def analyze_flow(fl):
     reply_code = int(starttls_reply[-1][:3]) if starttls_reply else None
     tls_started = False
     tls_complete = False
+    cert_seen = False
     mail_transactions = sum(1 for v in cmds if v == "MAIL")
     if starttls_sent and reply_code == 220:
         # server bytes after the 220 reply
@@ -261,6 +285,7 @@ def analyze_flow(fl):
         # the upgrade completed only if the server answered with one too.
         tls_started = bool(c_types) and c_types[0] == 22
         tls_complete = tls_started and bool(s_types) and s_types[0] == 22
+        cert_seen = server_sent_certificate(ss[r_end:])
         # client commands after a failed upgrade would be cleartext again
         if not c_types:
             rest = cs[c_tls_at:]
@@ -284,6 +309,7 @@ def analyze_flow(fl):
         "client": fl.client, "server": fl.server, "first": fl.first,
         "offered": offered, "masked": masked, "sent": starttls_sent,
         "reply_code": reply_code, "tls_started": tls_started, "tls_complete": tls_complete,
+        "cert_seen": cert_seen,
         "mail": mail_transactions, "rst": fl.rst, "caps": [c.decode("latin-1") for c in caps],
         "banner": replies[0][0].decode("latin-1").rstrip() if replies else None,
     }
@@ -313,6 +339,9 @@ def judge(infos):
             findings.add("plaintext-by-client")
         if s["mail"] > 0 and not s["tls_started"] and pair in failed_upgrade:
             findings.add("plaintext-fallback")
+        if s["tls_complete"] and not s["cert_seen"]:
+            # TLS 1.3 (Postfix to Postfix): the certificate is encrypted; never a pass.
+            findings.add("certificate-not-observable")
         tls_ok = s["tls_complete"] and not findings
         if tls_ok:
             verdict = "tls-ok"

@@ -433,7 +433,7 @@ setup_postfix
 
 capture real-postfix-starttls-ok \
     "Postfix 3.7 sending to Postfix 3.7 with opportunistic TLS through a TCP proxy that passes every byte unchanged; the session upgrades with STARTTLS." \
-    "tls-ok" pass
+    "certificate-not-observable" pass
 capture real-postfix-overwrite \
     "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that overwrites the STARTTLS capability in the EHLO reply with XXXXXXXA (like Cisco ASA); the client sends the mail in plaintext." \
     "starttls-stripped" overwrite
@@ -442,7 +442,7 @@ capture real-postfix-delete \
     "starttls-not-supported" delete
 capture real-postfix-missing \
     "Postfix 3.7 sending two messages to the same Postfix 3.7 server address: first through a proxy that passes bytes (TLS used), then through one that deletes the STARTTLS line (plaintext)." \
-    "tls-ok starttls-missing" pass delete
+    "certificate-not-observable starttls-missing" pass delete
 capture real-postfix-break-tls \
     "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that passes STARTTLS and its 220 but answers every TLS ClientHello with a TCP reset; Postfix defers, retries (TLS reset again) and then falls back to plaintext on a new connection." \
     "(tls-handshake-failed )+plaintext-fallback" break-tls

@@ -6,6 +6,7 @@
 //! Sessions are held for a while (bounded by count and by capture time) so that evidence from
 //! sessions that end later can still count; in offline analysis the window is the whole run.
 
+use super::certs::CertJudge;
 use super::kinds::FindingKind;
 use super::rules::{add_finding, finish_verdict};
 use crate::event::SessionRecord;
@@ -67,6 +68,8 @@ pub struct Correlator {
     offers: AHashMap<IpAddr, Offer>,
     failures: AHashMap<(IpAddr, IpAddr), Vec<Failure>>,
     watermark_us: i64,
+    /// Certificate judgement and the distinct-certificate table.
+    pub certs: CertJudge,
     /// Counters.
     pub stats: CorrelatorStats,
 }
@@ -75,21 +78,23 @@ pub struct Correlator {
 const FAILURES_PER_PAIR: usize = 8;
 
 impl Correlator {
-    /// An empty correlator.
-    pub fn new(cfg: CorrelatorConfig) -> Correlator {
+    /// An empty correlator that judges certificates with `certs`.
+    pub fn new(cfg: CorrelatorConfig, certs: CertJudge) -> Correlator {
         Correlator {
             cfg,
             held: VecDeque::new(),
             offers: AHashMap::new(),
             failures: AHashMap::new(),
             watermark_us: i64::MIN,
+            certs,
             stats: CorrelatorStats::default(),
         }
     }
 
     /// Takes one finished session; hands judged sessions to `out`.
-    pub fn push<F: FnMut(SessionRecord)>(&mut self, rec: SessionRecord, out: &mut F) {
+    pub fn push<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts_end_us);
+        self.certs.judge(&mut rec);
         if rec.starttls_offered {
             self.bound_offers();
             let entry = self.offers.entry(rec.server_ip).or_insert_with(|| Offer {
@@ -146,6 +151,7 @@ impl Correlator {
             return;
         };
         self.judge(&mut rec);
+        self.certs.judge_on_release(&mut rec);
         finish_verdict(&mut rec);
         out(rec);
     }

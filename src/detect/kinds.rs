@@ -14,6 +14,10 @@ pub enum FindingKind {
     CleartextAfterStarttls,
     /// Two versions of the same TCP bytes.
     TcpOverlapConflict,
+    /// TLSA records exist for the server but the session stayed plaintext (RFC 8460).
+    DaneRequired,
+    /// The presented chain matches none of the server's usable TLSA records (RFC 8460).
+    TlsaInvalid,
     /// After a failed upgrade the same client sent the mail to the same server in plaintext.
     PlaintextFallback,
     /// A server known to offer STARTTLS did not offer it here.
@@ -22,10 +26,26 @@ pub enum FindingKind {
     TlsHandshakeFailed,
     /// The client sent STARTTLS and the reply was not 220.
     StarttlsCommandRejected,
+    /// The certificate's names do not cover the host the client meant (RFC 8460).
+    CertificateHostMismatch,
+    /// No path to a trusted root (RFC 8460).
+    CertificateNotTrusted,
+    /// Expired or not yet valid at capture time (RFC 8460).
+    CertificateExpired,
+    /// The leaf certificate signs itself.
+    CertificateSelfSigned,
+    /// The server presented a different public key earlier in the run.
+    CertificateChanged,
+    /// RSA under 2048 bits, DSA, SHA-1 or MD5 signature.
+    CertificateWeak,
     /// The server offered STARTTLS; the client sent mail in plaintext.
     PlaintextByClient,
     /// The server does not offer STARTTLS and nothing says it ever did.
     StarttlsNotSupported,
+    /// An anonymous cipher suite: encrypted, but no certificate authenticates the server.
+    CertificateAbsent,
+    /// The certificate could not be seen (TLS 1.3 encrypts it; a resumed session sends none).
+    CertificateNotObservable,
 }
 
 impl FindingKind {
@@ -35,26 +55,46 @@ impl FindingKind {
             FindingKind::StarttlsStripped => "starttls-stripped",
             FindingKind::CleartextAfterStarttls => "cleartext-after-starttls",
             FindingKind::TcpOverlapConflict => "tcp-overlap-conflict",
+            FindingKind::DaneRequired => "dane-required",
+            FindingKind::TlsaInvalid => "tlsa-invalid",
             FindingKind::PlaintextFallback => "plaintext-fallback",
             FindingKind::StarttlsMissing => "starttls-missing",
             FindingKind::TlsHandshakeFailed => "tls-handshake-failed",
             FindingKind::StarttlsCommandRejected => "starttls-command-rejected",
+            FindingKind::CertificateHostMismatch => "certificate-host-mismatch",
+            FindingKind::CertificateNotTrusted => "certificate-not-trusted",
+            FindingKind::CertificateExpired => "certificate-expired",
+            FindingKind::CertificateSelfSigned => "certificate-self-signed",
+            FindingKind::CertificateChanged => "certificate-changed",
+            FindingKind::CertificateWeak => "certificate-weak",
             FindingKind::PlaintextByClient => "plaintext-by-client",
             FindingKind::StarttlsNotSupported => "starttls-not-supported",
+            FindingKind::CertificateAbsent => "certificate-absent",
+            FindingKind::CertificateNotObservable => "certificate-not-observable",
         }
     }
 
     /// Every kind, most severe first.
-    pub const ALL: [FindingKind; 9] = [
+    pub const ALL: [FindingKind; 19] = [
         FindingKind::StarttlsStripped,
         FindingKind::CleartextAfterStarttls,
         FindingKind::TcpOverlapConflict,
+        FindingKind::DaneRequired,
+        FindingKind::TlsaInvalid,
         FindingKind::PlaintextFallback,
         FindingKind::StarttlsMissing,
         FindingKind::TlsHandshakeFailed,
         FindingKind::StarttlsCommandRejected,
+        FindingKind::CertificateHostMismatch,
+        FindingKind::CertificateNotTrusted,
+        FindingKind::CertificateExpired,
+        FindingKind::CertificateSelfSigned,
+        FindingKind::CertificateChanged,
+        FindingKind::CertificateWeak,
         FindingKind::PlaintextByClient,
         FindingKind::StarttlsNotSupported,
+        FindingKind::CertificateAbsent,
+        FindingKind::CertificateNotObservable,
     ];
 }
 

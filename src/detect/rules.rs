@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 /// findings and the verdict are added by the correlator (`finish_verdict`).
 pub fn build_record(
     flow: &FlowSummary,
-    facts: SessionFacts,
+    mut facts: SessionFacts,
     end: EndReason,
     sensor: &str,
 ) -> SessionRecord {
@@ -100,6 +100,11 @@ pub fn build_record(
         client_bytes: flow.bytes[0],
         server_bytes: flow.bytes[1],
         retransmissions: flow.retransmissions,
+        cert_chain: std::mem::take(&mut facts.tls_server_hello_info.chain),
+        tls_ids: (
+            facts.tls_server_hello_info.version,
+            facts.tls_server_hello_info.cipher,
+        ),
         finding_details: Vec::new(),
         correlation: CorrelationFacts::default(),
     };

@@ -8,6 +8,7 @@ use crate::decode::{PacketMeta, TcpFlags, Transport};
 use crate::detect::rules;
 use crate::event::SessionRecord;
 use crate::smtp::{EndReason, Side, SmtpConfig, SmtpSession};
+use crate::util::CaptureClock;
 use ahash::AHashMap;
 use std::net::IpAddr;
 
@@ -87,6 +88,8 @@ pub struct FlowStats {
     pub overlong_lines: u64,
     /// Lines that were neither command nor reply.
     pub malformed_lines: u64,
+    /// Packets whose timestamp jumped far ahead alone and was not believed.
+    pub time_jumps_held: u64,
 }
 
 impl FlowStats {
@@ -108,6 +111,7 @@ impl FlowStats {
         self.retransmissions += o.retransmissions;
         self.overlong_lines += o.overlong_lines;
         self.malformed_lines += o.malformed_lines;
+        self.time_jumps_held += o.time_jumps_held;
     }
 }
 
@@ -317,6 +321,7 @@ pub struct FlowTable {
     flows: AHashMap<FlowKey, Entry>,
     now_us: i64,
     next_sweep_us: i64,
+    clock: CaptureClock,
     /// Counters.
     pub stats: FlowStats,
 }
@@ -329,6 +334,7 @@ impl FlowTable {
             flows: AHashMap::new(),
             now_us: i64::MIN,
             next_sweep_us: i64::MIN,
+            clock: CaptureClock::default(),
             stats: FlowStats::default(),
         }
     }
@@ -345,6 +351,15 @@ impl FlowTable {
 
     /// Handles one packet; finished sessions are appended to `out`.
     pub fn packet(&mut self, meta: &PacketMeta, payload: &[u8], out: &mut Vec<SessionRecord>) {
+        let ts = self.clock.observe(meta.ts_us);
+        self.stats.time_jumps_held = self.clock.held;
+        let owned;
+        let meta = if ts == meta.ts_us {
+            meta
+        } else {
+            owned = PacketMeta { ts_us: ts, ..*meta };
+            &owned
+        };
         self.advance(meta.ts_us, out);
         let Transport::Tcp { seq, ack, flags } = meta.transport else {
             self.stats.udp_packets += 1;

@@ -15,6 +15,13 @@ impl SessionSink for Fanout {
         self.0.iter_mut().try_for_each(|s| s.session(rec))
     }
 
+    fn certificate(
+        &mut self,
+        cert: &crate::detect::certs::CertificateRecord,
+    ) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.certificate(cert))
+    }
+
     fn finish(&mut self) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.finish())
     }

@@ -1,4 +1,4 @@
-//! `sessions.ndjson` and `findings.ndjson`: one JSON object per line, the form every log
+//! `sessions.ndjson`, `findings.ndjson` and `certificates.ndjson`: one JSON object per line, the form every log
 //! pipeline (jq, Vector, ClickHouse's JSONEachRow) reads.
 
 use crate::event::SessionRecord;
@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 pub struct NdjsonSink {
     sessions: BufWriter<File>,
     findings: BufWriter<File>,
+    certificates: BufWriter<File>,
     sessions_path: PathBuf,
     findings_path: PathBuf,
+    certificates_path: PathBuf,
 }
 
 impl NdjsonSink {
-    /// Creates (truncates) `DIR/sessions.ndjson` and `DIR/findings.ndjson`.
+    /// Creates (truncates) `DIR/sessions.ndjson`, `DIR/findings.ndjson` and
+    /// `DIR/certificates.ndjson`.
     pub fn create(dir: &Path) -> Result<NdjsonSink, SinkError> {
         let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), SinkError> {
             let path = dir.join(name);
@@ -28,11 +31,14 @@ impl NdjsonSink {
         };
         let (sessions, sessions_path) = open("sessions.ndjson")?;
         let (findings, findings_path) = open("findings.ndjson")?;
+        let (certificates, certificates_path) = open("certificates.ndjson")?;
         Ok(NdjsonSink {
             sessions,
             findings,
+            certificates,
             sessions_path,
             findings_path,
+            certificates_path,
         })
     }
 }
@@ -59,7 +65,18 @@ impl SessionSink for NdjsonSink {
         Ok(())
     }
 
+    fn certificate(
+        &mut self,
+        cert: &crate::detect::certs::CertificateRecord,
+    ) -> Result<(), SinkError> {
+        write_line(&mut self.certificates, cert, &self.certificates_path)
+    }
+
     fn finish(&mut self) -> Result<(), SinkError> {
+        self.certificates.flush().map_err(|source| SinkError {
+            what: format!("cannot write {}", self.certificates_path.display()),
+            source,
+        })?;
         self.sessions.flush().map_err(|source| SinkError {
             what: format!("cannot write {}", self.sessions_path.display()),
             source,

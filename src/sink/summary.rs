@@ -25,6 +25,23 @@ pub struct Tally {
     pub servers_untracked: u64,
     /// Sessions seen.
     pub sessions: u64,
+    /// TLS sessions by negotiated version.
+    pub tls_versions: BTreeMap<String, u64>,
+    /// TLS sessions by negotiated cipher suite.
+    pub tls_ciphers: BTreeMap<String, u64>,
+}
+
+/// Distinct versions or cipher names tracked (the rest are counted under `other`).
+const MAX_TLS_KEYS: usize = 256;
+
+fn count_bounded(map: &mut BTreeMap<String, u64>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n += 1;
+    } else if map.len() < MAX_TLS_KEYS {
+        map.insert(key.to_string(), 1);
+    } else {
+        *map.entry("other".to_string()).or_default() += 1;
+    }
 }
 
 impl Tally {
@@ -32,6 +49,12 @@ impl Tally {
     pub fn add(&mut self, rec: &SessionRecord) {
         self.sessions += 1;
         *self.verdicts.entry(rec.verdict).or_default() += 1;
+        if let Some(v) = &rec.tls_version {
+            count_bounded(&mut self.tls_versions, v);
+        }
+        if let Some(c) = &rec.tls_cipher {
+            count_bounded(&mut self.tls_ciphers, c);
+        }
         for f in &rec.finding_details {
             *self.findings.entry(f.kind.as_str()).or_default() += 1;
         }
@@ -93,6 +116,12 @@ pub struct Summary {
     pub findings_by_kind: BTreeMap<&'static str, u64>,
     /// Servers with the most findings.
     pub top_servers: Vec<ServerRow>,
+    /// TLS sessions by negotiated version.
+    pub tls_versions: BTreeMap<String, u64>,
+    /// TLS sessions by negotiated cipher suite.
+    pub tls_ciphers: BTreeMap<String, u64>,
+    /// Counters: certificates.
+    pub certificates: crate::detect::certs::CertStats,
     /// Counters: decoding.
     pub decode: crate::decode::DecodeStats,
     /// Counters: flows and reassembly.
@@ -161,6 +190,9 @@ impl Summary {
             sessions_by_verdict: tally.verdicts.clone(),
             findings_by_kind: tally.findings.clone(),
             top_servers: top,
+            tls_versions: tally.tls_versions.clone(),
+            tls_ciphers: tally.tls_ciphers.clone(),
+            certificates: stats.certs,
             decode: stats.decode,
             flows: stats.flow,
             correlator: stats.correlator,
@@ -200,6 +232,31 @@ impl Summary {
         let _ = writeln!(s, "\nFindings: {total}");
         for (k, n) in &self.findings_by_kind {
             let _ = writeln!(s, "  {k:<28} {n:>10}");
+        }
+        if !self.tls_versions.is_empty() {
+            let _ = writeln!(s, "\nTLS versions:");
+            for (v, n) in &self.tls_versions {
+                let _ = writeln!(s, "  {v:<28} {n:>10}");
+            }
+            let mut ciphers: Vec<_> = self.tls_ciphers.iter().collect();
+            ciphers.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let _ = writeln!(s, "\nTLS ciphers (top 10):");
+            for (c, n) in ciphers.into_iter().take(10) {
+                let _ = writeln!(s, "  {c:<44} {n:>10}");
+            }
+        }
+        let cert_problems: Vec<_> = self
+            .findings_by_kind
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("certificate-") || k.starts_with("tlsa-") || k.starts_with("dane-")
+            })
+            .collect();
+        if !cert_problems.is_empty() {
+            let _ = writeln!(s, "\nCertificate problems:");
+            for (k, n) in cert_problems {
+                let _ = writeln!(s, "  {k:<28} {n:>10}");
+            }
         }
         if !self.top_servers.is_empty() {
             let _ = writeln!(s, "\nTop servers with findings:");

@@ -10,18 +10,12 @@ use serde::Serialize;
 
 use super::smtp_dialog::Facts;
 
-/// Verdict severity, most severe first (the verdict is the first finding in this list).
-pub const SEVERITY: [&str; 9] = [
-    "starttls-stripped",
-    "cleartext-after-starttls",
-    "tcp-overlap-conflict",
-    "plaintext-fallback",
-    "starttls-missing",
-    "tls-handshake-failed",
-    "starttls-command-rejected",
-    "plaintext-by-client",
-    "starttls-not-supported",
-];
+/// Verdict severity, most severe first: the analyzer's own order, written down once.
+fn severity() -> impl Iterator<Item = &'static str> {
+    crate::detect::kinds::FindingKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+}
 
 /// One SMTP session as the analyzer should report it. A field left `None` is one the
 /// generator cannot vouch for (it is then omitted from the JSON).
@@ -57,13 +51,17 @@ impl ExpectedSession {
     /// A session whose dialog was fully captured: facts from the dialog, `findings` from the
     /// scenario (repeat a kind to expect it more than once).
     pub fn complete(server_port: u16, facts: &Facts, findings: &[&'static str]) -> ExpectedSession {
-        let mut distinct = findings.to_vec();
+        let mut findings = findings.to_vec();
+        if facts.tls_completed {
+            // The generated TLS is a resumed session: no Certificate message is ever sent, so
+            // the certificate cannot be judged, which is never a pass.
+            findings.push("certificate-not-observable");
+        }
+        let mut distinct = findings.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        let verdict = SEVERITY
-            .iter()
+        let verdict = severity()
             .find(|k| distinct.contains(k))
-            .copied()
             .unwrap_or(if facts.tls_completed {
                 "tls-ok"
             } else {
@@ -78,7 +76,7 @@ impl ExpectedSession {
             starttls_reply_code: Some(facts.starttls_reply_code),
             tls_started: Some(facts.tls_started),
             mail_transactions: Some(facts.mail_transactions),
-            finding_events: findings.to_vec(),
+            finding_events: findings,
         }
     }
 

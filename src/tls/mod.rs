@@ -1,6 +1,10 @@
-//! TLS as seen from the outside: record boundaries, handshake message types and alerts. This is
-//! the seam where the full handshake and certificate analysis plugs in; for now it decides
-//! whether a TLS handshake started and how it ended, without buffering record bodies.
+//! TLS as seen from the outside: record boundaries and alerts (`record`), the handshake messages
+//! (`handshake`), the server's certificates (`cert`), name matching (`names`), path validation
+//! at capture time (`verify`) and DANE (`dane`).
 
+pub mod cert;
+pub mod dane;
 pub mod handshake;
+pub mod names;
 pub mod record;
+pub mod verify;

@@ -126,3 +126,106 @@ pub fn compare_expected(expected: &Value, out: &Path) -> Vec<String> {
     }
     diffs
 }
+
+/// Analyses `DIR/NAME.pcap` with `DIR/tls-test-root-ca.pem` as an extra trust anchor; returns
+/// the sessions in time order.
+pub fn analyze_tls_capture(dir: &Path, name: &str, extra: &[&str]) -> Vec<Value> {
+    let out = tempdir(&format!("tls-{name}-{}", extra.len()));
+    let root_ca = dir.join("tls-test-root-ca.pem");
+    let mut args = vec!["--trust-anchors", root_ca.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    analyze(&[&dir.join(format!("{name}.pcap"))], &out, &args);
+    let mut sessions = ndjson(&out.join("sessions.ndjson"));
+    sessions.sort_by(|a, b| a["ts"].as_str().cmp(&b["ts"].as_str()));
+    sessions
+}
+
+/// The sorted finding kinds of a session record.
+pub fn finding_kinds(s: &Value) -> Vec<String> {
+    let mut k: Vec<String> = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+/// Compares every `tls-*.facts.json` in `dir` with the analyzer's view of its capture: the
+/// handshake fields seen on the wire and the expected certificate findings. Returns the number
+/// of sessions checked and the differences.
+pub fn check_tls_facts(dir: &Path) -> (usize, Vec<String>) {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let Some(name) = file.strip_suffix(".facts.json") else {
+            continue;
+        };
+        let facts: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let sessions = analyze_tls_capture(dir, name, &[]);
+        let want = facts["sessions"].as_array().unwrap();
+        if sessions.len() != want.len() {
+            failures.push(format!(
+                "{name}: {} sessions, expected {}",
+                sessions.len(),
+                want.len()
+            ));
+            continue;
+        }
+        for (i, (got, w)) in sessions.iter().zip(want).enumerate() {
+            let mut check = |field: &str, actual: &Value, expected: &Value| {
+                if actual != expected {
+                    failures.push(format!(
+                        "{name} session {i}: {field} {actual} != expected {expected}"
+                    ));
+                }
+            };
+            check("tls_version", &got["tls_version"], &w["tls_version"]);
+            check("tls_cipher", &got["tls_cipher"], &w["tls_cipher"]);
+            check("tls_sni", &got["tls_sni"], &w["tls_sni"]);
+            check(
+                "tls_handshake_completed",
+                &got["tls_handshake_completed"],
+                &w["handshake_completed"],
+            );
+            check(
+                "cert_fingerprint",
+                &got["cert_fingerprint"],
+                &w["leaf_sha256"],
+            );
+            if w["chain_sha256"].is_array() {
+                check(
+                    "cert_chain_fingerprints",
+                    &got["cert_chain_fingerprints"],
+                    &w["chain_sha256"],
+                );
+            }
+            let mut expected: Vec<String> = w["expected_findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            expected.sort();
+            check(
+                "findings",
+                &serde_json::json!(finding_kinds(got)),
+                &serde_json::json!(expected),
+            );
+            let verdict = got["verdict"].as_str().unwrap().to_string();
+            let verdict_ok = if expected.is_empty() {
+                verdict == "tls-ok"
+            } else {
+                expected.contains(&verdict)
+            };
+            if !verdict_ok {
+                failures.push(format!("{name} session {i}: verdict {verdict}"));
+            }
+            checked += 1;
+        }
+    }
+    (checked, failures)
+}

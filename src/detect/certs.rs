@@ -1,0 +1,347 @@
+//! The certificate judge: for every session that reached TLS, was the server authenticated, as a
+//! careful sending MTA would have checked it at that moment? It runs in the correlator so that
+//! intermediates learned from one session help validate another, keeps one record per distinct
+//! certificate for `certificates.ndjson`, and remembers which keys each server presented.
+
+use super::kinds::FindingKind;
+use super::rules::add_finding;
+use crate::event::SessionRecord;
+use crate::tls::cert::{self, CertInfo};
+use crate::tls::dane::{self, DaneOutcome, TlsaStore};
+use crate::tls::handshake::cipher_is_anonymous;
+use crate::tls::names;
+use crate::tls::verify::{Trust, Validator};
+use crate::util::rfc3339_micros;
+use ahash::AHashMap;
+use serde::Serialize;
+use serde_json::json;
+use std::net::IpAddr;
+
+/// Distinct certificates remembered for `certificates.ndjson`.
+const MAX_CERTS: usize = 200_000;
+/// Servers listed per certificate.
+const MAX_SERVERS_PER_CERT: usize = 16;
+/// Keys remembered per server address.
+const MAX_KEYS_PER_SERVER: usize = 8;
+/// Server addresses whose keys are remembered.
+const MAX_SERVERS: usize = 1_000_000;
+
+/// One line of `certificates.ndjson`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertificateRecord {
+    /// Parsed facts (fingerprint first).
+    #[serde(flatten)]
+    pub info: CertInfo,
+    /// First session that presented it.
+    pub first_seen: String,
+    /// Last session that presented it.
+    pub last_seen: String,
+    /// Sessions that presented it.
+    pub sessions: u64,
+    /// `ip:port` of servers that presented it (bounded).
+    pub servers: Vec<String>,
+    /// Presented as the leaf (else as a CA certificate in a chain).
+    pub leaf: bool,
+    #[serde(skip)]
+    first_us: i64,
+    #[serde(skip)]
+    last_us: i64,
+}
+
+/// Counters for the summary.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CertStats {
+    /// Sessions whose chain was judged.
+    pub chains_judged: u64,
+    /// Certificates that could not be parsed.
+    pub unparseable: u64,
+    /// Distinct certificates not recorded because the table was full.
+    pub certificates_untracked: u64,
+}
+
+struct KeySeen {
+    spki: String,
+    first_us: i64,
+    session_id: String,
+    fingerprint: String,
+}
+
+/// Certificate state for one run.
+pub struct CertJudge {
+    validator: Validator,
+    tlsa: TlsaStore,
+    certs: AHashMap<String, CertificateRecord>,
+    keys: AHashMap<IpAddr, Vec<KeySeen>>,
+    /// Counters.
+    pub stats: CertStats,
+}
+
+/// The host the client meant, and where that name came from.
+pub fn intended_host(rec: &SessionRecord) -> Option<(String, &'static str)> {
+    if let Some(sni) = rec.tls_sni.as_deref().filter(|s| !s.is_empty()) {
+        return Some((sni.to_string(), "sni"));
+    }
+    let first_word = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| t.split_whitespace().next())
+            .filter(|w| w.contains('.') && !w.starts_with('[') && !w.contains('*'))
+            .map(str::to_string)
+    };
+    if let Some(h) = first_word(&rec.banner) {
+        return Some((h, "banner"));
+    }
+    first_word(&rec.ehlo_reply_name).map(|h| (h, "ehlo"))
+}
+
+impl CertJudge {
+    /// A judge with the given validator and TLSA records.
+    pub fn new(validator: Validator, tlsa: TlsaStore) -> CertJudge {
+        CertJudge {
+            validator,
+            tlsa,
+            certs: AHashMap::new(),
+            keys: AHashMap::new(),
+            stats: CertStats::default(),
+        }
+    }
+
+    /// Judges the session's certificate (if it reached TLS) and drops the DER chain.
+    pub fn judge(&mut self, rec: &mut SessionRecord) {
+        let chain = std::mem::take(&mut rec.cert_chain);
+        let (version, cipher) = rec.tls_ids;
+        if rec.tls_server_hello {
+            if chain.is_empty() {
+                if cipher.is_some_and(cipher_is_anonymous) {
+                    add_finding(
+                        rec,
+                        FindingKind::CertificateAbsent,
+                        rec.ts_us,
+                        json!({"cipher": rec.tls_cipher}),
+                    );
+                } else if rec.handshake_failure.is_none() {
+                    let reason = if version == Some(0x0304) {
+                        "tls-1.3-encrypts-the-certificate"
+                    } else {
+                        "no-certificate-message (resumed session)"
+                    };
+                    add_finding(
+                        rec,
+                        FindingKind::CertificateNotObservable,
+                        rec.ts_us,
+                        json!({"reason": reason, "tls_version": rec.tls_version}),
+                    );
+                }
+            } else {
+                self.judge_chain(rec, &chain);
+            }
+        }
+    }
+
+    fn judge_chain(&mut self, rec: &mut SessionRecord, chain: &[Vec<u8>]) {
+        self.stats.chains_judged += 1;
+        self.validator.learn(chain);
+        let at_s = rec.ts_us.div_euclid(1_000_000);
+        let fingerprints: Vec<String> = chain.iter().map(|d| cert::sha256_hex(d)).collect();
+        rec.cert_fingerprint = fingerprints.first().cloned();
+        rec.cert_chain_fingerprints = fingerprints.clone();
+        for (i, der) in chain.iter().enumerate() {
+            self.remember(der, &fingerprints[i], i == 0, rec);
+        }
+        let Some(leaf) = self
+            .certs
+            .get(&fingerprints[0])
+            .map(|c| c.info.clone())
+            .or_else(|| cert::parse(&chain[0]))
+        else {
+            self.stats.unparseable += 1;
+            add_finding(
+                rec,
+                FindingKind::CertificateNotTrusted,
+                rec.ts_us,
+                json!({"fingerprint": fingerprints[0], "reason": "the leaf certificate cannot be parsed"}),
+            );
+            return;
+        };
+        // Keys per server, for certificate-changed (judged when the session is released).
+        if self.keys.len() < MAX_SERVERS || self.keys.contains_key(&rec.server_ip) {
+            let list = self.keys.entry(rec.server_ip).or_default();
+            if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
+                if rec.ts_us < k.first_us {
+                    k.first_us = rec.ts_us;
+                    k.session_id = rec.session_id.clone();
+                }
+            } else if list.len() < MAX_KEYS_PER_SERVER {
+                list.push(KeySeen {
+                    spki: leaf.spki_sha256.clone(),
+                    first_us: rec.ts_us,
+                    session_id: rec.session_id.clone(),
+                    fingerprint: leaf.fingerprint.clone(),
+                });
+            }
+        }
+        let capture_time = rfc3339_micros(rec.ts_us);
+        if at_s > leaf.not_after_s || at_s < leaf.not_before_s {
+            add_finding(
+                rec,
+                FindingKind::CertificateExpired,
+                rec.ts_us,
+                json!({
+                    "fingerprint": leaf.fingerprint, "state": if at_s > leaf.not_after_s { "expired" } else { "not-yet-valid" },
+                    "not_before": leaf.not_before, "not_after": leaf.not_after, "capture_time": capture_time,
+                }),
+            );
+        }
+        if leaf.self_signed {
+            add_finding(
+                rec,
+                FindingKind::CertificateSelfSigned,
+                rec.ts_us,
+                json!({"fingerprint": leaf.fingerprint, "subject": leaf.subject}),
+            );
+        }
+        // Trust is judged inside the leaf's validity so that expiry is not counted twice.
+        let trust_at = at_s.clamp(leaf.not_before_s, leaf.not_after_s.max(leaf.not_before_s));
+        let chain_key = fingerprints.join(",");
+        if let Trust::NotTrusted(reason) = self.validator.trust(chain, &chain_key, trust_at) {
+            add_finding(
+                rec,
+                FindingKind::CertificateNotTrusted,
+                rec.ts_us,
+                json!({
+                    "fingerprint": leaf.fingerprint, "subject": leaf.subject, "issuer": leaf.issuer,
+                    "reason": reason, "chain_length": chain.len(),
+                }),
+            );
+        }
+        let weak = cert::weaknesses(&leaf);
+        if !weak.is_empty() {
+            add_finding(
+                rec,
+                FindingKind::CertificateWeak,
+                rec.ts_us,
+                json!({
+                    "fingerprint": leaf.fingerprint, "reasons": weak, "key_type": leaf.key_type,
+                    "key_bits": leaf.key_bits, "signature_algorithm": leaf.signature_algorithm,
+                }),
+            );
+        }
+        let host = intended_host(rec);
+        if let Some((host, source)) = &host
+            && !names::covers(&leaf.san_dns, leaf.subject_cn.as_deref(), host)
+        {
+            add_finding(
+                rec,
+                FindingKind::CertificateHostMismatch,
+                rec.ts_us,
+                json!({
+                    "host": host, "host_source": source, "san_dns": leaf.san_dns,
+                    "subject_cn": leaf.subject_cn, "fingerprint": leaf.fingerprint,
+                }),
+            );
+        }
+        if let Some((host, source)) = host
+            && let Some(records) = self.tlsa.lookup(&host, rec.server_port)
+            && let DaneOutcome::Invalid { reasons } =
+                dane::check(records, chain, &host, at_s, &self.validator)
+        {
+            add_finding(
+                rec,
+                FindingKind::TlsaInvalid,
+                rec.ts_us,
+                json!({
+                    "host": host, "host_source": source, "tlsa_owner": format!("_{}._tcp.{host}", rec.server_port),
+                    "records": records, "reasons": reasons, "fingerprint": leaf.fingerprint,
+                }),
+            );
+        }
+    }
+
+    fn remember(&mut self, der: &[u8], fingerprint: &str, leaf: bool, rec: &SessionRecord) {
+        let server = format!("{}:{}", rec.server_ip, rec.server_port);
+        if let Some(c) = self.certs.get_mut(fingerprint) {
+            c.sessions += 1;
+            c.leaf |= leaf;
+            if rec.ts_us < c.first_us {
+                c.first_us = rec.ts_us;
+                c.first_seen = rec.ts.clone();
+            }
+            if rec.ts_us > c.last_us {
+                c.last_us = rec.ts_us;
+                c.last_seen = rec.ts.clone();
+            }
+            if c.servers.len() < MAX_SERVERS_PER_CERT && !c.servers.contains(&server) {
+                c.servers.push(server);
+            }
+            return;
+        }
+        if self.certs.len() >= MAX_CERTS {
+            self.stats.certificates_untracked += 1;
+            return;
+        }
+        let Some(info) = cert::parse(der) else {
+            self.stats.unparseable += u64::from(!leaf);
+            return;
+        };
+        self.certs.insert(
+            fingerprint.to_string(),
+            CertificateRecord {
+                info,
+                first_seen: rec.ts.clone(),
+                last_seen: rec.ts.clone(),
+                sessions: 1,
+                servers: vec![server],
+                leaf,
+                first_us: rec.ts_us,
+                last_us: rec.ts_us,
+            },
+        );
+    }
+
+    /// Findings that need the whole window: a key that changed, and DANE-protected servers
+    /// reached without TLS. Called when the session is released.
+    pub fn judge_on_release(&self, rec: &mut SessionRecord) {
+        if let Some(fp) = rec.cert_fingerprint.clone()
+            && let Some(spki) = self.certs.get(&fp).map(|c| c.info.spki_sha256.clone())
+            && let Some(list) = self.keys.get(&rec.server_ip)
+            && let Some(earlier) = list
+                .iter()
+                .filter(|k| k.spki != spki && k.first_us < rec.ts_us)
+                .min_by_key(|k| k.first_us)
+        {
+            add_finding(
+                rec,
+                FindingKind::CertificateChanged,
+                rec.ts_us,
+                json!({
+                    "spki_sha256": spki, "fingerprint": fp,
+                    "previous_spki_sha256": earlier.spki, "previous_fingerprint": earlier.fingerprint,
+                    "previous_first_seen": rfc3339_micros(earlier.first_us), "previous_session": earlier.session_id,
+                }),
+            );
+        }
+        let plaintext = !rec.tls_started;
+        let stripped = rec.findings.contains(&FindingKind::StarttlsStripped);
+        if (plaintext || stripped)
+            && (rec.ehlo_reply_code.is_some() || rec.mail_transactions > 0)
+            && let Some((host, source)) = intended_host(rec)
+            && let Some(records) = self.tlsa.lookup(&host, rec.server_port)
+            && records.iter().any(|r| r.usable())
+        {
+            add_finding(
+                rec,
+                FindingKind::DaneRequired,
+                rec.ts_us,
+                json!({
+                    "host": host, "host_source": source, "records": records,
+                    "starttls_offered": rec.starttls_offered, "stripped": stripped,
+                    "mail_transactions": rec.mail_transactions,
+                }),
+            );
+        }
+    }
+
+    /// Every distinct certificate seen, for `certificates.ndjson`.
+    pub fn certificates(&self) -> impl Iterator<Item = &CertificateRecord> {
+        self.certs.values()
+    }
+}

@@ -1,0 +1,252 @@
+//! DANE for SMTP (RFC 7672): TLSA records for `_25._tcp.<mx>` pin the server's certificate or
+//! its issuing CA. Usages 3 (DANE-EE: the leaf, names and dates ignored) and 2 (DANE-TA: a CA in
+//! the chain, with name and date checks) are the ones SMTP uses; 0 and 1 are unusable there.
+
+use super::cert::spki_der;
+use super::verify::Validator;
+use ahash::AHashMap;
+use sha2::{Digest, Sha256, Sha512};
+
+/// One TLSA record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tlsa {
+    /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
+    pub usage: u8,
+    /// 0 full certificate, 1 SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching_type: u8,
+    /// The association data, hex.
+    #[serde(serialize_with = "ser_hex")]
+    pub data: Vec<u8>,
+}
+
+fn ser_hex<S: serde::Serializer>(d: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(d))
+}
+
+impl Tlsa {
+    /// Usable for SMTP per RFC 7672 §3.1.3.
+    pub fn usable(&self) -> bool {
+        matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching_type <= 2
+    }
+
+    /// True when this record's association data matches `cert_der`.
+    pub fn matches_cert(&self, cert_der: &[u8]) -> bool {
+        let selected = match self.selector {
+            0 => cert_der.to_vec(),
+            1 => match spki_der(cert_der) {
+                Some(s) => s,
+                None => return false,
+            },
+            _ => return false,
+        };
+        match self.matching_type {
+            0 => selected == self.data,
+            1 => Sha256::digest(&selected).as_slice() == self.data.as_slice(),
+            2 => Sha512::digest(&selected).as_slice() == self.data.as_slice(),
+            _ => false,
+        }
+    }
+}
+
+/// TLSA records by owner name (`_25._tcp.mx.example.com`, lowercase, no trailing dot).
+#[derive(Clone, Debug, Default)]
+pub struct TlsaStore {
+    by_owner: AHashMap<String, Vec<Tlsa>>,
+}
+
+/// A line of a TLSA file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct TlsaParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl TlsaStore {
+    /// Reads zone-file lines: `_25._tcp.mx.example.com. [TTL] [IN] TLSA 3 1 1 <hex>`. Comments
+    /// (`;`) and blank lines are skipped; any other line must be a TLSA record.
+    pub fn parse(text: &str) -> Result<TlsaStore, TlsaParseError> {
+        let mut store = TlsaStore::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split(';').next().unwrap_or("").trim();
+            if line.is_empty() || line.starts_with('$') {
+                continue;
+            }
+            let err = |reason: &str| TlsaParseError {
+                line: i + 1,
+                reason: reason.to_string(),
+            };
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            let pos = tokens
+                .iter()
+                .position(|t| t.eq_ignore_ascii_case("TLSA"))
+                .ok_or_else(|| err("not a TLSA record"))?;
+            if pos == 0 || tokens.len() < pos + 5 {
+                return Err(err(
+                    "expected OWNER [TTL] [IN] TLSA USAGE SELECTOR TYPE DATA",
+                ));
+            }
+            let num = |t: &str| {
+                t.parse::<u8>()
+                    .map_err(|_| err("usage, selector and type are numbers"))
+            };
+            let hexdata: String = tokens[pos + 4..].concat();
+            let data = hex::decode(&hexdata).map_err(|_| err("association data is not hex"))?;
+            let rec = Tlsa {
+                usage: num(tokens[pos + 1])?,
+                selector: num(tokens[pos + 2])?,
+                matching_type: num(tokens[pos + 3])?,
+                data,
+            };
+            let owner = tokens[0].trim_end_matches('.').to_ascii_lowercase();
+            store.by_owner.entry(owner).or_default().push(rec);
+        }
+        Ok(store)
+    }
+
+    /// Adds one record (from DNS traffic, later).
+    pub fn insert(&mut self, owner: &str, rec: Tlsa) {
+        let owner = owner.trim_end_matches('.').to_ascii_lowercase();
+        let list = self.by_owner.entry(owner).or_default();
+        if !list.contains(&rec) && list.len() < 32 {
+            list.push(rec);
+        }
+    }
+
+    /// The records for a server host and port.
+    pub fn lookup(&self, host: &str, port: u16) -> Option<&[Tlsa]> {
+        let owner = format!(
+            "_{port}._tcp.{}",
+            host.trim_end_matches('.').to_ascii_lowercase()
+        );
+        self.by_owner.get(&owner).map(Vec::as_slice)
+    }
+
+    /// Number of owner names.
+    pub fn len(&self) -> usize {
+        self.by_owner.len()
+    }
+
+    /// True when no record is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.by_owner.is_empty()
+    }
+}
+
+/// What DANE says about a presented chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaneOutcome {
+    /// No usable record: DANE does not apply (RFC 7672 §2.2).
+    NoUsableRecords,
+    /// A usable record matched (and, for DANE-TA, the chain, name and dates checked out).
+    Valid {
+        /// The matching record.
+        record: Tlsa,
+    },
+    /// Usable records exist and none authenticates the chain.
+    Invalid {
+        /// Why each usable record failed.
+        reasons: Vec<String>,
+    },
+}
+
+/// Checks a chain (leaf first) against the records for `host`, at `at_s`.
+pub fn check(
+    records: &[Tlsa],
+    chain: &[Vec<u8>],
+    host: &str,
+    at_s: i64,
+    validator: &Validator,
+) -> DaneOutcome {
+    let usable: Vec<&Tlsa> = records.iter().filter(|r| r.usable()).collect();
+    if usable.is_empty() {
+        return DaneOutcome::NoUsableRecords;
+    }
+    let mut reasons = Vec::new();
+    for rec in usable {
+        match rec.usage {
+            3 => {
+                if chain.first().is_some_and(|leaf| rec.matches_cert(leaf)) {
+                    return DaneOutcome::Valid {
+                        record: rec.clone(),
+                    };
+                }
+                reasons.push(format!(
+                    "3 {} {}: leaf does not match",
+                    rec.selector, rec.matching_type
+                ));
+            }
+            2 => {
+                let Some(ta) = chain.iter().skip(1).find(|c| rec.matches_cert(c)) else {
+                    reasons.push(format!(
+                        "2 {} {}: no certificate in the chain matches",
+                        rec.selector, rec.matching_type
+                    ));
+                    continue;
+                };
+                // The chain up to (not including) the trust anchor, validated against it.
+                let upto: Vec<Vec<u8>> = chain.iter().take_while(|c| *c != ta).cloned().collect();
+                match validator.validate(&upto, at_s, Some(ta)) {
+                    Ok(_) => {
+                        let name_ok = chain
+                            .first()
+                            .and_then(|l| super::cert::parse(l))
+                            .is_some_and(|l| {
+                                super::names::covers(&l.san_dns, l.subject_cn.as_deref(), host)
+                            });
+                        if name_ok {
+                            return DaneOutcome::Valid {
+                                record: rec.clone(),
+                            };
+                        }
+                        reasons.push(format!(
+                            "2 {} {}: chain valid but the leaf does not name {host}",
+                            rec.selector, rec.matching_type
+                        ));
+                    }
+                    Err(e) => {
+                        reasons.push(format!("2 {} {}: {e}", rec.selector, rec.matching_type))
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    DaneOutcome::Invalid { reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zone_lines() {
+        let s = TlsaStore::parse(
+            "; comment\n_25._tcp.MX.example.com. 3600 IN TLSA 3 1 1 ( 0a0b\n\n_25._tcp.mx.example.com. TLSA 2 0 2 ff ee\n",
+        );
+        assert!(s.is_err(), "parentheses are not hex");
+        let s = TlsaStore::parse("_25._tcp.MX.example.com. 3600 IN TLSA 3 1 1 0a0b\n_25._tcp.mx.example.com. TLSA 2 0 2 ff ee\n").unwrap();
+        let recs = s.lookup("mx.example.com.", 25).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].data, vec![0xff, 0xee]);
+        assert!(s.lookup("mx.example.com", 587).is_none());
+        assert!(TlsaStore::parse("mx.example.com. IN A 192.0.2.1").is_err());
+        assert!(TlsaStore::parse("_25._tcp.x. TLSA 3 1 1 zz").is_err());
+    }
+
+    #[test]
+    fn unusable_usages_are_ignored() {
+        let v = Validator::new(&[]).unwrap();
+        let recs = [Tlsa {
+            usage: 1,
+            selector: 1,
+            matching_type: 1,
+            data: vec![0; 32],
+        }];
+        assert_eq!(check(&recs, &[], "mx", 0, &v), DaneOutcome::NoUsableRecords);
+    }
+}
