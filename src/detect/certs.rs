@@ -345,3 +345,96 @@ impl CertJudge {
         self.certs.values()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowSummary;
+    use crate::smtp::{EndReason, SessionFacts};
+    use rcgen::{CertificateParams, KeyPair};
+
+    fn session(ts_s: i64, chain: Vec<Vec<u8>>, version: u16, cipher: u16) -> SessionRecord {
+        let flow = FlowSummary {
+            client: ("192.0.2.1".parse().unwrap(), 40000 + ts_s as u16),
+            server: ("198.51.100.7".parse().unwrap(), 25),
+            first_us: ts_s * 1_000_000,
+            last_us: ts_s * 1_000_000 + 1,
+            mid_stream: false,
+            packets: [1, 1],
+            bytes: [1, 1],
+            gaps: 0,
+            gap_bytes: 0,
+            retransmissions: 0,
+        };
+        let mut rec = crate::detect::rules::build_record(
+            &flow,
+            SessionFacts::default(),
+            EndReason::Fin,
+            "test",
+        );
+        rec.tls_started = true;
+        rec.tls_server_hello = true;
+        rec.tls_sni = Some("mx.example.com".into());
+        rec.cert_chain = chain;
+        rec.tls_ids = (Some(version), Some(cipher));
+        rec
+    }
+
+    fn self_signed() -> Vec<u8> {
+        let params = CertificateParams::new(vec!["mx.example.com".to_string()]).unwrap();
+        params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn kinds(rec: &SessionRecord) -> Vec<&'static str> {
+        rec.finding_details
+            .iter()
+            .map(|f| f.kind.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_key_for_the_same_server_is_a_change() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let (a, b) = (self_signed(), self_signed());
+        let mut first = session(1_780_000_000, vec![a.clone()], 0x0303, 0xc030);
+        let mut second = session(1_780_000_100, vec![b], 0x0303, 0xc030);
+        let mut third = session(1_780_000_200, vec![a], 0x0303, 0xc030);
+        for r in [&mut first, &mut second, &mut third] {
+            judge.judge(r);
+        }
+        for r in [&mut first, &mut second, &mut third] {
+            judge.judge_on_release(r);
+        }
+        assert!(
+            !kinds(&first).contains(&"certificate-changed"),
+            "{:?}",
+            kinds(&first)
+        );
+        assert!(kinds(&second).contains(&"certificate-changed"));
+        // Back to the first key: different from the second one seen earlier, so also a change.
+        assert!(kinds(&third).contains(&"certificate-changed"));
+        assert!(kinds(&first).contains(&"certificate-self-signed"));
+        assert!(kinds(&first).contains(&"certificate-not-trusted"));
+        assert!(!kinds(&first).contains(&"certificate-host-mismatch"));
+        assert_eq!(judge.certificates().count(), 2);
+        assert!(
+            first.cert_chain.is_empty(),
+            "the DER chain is dropped after judging"
+        );
+    }
+
+    #[test]
+    fn unseen_certificates_are_never_a_pass() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let mut tls13 = session(1_780_000_000, Vec::new(), 0x0304, 0x1302);
+        judge.judge(&mut tls13);
+        assert_eq!(kinds(&tls13), vec!["certificate-not-observable"]);
+        let mut anon = session(1_780_000_000, Vec::new(), 0x0303, 0x0034);
+        judge.judge(&mut anon);
+        assert_eq!(kinds(&anon), vec!["certificate-absent"]);
+    }
+}

@@ -107,3 +107,22 @@ pub mod verdict {
     /// The capture does not show what matters.
     pub const INCOMPLETE: &str = "incomplete";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialised_names_are_the_stable_strings() {
+        for k in FindingKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        let mut sorted = FindingKind::ALL;
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            FindingKind::ALL,
+            "ALL must be in severity (declaration) order"
+        );
+    }
+}

@@ -238,6 +238,138 @@ mod tests {
         assert!(TlsaStore::parse("_25._tcp.x. TLSA 3 1 1 zz").is_err());
     }
 
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, date_time_ymd,
+    };
+
+    /// A CA and a leaf for `name` valid in `years`; returns (leaf DER, CA DER).
+    fn pki(name: &str, years: (i32, i32)) -> (Vec<u8>, Vec<u8>) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "dane test CA");
+        ca.not_before = date_time_ymd(2020, 1, 1);
+        ca.not_after = date_time_ymd(2040, 1, 1);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec![name.to_string()]).unwrap();
+        leaf.not_before = date_time_ymd(years.0, 1, 1);
+        leaf.not_after = date_time_ymd(years.1, 1, 1);
+        let leaf = leaf.signed_by(&KeyPair::generate().unwrap(), &ca).unwrap();
+        (leaf.der().to_vec(), ca.der().to_vec())
+    }
+
+    fn association(cert: &[u8], selector: u8, matching_type: u8) -> Vec<u8> {
+        let selected = if selector == 0 {
+            cert.to_vec()
+        } else {
+            spki_der(cert).unwrap()
+        };
+        match matching_type {
+            0 => selected,
+            1 => Sha256::digest(&selected).to_vec(),
+            _ => Sha512::digest(&selected).to_vec(),
+        }
+    }
+
+    /// 2026-06-01, inside the valid leaf's dates.
+    const AT: i64 = 1_780_272_000;
+
+    #[test]
+    fn every_usage_selector_and_matching_type() {
+        let v = Validator::new(&[]).unwrap();
+        let (leaf, ca) = pki("mx.example.com", (2025, 2028));
+        let (other_leaf, other_ca) = pki("mx.example.com", (2025, 2028));
+        let chain = vec![leaf.clone(), ca.clone()];
+        for usage in [2u8, 3] {
+            let target = if usage == 3 { &leaf } else { &ca };
+            let wrong = if usage == 3 { &other_leaf } else { &other_ca };
+            for selector in [0u8, 1] {
+                for matching_type in [0u8, 1, 2] {
+                    let good = Tlsa {
+                        usage,
+                        selector,
+                        matching_type,
+                        data: association(target, selector, matching_type),
+                    };
+                    let outcome = check(
+                        std::slice::from_ref(&good),
+                        &chain,
+                        "mx.example.com",
+                        AT,
+                        &v,
+                    );
+                    assert_eq!(
+                        outcome,
+                        DaneOutcome::Valid {
+                            record: good.clone()
+                        },
+                        "{usage} {selector} {matching_type}"
+                    );
+                    let bad = Tlsa {
+                        data: association(wrong, selector, matching_type),
+                        ..good
+                    };
+                    let outcome = check(&[bad], &chain, "mx.example.com", AT, &v);
+                    assert!(
+                        matches!(outcome, DaneOutcome::Invalid { .. }),
+                        "{usage} {selector} {matching_type}: {outcome:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dane_ee_ignores_names_and_dates_dane_ta_does_not() {
+        let v = Validator::new(&[]).unwrap();
+        let (leaf, ca) = pki("other.example.net", (2021, 2022));
+        let chain = vec![leaf.clone(), ca.clone()];
+        let ee = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching_type: 1,
+            data: association(&leaf, 1, 1),
+        };
+        assert!(matches!(
+            check(&[ee], &chain, "mx.example.com", AT, &v),
+            DaneOutcome::Valid { .. }
+        ));
+        let ta = Tlsa {
+            usage: 2,
+            selector: 0,
+            matching_type: 1,
+            data: association(&ca, 0, 1),
+        };
+        // Expired leaf: the chain does not validate at the capture time.
+        assert!(matches!(
+            check(
+                std::slice::from_ref(&ta),
+                &chain,
+                "other.example.net",
+                AT,
+                &v
+            ),
+            DaneOutcome::Invalid { .. }
+        ));
+        // Valid dates but the wrong name.
+        let (leaf, ca) = pki("other.example.net", (2025, 2028));
+        let ta = Tlsa {
+            usage: 2,
+            selector: 0,
+            matching_type: 1,
+            data: association(&ca, 0, 1),
+        };
+        let chain = vec![leaf, ca];
+        assert!(matches!(
+            check(std::slice::from_ref(&ta), &chain, "mx.example.com", AT, &v),
+            DaneOutcome::Invalid { .. }
+        ));
+        assert!(matches!(
+            check(&[ta], &chain, "other.example.net", AT, &v),
+            DaneOutcome::Valid { .. }
+        ));
+    }
+
     #[test]
     fn unusable_usages_are_ignored() {
         let v = Validator::new(&[]).unwrap();
