@@ -127,6 +127,18 @@ pub struct SessionRecord {
     pub server_bytes: u64,
     /// Segments that repeated bytes.
     pub retransmissions: u32,
+    /// The domain whose MX lookup led the client here (the recipient's domain).
+    pub recipient_domain: Option<String>,
+    /// The MX host the server address belongs to: the name the certificate must cover.
+    pub mx_host: Option<String>,
+    /// The addresses the client got for that MX host.
+    pub mx_addresses: Vec<IpAddr>,
+    /// The DNS transactions (MX, address, TLSA) behind this session, by `transaction_id`.
+    pub dns_transaction_ids: Vec<String>,
+    /// Findings on those transactions (`dns-injection`), by `finding_id`.
+    pub dns_finding_ids: Vec<String>,
+    /// TLSA records the client received for `_port._tcp.<mx_host>`.
+    pub mx_tlsa: Vec<crate::tls::dane::Tlsa>,
     /// The server's certificate chain (DER, leaf first), handed from the worker to the
     /// certificate judge and dropped there: records never carry certificates.
     #[serde(skip)]

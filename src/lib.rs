@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod decode;
 pub mod detect;
+pub mod dns;
 pub mod event;
 pub mod flow;
 pub mod pipeline;

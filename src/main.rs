@@ -99,6 +99,9 @@ struct AnalyzeArgs {
     /// Seconds within which a plaintext session after a failed upgrade is a fallback.
     #[arg(long, default_value_t = 3600)]
     fallback_window: u64,
+    /// Seconds before an SMTP session within which the client's MX lookup can have led to it.
+    #[arg(long, default_value_t = 600)]
+    mx_window: u64,
     /// Sessions held for cross-session judgement before the oldest is judged early.
     #[arg(long, default_value_t = 200_000)]
     max_held_sessions: usize,
@@ -251,6 +254,10 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
                 ..SmtpConfig::default()
             },
             sensor: args.sensor.clone().unwrap_or_else(hostname),
+            dns: stripwatch::dns::DnsConfig {
+                link_window_us: (args.mx_window as i64).saturating_mul(1_000_000),
+                ..stripwatch::dns::DnsConfig::default()
+            },
         },
         correlator: CorrelatorConfig {
             max_held: args.max_held_sessions,

@@ -7,7 +7,9 @@ use crate::capture::{CaptureError, CaptureFile, SourceStats};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
 use crate::detect::certs::{CertJudge, CertStats, CertificateRecord};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
+use crate::dns::{DnsRecord, DnsStats};
 use crate::event::SessionRecord;
+use crate::flow::table::Outputs;
 use crate::flow::{FlowConfig, FlowStats, FlowTable, PortSet};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::net::IpAddr;
@@ -20,6 +22,10 @@ use thiserror::Error;
 pub trait SessionSink: Send {
     /// Takes one judged session (its findings are in `finding_details`).
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
+    /// Takes one DNS transaction of interest (its findings are in `finding_details`).
+    fn dns(&mut self, _rec: &DnsRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Takes one distinct certificate (called at the end of the run, before `finish`).
     fn certificate(&mut self, _cert: &CertificateRecord) -> Result<(), SinkError> {
         Ok(())
@@ -66,6 +72,8 @@ pub struct RunStats {
     pub correlator: CorrelatorStats,
     /// Certificate counters.
     pub certs: CertStats,
+    /// DNS counters of all workers.
+    pub dns: DnsStats,
     /// Sessions handed to the sink.
     pub sessions_out: u64,
     /// The run was interrupted (signal) before the input ended.
@@ -137,7 +145,7 @@ pub fn run(
 ) -> Result<RunStats, PipelineError> {
     let workers = cfg.workers.max(1);
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
-    let (out_tx, out_rx) = bounded::<Vec<SessionRecord>>(256);
+    let (out_tx, out_rx) = bounded::<Outputs>(256);
     let mut batch_txs = Vec::with_capacity(workers);
     let mut worker_handles = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -235,10 +243,11 @@ pub fn run(
     drop(batch_txs);
     stats.decode = decoder.stats;
     for h in worker_handles {
-        let flow = h
+        let (flow, dns) = h
             .join()
             .map_err(|_| PipelineError::Internal("a worker thread panicked".into()))?;
         stats.flow.merge(&flow);
+        stats.dns.merge(&dns);
     }
     let (correlator, cert_stats, sessions_out) = output
         .join()
@@ -255,11 +264,11 @@ pub fn run(
 fn worker(
     rx: Receiver<Batch>,
     recycle: Sender<Batch>,
-    out: Sender<Vec<SessionRecord>>,
+    out: Sender<Outputs>,
     cfg: FlowConfig,
-) -> FlowStats {
+) -> (FlowStats, DnsStats) {
     let mut table = FlowTable::new(cfg);
-    let mut done = Vec::new();
+    let mut done = Outputs::default();
     for mut batch in rx {
         for (meta, &(start, len)) in batch.metas.iter().zip(&batch.spans) {
             let payload = &batch.data[start as usize..(start + len) as usize];
@@ -274,13 +283,13 @@ fn worker(
     }
     table.finish_all(&mut done);
     let _ = out.send(done);
-    table.stats
+    (table.stats, table.dns.stats)
 }
 
 type OutputResult = Result<(CorrelatorStats, CertStats, u64), SinkError>;
 
 fn output_thread(
-    rx: Receiver<Vec<SessionRecord>>,
+    rx: Receiver<Outputs>,
     cfg: CorrelatorConfig,
     certs: CertJudge,
     mut sink: Box<dyn SessionSink>,
@@ -288,24 +297,40 @@ fn output_thread(
     let mut correlator = Correlator::new(cfg, certs);
     let mut written = 0u64;
     let mut failure: Option<SinkError> = None;
-    let mut emit = |rec: SessionRecord| {
-        if failure.is_none() {
-            match sink.session(&rec) {
-                Ok(()) => written += 1,
-                Err(e) => failure = Some(e),
+    // One closure shape for handing judged sessions to the sink, made anew where needed so
+    // the sink can also be used for DNS records between chunks.
+    macro_rules! emitter {
+        () => {
+            |rec: SessionRecord| {
+                if failure.is_none() {
+                    match sink.session(&rec) {
+                        Ok(()) => written += 1,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+        };
+    }
+    let mut dns_failure: Option<SinkError> = None;
+    for chunk in rx {
+        let Outputs { mut sessions, dns } = chunk;
+        for rec in &dns {
+            if dns_failure.is_none()
+                && let Err(e) = sink.dns(rec)
+            {
+                dns_failure = Some(e);
             }
         }
-    };
-    // Sessions from different workers arrive in no particular order; put each chunk in time
-    // order so that the hold window works on capture time.
-    for mut chunk in rx {
-        chunk.sort_by_key(|r| r.ts_us);
-        for rec in chunk {
+        // Sessions from different workers arrive in no particular order; put each chunk in
+        // time order so that the hold window works on capture time.
+        sessions.sort_by_key(|r| r.ts_us);
+        let mut emit = emitter!();
+        for rec in sessions {
             correlator.push(rec, &mut emit);
         }
     }
-    correlator.flush(&mut emit);
-    if let Some(e) = failure {
+    correlator.flush(&mut emitter!());
+    if let Some(e) = failure.or(dns_failure) {
         return Err(e);
     }
     let mut certs: Vec<&CertificateRecord> = correlator.certs.certificates().collect();

@@ -78,6 +78,9 @@ pub struct CertJudge {
 
 /// The host the client meant, and where that name came from.
 pub fn intended_host(rec: &SessionRecord) -> Option<(String, &'static str)> {
+    if let Some(mx) = rec.mx_host.as_deref() {
+        return Some((mx.to_string(), "mx"));
+    }
     if let Some(sni) = rec.tls_sni.as_deref().filter(|s| !s.is_empty()) {
         return Some((sni.to_string(), "sni"));
     }
@@ -324,7 +327,9 @@ impl CertJudge {
         if (plaintext || stripped)
             && (rec.ehlo_reply_code.is_some() || rec.mail_transactions > 0)
             && let Some((host, source)) = intended_host(rec)
-            && let Some(records) = self.tlsa.lookup(&host, rec.server_port)
+            && let Some(records) = (!rec.mx_tlsa.is_empty())
+                .then_some(rec.mx_tlsa.as_slice())
+                .or_else(|| self.tlsa.lookup(&host, rec.server_port))
             && records.iter().any(|r| r.usable())
         {
             add_finding(

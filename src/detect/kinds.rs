@@ -14,6 +14,10 @@ pub enum FindingKind {
     CleartextAfterStarttls,
     /// Two versions of the same TCP bytes.
     TcpOverlapConflict,
+    /// The client connected to an address that none of the MX hosts it just resolved has.
+    SmtpToUnlistedIp,
+    /// Two or more responses to one query with different answers; the first is the suspect.
+    DnsInjection,
     /// TLSA records exist for the server but the session stayed plaintext (RFC 8460).
     DaneRequired,
     /// The presented chain matches none of the server's usable TLSA records (RFC 8460).
@@ -55,6 +59,8 @@ impl FindingKind {
             FindingKind::StarttlsStripped => "starttls-stripped",
             FindingKind::CleartextAfterStarttls => "cleartext-after-starttls",
             FindingKind::TcpOverlapConflict => "tcp-overlap-conflict",
+            FindingKind::SmtpToUnlistedIp => "smtp-to-unlisted-ip",
+            FindingKind::DnsInjection => "dns-injection",
             FindingKind::DaneRequired => "dane-required",
             FindingKind::TlsaInvalid => "tlsa-invalid",
             FindingKind::PlaintextFallback => "plaintext-fallback",
@@ -75,10 +81,12 @@ impl FindingKind {
     }
 
     /// Every kind, most severe first.
-    pub const ALL: [FindingKind; 19] = [
+    pub const ALL: [FindingKind; 21] = [
         FindingKind::StarttlsStripped,
         FindingKind::CleartextAfterStarttls,
         FindingKind::TcpOverlapConflict,
+        FindingKind::SmtpToUnlistedIp,
+        FindingKind::DnsInjection,
         FindingKind::DaneRequired,
         FindingKind::TlsaInvalid,
         FindingKind::PlaintextFallback,

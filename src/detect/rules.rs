@@ -100,6 +100,12 @@ pub fn build_record(
         client_bytes: flow.bytes[0],
         server_bytes: flow.bytes[1],
         retransmissions: flow.retransmissions,
+        recipient_domain: None,
+        mx_host: None,
+        mx_addresses: Vec::new(),
+        dns_transaction_ids: Vec::new(),
+        dns_finding_ids: Vec::new(),
+        mx_tlsa: Vec::new(),
         cert_chain: std::mem::take(&mut facts.tls_server_hello_info.chain),
         tls_ids: (
             facts.tls_server_hello_info.version,

@@ -6,9 +6,26 @@ use super::FlowSummary;
 use super::reassembly::{Reassembler, ReassemblyLimits, StreamEvent};
 use crate::decode::{PacketMeta, TcpFlags, Transport};
 use crate::detect::rules;
+use crate::dns::{DnsConfig, DnsPacket, DnsRecord, DnsTracker};
 use crate::event::SessionRecord;
 use crate::smtp::{EndReason, Side, SmtpConfig, SmtpSession};
 use crate::util::CaptureClock;
+
+/// What a worker produces: finished SMTP sessions and DNS transactions.
+#[derive(Default)]
+pub struct Outputs {
+    /// Session records, not yet judged across sessions.
+    pub sessions: Vec<SessionRecord>,
+    /// DNS transactions of interest, with their findings.
+    pub dns: Vec<DnsRecord>,
+}
+
+impl Outputs {
+    /// True when there is nothing to hand on.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.dns.is_empty()
+    }
+}
 use ahash::AHashMap;
 use std::net::IpAddr;
 
@@ -51,6 +68,8 @@ pub struct FlowConfig {
     pub smtp: SmtpConfig,
     /// The sensor name written into every record.
     pub sensor: String,
+    /// DNS tracking.
+    pub dns: DnsConfig,
 }
 
 /// Counters of one flow table.
@@ -272,6 +291,108 @@ impl SmtpFlow {
     }
 }
 
+/// The DNS port.
+const DNS_PORT: u16 = 53;
+/// The largest DNS message over TCP (a two-byte length prefix).
+const MAX_DNS_TCP_MESSAGE: usize = 65_535;
+
+/// DNS over TCP: two reassembled directions split into length-prefixed messages.
+struct DnsTcpFlow {
+    client: (IpAddr, u16),
+    last_us: i64,
+    dirs: [Reassembler; 2],
+    bufs: [Vec<u8>; 2],
+    fin: [bool; 2],
+    rst: bool,
+}
+
+impl DnsTcpFlow {
+    fn new(cfg: &FlowConfig, client: (IpAddr, u16), _server: (IpAddr, u16), ts: i64) -> DnsTcpFlow {
+        let mut dirs = [
+            Reassembler::new(cfg.reassembly),
+            Reassembler::new(cfg.reassembly),
+        ];
+        for d in &mut dirs {
+            d.set_keep_recent(false);
+        }
+        DnsTcpFlow {
+            client,
+            last_us: ts,
+            dirs,
+            bufs: [Vec::new(), Vec::new()],
+            fin: [false; 2],
+            rst: false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn packet(
+        &mut self,
+        meta: &PacketMeta,
+        seq: u32,
+        ack: u32,
+        flags: TcpFlags,
+        payload: &[u8],
+        dns: &mut DnsTracker,
+        out: &mut Vec<DnsRecord>,
+    ) {
+        let me = usize::from((meta.src, meta.sport) != self.client);
+        self.last_us = self.last_us.max(meta.ts_us);
+        if flags.has(TcpFlags::RST) {
+            self.rst = true;
+            return;
+        }
+        let [b0, b1] = &mut self.bufs;
+        let buf = if me == 0 { b0 } else { b1 };
+        let mut lost = false;
+        self.dirs[me].segment(
+            seq,
+            flags.has(TcpFlags::SYN),
+            flags.has(TcpFlags::FIN),
+            payload,
+            &mut |ev| match ev {
+                StreamEvent::Data { bytes, .. } => {
+                    if buf.len() + bytes.len() <= MAX_DNS_TCP_MESSAGE + 2 {
+                        buf.extend_from_slice(bytes);
+                    } else {
+                        lost = true;
+                    }
+                }
+                StreamEvent::Gap { .. } => lost = true,
+                StreamEvent::Conflict(_) => {}
+            },
+        );
+        let _ = ack;
+        if lost {
+            // A hole or an oversized message: the framing is lost for this direction.
+            dns.stats.malformed += 1;
+            buf.clear();
+        }
+        while buf.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if buf.len() < len + 2 {
+                break;
+            }
+            let pkt = DnsPacket {
+                ts_us: meta.ts_us,
+                src: (meta.src, meta.sport),
+                dst: (meta.dst, meta.dport),
+                ip_ttl: meta.ip_ttl,
+                transport: "tcp",
+            };
+            dns.payload(pkt, &buf[2..len + 2], out);
+            buf.drain(..len + 2);
+        }
+        if flags.has(TcpFlags::FIN) {
+            self.fin[me] = true;
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.rst || (self.fin[0] && self.fin[1])
+    }
+}
+
 /// A flow on a non-mail port, watched until it proves to be SMTP or not.
 struct Probe {
     last_us: i64,
@@ -289,6 +410,8 @@ const PROBE_BANNER: usize = 4096;
 
 enum Entry {
     Smtp(Box<SmtpFlow>),
+    /// DNS over TCP (length-prefixed messages).
+    DnsTcp(Box<DnsTcpFlow>),
     Probe(Box<Probe>),
     /// A flow that is not SMTP: remembered so it is not probed again.
     Ignored {
@@ -304,6 +427,7 @@ impl Entry {
     fn last_us(&self) -> i64 {
         match self {
             Entry::Smtp(f) => f.last_us,
+            Entry::DnsTcp(f) => f.last_us,
             Entry::Probe(p) => p.last_us,
             Entry::Ignored { last_us } | Entry::Closed { last_us } => *last_us,
         }
@@ -322,6 +446,8 @@ pub struct FlowTable {
     now_us: i64,
     next_sweep_us: i64,
     clock: CaptureClock,
+    /// DNS transactions and the per-client answers that link sessions to lookups.
+    pub dns: DnsTracker,
     /// Counters.
     pub stats: FlowStats,
 }
@@ -330,6 +456,7 @@ impl FlowTable {
     /// An empty table.
     pub fn new(cfg: FlowConfig) -> FlowTable {
         FlowTable {
+            dns: DnsTracker::new(cfg.dns, cfg.sensor.clone()),
             cfg,
             flows: AHashMap::new(),
             now_us: i64::MIN,
@@ -350,7 +477,7 @@ impl FlowTable {
     }
 
     /// Handles one packet; finished sessions are appended to `out`.
-    pub fn packet(&mut self, meta: &PacketMeta, payload: &[u8], out: &mut Vec<SessionRecord>) {
+    pub fn packet(&mut self, meta: &PacketMeta, payload: &[u8], out: &mut Outputs) {
         let ts = self.clock.observe(meta.ts_us);
         self.stats.time_jumps_held = self.clock.held;
         let owned;
@@ -363,6 +490,16 @@ impl FlowTable {
         self.advance(meta.ts_us, out);
         let Transport::Tcp { seq, ack, flags } = meta.transport else {
             self.stats.udp_packets += 1;
+            if meta.sport == DNS_PORT || meta.dport == DNS_PORT {
+                let pkt = DnsPacket {
+                    ts_us: meta.ts_us,
+                    src: (meta.src, meta.sport),
+                    dst: (meta.dst, meta.dport),
+                    ip_ttl: meta.ip_ttl,
+                    transport: "udp",
+                };
+                self.dns.payload(pkt, payload, &mut out.dns);
+            }
             return;
         };
         self.stats.tcp_packets += 1;
@@ -405,6 +542,14 @@ impl FlowTable {
                     }
                 }
             }
+            Some(Entry::DnsTcp(flow)) => {
+                flow.packet(meta, seq, ack, flags, payload, &mut self.dns, &mut out.dns);
+                if flow.closed() {
+                    let last = flow.last_us;
+                    self.flows.insert(key, Entry::Closed { last_us: last });
+                }
+                return;
+            }
             Some(Entry::Ignored { last_us }) => {
                 *last_us = ts;
                 if !syn_only {
@@ -428,6 +573,17 @@ impl FlowTable {
             self.evict_oldest(out);
         }
         let (sp, dp) = (meta.sport, meta.dport);
+        if sp == DNS_PORT || dp == DNS_PORT {
+            let (client, server) = if dp == DNS_PORT {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            let mut flow = DnsTcpFlow::new(&self.cfg, client, server, ts);
+            flow.packet(meta, seq, ack, flags, payload, &mut self.dns, &mut out.dns);
+            self.flows.insert(key, Entry::DnsTcp(Box::new(flow)));
+            return;
+        }
         let mail_port = self.cfg.smtp_ports.contains(sp) || self.cfg.smtp_ports.contains(dp);
         if mail_port {
             let (client, server) = orient(src, dst, flags, &self.cfg.smtp_ports);
@@ -470,17 +626,17 @@ impl FlowTable {
         flow
     }
 
-    fn close(&mut self, key: FlowKey, end: EndReason, out: &mut Vec<SessionRecord>) {
+    fn close(&mut self, key: FlowKey, end: EndReason, out: &mut Outputs) {
         let last = self.flows.get(&key).map_or(self.now_us, Entry::last_us);
         if let Some(Entry::Smtp(flow)) = self.flows.insert(key, Entry::Closed { last_us: last })
             && let Some(rec) = flow.finish(end, &self.cfg, &mut self.stats)
         {
-            out.push(rec);
+            self.emit(rec, out);
         }
     }
 
     /// Moves capture time forward; expires idle flows every few seconds of capture time.
-    pub fn advance(&mut self, ts_us: i64, out: &mut Vec<SessionRecord>) {
+    pub fn advance(&mut self, ts_us: i64, out: &mut Outputs) {
         if ts_us <= self.now_us {
             return;
         }
@@ -495,8 +651,6 @@ impl FlowTable {
         self.next_sweep_us = ts_us + SWEEP_EVERY_US;
         let idle = self.cfg.idle_timeout_us;
         let now = self.now_us;
-        let cfg = &self.cfg;
-        let stats = &mut self.stats;
         let mut expired: Vec<FlowKey> = Vec::new();
         self.flows.retain(|key, entry| {
             let age = now.saturating_sub(entry.last_us());
@@ -506,22 +660,23 @@ impl FlowTable {
                     true
                 }
                 Entry::Closed { .. } => age <= CLOSED_LINGER_US,
-                Entry::Probe(_) | Entry::Ignored { .. } => age <= idle,
+                Entry::Probe(_) | Entry::Ignored { .. } | Entry::DnsTcp(_) => age <= idle,
                 Entry::Smtp(_) => true,
             }
         });
         for key in expired {
             if let Some(Entry::Smtp(flow)) = self.flows.remove(&key) {
-                stats.timed_out_flows += 1;
-                if let Some(rec) = flow.finish(EndReason::Timeout, cfg, stats) {
-                    out.push(rec);
+                self.stats.timed_out_flows += 1;
+                if let Some(rec) = flow.finish(EndReason::Timeout, &self.cfg, &mut self.stats) {
+                    self.emit(rec, out);
                 }
             }
         }
+        self.dns.expire(now, false, &mut out.dns);
     }
 
     /// Frees room by evicting the oldest sixteenth of the table.
-    fn evict_oldest(&mut self, out: &mut Vec<SessionRecord>) {
+    fn evict_oldest(&mut self, out: &mut Outputs) {
         let mut ages: Vec<(i64, FlowKey)> =
             self.flows.iter().map(|(k, e)| (e.last_us(), *k)).collect();
         let n = (ages.len() / 16).max(1);
@@ -534,15 +689,21 @@ impl FlowTable {
                 if let Entry::Smtp(flow) = entry {
                     self.stats.evicted_sessions += 1;
                     if let Some(rec) = flow.finish(EndReason::Evicted, &self.cfg, &mut self.stats) {
-                        out.push(rec);
+                        self.emit(rec, out);
                     }
                 }
             }
         }
     }
 
+    /// Hands a finished session on, after tying it to the DNS lookup that led to it.
+    fn emit(&mut self, mut rec: SessionRecord, out: &mut Outputs) {
+        self.dns.link(&mut rec);
+        out.sessions.push(rec);
+    }
+
     /// Ends every flow (end of input).
-    pub fn finish_all(&mut self, out: &mut Vec<SessionRecord>) {
+    pub fn finish_all(&mut self, out: &mut Outputs) {
         let flows = std::mem::take(&mut self.flows);
         let mut smtp: Vec<Box<SmtpFlow>> = flows
             .into_values()
@@ -554,9 +715,10 @@ impl FlowTable {
         smtp.sort_by_key(|f| f.first_us);
         for flow in smtp {
             if let Some(rec) = flow.finish(EndReason::CaptureEnd, &self.cfg, &mut self.stats) {
-                out.push(rec);
+                self.emit(rec, out);
             }
         }
+        self.dns.expire(self.now_us, true, &mut out.dns);
     }
 }
 

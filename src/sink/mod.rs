@@ -15,6 +15,10 @@ impl SessionSink for Fanout {
         self.0.iter_mut().try_for_each(|s| s.session(rec))
     }
 
+    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.dns(rec))
+    }
+
     fn certificate(
         &mut self,
         cert: &crate::detect::certs::CertificateRecord,

@@ -1,4 +1,4 @@
-//! `sessions.ndjson`, `findings.ndjson` and `certificates.ndjson`: one JSON object per line, the form every log
+//! `sessions.ndjson`, `findings.ndjson`, `dns.ndjson` and `certificates.ndjson`: one JSON object per line, the form every log
 //! pipeline (jq, Vector, ClickHouse's JSONEachRow) reads.
 
 use crate::event::SessionRecord;
@@ -12,6 +12,8 @@ pub struct NdjsonSink {
     sessions: BufWriter<File>,
     findings: BufWriter<File>,
     certificates: BufWriter<File>,
+    dns: BufWriter<File>,
+    dns_path: PathBuf,
     sessions_path: PathBuf,
     findings_path: PathBuf,
     certificates_path: PathBuf,
@@ -32,10 +34,13 @@ impl NdjsonSink {
         let (sessions, sessions_path) = open("sessions.ndjson")?;
         let (findings, findings_path) = open("findings.ndjson")?;
         let (certificates, certificates_path) = open("certificates.ndjson")?;
+        let (dns, dns_path) = open("dns.ndjson")?;
         Ok(NdjsonSink {
             sessions,
             findings,
             certificates,
+            dns,
+            dns_path,
             sessions_path,
             findings_path,
             certificates_path,
@@ -65,6 +70,14 @@ impl SessionSink for NdjsonSink {
         Ok(())
     }
 
+    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+        write_line(&mut self.dns, rec, &self.dns_path)?;
+        for f in &rec.finding_details {
+            write_line(&mut self.findings, f, &self.findings_path)?;
+        }
+        Ok(())
+    }
+
     fn certificate(
         &mut self,
         cert: &crate::detect::certs::CertificateRecord,
@@ -73,6 +86,10 @@ impl SessionSink for NdjsonSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
+        self.dns.flush().map_err(|source| SinkError {
+            what: format!("cannot write {}", self.dns_path.display()),
+            source,
+        })?;
         self.certificates.flush().map_err(|source| SinkError {
             what: format!("cannot write {}", self.certificates_path.display()),
             source,

@@ -29,6 +29,8 @@ pub struct Tally {
     pub tls_versions: BTreeMap<String, u64>,
     /// TLS sessions by negotiated cipher suite.
     pub tls_ciphers: BTreeMap<String, u64>,
+    /// DNS transactions written.
+    pub dns_transactions: u64,
 }
 
 /// Distinct versions or cipher names tracked (the rest are counted under `other`).
@@ -81,6 +83,16 @@ impl SessionSink for TallySink {
         Ok(())
     }
 
+    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+        if let Ok(mut t) = self.0.lock() {
+            t.dns_transactions += 1;
+            for f in &rec.finding_details {
+                *t.findings.entry(f.kind.as_str()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
@@ -122,6 +134,10 @@ pub struct Summary {
     pub tls_ciphers: BTreeMap<String, u64>,
     /// Counters: certificates.
     pub certificates: crate::detect::certs::CertStats,
+    /// DNS transactions written to `dns.ndjson`.
+    pub dns_transactions: u64,
+    /// Counters: DNS.
+    pub dns: crate::dns::DnsStats,
     /// Counters: decoding.
     pub decode: crate::decode::DecodeStats,
     /// Counters: flows and reassembly.
@@ -193,6 +209,8 @@ impl Summary {
             tls_versions: tally.tls_versions.clone(),
             tls_ciphers: tally.tls_ciphers.clone(),
             certificates: stats.certs,
+            dns_transactions: tally.dns_transactions,
+            dns: stats.dns,
             decode: stats.decode,
             flows: stats.flow,
             correlator: stats.correlator,
@@ -273,7 +291,11 @@ impl Summary {
         let d = &self.decode;
         let f = &self.flows;
         let _ = writeln!(s, "\nCounters:");
-        let rows: [(&str, u64); 18] = [
+        let rows: [(&str, u64); 22] = [
+            ("dns messages", self.dns.messages),
+            ("dns transactions written", self.dns_transactions),
+            ("dns unanswered queries", self.dns.unanswered),
+            ("sessions linked to an mx lookup", self.dns.sessions_linked),
             ("tcp packets", d.tcp),
             ("udp packets", d.udp),
             ("smtp flows (mail ports)", f.smtp_flows),

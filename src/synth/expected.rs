@@ -42,6 +42,12 @@ pub struct ExpectedSession {
     /// Mail transactions seen in cleartext.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mail_transactions: Option<u64>,
+    /// The recipient domain the session must be linked to through DNS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient_domain: Option<&'static str>,
+    /// The MX host the session must be linked to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mx_host: Option<&'static str>,
     /// Every finding, repeated as often as the analyzer should emit it (for `finding_counts`).
     #[serde(skip)]
     pub finding_events: Vec<&'static str>,
@@ -76,6 +82,8 @@ impl ExpectedSession {
             starttls_reply_code: Some(facts.starttls_reply_code),
             tls_started: Some(facts.tls_started),
             mail_transactions: Some(facts.mail_transactions),
+            recipient_domain: None,
+            mx_host: None,
             finding_events: findings,
         }
     }
@@ -91,6 +99,8 @@ impl ExpectedSession {
             starttls_reply_code: None,
             tls_started: None,
             mail_transactions: None,
+            recipient_domain: None,
+            mx_host: None,
             finding_events: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod dns;
 pub mod expected;
 pub mod fake_tls;
 pub mod link;

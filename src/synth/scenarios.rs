@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use super::SynthError;
+use super::dns::{self, Rdata};
 use super::expected::{Expected, ExpectedSession};
 use super::link::{CLIENT_MAC, Link, SERVER_MAC};
 use super::pcap_writer::{CaptureFile, Compression, Container, FileFormat, PacketWrite};
@@ -31,6 +32,7 @@ const STRIPPED: &str = "starttls-stripped";
 const NOT_SUPPORTED: &str = "starttls-not-supported";
 const MISSING: &str = "starttls-missing";
 const REJECTED: &str = "starttls-command-rejected";
+const UNLISTED: &str = "smtp-to-unlisted-ip";
 const HANDSHAKE_FAILED: &str = "tls-handshake-failed";
 const CLEARTEXT_AFTER: &str = "cleartext-after-starttls";
 const BY_CLIENT: &str = "plaintext-by-client";
@@ -115,9 +117,13 @@ impl Scenario {
             clock_us: START_US,
             frames: Vec::new(),
             sessions: Vec::new(),
+            other_findings: Vec::new(),
         };
         (self.build)(&mut cap);
-        let expected = Expected::new(self.description, cap.sessions);
+        let mut expected = Expected::new(self.description, cap.sessions);
+        for kind in cap.other_findings {
+            *expected.finding_counts.entry(kind).or_insert(0) += 1;
+        }
         (cap.frames, expected)
     }
 
@@ -174,6 +180,8 @@ struct Session {
     findings: Vec<&'static str>,
     /// Idle seconds before this session starts (after the previous one ended).
     gap_s: u64,
+    /// The recipient domain and MX host the analyzer must link the session to.
+    linked: Option<(&'static str, &'static str)>,
 }
 
 impl Session {
@@ -188,6 +196,7 @@ impl Session {
             keep: Keep::All,
             findings: findings.to_vec(),
             gap_s: 1,
+            linked: None,
         }
     }
 
@@ -205,9 +214,92 @@ pub struct Capture {
     clock_us: u64,
     frames: Vec<Frame>,
     sessions: Vec<ExpectedSession>,
+    /// Findings outside any SMTP session (DNS), for `finding_counts`.
+    other_findings: Vec<&'static str>,
 }
 
+/// One response to a scenario query: delay after the query (µs), IP TTL, answers.
+type DnsResponse<'a> = (u64, u8, Vec<(&'a str, u32, Rdata)>);
+
+/// The resolver the scenario clients ask.
+const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
 impl Capture {
+    /// A DNS exchange over UDP between client `client` and the resolver: the query now, then
+    /// each response `(delay µs, IP TTL, answers)` after its delay.
+    fn dns(&mut self, client: u8, name: &str, qtype: u16, responses: &[DnsResponse<'_>]) {
+        let id = self.prng.range(1, 65_000) as u16;
+        let port = 50_000 + self.prng.range(0, 9_999) as u16;
+        let c = (self.client_ip(client), port);
+        let r = (IpAddr::V4(RESOLVER), 53);
+        let t = if self.frames.is_empty() {
+            self.clock_us
+        } else {
+            self.clock_us + 200_000
+        };
+        self.frames.push(Frame {
+            ts_us: t,
+            side: Side::Client,
+            data: dns::udp_frame(c, r, 64, id, &dns::query(id, name, qtype)),
+        });
+        let mut last = t;
+        for (i, (delay, ttl, answers)) in responses.iter().enumerate() {
+            last = last.max(t + delay);
+            self.frames.push(Frame {
+                ts_us: t + delay,
+                side: Side::Server,
+                data: dns::udp_frame(
+                    r,
+                    c,
+                    *ttl,
+                    1000 + i as u16,
+                    &dns::response(id, name, qtype, answers),
+                ),
+            });
+        }
+        self.frames.sort_by_key(|f| f.ts_us);
+        self.clock_us = last + 1_000;
+    }
+
+    /// The same MX lookup over TCP (length-prefixed messages), answered once.
+    fn dns_tcp(&mut self, client: u8, name: &str, qtype: u16, answers: Vec<(&str, u32, Rdata)>) {
+        let id = self.prng.range(1, 65_000) as u16;
+        let start = self.clock_us + 200_000;
+        let cfg = ConvConfig {
+            client: Endpoint {
+                ip: self.client_ip(client),
+                port: 50_000 + self.prng.range(0, 9_999) as u16,
+                mac: CLIENT_MAC,
+                ttl: 64,
+            },
+            server: Endpoint {
+                ip: IpAddr::V4(RESOLVER),
+                port: 53,
+                mac: SERVER_MAC,
+                ttl: 60,
+            },
+            link: self.link,
+            mss: 1460,
+            isn: None,
+            timing: Timing::SCENARIO,
+        };
+        let mut conv = Conversation::new(cfg, start, Prng::new(self.prng.next_u64()));
+        conv.handshake();
+        let framed = |m: Vec<u8>| {
+            let mut v = (m.len() as u16).to_be_bytes().to_vec();
+            v.extend_from_slice(&m);
+            v
+        };
+        conv.send(Side::Client, &framed(dns::query(id, name, qtype)));
+        conv.send(
+            Side::Server,
+            &framed(dns::response(id, name, qtype, &answers)),
+        );
+        conv.close(Side::Client);
+        self.clock_us = conv.clock_us();
+        self.frames.extend(conv.into_frames());
+    }
+
     fn client_ip(&self, n: u8) -> IpAddr {
         if self.ipv6 {
             Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, u16::from(n)).into()
@@ -277,11 +369,16 @@ impl Capture {
             }
         }
         self.frames.extend(frames);
-        self.sessions.push(if s.keep == Keep::All {
+        let mut expected = if s.keep == Keep::All {
             ExpectedSession::complete(s.port, &s.dialog.facts(), &s.findings)
         } else {
             ExpectedSession::incomplete(s.port)
-        });
+        };
+        if let Some((domain, host)) = s.linked {
+            expected.recipient_domain = Some(domain);
+            expected.mx_host = Some(host);
+        }
+        self.sessions.push(expected);
     }
 }
 
@@ -454,6 +551,80 @@ fn stripped_near_miss(cap: &mut Capture) {
 fn stripped_near_miss_deletion(cap: &mut Capture) {
     let d = plaintext_dialog(cap, caps_with("STARTLS"));
     cap.run(Session::new(d, &[STRIPPED]));
+}
+
+/// The documented MX of example.net and its address (server host 25).
+fn mx_answer() -> Vec<(&'static str, u32, Rdata)> {
+    vec![("example.net", 3600, Rdata::Mx(10, "mx.example.net"))]
+}
+
+fn a_answer(host: &'static str, last: u8) -> Vec<(&'static str, u32, Rdata)> {
+    vec![(host, 3600, Rdata::A(Ipv4Addr::new(198, 51, 100, last)))]
+}
+
+fn dns_mx_linked(cap: &mut Capture) {
+    cap.dns(10, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    cap.dns(
+        10,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.example.net"));
+    cap.run(s);
+}
+
+fn dns_injection(cap: &mut Capture) {
+    // The forged answer (an injector two hops closer: IP TTL 60) beats the real one (52).
+    let forged = vec![("example.net", 3600, Rdata::Mx(10, "mx.attacker.example"))];
+    cap.dns(
+        10,
+        "example.net",
+        15,
+        &[(4_000, 60, forged), (31_000, 52, mx_answer())],
+    );
+    cap.other_findings.push("dns-injection");
+    cap.dns(
+        10,
+        "mx.attacker.example",
+        1,
+        &[(9_000, 52, a_answer("mx.attacker.example", 66))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.server = 66;
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.attacker.example"));
+    cap.run(s);
+}
+
+fn dns_unlisted_ip(cap: &mut Capture) {
+    cap.dns(10, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    cap.dns(
+        10,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[UNLISTED]);
+    s.server = 99;
+    s.gap_s = 0;
+    cap.run(s);
+}
+
+fn dns_tcp_mx(cap: &mut Capture) {
+    cap.dns_tcp(10, "example.net", 15, mx_answer());
+    cap.dns(
+        10,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.example.net"));
+    cap.run(s);
 }
 
 fn missing_after_offer(cap: &mut Capture) {
@@ -831,6 +1002,26 @@ pub fn all() -> Vec<Scenario> {
             "implicit-tls-465",
             "Implicit TLS on port 465: the client sends a ClientHello right after the TCP handshake; no cleartext SMTP at all.",
             implicit_tls_465,
+        ),
+        Scenario::new(
+            "dns-mx-linked",
+            "The client looks up example.net MX (mx.example.net) and its address, then delivers over STARTTLS to that address: the session is linked to the lookup.",
+            dns_mx_linked,
+        ),
+        Scenario::new(
+            "dns-injection",
+            "Two responses to one MX query: a forged one (mx.attacker.example, IP TTL 60) 4 ms after the query and the real one 31 ms after; the client follows the forged answer.",
+            dns_injection,
+        ),
+        Scenario::new(
+            "dns-unlisted-ip",
+            "The client resolves example.net MX to mx.example.net (198.51.100.25) but connects to 198.51.100.99.",
+            dns_unlisted_ip,
+        ),
+        Scenario::new(
+            "dns-tcp-mx",
+            "The MX lookup goes over TCP (length-prefixed); the address lookup over UDP; then the delivery is linked to them.",
+            dns_tcp_mx,
         ),
         Scenario::new(
             "nonstandard-port-2525",

@@ -161,7 +161,10 @@ pub fn check_tls_facts(dir: &Path) -> (usize, Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(name) = file.strip_suffix(".facts.json") else {
+        let Some(name) = file
+            .strip_suffix(".facts.json")
+            .filter(|n| n.starts_with("tls-"))
+        else {
             continue;
         };
         let facts: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -1,0 +1,214 @@
+//! One DNS message, parsed with `hickory-proto` into the facts stripwatch uses: header flags,
+//! the question, every answer as text, and the typed records that steer mail (MX, A/AAAA,
+//! TLSA, the MTA-STS and TLS-RPT TXT records), plus the DNSSEC signals (AD, DO, RRSIG, NSEC).
+
+use crate::tls::dane::Tlsa;
+use hickory_proto::op::{Message, MessageType};
+use hickory_proto::rr::{RData, Record, RecordType};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Answers kept per message (a larger answer is cut and flagged).
+const MAX_ANSWERS: usize = 64;
+
+/// An answer record as text, for evidence and `dns.ndjson`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AnswerText {
+    /// Owner name, lowercase, no trailing dot.
+    pub name: String,
+    /// Record type (`MX`, `A`, ...).
+    pub rtype: String,
+    /// Time to live.
+    pub ttl: u32,
+    /// Record data in presentation form.
+    pub data: String,
+}
+
+/// The facts of one DNS message.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DnsMessage {
+    /// Transaction id.
+    pub id: u16,
+    /// A response (QR set).
+    pub response: bool,
+    /// Authoritative answer.
+    pub aa: bool,
+    /// Truncated.
+    pub tc: bool,
+    /// Recursion desired.
+    pub rd: bool,
+    /// Recursion available.
+    pub ra: bool,
+    /// Authentic data (the resolver validated it with DNSSEC).
+    pub ad: bool,
+    /// Checking disabled.
+    pub cd: bool,
+    /// Response code (`NoError`, `NXDomain`, ...).
+    pub rcode: String,
+    /// EDNS present.
+    pub edns: bool,
+    /// The DNSSEC OK bit of EDNS.
+    pub dnssec_ok: bool,
+    /// Question name, lowercase, no trailing dot.
+    pub qname: String,
+    /// Question type.
+    pub qtype: String,
+    /// Answer section as text, in order.
+    pub answers: Vec<AnswerText>,
+    /// Answers beyond the limit.
+    pub answers_truncated: bool,
+    /// RRSIG records anywhere in the answer or authority section.
+    pub rrsig: bool,
+    /// NSEC or NSEC3 records in the authority section.
+    pub nsec: bool,
+    /// MX answers: (preference, exchange).
+    #[serde(skip)]
+    pub mx: Vec<(u16, String)>,
+    /// A and AAAA answers: (owner, address).
+    #[serde(skip)]
+    pub addresses: Vec<(String, IpAddr)>,
+    /// CNAME answers: (owner, target).
+    #[serde(skip)]
+    pub cnames: Vec<(String, String)>,
+    /// TLSA answers: (owner, record).
+    #[serde(skip)]
+    pub tlsa: Vec<(String, Tlsa)>,
+}
+
+/// Lowercase, no trailing dot: the form names are compared in.
+pub fn canonical_name(name: &hickory_proto::rr::Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if s.len() > 1 && s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+fn answer_text(r: &Record) -> AnswerText {
+    let mut data = r.data.to_string();
+    data.truncate(512);
+    AnswerText {
+        name: canonical_name(&r.name),
+        rtype: r.record_type().to_string(),
+        ttl: r.ttl,
+        data,
+    }
+}
+
+/// Parses a DNS message; `None` when it is not one (counted by the caller).
+pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
+    let msg = Message::from_vec(bytes).ok()?;
+    let md = &msg.metadata;
+    let mut out = DnsMessage {
+        id: md.id,
+        response: md.message_type == MessageType::Response,
+        aa: md.authoritative,
+        tc: md.truncation,
+        rd: md.recursion_desired,
+        ra: md.recursion_available,
+        ad: md.authentic_data,
+        cd: md.checking_disabled,
+        rcode: format!("{:?}", md.response_code),
+        edns: msg.edns.is_some(),
+        dnssec_ok: msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        ..DnsMessage::default()
+    };
+    if let Some(q) = msg.queries.first() {
+        out.qname = canonical_name(&q.name);
+        out.qtype = q.query_type.to_string();
+    }
+    for r in msg.answers.iter().chain(&msg.authorities) {
+        match r.record_type() {
+            RecordType::RRSIG => out.rrsig = true,
+            RecordType::NSEC | RecordType::NSEC3 => out.nsec = true,
+            _ => {}
+        }
+    }
+    for r in &msg.answers {
+        if out.answers.len() >= MAX_ANSWERS {
+            out.answers_truncated = true;
+            break;
+        }
+        out.answers.push(answer_text(r));
+        let owner = canonical_name(&r.name);
+        match &r.data {
+            RData::MX(mx) => out.mx.push((mx.preference, canonical_name(&mx.exchange))),
+            RData::A(a) => out.addresses.push((owner, IpAddr::V4(a.0))),
+            RData::AAAA(a) => out.addresses.push((owner, IpAddr::V6(a.0))),
+            RData::CNAME(c) => out.cnames.push((owner, canonical_name(&c.0))),
+            RData::TLSA(t) => out.tlsa.push((
+                owner,
+                Tlsa {
+                    usage: u8::from(t.cert_usage),
+                    selector: u8::from(t.selector),
+                    matching_type: u8::from(t.matching),
+                    data: t.cert_data.clone(),
+                },
+            )),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+impl DnsMessage {
+    /// The answer set as a sorted list of (name, type, data), TTLs ignored: two responses that
+    /// differ here disagree about the world, not just about cache age.
+    pub fn answer_set(&self) -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = self
+            .answers
+            .iter()
+            .filter(|a| a.rtype != "RRSIG")
+            .map(|a| (a.name.clone(), a.rtype.clone(), a.data.to_ascii_lowercase()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// A question that matters for mail: MX, TLSA, the MTA-STS and TLS-RPT TXT names.
+    pub fn mail_relevant_question(&self) -> bool {
+        matches!(self.qtype.as_str(), "MX" | "TLSA")
+            || (self.qtype == "TXT"
+                && (self.qname.starts_with("_mta-sts.") || self.qname.starts_with("_smtp._tls.")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response for `example.com MX` with one MX and its address in the additional section.
+    fn mx_response() -> Vec<u8> {
+        let mut m = vec![
+            0x12, 0x34, 0x81, 0xa0, 0, 1, 0, 1, 0, 0, 0, 0, // header: QR RD RA AD
+            7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 15, 0, 1,
+        ];
+        // answer: pointer to the question name, MX, IN, TTL 300, rdlength, pref 10, mx.example.com
+        m.extend_from_slice(&[
+            0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 7, 0, 10, 2, b'm', b'x', 0xc0, 12,
+        ]);
+        m
+    }
+
+    #[test]
+    fn parses_an_mx_answer() {
+        let m = parse(&mx_response()).unwrap();
+        assert!(m.response && m.ad && m.rd && m.ra);
+        assert_eq!(m.id, 0x1234);
+        assert_eq!(m.qname, "example.com");
+        assert_eq!(m.qtype, "MX");
+        assert_eq!(m.mx, vec![(10, "mx.example.com".to_string())]);
+        assert_eq!(m.answers[0].ttl, 300);
+        assert!(m.mail_relevant_question());
+    }
+
+    #[test]
+    fn garbage_is_not_a_message() {
+        assert!(parse(&[]).is_none());
+        assert!(parse(&[0u8; 5]).is_none());
+        let mut cut = mx_response();
+        cut.truncate(cut.len() - 3);
+        assert!(parse(&cut).is_none());
+    }
+}

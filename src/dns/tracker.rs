@@ -1,0 +1,587 @@
+//! DNS transactions of one worker: responses matched to queries by client, server, ports, id and
+//! question; several responses to one query compared (the Hold-On method: an on-path injector's
+//! forged answer races the real one, and the first to arrive is the suspect); and the per-client
+//! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
+
+use super::message::{AnswerText, DnsMessage};
+use crate::detect::kinds::FindingKind;
+use crate::event::{Finding, SessionRecord};
+use crate::tls::dane::Tlsa;
+use crate::util::{community_id, rfc3339_micros};
+use ahash::AHashMap;
+use serde::Serialize;
+use serde_json::json;
+use sha1::{Digest, Sha1};
+use std::net::IpAddr;
+
+/// Bounds and windows of DNS tracking.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsConfig {
+    /// A query unanswered after this long is counted and forgotten.
+    pub query_timeout_us: i64,
+    /// Responses to one query arriving within this long after the first are compared.
+    pub injection_window_us: i64,
+    /// An MX lookup this long before an SMTP session can have led to it.
+    pub link_window_us: i64,
+    /// Queries waiting for a response, per worker.
+    pub max_pending: usize,
+    /// Clients whose answers are remembered, per worker.
+    pub max_clients: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            query_timeout_us: 10_000_000,
+            injection_window_us: 5_000_000,
+            link_window_us: 600_000_000,
+            max_pending: 100_000,
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// Counters of DNS tracking.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DnsStats {
+    /// Messages parsed.
+    pub messages: u64,
+    /// Payloads on port 53 that were not DNS.
+    pub malformed: u64,
+    /// Queries that never got a response.
+    pub unanswered: u64,
+    /// Responses without a query in the capture.
+    pub unsolicited: u64,
+    /// Extra responses with the same answers (retransmissions, duplicated packets).
+    pub duplicate_responses: u64,
+    /// Extra responses with different answers.
+    pub conflicting_responses: u64,
+    /// Transactions written (the mail-relevant ones and those with findings).
+    pub transactions_written: u64,
+    /// Queries or clients forgotten because a limit was reached.
+    pub evicted: u64,
+    /// SMTP sessions linked to the MX lookup that led to them.
+    pub sessions_linked: u64,
+}
+
+/// One DNS transaction as written to `dns.ndjson`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsRecord {
+    /// Stable id.
+    pub transaction_id: String,
+    /// Time of the query (or of the first response when the query was not seen).
+    pub ts: String,
+    /// Microseconds, for ordering.
+    #[serde(skip)]
+    pub ts_us: i64,
+    /// The sensor.
+    pub sensor: String,
+    /// The querier.
+    pub client_ip: IpAddr,
+    /// The querier's port.
+    pub client_port: u16,
+    /// The server asked.
+    pub server_ip: IpAddr,
+    /// The server's port.
+    pub server_port: u16,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// Community ID of the flow.
+    pub community_id: String,
+    /// DNS id.
+    pub id: u16,
+    /// Question name.
+    pub qname: String,
+    /// Question type.
+    pub qtype: String,
+    /// The query was seen.
+    pub query_seen: bool,
+    /// The query asked for DNSSEC records (DO bit).
+    pub query_do: bool,
+    /// Response code of the first response.
+    pub rcode: Option<String>,
+    /// Flags of the first response.
+    pub aa: bool,
+    /// Truncated.
+    pub tc: bool,
+    /// Recursion available.
+    pub ra: bool,
+    /// Authentic data.
+    pub ad: bool,
+    /// The first response carried RRSIG records.
+    pub rrsig: bool,
+    /// The first response carried NSEC/NSEC3 records.
+    pub nsec: bool,
+    /// Answers of the first response.
+    pub answers: Vec<AnswerText>,
+    /// Round-trip time of the first response, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Responses seen for this query.
+    pub responses: u32,
+    /// IP TTL of the first response (an injector is often at another hop distance).
+    pub response_ip_ttl: Option<u8>,
+    /// Finding kinds.
+    pub findings: Vec<FindingKind>,
+    /// The findings, written to `findings.ndjson`.
+    #[serde(skip)]
+    pub finding_details: Vec<Finding>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TxKey {
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    id: u16,
+    question: (String, String),
+}
+
+struct Pending {
+    ts_us: i64,
+    dnssec_ok: bool,
+    transport: &'static str,
+}
+
+struct Response {
+    ts_us: i64,
+    ip_ttl: u8,
+    answer_set: Vec<(String, String, String)>,
+    rcode: String,
+}
+
+struct Answered {
+    record: DnsRecord,
+    query_ts: Option<i64>,
+    responses: Vec<Response>,
+}
+
+/// What one client learned from DNS recently.
+#[derive(Default)]
+struct ClientMemory {
+    last_us: i64,
+    /// (time, domain, exchanges, transaction id)
+    mx: Vec<(i64, String, Vec<String>, String)>,
+    /// host -> (time, addresses, transaction id)
+    addresses: AHashMap<String, (i64, Vec<IpAddr>, String)>,
+    /// alias -> target
+    cnames: AHashMap<String, String>,
+    /// owner -> (records, transaction id)
+    tlsa: AHashMap<String, (Vec<Tlsa>, String)>,
+    /// transaction id -> finding ids (injection on that lookup)
+    findings: AHashMap<String, Vec<String>>,
+}
+
+/// Entries kept per client and kind.
+const MEMORY_PER_CLIENT: usize = 64;
+
+impl DnsStats {
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &DnsStats) {
+        self.messages += o.messages;
+        self.malformed += o.malformed;
+        self.unanswered += o.unanswered;
+        self.unsolicited += o.unsolicited;
+        self.duplicate_responses += o.duplicate_responses;
+        self.conflicting_responses += o.conflicting_responses;
+        self.transactions_written += o.transactions_written;
+        self.evicted += o.evicted;
+        self.sessions_linked += o.sessions_linked;
+    }
+}
+
+/// The DNS state of one worker.
+pub struct DnsTracker {
+    cfg: DnsConfig,
+    sensor: String,
+    pending: AHashMap<TxKey, Pending>,
+    answered: AHashMap<TxKey, Answered>,
+    clients: AHashMap<IpAddr, ClientMemory>,
+    /// Counters.
+    pub stats: DnsStats,
+}
+
+/// Where a DNS message came from.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsPacket {
+    /// Capture time.
+    pub ts_us: i64,
+    /// Sender.
+    pub src: (IpAddr, u16),
+    /// Receiver.
+    pub dst: (IpAddr, u16),
+    /// IP TTL of the packet (the last segment's, over TCP).
+    pub ip_ttl: u8,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+}
+
+impl DnsTracker {
+    /// An empty tracker.
+    pub fn new(cfg: DnsConfig, sensor: String) -> DnsTracker {
+        DnsTracker {
+            cfg,
+            sensor,
+            pending: AHashMap::new(),
+            answered: AHashMap::new(),
+            clients: AHashMap::new(),
+            stats: DnsStats::default(),
+        }
+    }
+
+    /// Handles one DNS payload (a UDP datagram or one TCP message without its length prefix).
+    pub fn payload(&mut self, pkt: DnsPacket, bytes: &[u8], out: &mut Vec<DnsRecord>) {
+        let Some(msg) = super::message::parse(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.stats.messages += 1;
+        if msg.response {
+            self.response(pkt, msg, out);
+        } else {
+            let key = TxKey {
+                client: pkt.src,
+                server: pkt.dst,
+                id: msg.id,
+                question: (msg.qname.clone(), msg.qtype.clone()),
+            };
+            if self.pending.len() >= self.cfg.max_pending {
+                self.expire(pkt.ts_us, true, out);
+                if self.pending.len() >= self.cfg.max_pending {
+                    self.stats.evicted += 1;
+                    return;
+                }
+            }
+            self.pending.entry(key).or_insert(Pending {
+                ts_us: pkt.ts_us,
+                dnssec_ok: msg.dnssec_ok,
+                transport: pkt.transport,
+            });
+        }
+    }
+
+    fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, out: &mut Vec<DnsRecord>) {
+        let key = TxKey {
+            client: pkt.dst,
+            server: pkt.src,
+            id: msg.id,
+            question: (msg.qname.clone(), msg.qtype.clone()),
+        };
+        let resp = Response {
+            ts_us: pkt.ts_us,
+            ip_ttl: pkt.ip_ttl,
+            answer_set: msg.answer_set(),
+            rcode: msg.rcode.clone(),
+        };
+        if let Some(a) = self.answered.get_mut(&key) {
+            let differs =
+                resp.answer_set != a.responses[0].answer_set || resp.rcode != a.responses[0].rcode;
+            if differs {
+                // Known at once, so that an SMTP session that ends before the comparison window
+                // closes still carries the finding's id.
+                let id = format!("{}-0", a.record.transaction_id);
+                if let Some(mem) = self.clients.get_mut(&key.client.0) {
+                    let ids = mem
+                        .findings
+                        .entry(a.record.transaction_id.clone())
+                        .or_default();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            if a.responses.len() < 16 {
+                a.responses.push(resp);
+            }
+            return;
+        }
+        let query = self.pending.remove(&key);
+        if query.is_none() {
+            self.stats.unsolicited += 1;
+        }
+        let start = query.as_ref().map_or(pkt.ts_us, |q| q.ts_us);
+        let transport = query.as_ref().map_or(pkt.transport, |q| q.transport);
+        let cid = community_id(
+            if transport == "tcp" { 6 } else { 17 },
+            key.client.0,
+            key.client.1,
+            key.server.0,
+            key.server.1,
+        );
+        let tx = transaction_id(&cid, msg.id, &msg.qname, &msg.qtype, start);
+        self.remember(&key, &msg, pkt.ts_us, &tx);
+        let record = DnsRecord {
+            transaction_id: tx,
+            ts: rfc3339_micros(start),
+            ts_us: start,
+            sensor: self.sensor.clone(),
+            client_ip: key.client.0,
+            client_port: key.client.1,
+            server_ip: key.server.0,
+            server_port: key.server.1,
+            transport,
+            community_id: cid,
+            id: msg.id,
+            qname: msg.qname.clone(),
+            qtype: msg.qtype.clone(),
+            query_seen: query.is_some(),
+            query_do: query.as_ref().is_some_and(|q| q.dnssec_ok),
+            rcode: Some(msg.rcode.clone()),
+            aa: msg.aa,
+            tc: msg.tc,
+            ra: msg.ra,
+            ad: msg.ad,
+            rrsig: msg.rrsig,
+            nsec: msg.nsec,
+            answers: msg.answers.clone(),
+            rtt_ms: query
+                .as_ref()
+                .map(|q| (pkt.ts_us - q.ts_us) as f64 / 1000.0),
+            responses: 1,
+            response_ip_ttl: Some(pkt.ip_ttl),
+            findings: Vec::new(),
+            finding_details: Vec::new(),
+        };
+        self.answered.insert(
+            key,
+            Answered {
+                record,
+                query_ts: query.map(|q| q.ts_us),
+                responses: vec![resp],
+            },
+        );
+        if self.answered.len() > self.cfg.max_pending {
+            self.expire(pkt.ts_us, true, out);
+        }
+    }
+
+    fn remember(&mut self, key: &TxKey, msg: &DnsMessage, ts_us: i64, tx: &str) {
+        if !self.clients.contains_key(&key.client.0) && self.clients.len() >= self.cfg.max_clients {
+            self.stats.evicted += 1;
+            let horizon = ts_us - self.cfg.link_window_us;
+            self.clients.retain(|_, m| m.last_us >= horizon);
+            if self.clients.len() >= self.cfg.max_clients {
+                return;
+            }
+        }
+        let tx = tx.to_string();
+        let mem = self.clients.entry(key.client.0).or_default();
+        mem.last_us = ts_us;
+        if !msg.mx.is_empty() {
+            if mem.mx.len() >= MEMORY_PER_CLIENT {
+                mem.mx.remove(0);
+            }
+            let mut ex: Vec<(u16, String)> = msg.mx.clone();
+            ex.sort();
+            mem.mx.push((
+                ts_us,
+                msg.qname.clone(),
+                ex.into_iter().map(|(_, e)| e).collect(),
+                tx.clone(),
+            ));
+        }
+        for (alias, target) in &msg.cnames {
+            if mem.cnames.len() < MEMORY_PER_CLIENT * 4 {
+                mem.cnames.insert(alias.clone(), target.clone());
+            }
+        }
+        for (owner, addr) in &msg.addresses {
+            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(owner) {
+                continue;
+            }
+            let e = mem
+                .addresses
+                .entry(owner.clone())
+                .or_insert((ts_us, Vec::new(), tx.clone()));
+            if e.2 != tx {
+                *e = (ts_us, Vec::new(), tx.clone());
+            }
+            if !e.1.contains(addr) && e.1.len() < 32 {
+                e.1.push(*addr);
+            }
+        }
+        if !msg.tlsa.is_empty() && mem.tlsa.len() < MEMORY_PER_CLIENT {
+            let mut recs: AHashMap<String, Vec<Tlsa>> = AHashMap::new();
+            for (owner, t) in &msg.tlsa {
+                recs.entry(owner.clone()).or_default().push(t.clone());
+            }
+            for (owner, r) in recs {
+                mem.tlsa.insert(owner, (r, tx.clone()));
+            }
+        }
+    }
+
+    /// Writes transactions whose comparison window has passed and forgets stale queries. With
+    /// `all`, everything is written (end of input, or a full table).
+    pub fn expire(&mut self, now_us: i64, all: bool, out: &mut Vec<DnsRecord>) {
+        let window = self.cfg.injection_window_us;
+        let done: Vec<TxKey> = self
+            .answered
+            .iter()
+            .filter(|(_, a)| all || now_us - a.responses[0].ts_us > window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut finished: Vec<Answered> = done
+            .into_iter()
+            .filter_map(|k| self.answered.remove(&k))
+            .collect();
+        finished.sort_by_key(|a| a.record.ts_us);
+        for a in finished {
+            if let Some(rec) = self.finish(a) {
+                out.push(rec);
+            }
+        }
+        let timeout = self.cfg.query_timeout_us;
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, p| !all && now_us - p.ts_us <= timeout);
+        self.stats.unanswered += (before - self.pending.len()) as u64;
+    }
+
+    fn finish(&mut self, a: Answered) -> Option<DnsRecord> {
+        let Answered {
+            mut record,
+            query_ts,
+            responses,
+        } = a;
+        record.responses = responses.len() as u32;
+        let first = &responses[0];
+        let differing: Vec<&Response> = responses[1..]
+            .iter()
+            .filter(|r| r.answer_set != first.answer_set || r.rcode != first.rcode)
+            .collect();
+        self.stats.duplicate_responses += (responses.len() - 1 - differing.len()) as u64;
+        self.stats.conflicting_responses += differing.len() as u64;
+        if !differing.is_empty() {
+            let base = query_ts.unwrap_or(first.ts_us);
+            let evidence = json!({
+                "qname": record.qname, "qtype": record.qtype,
+                "suspect": "first response (the injector wins the race)",
+                "responses": responses.iter().enumerate().map(|(i, r)| json!({
+                    "order": i + 1,
+                    "delay_ms": (r.ts_us - base) as f64 / 1000.0,
+                    "ip_ttl": r.ip_ttl,
+                    "rcode": r.rcode,
+                    "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            let finding = Finding {
+                finding_id: format!("{}-0", record.transaction_id),
+                kind: FindingKind::DnsInjection,
+                session_id: None,
+                ts: rfc3339_micros(first.ts_us),
+                sensor: record.sensor.clone(),
+                client_ip: record.client_ip,
+                client_port: record.client_port,
+                server_ip: record.server_ip,
+                server_port: record.server_port,
+                community_id: record.community_id.clone(),
+                evidence,
+            };
+            record.findings.push(FindingKind::DnsInjection);
+            record.finding_details.push(finding);
+        }
+        let relevant = matches!(record.qtype.as_str(), "MX" | "TLSA")
+            || (record.qtype == "TXT"
+                && (record.qname.starts_with("_mta-sts.")
+                    || record.qname.starts_with("_smtp._tls.")))
+            || (matches!(record.qtype.as_str(), "A" | "AAAA")
+                && self
+                    .clients
+                    .get(&record.client_ip)
+                    .is_some_and(|m| m.mx.iter().any(|(_, _, ex, _)| ex.contains(&record.qname))));
+        if relevant || !record.findings.is_empty() {
+            self.stats.transactions_written += 1;
+            Some(record)
+        } else {
+            None
+        }
+    }
+
+    /// Ties an SMTP session to the MX lookup its client made before it: fills the session's
+    /// DNS fields, or reports `smtp-to-unlisted-ip` when the client's recent MX answers (whose
+    /// addresses are known) do not include the server it connected to.
+    pub fn link(&mut self, rec: &mut SessionRecord) {
+        let Some(mem) = self.clients.get(&rec.client_ip) else {
+            return;
+        };
+        let window = self.cfg.link_window_us;
+        let recent: Vec<&(i64, String, Vec<String>, String)> = mem
+            .mx
+            .iter()
+            .rev()
+            .filter(|(ts, ..)| *ts <= rec.ts_us && rec.ts_us - ts <= window)
+            .collect();
+        if recent.is_empty() {
+            return;
+        }
+        let resolve = |host: &str| -> Option<&(i64, Vec<IpAddr>, String)> {
+            let mut name = host.to_string();
+            for _ in 0..8 {
+                if let Some(a) = mem.addresses.get(&name) {
+                    return Some(a);
+                }
+                name = mem.cnames.get(&name)?.clone();
+            }
+            None
+        };
+        let mut any_known = false;
+        for (_, domain, exchanges, mx_tx) in &recent {
+            for ex in exchanges {
+                let Some((_, addrs, addr_tx)) = resolve(ex) else {
+                    continue;
+                };
+                any_known = true;
+                if addrs.contains(&rec.server_ip) {
+                    rec.recipient_domain = Some(domain.clone());
+                    rec.mx_host = Some(ex.clone());
+                    rec.mx_addresses = addrs.clone();
+                    rec.dns_transaction_ids = vec![mx_tx.clone(), addr_tx.clone()];
+                    let owner = format!("_{}._tcp.{ex}", rec.server_port);
+                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(&owner) {
+                        rec.mx_tlsa = tlsa.clone();
+                        rec.dns_transaction_ids.push(tlsa_tx.clone());
+                    }
+                    for tx in rec.dns_transaction_ids.clone() {
+                        if let Some(ids) = mem.findings.get(&tx) {
+                            rec.dns_finding_ids.extend(ids.iter().cloned());
+                        }
+                    }
+                    self.stats.sessions_linked += 1;
+                    return;
+                }
+            }
+        }
+        if any_known {
+            let (_, domain, exchanges, mx_tx) = recent[0];
+            let known: Vec<String> = exchanges
+                .iter()
+                .filter_map(|e| resolve(e).map(|(_, a, _)| format!("{e}: {a:?}")))
+                .collect();
+            crate::detect::rules::add_finding(
+                rec,
+                FindingKind::SmtpToUnlistedIp,
+                rec.ts_us,
+                json!({
+                    "recipient_domain": domain, "mx_hosts": exchanges, "mx_addresses": known,
+                    "mx_transaction": mx_tx, "connected_to": rec.server_ip,
+                }),
+            );
+        }
+    }
+}
+
+/// A stable id for a DNS transaction.
+fn transaction_id(cid: &str, id: u16, qname: &str, qtype: &str, ts_us: i64) -> String {
+    let mut h = Sha1::new();
+    h.update(cid.as_bytes());
+    h.update(id.to_be_bytes());
+    h.update(qname.as_bytes());
+    h.update(qtype.as_bytes());
+    h.update(ts_us.to_be_bytes());
+    let d = h.finalize();
+    let mut s = String::with_capacity(17);
+    s.push('D');
+    for b in &d[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

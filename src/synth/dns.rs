@@ -1,0 +1,121 @@
+//! DNS messages and UDP frames for scenarios: MX and A answers on the wire format, written
+//! by hand so that a forged answer can be exactly as an on-path injector would send it.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Record data the scenarios need.
+#[derive(Clone, Debug)]
+pub enum Rdata {
+    /// Preference and exchange.
+    Mx(u16, &'static str),
+    /// An IPv4 address.
+    A(Ipv4Addr),
+}
+
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+}
+
+fn qtype_of(r: &Rdata) -> u16 {
+    match r {
+        Rdata::Mx(..) => 15,
+        Rdata::A(_) => 1,
+    }
+}
+
+/// A query for `name`/`qtype` with id `id` (RD set).
+pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    push_name(&mut m, name);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+/// A response to `query(id, name, qtype)` with the given answers (owner, TTL, data).
+pub fn response(id: u16, name: &str, qtype: u16, answers: &[(&str, u32, Rdata)]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x81, 0x80, 0, 1]);
+    m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    push_name(&mut m, name);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    for (owner, ttl, data) in answers {
+        push_name(&mut m, owner);
+        m.extend_from_slice(&qtype_of(data).to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        m.extend_from_slice(&ttl.to_be_bytes());
+        let mut rd = Vec::new();
+        match data {
+            Rdata::Mx(pref, ex) => {
+                rd.extend_from_slice(&pref.to_be_bytes());
+                push_name(&mut rd, ex);
+            }
+            Rdata::A(a) => rd.extend_from_slice(&a.octets()),
+        }
+        m.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        m.extend_from_slice(&rd);
+    }
+    m
+}
+
+/// An Ethernet/IPv4/UDP frame carrying `payload`.
+pub fn udp_frame(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    ttl: u8,
+    ip_id: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.0, dst.0) else {
+        return Vec::new();
+    };
+    let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = etherparse::Ipv4Header::new(
+        (8 + payload.len()) as u16,
+        ttl,
+        etherparse::IpNumber::UDP,
+        s.octets(),
+        d.octets(),
+    )
+    .unwrap_or_default();
+    ip.identification = ip_id;
+    ip.header_checksum = ip.calc_header_checksum();
+    let udp =
+        etherparse::UdpHeader::with_ipv4_checksum(src.1, dst.1, &ip, payload).unwrap_or_default();
+    let _ = ip.write(&mut frame);
+    let _ = udp.write(&mut frame);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_analyzer_reads_what_we_write() {
+        let r = response(
+            7,
+            "example.net",
+            15,
+            &[("example.net", 300, Rdata::Mx(10, "mx.example.net"))],
+        );
+        let m = crate::dns::message::parse(&r).unwrap();
+        assert_eq!(m.mx, vec![(10, "mx.example.net".to_string())]);
+        let q = crate::dns::message::parse(&query(7, "example.net", 15)).unwrap();
+        assert!(!q.response && q.qtype == "MX");
+    }
+}
