@@ -3,8 +3,10 @@
 //! (`starttls-missing` vs `starttls-not-supported`), and whether a plaintext session followed a
 //! failed upgrade between the same two hosts (`plaintext-fallback`).
 //!
-//! Sessions are held for a while (bounded by count and by capture time) so that evidence from
-//! sessions that end later can still count; in offline analysis the window is the whole run.
+//! Sessions that can still gain such a finding (no STARTTLS offered; mail sent in plaintext) are
+//! held for a while, bounded by count and by capture time, so that evidence from sessions that
+//! end later can still count; in offline analysis the window is the whole run. Every other
+//! session is judged and released at once, which keeps memory flat on TLS-heavy traffic.
 
 use super::certs::CertJudge;
 use super::kinds::FindingKind;
@@ -125,7 +127,13 @@ impl Correlator {
                 kind,
             });
         }
-        self.held.push_back(rec);
+        if rec.correlation.not_offered || rec.correlation.plaintext_mail {
+            // Only these can still gain a finding from sessions yet to come (an offer elsewhere
+            // makes this one `starttls-missing`; a failed upgrade makes it a fallback).
+            self.held.push_back(rec);
+        } else {
+            self.release(rec, out);
+        }
         while self.held.len() > self.cfg.max_held {
             self.stats.released_early += 1;
             self.release_front(out);
@@ -147,9 +155,12 @@ impl Correlator {
     }
 
     fn release_front<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
-        let Some(mut rec) = self.held.pop_front() else {
-            return;
-        };
+        if let Some(rec) = self.held.pop_front() {
+            self.release(rec, out);
+        }
+    }
+
+    fn release<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
         self.judge(&mut rec);
         self.certs.judge_on_release(&mut rec);
         finish_verdict(&mut rec);
