@@ -87,97 +87,12 @@ fn the_mx_window_bounds_linkage() {
     assert_eq!(summary["findings_by_kind"]["smtp-to-unlisted-ip"], 1);
 }
 
-/// Compares the analyzer with the facts tshark derived from a real capture (Unbound validating,
-/// NSD authoritative with a signed zone, Postfix sending with DANE).
-fn check_real_dns(capture: &str) {
-    let pcaps = common::root().join("pcaps");
-    let facts: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(pcaps.join(format!("{capture}.facts.json"))).unwrap(),
-    )
-    .unwrap();
-    let out = common::tempdir(&format!("dns-real-{capture}"));
-    common::analyze(&[&pcaps.join(format!("{capture}.pcap"))], &out, &[]);
-    let dns = common::ndjson(&out.join("dns.ndjson"));
-    for tx in facts["dns"].as_array().unwrap() {
-        let qtype = tx["qtype"].as_str().unwrap();
-        if !matches!(qtype, "MX" | "TLSA" | "A" | "AAAA") {
-            continue;
-        }
-        let ours = dns
-            .iter()
-            .find(|d| d["id"] == tx["id"] && d["qname"] == tx["qname"] && d["qtype"] == tx["qtype"])
-            .unwrap_or_else(|| panic!("{capture}: no record for {} {qtype}", tx["qname"]));
-        assert_eq!(ours["transport"], tx["transport"], "{capture} {qtype}");
-        assert_eq!(ours["ad"], tx["flags"]["ad"], "{capture} {qtype}");
-        assert_eq!(ours["query_do"], tx["do"], "{capture} {qtype}");
-        let want_rrsig = tx["answers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(tx["authority"].as_array().unwrap())
-            .any(|a| a[1] == "RRSIG");
-        assert_eq!(ours["rrsig"], want_rrsig, "{capture} {qtype}");
-        let want: HashSet<String> = tx["answers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a[1] != "RRSIG")
-            .map(|a| {
-                format!(
-                    "{} {} {}",
-                    a[0].as_str().unwrap(),
-                    a[1].as_str().unwrap(),
-                    a[3].as_str().unwrap().to_lowercase()
-                )
-            })
-            .collect();
-        let got: HashSet<String> = ours["answers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["rtype"] != "RRSIG")
-            .map(|a| {
-                format!(
-                    "{} {} {}",
-                    a["name"].as_str().unwrap(),
-                    a["rtype"].as_str().unwrap(),
-                    a["data"].as_str().unwrap().to_lowercase()
-                )
-            })
-            .collect();
-        assert_eq!(got, want, "{capture} {qtype} answers");
-    }
-    let sessions = common::ndjson(&out.join("sessions.ndjson"));
-    let link = &facts["linkage"][0];
-    let s = sessions
-        .iter()
-        .find(|s| s["server_ip"] == link["server"])
-        .expect("the delivery session");
-    assert_eq!(s["recipient_domain"], link["mx_qname"]);
-    assert_eq!(s["mx_host"], link["mx_host"]);
-    let tlsa = link["tlsa"][0][3].as_str().unwrap();
-    let ours = &s["mx_tlsa"][0];
-    assert_eq!(
-        format!(
-            "{} {} {} {}",
-            ours["usage"],
-            ours["selector"],
-            ours["matching_type"],
-            ours["data"].as_str().unwrap()
-        ),
-        tlsa
-    );
-    // The TLSA record pins the server's key, but TLS 1.3 hides the certificate: not observable,
-    // never a DANE pass or failure.
-    assert_eq!(common::finding_kinds(s), vec!["certificate-not-observable"]);
-}
-
 #[test]
 fn real_postfix_dane_delivery_over_udp() {
-    check_real_dns("dns-mx-delivery");
+    common::check_real_dns(&common::root().join("pcaps"), "dns-mx-delivery");
 }
 
 #[test]
 fn real_postfix_dane_delivery_over_tcp() {
-    check_real_dns("dns-tcp");
+    common::check_real_dns(&common::root().join("pcaps"), "dns-tcp");
 }

@@ -92,3 +92,21 @@ fn fresh_tls_handshakes_match_their_facts() {
     assert!(checked >= 10, "only {checked} TLS sessions checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn fresh_dns_and_dane_deliveries_match_their_facts() {
+    if !require_root() {
+        return;
+    }
+    let out = common::tempdir("real-dns");
+    let script = common::root().join("scripts/dns-captures/make.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("cannot run dns-captures/make.sh");
+    assert!(status.success(), "{} failed", script.display());
+    common::check_real_dns(&out, "dns-mx-delivery");
+    common::check_real_dns(&out, "dns-tcp");
+}
