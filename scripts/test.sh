@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The end-to-end tests run three capture scripts at once; install what they need first, one at a
+# time, so that they never race for apt's lock.
+if [ "$(id -u)" = 0 ] && [ "${STRIPWATCH_SKIP_REAL:-}" != 1 ]; then
+    for script in real-captures tls-captures dns-captures; do
+        bash "scripts/$script/make.sh" --install-only
+    done
+fi
 command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings

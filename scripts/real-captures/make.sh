@@ -13,12 +13,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 OUT="$REPO/pcaps"
 KEEP_LOGS=""
+INSTALL_ONLY=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
         --out=*) OUT="${1#--out=}"; shift ;;
         --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
+        --install-only) INSTALL_ONLY=1; shift ;;
         -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -415,6 +417,7 @@ exec 9>"$LOCK"
 flock -w 30 9 || die "another make.sh is running"
 
 ensure_packages
+[ -n "$INSTALL_ONLY" ] && exit 0
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
