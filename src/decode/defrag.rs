@@ -135,6 +135,14 @@ impl Defragmenter {
             }
             entry.total = Some(end);
         }
+        // Nothing may lie beyond the datagram's end: with every range inside [0, total) and no
+        // overlaps, "received == total" below then means there is no hole.
+        if let Some(total) = entry.total
+            && (end > total || entry.covered.iter().any(|&(_, e)| e > total))
+        {
+            self.pending.remove(&key);
+            return Err(Skip::FragmentDropped);
+        }
         // Overlapping fragments are how reassembly-based evasion works: an exact duplicate is
         // a retransmission and ignored; any other overlap makes the datagram untrustworthy.
         for &(s, e) in &entry.covered {
@@ -225,6 +233,25 @@ mod tests {
         );
         assert_eq!(
             d.add(0, &IpSlice::from_slice(&b).unwrap()).err(),
+            Some(Skip::FragmentDropped)
+        );
+    }
+
+    #[test]
+    fn a_fragment_past_the_end_cannot_fill_a_hole() {
+        let mut d = Defragmenter::new(DefragLimits::default());
+        let first = fragment(5, 0, true, &[1u8; 8]);
+        let last = fragment(5, 16, false, &[2u8; 8]);
+        let beyond = fragment(5, 24, true, &[3u8; 8]);
+        for f in [&first, &last] {
+            assert_eq!(
+                d.add(0, &IpSlice::from_slice(f).unwrap()).err(),
+                Some(Skip::FragmentPending)
+            );
+        }
+        // 8 + 8 + 8 bytes = the total of 24, but [8, 16) was never sent.
+        assert_eq!(
+            d.add(0, &IpSlice::from_slice(&beyond).unwrap()).err(),
             Some(Skip::FragmentDropped)
         );
     }

@@ -64,12 +64,12 @@ impl LineSplitter {
                     });
                 }
                 self.append(head);
-                let overlong = std::mem::take(&mut self.overlong);
-                let len = trim_cr(&self.buf).len();
+                let dropped = std::mem::take(&mut self.overlong);
+                let (bytes, cut_here) = cut(trim_cr(&self.buf), self.max_line);
                 self.stale = true;
                 Some(Line {
-                    bytes: &self.buf[..len],
-                    overlong,
+                    bytes,
+                    overlong: dropped || cut_here,
                     consumed,
                 })
             }
@@ -81,7 +81,9 @@ impl LineSplitter {
     }
 
     fn append(&mut self, bytes: &[u8]) {
-        let room = self.max_line.saturating_sub(self.buf.len());
+        // One byte more than a line may hold: room for the CR of a line that is exactly at the
+        // limit, so that where the segments were cut does not change the result.
+        let room = (self.max_line + 1).saturating_sub(self.buf.len());
         if bytes.len() > room {
             self.overlong = true;
         }
@@ -143,11 +145,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cr_at_the_limit_is_not_overlong_however_it_is_cut() {
+        for split in 0..=9 {
+            let text = b"abcdefgh\r\n";
+            let mut sp = LineSplitter::new(8);
+            let got = lines(&mut sp, &[&text[..split], &text[split..]]);
+            assert_eq!(
+                got,
+                vec![("abcdefgh".to_string(), false)],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
     fn partial_memory_is_bounded() {
         let mut sp = LineSplitter::new(16);
         for _ in 0..1000 {
             assert!(sp.next_line(&[b'a'; 1000]).is_none());
         }
-        assert!(sp.buf.len() <= 16);
+        assert!(sp.buf.len() <= 17);
     }
 }

@@ -79,6 +79,8 @@ pub struct RecordScanner {
     /// Offset inside the current record body.
     body_pos: usize,
     current_type: u8,
+    /// The stream opened with an SSLv2-framed hello (not parsed further).
+    sslv2: bool,
     alert_bytes: [u8; 2],
     /// What has been seen.
     pub summary: RecordSummary,
@@ -106,23 +108,6 @@ impl RecordScanner {
 
     /// Passes bytes of this direction through the walker; history letters go to `history`.
     pub fn feed(&mut self, mut bytes: &[u8], history: &mut Vec<u8>) {
-        if self.summary.records == 0 && self.header_len == 0 && self.body_left == 0 {
-            // SSLv2-framed ClientHello: a 2-byte length with the top bit set, then type 1.
-            if let [hi, lo, 1, ..] = bytes
-                && hi & 0x80 != 0
-            {
-                let len = (usize::from(hi & 0x7f) << 8) | usize::from(*lo);
-                self.summary.records = 1;
-                self.summary.client_hello = true;
-                self.summary.first_version = Some(0x0002);
-                self.handshake.info.offered_versions = vec![0x0002];
-                self.letter(history, b'c');
-                self.current_type = content_type::HANDSHAKE;
-                self.body_left = len;
-                self.body_pos = len; // nothing more to peek at
-                bytes = &bytes[2..];
-            }
-        }
         while !bytes.is_empty() && !self.summary.malformed {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
@@ -137,6 +122,27 @@ impl RecordScanner {
             self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
             self.header_len += n;
             bytes = &bytes[n..];
+            if self.summary.records == 0 && self.header_len >= 3 {
+                // SSLv2-framed ClientHello: a 2-byte length with the top bit set, then type 1.
+                let [hi, lo, kind, ..] = self.header;
+                if hi & 0x80 != 0 && kind == 1 {
+                    let len = (usize::from(hi & 0x7f) << 8) | usize::from(lo);
+                    self.summary.records = 1;
+                    self.sslv2 = true;
+                    self.summary.client_hello = true;
+                    self.summary.first_version = Some(0x0002);
+                    self.handshake.info.offered_versions = vec![0x0002];
+                    self.letter(history, b'c');
+                    self.current_type = content_type::HANDSHAKE;
+                    // The bytes after the length already read belong to the body; the rest of
+                    // the hello is skipped, not parsed.
+                    let read = self.header_len - 2;
+                    self.body_left = len.saturating_sub(read);
+                    self.body_pos = usize::MAX / 2;
+                    self.header_len = 0;
+                    continue;
+                }
+            }
             if self.header_len < 5 {
                 return;
             }
@@ -179,7 +185,10 @@ impl RecordScanner {
     }
 
     fn peek(&mut self, body: &[u8], history: &mut Vec<u8>) {
-        if self.current_type == content_type::HANDSHAKE && !self.summary.change_cipher_spec {
+        if self.current_type == content_type::HANDSHAKE
+            && !self.summary.change_cipher_spec
+            && !self.sslv2
+        {
             self.handshake.feed(body, self.client, history);
         }
         match self.current_type {
@@ -222,6 +231,27 @@ mod tests {
             assert_eq!(s.summary.records, 2);
             assert!(!s.summary.malformed);
         }
+    }
+
+    #[test]
+    fn sslv2_hello_is_found_however_it_is_cut() {
+        let hello = [0x80u8, 0x2e, 0x01, 0x00, 0x02, 0, 0, 0, 0, 0];
+        for split in 0..hello.len() {
+            let mut s = RecordScanner::new(true);
+            let mut h = Vec::new();
+            s.feed(&hello[..split], &mut h);
+            s.feed(&hello[split..], &mut h);
+            assert!(s.summary.client_hello, "split {split}");
+            assert!(!s.summary.malformed, "split {split}");
+            assert!(!s.handshake.info.malformed, "split {split}");
+        }
+        // Not after the stream already proved not to be TLS.
+        let mut s = RecordScanner::new(true);
+        let mut h = Vec::new();
+        s.feed(&[0x01, 0x05, 0x80], &mut h);
+        s.feed(&[0x03, 0, 0, 0, 0xc0, 0x2f, 0x01], &mut h);
+        assert!(s.summary.malformed);
+        assert!(!s.summary.client_hello);
     }
 
     #[test]
