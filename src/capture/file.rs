@@ -175,8 +175,16 @@ impl CaptureFile {
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            // An absent or absurd resolution falls back to microseconds.
-                            let resolution = idb.ts_resolution().unwrap_or(1_000_000).max(1);
+                            // if_tsresol: 10^-n, or 2^-n when the top bit is set (pcap-parser
+                            // 0.17 returns nothing for the latter); absurd values fall back to
+                            // microseconds.
+                            let r = idb.if_tsresol;
+                            let resolution = if r & 0x80 != 0 {
+                                1u64.checked_shl(u32::from(r & 0x7f)).unwrap_or(1_000_000)
+                            } else {
+                                idb.ts_resolution().unwrap_or(1_000_000)
+                            }
+                            .max(1);
                             interfaces.push((
                                 LinkType(idb.linktype.0 as u32),
                                 resolution,

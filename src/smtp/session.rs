@@ -257,6 +257,10 @@ pub struct SmtpSession {
     tls_history: Vec<u8>,
     /// Reused line buffer (a line is copied out of the splitter before it is interpreted).
     scratch: Vec<u8>,
+    /// First bytes after a switch to "TLS or cleartext?", per side [client, server]: the
+    /// decision waits for a full record header or line so that it cannot depend on how the
+    /// sender cut its segments.
+    first: [Vec<u8>; 2],
     /// The facts gathered so far.
     pub facts: SessionFacts,
 }
@@ -281,6 +285,7 @@ impl SmtpSession {
             tls_server: RecordScanner::new(false),
             tls_history: Vec::new(),
             scratch: Vec::new(),
+            first: [Vec::new(), Vec::new()],
             facts: SessionFacts::default(),
         };
         if implicit_tls {
@@ -432,10 +437,15 @@ impl SmtpSession {
                     };
                 }
                 ClientMode::TlsExpect => {
-                    self.client_first_after_220(bytes, ts_us);
-                    if self.client_mode == ClientMode::TlsExpect {
+                    let Some((head, rest)) = gather_first(&mut self.first[0], bytes) else {
                         return;
+                    };
+                    self.client_first_after_220(&head, ts_us);
+                    if self.client_mode == ClientMode::TlsExpect {
+                        self.client_mode = ClientMode::Ignore;
                     }
+                    self.client_bytes(&head, ts_us);
+                    bytes = rest;
                 }
                 ClientMode::Tls => {
                     self.tls_client.feed(bytes, &mut self.tls_history);
@@ -634,42 +644,12 @@ impl SmtpSession {
                     self.scratch = text;
                 }
                 ServerMode::TlsExpect => {
-                    if record::looks_like_tls(bytes) {
-                        self.facts.recognised = true;
-                        self.server_mode = ServerMode::Tls;
-                        continue;
-                    }
-                    let first = bytes.split(|b| *b == b'\n').next().unwrap_or(bytes);
-                    if reply::parse_reply_line(first).is_some() {
-                        self.facts.recognised = true;
-                        if self.facts.implicit_tls {
-                            if self.tls_client.summary.client_hello {
-                                // A ClientHello answered by an SMTP banner.
-                                self.facts.handshake_failure =
-                                    Some(HandshakeFailure::NonTlsServerBytes);
-                            }
-                            self.facts.implicit_tls = self.tls_client.summary.client_hello;
-                            self.facts.tls_expected = self.facts.implicit_tls;
-                            if self.client_mode == ClientMode::TlsExpect {
-                                self.client_mode = ClientMode::Command;
-                            }
-                        } else if self.facts.cleartext.len() < MAX_EVENTS {
-                            self.facts.cleartext.push(CleartextEvent {
-                                side: Side::Server,
-                                phase: "after-220",
-                                what: reply::verb_text(first),
-                                bytes: bytes.len(),
-                                ts_us,
-                            });
-                        }
-                        self.server_mode = ServerMode::Reply;
-                        continue;
-                    }
-                    if self.facts.tls_expected && self.facts.handshake_failure.is_none() {
-                        self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
-                    }
-                    self.server_mode = ServerMode::Ignore;
-                    return;
+                    let Some((head, rest)) = gather_first(&mut self.first[1], bytes) else {
+                        return;
+                    };
+                    self.server_first_after_220(&head, ts_us);
+                    self.server_bytes(&head, ts_us);
+                    bytes = rest;
                 }
                 ServerMode::Tls => {
                     self.tls_server.feed(bytes, &mut self.tls_history);
@@ -691,6 +671,48 @@ impl SmtpSession {
                 ServerMode::Ignore => return,
             }
         }
+    }
+
+    /// Decides what the server's first bytes after the 220 (or on an implicit-TLS port) are.
+    fn server_first_after_220(&mut self, head: &[u8], ts_us: i64) {
+        if record::looks_like_tls(head) {
+            self.facts.recognised = true;
+            self.server_mode = ServerMode::Tls;
+            return;
+        }
+        let first = head.split(|b| *b == b'\n').next().unwrap_or(head);
+        if reply::parse_reply_line(first).is_some() {
+            self.facts.recognised = true;
+            if self.facts.implicit_tls {
+                if self.tls_client.summary.client_hello {
+                    // A ClientHello answered by an SMTP banner.
+                    self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
+                }
+                self.facts.implicit_tls = self.tls_client.summary.client_hello;
+                self.facts.tls_expected = self.facts.implicit_tls;
+                if self.client_mode == ClientMode::TlsExpect {
+                    self.client_mode = ClientMode::Command;
+                    let held = std::mem::take(&mut self.first[0]);
+                    if !held.is_empty() {
+                        self.client_bytes(&held, ts_us);
+                    }
+                }
+            } else if self.facts.cleartext.len() < MAX_EVENTS {
+                self.facts.cleartext.push(CleartextEvent {
+                    side: Side::Server,
+                    phase: "after-220",
+                    what: reply::verb_text(first),
+                    bytes: head.len(),
+                    ts_us,
+                });
+            }
+            self.server_mode = ServerMode::Reply;
+            return;
+        }
+        if self.facts.tls_expected && self.facts.handshake_failure.is_none() {
+            self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
+        }
+        self.server_mode = ServerMode::Ignore;
     }
 
     fn server_line(&mut self, line: &[u8], ts_us: i64) {
@@ -830,6 +852,18 @@ impl SmtpSession {
 
     /// Closes the session: whatever the upgrade was waiting for will not come.
     pub fn finish(&mut self, end: EndReason) {
+        // A flow that ended before five bytes arrived: decide on what there is.
+        let ts = self.facts.ehlo_reply_ts.unwrap_or(0);
+        let head = std::mem::take(&mut self.first[0]);
+        if !head.is_empty() && self.client_mode == ClientMode::TlsExpect {
+            self.client_first_after_220(&head, ts);
+            self.client_bytes(&head, ts);
+        }
+        let head = std::mem::take(&mut self.first[1]);
+        if !head.is_empty() && self.server_mode == ServerMode::TlsExpect {
+            self.server_first_after_220(&head, ts);
+            self.server_bytes(&head, ts);
+        }
         self.facts.tls_client = self.tls_client.summary;
         self.facts.tls_server = self.tls_server.summary;
         self.facts.tls_handshake_completed = self.handshake_completed();
@@ -873,6 +907,26 @@ impl SmtpSession {
             return;
         }
         self.facts.handshake_failure = failure;
+    }
+}
+
+/// Collects the first bytes after a switch of mode until there are five of them or a line end,
+/// so that "TLS record or SMTP line?" is decided on the same bytes however they were segmented.
+/// Returns the collected head and the unconsumed rest once it is decided.
+fn gather_first<'a>(buf: &mut Vec<u8>, bytes: &'a [u8]) -> Option<(Vec<u8>, &'a [u8])> {
+    const NEED: usize = 5;
+    let mut i = 0;
+    while buf.len() < NEED && i < bytes.len() {
+        buf.push(bytes[i]);
+        i += 1;
+        if bytes[i - 1] == b'\n' {
+            break;
+        }
+    }
+    if buf.len() >= NEED || buf.last() == Some(&b'\n') {
+        Some((std::mem::take(buf), &bytes[i..]))
+    } else {
+        None
     }
 }
 
@@ -1008,6 +1062,35 @@ mod tests {
         assert_eq!(f.bdat_commands, 1);
         assert!(f.starttls_offered);
         assert_eq!(f.unmatched_replies, 0);
+    }
+
+    #[test]
+    fn one_byte_segments_after_220_do_not_hide_cleartext() {
+        let dialog: Vec<(Side, &[u8])> = vec![
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 ready\r\n"),
+        ];
+        let after: Vec<(Side, &[u8])> = vec![(C, b"MAIL FROM:<a@b>\r\n"), (S, b"250 ok\r\n")];
+        let whole = {
+            let mut steps = dialog.clone();
+            steps.extend(after.iter().cloned());
+            play(&steps)
+        };
+        let mut steps = dialog.clone();
+        for (side, bytes) in &after {
+            for b in bytes.chunks(1) {
+                steps.push((*side, b));
+            }
+        }
+        let split = play(&steps);
+        for s in [&whole, &split] {
+            assert_eq!(s.facts.cleartext.len(), 1, "{:?}", s.facts.cleartext);
+            assert_eq!(s.facts.mail_transactions, 1);
+            assert_eq!(s.facts.handshake_failure, None);
+        }
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl RecordScanner {
                 let [hi, lo, kind, ..] = self.header;
                 if hi & 0x80 != 0 && kind == 1 {
                     let len = (usize::from(hi & 0x7f) << 8) | usize::from(lo);
+                    if len < self.header_len - 2 {
+                        // Shorter than the bytes already read as its own body: not a hello.
+                        self.summary.malformed = true;
+                        return;
+                    }
                     self.summary.records = 1;
                     self.sslv2 = true;
                     self.summary.client_hello = true;
@@ -137,7 +142,7 @@ impl RecordScanner {
                     // The bytes after the length already read belong to the body; the rest of
                     // the hello is skipped, not parsed.
                     let read = self.header_len - 2;
-                    self.body_left = len.saturating_sub(read);
+                    self.body_left = len - read;
                     self.body_pos = usize::MAX / 2;
                     self.header_len = 0;
                     continue;
