@@ -261,6 +261,8 @@ pub struct SmtpSession {
     /// decision waits for a full record header or line so that it cannot depend on how the
     /// sender cut its segments.
     first: [Vec<u8>; 2],
+    /// The client's opening bytes have been classified (TLS record or command).
+    client_opening_decided: bool,
     /// The facts gathered so far.
     pub facts: SessionFacts,
 }
@@ -286,6 +288,7 @@ impl SmtpSession {
             tls_history: Vec::new(),
             scratch: Vec::new(),
             first: [Vec::new(), Vec::new()],
+            client_opening_decided: false,
             facts: SessionFacts::default(),
         };
         if implicit_tls {
@@ -383,11 +386,18 @@ impl SmtpSession {
         while !bytes.is_empty() {
             match self.client_mode {
                 ClientMode::Command => {
-                    if self.facts.commands == 0
-                        && !self.client_lines.has_partial()
-                        && record::looks_like_tls(bytes)
-                    {
-                        self.client_speaks_tls_first();
+                    if !self.client_opening_decided {
+                        // The client's first bytes: a TLS record (implicit TLS) or a command?
+                        // Decided on the same five bytes however they were segmented.
+                        let Some((head, rest)) = gather_first(&mut self.first[0], bytes) else {
+                            return;
+                        };
+                        self.client_opening_decided = true;
+                        if self.facts.commands == 0 && record::looks_like_tls(&head) {
+                            self.client_speaks_tls_first();
+                        }
+                        self.client_bytes(&head, ts_us);
+                        bytes = rest;
                         continue;
                     }
                     let Some(line) = self.client_lines.next_line(bytes) else {
@@ -857,6 +867,12 @@ impl SmtpSession {
         let head = std::mem::take(&mut self.first[0]);
         if !head.is_empty() && self.client_mode == ClientMode::TlsExpect {
             self.client_first_after_220(&head, ts);
+            self.client_bytes(&head, ts);
+        } else if !head.is_empty() && self.client_mode == ClientMode::Command {
+            self.client_opening_decided = true;
+            if self.facts.commands == 0 && record::looks_like_tls(&head) {
+                self.client_speaks_tls_first();
+            }
             self.client_bytes(&head, ts);
         }
         let head = std::mem::take(&mut self.first[1]);

@@ -117,17 +117,24 @@ impl RecordScanner {
                 bytes = &bytes[n..];
                 continue;
             }
-            let need = 5 - self.header_len;
+            // The first record's first three bytes are read on their own: they decide between
+            // an SSLv2-framed hello and a TLS record header, whatever the segmentation.
+            let upto = if self.summary.records == 0 && self.header_len < 3 {
+                3
+            } else {
+                5
+            };
+            let need = upto - self.header_len;
             let n = need.min(bytes.len());
             self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
             self.header_len += n;
             bytes = &bytes[n..];
-            if self.summary.records == 0 && self.header_len >= 3 {
+            if self.summary.records == 0 && self.header_len == 3 {
                 // SSLv2-framed ClientHello: a 2-byte length with the top bit set, then type 1.
                 let [hi, lo, kind, ..] = self.header;
                 if hi & 0x80 != 0 && kind == 1 {
                     let len = (usize::from(hi & 0x7f) << 8) | usize::from(lo);
-                    if len < self.header_len - 2 {
+                    if len == 0 {
                         // Shorter than the bytes already read as its own body: not a hello.
                         self.summary.malformed = true;
                         return;
@@ -141,15 +148,15 @@ impl RecordScanner {
                     self.current_type = content_type::HANDSHAKE;
                     // The bytes after the length already read belong to the body; the rest of
                     // the hello is skipped, not parsed.
-                    let read = self.header_len - 2;
-                    self.body_left = len - read;
+                    // One byte of the body (the message type) is already read.
+                    self.body_left = len - 1;
                     self.body_pos = usize::MAX / 2;
                     self.header_len = 0;
                     continue;
                 }
             }
             if self.header_len < 5 {
-                return;
+                continue;
             }
             self.header_len = 0;
             let [ct, major, minor, hi, lo] = self.header;

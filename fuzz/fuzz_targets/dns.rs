@@ -1,0 +1,43 @@
+//! DNS: `dns::message::parse` on arbitrary bytes, and the transaction tracker fed a sequence of
+//! messages between one client and one server (queries and responses, duplicated and
+//! conflicting), then asked to link a session and to write everything out. Nothing may panic,
+//! and every record written must serialise.
+//!
+//! Input layout: a sequence of [flags, len_hi, len_lo, bytes...]; flags bit 0 = sent by the
+//! server (else the client), bits 1-3 = milliseconds to advance the clock.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stripwatch::dns::{DnsConfig, DnsPacket, DnsTracker, message};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = message::parse(data);
+    let client = ("192.0.2.1".parse().unwrap(), 53_000u16);
+    let server = ("192.0.2.53".parse().unwrap(), 53u16);
+    let mut tracker = DnsTracker::new(DnsConfig::default(), "fuzz".into());
+    let mut out = Vec::new();
+    let mut ts = 1_700_000_000_000_000i64;
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let flags = rest[0];
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
+        let body = &rest[3..];
+        let msg = &body[..len.min(body.len())];
+        rest = &body[msg.len()..];
+        ts += i64::from((flags >> 1) & 7) * 1000;
+        let (src, dst) = if flags & 1 == 1 { (server, client) } else { (client, server) };
+        let pkt = DnsPacket { ts_us: ts, src, dst, ip_ttl: 64, transport: "udp" };
+        tracker.payload(pkt, msg, &mut out);
+        if let Some(m) = message::parse(msg) {
+            let _ = m.answer_set();
+        }
+    }
+    tracker.expire(ts + 60_000_000, true, &mut out);
+    for rec in &out {
+        let _ = serde_json::to_string(rec).unwrap();
+        for f in &rec.finding_details {
+            let _ = serde_json::to_string(f).unwrap();
+        }
+    }
+});
