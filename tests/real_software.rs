@@ -10,11 +10,11 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn fresh_postfix_captures_match_their_expected_results() {
+/// Skips (explicitly) or insists on root; true when the test should run.
+fn require_root() -> bool {
     if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping the real-Postfix end-to-end test");
-        return;
+        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping a real-software end-to-end test");
+        return false;
     }
     let uid = Command::new("id")
         .arg("-u")
@@ -23,17 +23,31 @@ fn fresh_postfix_captures_match_their_expected_results() {
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
         "0",
-        "the real-Postfix test needs root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip it"
+        "real-software tests need root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip them"
     );
-    let out = common::tempdir("real-postfix");
-    let script = common::root().join("scripts/real-captures/make.sh");
+    true
+}
+
+/// Runs `scripts/NAME/make.sh --out DIR` into a fresh directory and returns the directory.
+fn make_captures(name: &str) -> std::path::PathBuf {
+    let out = common::tempdir(&format!("real-{name}"));
+    let script = common::root().join(format!("scripts/{name}/make.sh"));
     let status = Command::new("bash")
         .arg(&script)
         .arg("--out")
         .arg(&out)
         .status()
-        .expect("cannot run make.sh");
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(status.success(), "{} failed", script.display());
+    out
+}
+
+#[test]
+fn fresh_postfix_captures_match_their_expected_results() {
+    if !require_root() {
+        return;
+    }
+    let out = make_captures("real-captures");
     let mut checked = 0;
     let mut failures = Vec::new();
     for entry in std::fs::read_dir(&out).unwrap() {
@@ -57,37 +71,12 @@ fn fresh_postfix_captures_match_their_expected_results() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn require_root() -> bool {
-    if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping a real-software end-to-end test");
-        return false;
-    }
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .expect("cannot run id");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "real-software tests need root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip them"
-    );
-    true
-}
-
 #[test]
 fn fresh_tls_handshakes_match_their_facts() {
     if !require_root() {
         return;
     }
-    let out = common::tempdir("real-tls");
-    let script = common::root().join("scripts/tls-captures/make.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("cannot run tls-captures/make.sh");
-    assert!(status.success(), "{} failed", script.display());
+    let out = make_captures("tls-captures");
     let (checked, failures) = common::check_tls_facts(&out);
     assert!(checked >= 10, "only {checked} TLS sessions checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -98,15 +87,7 @@ fn fresh_dns_and_dane_deliveries_match_their_facts() {
     if !require_root() {
         return;
     }
-    let out = common::tempdir("real-dns");
-    let script = common::root().join("scripts/dns-captures/make.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("cannot run dns-captures/make.sh");
-    assert!(status.success(), "{} failed", script.display());
+    let out = make_captures("dns-captures");
     common::check_real_dns(&out, "dns-mx-delivery");
     common::check_real_dns(&out, "dns-tcp");
 }
