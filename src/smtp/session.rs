@@ -1147,24 +1147,18 @@ mod tests {
 
     #[test]
     fn reset_after_client_hello_is_a_failed_handshake() {
-        let mut s = play(&[
+        let upgrade: [(Side, &[u8]); 6] = [
             (S, b"220 mx ESMTP\r\n"),
             (C, b"EHLO c\r\n"),
             (S, b"250-mx\r\n250 STARTTLS\r\n"),
             (C, b"STARTTLS\r\n"),
             (S, b"220 ready\r\n"),
             (C, &[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
-        ]);
+        ];
+        let mut s = play(&upgrade);
         s.finish(EndReason::Reset);
         assert_eq!(s.facts.handshake_failure, Some(HandshakeFailure::Reset));
-        let mut s = play(&[
-            (S, b"220 mx ESMTP\r\n"),
-            (C, b"EHLO c\r\n"),
-            (S, b"250-mx\r\n250 STARTTLS\r\n"),
-            (C, b"STARTTLS\r\n"),
-            (S, b"220 ready\r\n"),
-            (C, &[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
-        ]);
+        let mut s = play(&upgrade);
         s.finish(EndReason::CaptureEnd);
         assert_eq!(
             s.facts.handshake_failure, None,
