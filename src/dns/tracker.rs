@@ -6,6 +6,7 @@
 use super::message::{AnswerText, DnsMessage};
 use crate::detect::kinds::FindingKind;
 use crate::event::{Finding, SessionRecord};
+use crate::flow::lineage::{Lineage, hop_distance};
 use crate::tls::dane::Tlsa;
 use crate::util::{community_id, rfc3339_micros};
 use ahash::AHashMap;
@@ -149,6 +150,9 @@ struct Response {
 }
 
 struct Answered {
+    /// A response whose IP TTL was out of line for this client/resolver pair: (its TTL, the
+    /// pair's settled TTL, its position among the responses).
+    ttl_out: Option<(u8, u8, usize)>,
     record: DnsRecord,
     query_ts: Option<i64>,
     responses: Vec<Response>,
@@ -231,6 +235,8 @@ impl DnsStats {
 pub struct DnsTracker {
     cfg: DnsConfig,
     sensor: String,
+    /// IP TTL lineage of each resolver's responses to each client, with the last time seen.
+    lineage: AHashMap<(IpAddr, IpAddr), (Lineage, i64)>,
     pending: AHashMap<TxKey, Pending>,
     answered: AHashMap<TxKey, Answered>,
     clients: AHashMap<IpAddr, ClientMemory>,
@@ -259,6 +265,7 @@ impl DnsTracker {
         DnsTracker {
             cfg,
             sensor,
+            lineage: AHashMap::new(),
             pending: AHashMap::new(),
             answered: AHashMap::new(),
             clients: AHashMap::new(),
@@ -297,7 +304,27 @@ impl DnsTracker {
         }
     }
 
+    /// Whether this response's IP TTL is out of line with the resolver's earlier responses to
+    /// this client: (its TTL, the settled TTL).
+    fn ttl_out_of_line(&mut self, pkt: &DnsPacket) -> Option<(u8, u8)> {
+        let pair = (pkt.dst.0, pkt.src.0);
+        if !self.lineage.contains_key(&pair) && self.lineage.len() >= self.cfg.max_clients {
+            let horizon = pkt.ts_us - self.cfg.link_window_us;
+            self.lineage.retain(|_, (_, last)| *last >= horizon);
+            if self.lineage.len() >= self.cfg.max_clients {
+                self.stats.evicted += 1;
+                return None;
+            }
+        }
+        let (l, last) = self.lineage.entry(pair).or_default();
+        *last = pkt.ts_us;
+        let settled = l.settled_ttl();
+        l.observe(pkt.ts_us, pkt.ip_ttl, 0, 1, false)
+            .then_some((pkt.ip_ttl, settled))
+    }
+
     fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, out: &mut Vec<DnsRecord>) {
+        let ttl_out = self.ttl_out_of_line(&pkt);
         let key = TxKey {
             client: pkt.dst,
             server: pkt.src,
@@ -326,6 +353,9 @@ impl DnsTracker {
                         ids.push(id);
                     }
                 }
+            }
+            if a.ttl_out.is_none() {
+                a.ttl_out = ttl_out.map(|(t, s)| (t, s, a.responses.len() + 1));
             }
             if a.responses.len() < 16 {
                 a.responses.push(resp);
@@ -382,6 +412,7 @@ impl DnsTracker {
         self.answered.insert(
             key,
             Answered {
+                ttl_out: ttl_out.map(|(t, s)| (t, s, 1)),
                 record,
                 query_ts: query.map(|q| q.ts_us),
                 responses: vec![resp],
@@ -477,10 +508,36 @@ impl DnsTracker {
 
     fn finish(&mut self, a: Answered) -> Option<DnsRecord> {
         let Answered {
+            ttl_out,
             mut record,
             query_ts,
             responses,
         } = a;
+        if let Some((ttl, settled, order)) = ttl_out {
+            let evidence = json!({
+                "direction": "server",
+                "anomaly": "ttl",
+                "response": order,
+                "ip_ttl": ttl,
+                "flow_ip_ttl": settled,
+                "injector_hops": hop_distance(ttl),
+                "sender_hops": hop_distance(settled),
+            });
+            record.findings.push(FindingKind::InjectedSegment);
+            record.finding_details.push(Finding {
+                finding_id: format!("{}-3", record.transaction_id),
+                kind: FindingKind::InjectedSegment,
+                session_id: None,
+                ts: record.ts.clone(),
+                sensor: record.sensor.clone(),
+                client_ip: record.client_ip,
+                client_port: record.client_port,
+                server_ip: record.server_ip,
+                server_port: record.server_port,
+                community_id: record.community_id.clone(),
+                evidence,
+            });
+        }
         record.responses = responses.len() as u32;
         let first = &responses[0];
         let differing: Vec<&Response> = responses[1..]
@@ -516,6 +573,7 @@ impl DnsTracker {
                 evidence,
             };
             record.findings.push(FindingKind::DnsInjection);
+            record.findings.sort();
             record.finding_details.push(finding);
         }
         let relevant = matches!(record.qtype.as_str(), "MX" | "TLSA")
