@@ -57,6 +57,8 @@ pub struct PipelineConfig {
     pub defrag: DefragLimits,
     /// Ports whose side is the server, for sharding by client.
     pub server_ports: PortSet,
+    /// Country and ASN databases for the output stage (empty: enrichment off).
+    pub enrich: Arc<crate::enrich::Databases>,
 }
 
 /// Counters of a whole run.
@@ -76,6 +78,8 @@ pub struct RunStats {
     pub dns: DnsStats,
     /// Sessions handed to the sink.
     pub sessions_out: u64,
+    /// What enrichment looked up and found.
+    pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted (signal) before the input ended.
     pub interrupted: bool,
 }
@@ -160,7 +164,9 @@ pub fn run(
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
-    let output = std::thread::spawn(move || output_thread(out_rx, correlator_cfg, certs, sink));
+    let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
+    let output =
+        std::thread::spawn(move || output_thread(out_rx, correlator_cfg, certs, enricher, sink));
 
     let mut stats = RunStats::default();
     let mut decoder = Decoder::new(cfg.defrag);
@@ -249,12 +255,13 @@ pub fn run(
         stats.flow.merge(&flow);
         stats.dns.merge(&dns);
     }
-    let (correlator, cert_stats, sessions_out) = output
+    let (correlator, cert_stats, sessions_out, enrichment) = output
         .join()
         .map_err(|_| PipelineError::Internal("the output thread panicked".into()))??;
     stats.correlator = correlator;
     stats.certs = cert_stats;
     stats.sessions_out = sessions_out;
+    stats.enrichment = enrichment;
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -286,12 +293,14 @@ fn worker(
     (table.stats, table.dns.stats)
 }
 
-type OutputResult = Result<(CorrelatorStats, CertStats, u64), SinkError>;
+type OutputResult =
+    Result<(CorrelatorStats, CertStats, u64, crate::enrich::EnrichStats), SinkError>;
 
 fn output_thread(
     rx: Receiver<Outputs>,
     cfg: CorrelatorConfig,
     certs: CertJudge,
+    mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
 ) -> OutputResult {
     let mut correlator = Correlator::new(cfg, certs);
@@ -301,8 +310,9 @@ fn output_thread(
     // the sink can also be used for DNS records between chunks.
     macro_rules! emitter {
         () => {
-            |rec: SessionRecord| {
+            |mut rec: SessionRecord| {
                 if failure.is_none() {
+                    enricher.session(&mut rec);
                     match sink.session(&rec) {
                         Ok(()) => written += 1,
                         Err(e) => failure = Some(e),
@@ -314,11 +324,12 @@ fn output_thread(
     let mut dns_failure: Option<SinkError> = None;
     for chunk in rx {
         let Outputs { mut sessions, dns } = chunk;
-        for rec in &dns {
-            if dns_failure.is_none()
-                && let Err(e) = sink.dns(rec)
-            {
-                dns_failure = Some(e);
+        for mut rec in dns {
+            if dns_failure.is_none() {
+                enricher.dns(&mut rec);
+                if let Err(e) = sink.dns(&rec) {
+                    dns_failure = Some(e);
+                }
             }
         }
         // Sessions from different workers arrive in no particular order; put each chunk in
@@ -343,7 +354,12 @@ fn output_thread(
         sink.certificate(c)?;
     }
     sink.finish()?;
-    Ok((correlator.stats, correlator.certs.stats, written))
+    Ok((
+        correlator.stats,
+        correlator.certs.stats,
+        written,
+        enricher.stats().clone(),
+    ))
 }
 
 /// Chooses the worker for a packet: the hash of the initiator's address (the side that is not

@@ -146,6 +146,8 @@ pub struct Summary {
     pub correlator: crate::detect::CorrelatorStats,
     /// Servers left out of the top-servers table's bookkeeping.
     pub servers_untracked: u64,
+    /// Country/ASN enrichment: databases, look-ups, hits, misses.
+    pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted by a signal.
     pub interrupted: bool,
 }
@@ -215,6 +217,7 @@ impl Summary {
             flows: stats.flow,
             correlator: stats.correlator,
             servers_untracked: tally.servers_untracked,
+            enrichment: stats.enrichment.clone(),
             interrupted: stats.interrupted,
         }
     }
@@ -242,6 +245,7 @@ impl Summary {
                 ""
             }
         );
+        let _ = writeln!(s, "{}", self.enrichment.render_line());
         let _ = writeln!(s, "\nSMTP sessions: {}", self.sessions);
         for (v, n) in &self.sessions_by_verdict {
             let _ = writeln!(s, "  {v:<28} {n:>10}");
