@@ -31,9 +31,11 @@ impl Kind {
     fn noun(self) -> &'static str {
         match self {
             Kind::Country => {
-                "a country database (no record has country.iso_code, registered_country.iso_code, country_code or a two-letter country)"
+                "a country database (none of its first records has country.iso_code, registered_country.iso_code, country_code or a two-letter country)"
             }
-            Kind::Asn => "an ASN database (no record has autonomous_system_number or asn)",
+            Kind::Asn => {
+                "an ASN database (none of its first records has autonomous_system_number or asn)"
+            }
         }
     }
 }
