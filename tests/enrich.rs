@@ -372,3 +372,86 @@ fn unusable_databases_stop_the_run_with_status_2() {
 
     refused("missing", "--geoip-asn", &dir.join("does-not-exist.mmdb"));
 }
+
+/// Writes two databases of realistic size for timing enrichment (not a check): a City-shaped
+/// country file (about 400,000 networks, names in eight languages) and an ASN file (about
+/// 400,000 networks, 60,000 organisations), both also covering the documentation ranges that
+/// `stripwatch synth mixed` uses, so every look-up is a hit that decodes a record.
+/// `STRIPWATCH_ENRICH_BENCH_DIR=/tmp/x cargo test --release --test enrich -- --ignored`.
+#[test]
+#[ignore]
+fn write_benchmark_databases() {
+    let Ok(dir) = std::env::var("STRIPWATCH_ENRICH_BENCH_DIR") else {
+        panic!("set STRIPWATCH_ENRICH_BENCH_DIR to the directory to write into");
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let codes = [
+        "US", "DE", "FR", "JP", "BR", "CN", "RU", "GB", "NL", "SE", "IN", "ZA",
+    ];
+    let langs = ["en", "de", "es", "fr", "ja", "pt-BR", "ru", "zh-CN"];
+    let country_value = |i: usize| {
+        let code = codes[i % codes.len()];
+        let names = Value::map(
+            langs
+                .iter()
+                .map(|l| (*l, Value::from(format!("{code} in {l}")))),
+        );
+        let c = Value::map([
+            ("iso_code", Value::from(code)),
+            ("geoname_id", Value::from(1_000_000 + i as u32 % 250)),
+            ("names", names),
+        ]);
+        Value::map([
+            ("continent", Value::map([("code", Value::from("EU"))])),
+            ("country", c.clone()),
+            ("registered_country", c),
+        ])
+    };
+    let asn_value = |i: usize| {
+        let n = 1 + (i % 60_000) as u32;
+        Value::map([
+            ("autonomous_system_number", Value::from(n)),
+            (
+                "autonomous_system_organization",
+                Value::from(format!("Organisation number {n}, Ltd")),
+            ),
+        ])
+    };
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let mut nets: Vec<String> = Vec::new();
+    for _ in 0..400_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let a = (x >> 32) as u32 & 0xffff_ff00;
+        let len = 16 + (x % 9) as u8;
+        let a = std::net::Ipv4Addr::from(a & (!0u32 << (32 - len)));
+        nets.push(format!("{a}/{len}"));
+    }
+    for i in 0..50_000u32 {
+        nets.push(format!("2a{:02x}:{:x}::/32", i % 256, i / 256 + 1));
+    }
+    nets.extend(
+        [
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "2001:db8:c::/48",
+            "2001:db8:5::/48",
+        ]
+        .map(String::from),
+    );
+    for (name, value) in [
+        ("bench-country", &country_value as &dyn Fn(usize) -> Value),
+        ("bench-asn", &asn_value),
+    ] {
+        let mut w = Writer::new(name);
+        for (i, n) in nets.iter().enumerate() {
+            w.insert_value(n.parse::<IpNet>().unwrap(), value(i))
+                .unwrap();
+        }
+        let path = dir.join(format!("{name}.mmdb"));
+        std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+        eprintln!("wrote {}", path.display());
+    }
+}

@@ -8,6 +8,7 @@ use maxminddb::{MaxMindDbError, Reader, WithinOptions};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// What a database is asked for.
@@ -96,9 +97,12 @@ pub struct DatabaseInfo {
     pub layout: &'static str,
 }
 
+/// A database file in memory, shared when one file serves both kinds.
+pub type SharedReader = Arc<Reader<Vec<u8>>>;
+
 /// An opened, checked database.
 pub struct Database {
-    reader: Reader<Vec<u8>>,
+    reader: SharedReader,
     /// What the summary says about it.
     pub info: DatabaseInfo,
 }
@@ -121,15 +125,31 @@ fn one_line(e: &MaxMindDbError) -> String {
 }
 
 impl Database {
+    /// Parses a file's bytes (`path` only names it in messages); the structure is checked,
+    /// not yet the kind.
+    pub fn parse(bytes: Vec<u8>, path: &Path, kind: Kind) -> Result<SharedReader, EnrichError> {
+        Reader::from_source(bytes)
+            .map(Arc::new)
+            .map_err(|e| EnrichError::Invalid {
+                option: kind.option(),
+                path: path.to_path_buf(),
+                reason: one_line(&e),
+            })
+    }
+
     /// Checks a database already in memory (`path` only names it in messages).
     pub fn from_bytes(bytes: Vec<u8>, path: &Path, kind: Kind) -> Result<Database, EnrichError> {
+        Database::checked(Database::parse(bytes, path, kind)?, path, kind)
+    }
+
+    /// Checks that a parsed file answers `kind` questions and learns its layout.
+    pub fn checked(reader: SharedReader, path: &Path, kind: Kind) -> Result<Database, EnrichError> {
         let option = kind.option();
         let invalid = |e: &MaxMindDbError| EnrichError::Invalid {
             option,
             path: path.to_path_buf(),
             reason: one_line(e),
         };
-        let reader = Reader::from_source(bytes).map_err(|e| invalid(&e))?;
         let meta = reader.metadata();
         let mut layout = None;
         let mut first_error = None;

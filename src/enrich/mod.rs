@@ -41,7 +41,7 @@ impl Databases {
     /// the order given (ip-location-db ships IPv4 and IPv6 in separate files).
     pub fn open(country: &[PathBuf], asn: &[PathBuf]) -> Result<Databases, EnrichError> {
         let mut dbs = Databases::default();
-        let mut by_path: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+        let mut by_path = HashMap::new();
         for (kind, paths) in [(Kind::Country, country), (Kind::Asn, asn)] {
             for path in paths {
                 let db = Arc::new(open_shared(path, kind, &mut by_path)?);
@@ -66,24 +66,27 @@ impl Databases {
     }
 }
 
-/// Reads a file named twice only once (the bytes are kept for the second kind's check).
+/// Reads a file named twice (for both kinds) only once and keeps one copy in memory.
 fn open_shared(
     path: &Path,
     kind: Kind,
-    seen: &mut HashMap<PathBuf, Vec<u8>>,
+    seen: &mut HashMap<PathBuf, database::SharedReader>,
 ) -> Result<Database, EnrichError> {
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if let Some(bytes) = seen.get(&key) {
-        return Database::from_bytes(bytes.clone(), path, kind);
-    }
-    let bytes = std::fs::read(path).map_err(|cause| EnrichError::Read {
-        option: kind.option(),
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    let db = Database::from_bytes(bytes.clone(), path, kind)?;
-    seen.insert(key, bytes);
-    Ok(db)
+    let reader = match seen.get(&key) {
+        Some(r) => r.clone(),
+        None => {
+            let bytes = std::fs::read(path).map_err(|cause| EnrichError::Read {
+                option: kind.option(),
+                path: path.to_path_buf(),
+                cause,
+            })?;
+            let r = Database::parse(bytes, path, kind)?;
+            seen.insert(key, r.clone());
+            r
+        }
+    };
+    Database::checked(reader, path, kind)
 }
 
 /// Counters of one kind of look-up.

@@ -505,3 +505,50 @@ fn damaged_files_never_panic() {
         "{answers} answers, {failures} failures"
     );
 }
+
+/// Timing, not a check: opens the databases `write_benchmark_databases` (tests/enrich.rs) wrote
+/// and prints the cost of an address look-up with and without the cache, for distinct
+/// addresses and for a working set like a mail relay's.
+/// `STRIPWATCH_ENRICH_BENCH_DIR=/tmp/x cargo test --release --lib enrich::tests::timing -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn timing() {
+    let dir = PathBuf::from(std::env::var("STRIPWATCH_ENRICH_BENCH_DIR").expect("set it"));
+    let t = std::time::Instant::now();
+    let dbs = Arc::new(
+        Databases::open(
+            &[dir.join("bench-country.mmdb")],
+            &[dir.join("bench-asn.mmdb")],
+        )
+        .unwrap(),
+    );
+    println!("open both: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let mut x = 0x1234_5678_9abc_def1_u64;
+    let distinct: Vec<IpAddr> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            IpAddr::from(((x >> 32) as u32).to_be_bytes())
+        })
+        .collect();
+    let working: Vec<IpAddr> = (0..200_000).map(|i| distinct[i % 1000]).collect();
+    for (name, addrs) in [
+        ("distinct", &distinct),
+        ("1000-address working set", &working),
+    ] {
+        for cache in [CACHE_PER_GENERATION, 0] {
+            let mut e = Enricher::with_cache(dbs.clone(), cache);
+            let t = std::time::Instant::now();
+            let mut found = 0u64;
+            for a in addrs.iter() {
+                found += u64::from(e.end(*a).asn != 0);
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / addrs.len() as f64;
+            println!(
+                "{name}, cache {}: {ns:.0} ns per address (country + ASN), {found} found",
+                if cache > 0 { "on" } else { "off" }
+            );
+        }
+    }
+}
