@@ -85,6 +85,18 @@ pub struct DnsRecord {
     pub server_ip: IpAddr,
     /// The server's port.
     pub server_port: u16,
+    /// Country of the querier's address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the querier's address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the address of the server asked (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the address of the server asked (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
     /// `udp` or `tcp`.
     pub transport: &'static str,
     /// Community ID of the flow.
@@ -192,6 +204,12 @@ impl DnsRecord {
             client_port: 40000,
             server_ip: server,
             server_port: 53,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
             transport: "udp",
             community_id: String::new(),
             id: 1,
@@ -386,6 +404,12 @@ impl DnsTracker {
             client_port: key.client.1,
             server_ip: key.server.0,
             server_port: key.server.1,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
             transport,
             community_id: cid,
             id: msg.id,
@@ -569,6 +593,12 @@ impl DnsTracker {
                 client_port: record.client_port,
                 server_ip: record.server_ip,
                 server_port: record.server_port,
+                client_country: String::new(),
+                client_asn: 0,
+                client_as_org: String::new(),
+                server_country: String::new(),
+                server_asn: 0,
+                server_as_org: String::new(),
                 community_id: record.community_id.clone(),
                 evidence,
             };
