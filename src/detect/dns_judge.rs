@@ -410,25 +410,8 @@ fn add_finding(rec: &mut DnsRecord, kind: FindingKind, n: u8, evidence: serde_js
     }
     rec.findings.push(kind);
     rec.findings.sort();
-    rec.finding_details.push(crate::event::Finding {
-        finding_id: format!("{}-{n}", rec.transaction_id),
-        kind,
-        session_id: None,
-        ts: rec.ts.clone(),
-        sensor: rec.sensor.clone(),
-        client_ip: rec.client_ip,
-        client_port: rec.client_port,
-        server_ip: rec.server_ip,
-        server_port: rec.server_port,
-        client_country: rec.client_country.clone(),
-        client_asn: rec.client_asn,
-        client_as_org: rec.client_as_org.clone(),
-        server_country: rec.server_country.clone(),
-        server_asn: rec.server_asn,
-        server_as_org: rec.server_as_org.clone(),
-        community_id: rec.community_id.clone(),
-        evidence,
-    });
+    let finding = rec.finding(kind, n, rec.ts.clone(), evidence);
+    rec.finding_details.push(finding);
 }
 
 #[cfg(test)]

@@ -190,6 +190,36 @@ struct ClientMemory {
 const MEMORY_PER_CLIENT: usize = 64;
 
 impl DnsRecord {
+    /// A finding on this transaction; `n` makes its id (`<transaction>-<n>`) unique per kind:
+    /// 0 dns-injection, 1 mx-mismatch, 2 dnssec-stripped, 3 injected-segment.
+    pub fn finding(
+        &self,
+        kind: FindingKind,
+        n: u8,
+        ts: String,
+        evidence: serde_json::Value,
+    ) -> Finding {
+        Finding {
+            finding_id: format!("{}-{n}", self.transaction_id),
+            kind,
+            session_id: None,
+            ts,
+            sensor: self.sensor.clone(),
+            client_ip: self.client_ip,
+            client_port: self.client_port,
+            server_ip: self.server_ip,
+            server_port: self.server_port,
+            client_country: self.client_country.clone(),
+            client_asn: self.client_asn,
+            client_as_org: self.client_as_org.clone(),
+            server_country: self.server_country.clone(),
+            server_asn: self.server_asn,
+            server_as_org: self.server_as_org.clone(),
+            community_id: self.community_id.clone(),
+            evidence,
+        }
+    }
+
     /// A bare answered MX transaction at `ts_us`, for unit tests elsewhere.
     #[cfg(test)]
     pub fn for_tests(ts_us: i64) -> DnsRecord {
@@ -548,19 +578,9 @@ impl DnsTracker {
                 "sender_hops": hop_distance(settled),
             });
             record.findings.push(FindingKind::InjectedSegment);
-            record.finding_details.push(Finding {
-                finding_id: format!("{}-3", record.transaction_id),
-                kind: FindingKind::InjectedSegment,
-                session_id: None,
-                ts: record.ts.clone(),
-                sensor: record.sensor.clone(),
-                client_ip: record.client_ip,
-                client_port: record.client_port,
-                server_ip: record.server_ip,
-                server_port: record.server_port,
-                community_id: record.community_id.clone(),
-                evidence,
-            });
+            let finding =
+                record.finding(FindingKind::InjectedSegment, 3, record.ts.clone(), evidence);
+            record.finding_details.push(finding);
         }
         record.responses = responses.len() as u32;
         let first = &responses[0];
@@ -583,25 +603,12 @@ impl DnsTracker {
                     "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
-            let finding = Finding {
-                finding_id: format!("{}-0", record.transaction_id),
-                kind: FindingKind::DnsInjection,
-                session_id: None,
-                ts: rfc3339_micros(first.ts_us),
-                sensor: record.sensor.clone(),
-                client_ip: record.client_ip,
-                client_port: record.client_port,
-                server_ip: record.server_ip,
-                server_port: record.server_port,
-                client_country: String::new(),
-                client_asn: 0,
-                client_as_org: String::new(),
-                server_country: String::new(),
-                server_asn: 0,
-                server_as_org: String::new(),
-                community_id: record.community_id.clone(),
+            let finding = record.finding(
+                FindingKind::DnsInjection,
+                0,
+                rfc3339_micros(first.ts_us),
                 evidence,
-            };
+            );
             record.findings.push(FindingKind::DnsInjection);
             record.findings.sort();
             record.finding_details.push(finding);
