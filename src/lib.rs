@@ -8,6 +8,7 @@ pub mod dns;
 pub mod event;
 pub mod flow;
 pub mod pipeline;
+pub mod schema;
 pub mod sink;
 pub mod smtp;
 pub mod synth;
