@@ -32,7 +32,10 @@ fn server_program() -> Option<(PathBuf, Vec<String>)> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")];
-    for (name, args) in [("clickhouse-server", vec![]), ("clickhouse", vec!["server"])] {
+    for (name, args) in [
+        ("clickhouse-server", vec![]),
+        ("clickhouse", vec!["server"]),
+    ] {
         for d in dirs.iter().chain(&extra) {
             let p = d.join(name);
             if p.is_file() {
@@ -275,7 +278,10 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_string()
