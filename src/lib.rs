@@ -9,6 +9,7 @@ pub mod event;
 pub mod flow;
 pub mod pipeline;
 pub mod report;
+pub mod schema;
 pub mod sink;
 pub mod smtp;
 pub mod synth;

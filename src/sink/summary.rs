@@ -148,6 +148,9 @@ pub struct Summary {
     pub servers_untracked: u64,
     /// The run was interrupted by a signal.
     pub interrupted: bool,
+    /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<crate::sink::clickhouse::ClickHouseStats>,
 }
 
 /// One input's counters.
@@ -216,6 +219,7 @@ impl Summary {
             correlator: stats.correlator,
             servers_untracked: tally.servers_untracked,
             interrupted: stats.interrupted,
+            clickhouse: None,
         }
     }
 
@@ -333,6 +337,9 @@ impl Summary {
                     }
                 );
             }
+        }
+        if let Some(ch) = &self.clickhouse {
+            s.push_str(&ch.render());
         }
         s
     }
