@@ -191,9 +191,15 @@ struct AnalyzeArgs {
 #[derive(Args)]
 struct ReportArgs {
     /// An `analyze` output directory.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "clickhouse", conflicts_with = "clickhouse")]
     dir: Option<PathBuf>,
-    /// Where to write the files (default: DIR).
+    /// Read the events from ClickHouse at this HTTP URL instead (queries/*.sql).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    #[command(flatten)]
+    clickhouse_access: ClickHouseAccess,
+    /// Where to write the files (default: DIR; needed with --clickhouse unless only the terminal
+    /// summary is asked for).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Outputs: terminal, markdown, html, csv, tlsrpt or all (comma-separated).
@@ -550,8 +556,11 @@ fn report_after_analyze(out: &std::path::Path, quiet: bool) -> Result<()> {
 fn report(args: ReportArgs) -> Result<()> {
     use stripwatch::report::{self, Format, TlsrptIdentity};
     let window = report::window::parse_window(args.since.as_deref(), args.until.as_deref())?;
-    let dir = args.dir.context("a DIR is needed")?;
-    let model = report::embedded::from_dir(&dir, window)?;
+    let model = match (&args.clickhouse, &args.dir) {
+        (Some(url), _) => report::clickhouse::load(&target(url, &args.clickhouse_access)?, window)?,
+        (None, Some(dir)) => report::embedded::from_dir(dir, window)?,
+        (None, None) => bail!("give an analysis DIR or --clickhouse URL"),
+    };
     let mut formats = Vec::new();
     for f in &args.format {
         let add: &[Format] = match f {
@@ -574,12 +583,21 @@ fn report(args: ReportArgs) -> Result<()> {
             }
         }
     }
-    let out = args.out.unwrap_or(dir);
+    let files = formats.iter().any(|f| *f != Format::Terminal);
+    let out = match args.out.or(args.dir) {
+        Some(out) => out,
+        None if files => bail!("--out DIR is needed with --clickhouse (or --format terminal)"),
+        None => PathBuf::new(),
+    };
     let identity = TlsrptIdentity {
         organization: args.tlsrpt_organization,
         contact: args.tlsrpt_contact,
     };
-    let written = report::write_files(&model, &out, &formats, &identity)?;
+    let written = if files {
+        report::write_files(&model, &out, &formats, &identity)?
+    } else {
+        Vec::new()
+    };
     if formats.contains(&Format::Terminal) {
         print!("{}", report::terminal::render(&model));
         if !written.is_empty() {

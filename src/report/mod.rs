@@ -1,8 +1,10 @@
 //! Reports: per-day, per-country and per-AS roll-ups of an analysis, for people (terminal,
 //! Markdown, HTML with charts), for spreadsheets (CSV) and for mail operators (RFC 8460 TLS-RPT
-//! JSON). Sources fill one [`model::Report`]; renderers only read it.
+//! JSON). Sources (the embedded aggregation of an `analyze` directory, the ClickHouse queries)
+//! fill one [`model::Report`]; renderers only read it.
 
 pub mod charts;
+pub mod clickhouse;
 pub mod csv_out;
 pub mod embedded;
 pub mod html;
@@ -41,6 +43,9 @@ pub enum ReportError {
         /// The plotting library's message.
         message: String,
     },
+    /// The ClickHouse source failed.
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::ClickHouseReportError),
     /// A CSV table could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Csv {
