@@ -59,7 +59,7 @@ pub fn bars(
             .margin(12)
             .x_label_area_size(50)
             .y_label_area_size(30 + 9 * label_width)
-            .build_cartesian_2d(0f64..top, (0..n - 1).into_segmented())
+            .build_cartesian_2d(0f64..top, (0..last_segment(n)).into_segmented())
             .map_err(|x| e(x.to_string()))?;
         // Segment 0 is at the bottom: the first row goes into the top segment.
         let fmt_y = |v: &SegmentValue<usize>| match v {
@@ -69,14 +69,18 @@ pub fn bars(
         let fmt_x = |x: &f64| {
             if percent {
                 format!("{:.1}%", x * 100.0)
-            } else {
+            } else if (x - x.round()).abs() < 1e-9 {
                 format!("{x:.0}")
+            } else {
+                // Counts are whole: no label between them.
+                String::new()
             }
         };
         c.configure_mesh()
             .disable_y_mesh()
             .light_line_style(WHITE)
             .y_labels(n)
+            .x_labels(if percent { 10 } else { (top as usize + 1).min(10) })
             .y_label_formatter(&fmt_y)
             .x_label_formatter(&fmt_x)
             .x_desc(x_desc)
@@ -161,7 +165,7 @@ pub fn stacked_days(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..top)
+            .build_cartesian_2d((0..last_segment(n)).into_segmented(), 0f64..top)
             .map_err(|x| e(x.to_string()))?;
         // At most ten day labels fit side by side.
         let step = n.div_ceil(10).max(1);
@@ -285,6 +289,13 @@ pub fn rate_lines(
         root.present().map_err(|x| e(x.to_string()))?;
     }
     Ok(svg)
+}
+
+/// The upper end of a segmented axis for `n` categories. plotters makes one segment per value
+/// of the range *including* its end, so `0..n - 1` gives `n` segments; a single category still
+/// needs a non-empty range (its bar then fills half the plot).
+fn last_segment(n: usize) -> usize {
+    n.saturating_sub(1).max(1)
 }
 
 /// Width of the legend column right of a chart.
