@@ -90,6 +90,9 @@ pub struct ClickHouseStats {
     pub rows_sent: BTreeMap<&'static str, u64>,
     /// INSERTs the server acknowledged (replays included).
     pub batches_sent: u64,
+    /// Wall-clock seconds those INSERTs took (rows_sent / this = the insert rate while
+    /// inserting, whatever the rest of the pipeline allows).
+    pub insert_seconds: f64,
     /// INSERTs that failed (each try counts).
     pub insert_errors: u64,
     /// Tries repeated at once after a failed INSERT.
@@ -135,6 +138,17 @@ impl ClickHouseStats {
             let n = self.rows_sent.get(t).copied().unwrap_or(0);
             let _ = writeln!(s, "  {:<32} {n:>12}", format!("rows sent: {t}"));
         }
+        let rate = if self.insert_seconds > 0.0 {
+            self.rows_sent.values().sum::<u64>() as f64 / self.insert_seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>12}",
+            "insert seconds (rows/s)",
+            format!("{:.2} ({rate:.0})", self.insert_seconds)
+        );
         let rows: [(&str, u64); 11] = [
             ("batches sent", self.batches_sent),
             ("insert errors", self.insert_errors),
@@ -536,12 +550,13 @@ impl Writer {
         }
     }
 
-    fn sent(&self, rows: &Rows, replayed: bool) {
+    fn sent(&self, rows: &Rows, replayed: bool, took: Duration) {
         let n = rows.len() as u64;
         let table = rows.table();
         self.with_stats(|s| {
             *s.rows_sent.entry(table).or_default() += n;
             s.batches_sent += 1;
+            s.insert_seconds += took.as_secs_f64();
             if replayed {
                 s.rows_replayed += n;
                 s.batches_replayed += 1;
@@ -582,9 +597,10 @@ impl Writer {
     async fn deliver(&mut self, rows: Rows) {
         if self.spool.is_empty() {
             for attempt in 0..=RETRY_PAUSES.len() {
+                let started = Instant::now();
                 match insert(&self.client, &rows).await {
                     Ok(()) => {
-                        self.sent(&rows, false);
+                        self.sent(&rows, false, started.elapsed());
                         return;
                     }
                     Err(e) => {
@@ -631,9 +647,10 @@ impl Writer {
                     continue;
                 }
             };
+            let started = Instant::now();
             match insert(&self.client, &rows).await {
                 Ok(()) => {
-                    self.sent(&rows, true);
+                    self.sent(&rows, true, started.elapsed());
                     if let Err(e) = self.spool.pop_front() {
                         // The batch is in ClickHouse; the file could not be removed, so it
                         // would be replayed again (harmless: replays are idempotent).
