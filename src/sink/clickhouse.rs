@@ -10,7 +10,7 @@
 
 use super::rows::{CertificateRow, DnsRow, FindingRow, Geo, Rows, SessionRow, TABLES};
 use super::spool::{Spool, SpoolError};
-use super::target::Target;
+use super::target::{Failure, Target, classify, error_chain};
 use crate::detect::certs::CertificateRecord;
 use crate::dns::DnsRecord;
 use crate::event::SessionRecord;
@@ -406,13 +406,15 @@ async fn check_server(client: &clickhouse::Client) -> Result<(), CheckError> {
         .query("SELECT name FROM system.tables WHERE database = currentDatabase()")
         .fetch_all()
         .await
-        .map_err(|e| match e {
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                CheckError::Unreachable(e.to_string())
+        .map_err(|e| match classify(&e) {
+            Failure::Unreachable => CheckError::Unreachable(error_chain(&e)),
+            Failure::Refused if matches!(e, clickhouse::error::Error::BadResponse(_)) => {
+                CheckError::Fatal(format!(
+                    "{} (is the database there? `stripwatch schema apply` creates it)",
+                    error_chain(&e)
+                ))
             }
-            other => CheckError::Fatal(format!(
-                "{other} (is the database there? `stripwatch schema apply` creates it)"
-            )),
+            Failure::Refused => CheckError::Fatal(error_chain(&e)),
         })?;
     let missing: Vec<&str> = TABLES
         .iter()
@@ -565,7 +567,7 @@ impl Writer {
     }
 
     fn failed(&self, e: &clickhouse::error::Error) {
-        let text = e.to_string();
+        let text = error_chain(e);
         self.with_stats(|s| {
             s.insert_errors += 1;
             s.last_error = Some(text);
