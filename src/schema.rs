@@ -15,14 +15,14 @@ pub enum SchemaError {
     #[error("cannot start the ClickHouse client runtime: {0}")]
     Runtime(std::io::Error),
     /// A statement failed (unreachable server, bad credentials, a server too old ...).
-    #[error("ClickHouse at {url}: {what}: {source}")]
+    #[error("ClickHouse at {url}: {what}: {reason}")]
     Statement {
         /// The server.
         url: String,
         /// Which statement (its first line).
         what: String,
-        /// The client's error.
-        source: clickhouse::error::Error,
+        /// The client's error and its causes.
+        reason: String,
     },
 }
 
@@ -90,7 +90,11 @@ pub fn apply(target: &Target) -> Result<usize, SchemaError> {
     rt.block_on(async {
         let err = |what: String| {
             let url = target.base_url.clone();
-            move |source| SchemaError::Statement { url, what, source }
+            move |e: clickhouse::error::Error| SchemaError::Statement {
+                url,
+                what,
+                reason: crate::sink::target::error_chain(&e),
+            }
         };
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", target.database);
         target

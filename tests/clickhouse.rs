@@ -637,3 +637,74 @@ fn the_schema_runs_on_a_current_clickhouse_too() {
     assert!(text.starts_with("ok "), "{text}");
     eprintln!("{}", text.trim());
 }
+
+#[test]
+fn the_same_events_sent_twice_count_once() {
+    // What a replay does when the server stored a batch but died before saying so: the rows
+    // arrive again. Raw tables hold them twice until a merge; FINAL and the rollups must not.
+    let dir = tempdir("ch-twice");
+    let Some(ch) = ClickHouse::start(&dir.join("server")) else {
+        return;
+    };
+    apply_schema(&ch, "stripwatch");
+    let captures = [
+        root().join("pcaps/real-postfix-overwrite.pcap"),
+        root().join("pcaps/dns-mx-delivery.pcap"),
+        root().join("pcaps/tls-self-signed.pcap"),
+    ];
+    let mut sent = 0;
+    for run in ["out1", "out2"] {
+        let s = analyze_into(&ch, &captures, &dir.join(run), &[]);
+        sent += s["clickhouse"]["rows_sent"]["sessions"].as_u64().unwrap();
+    }
+    let sessions = ndjson(&dir.join("out1/sessions.ndjson")).len() as u64;
+    assert_eq!(sent, 2 * sessions, "both runs sent every session");
+    assert_exactly_once(&ch, "stripwatch", &dir.join("out1"));
+    assert_exactly_once(&ch, "stripwatch", &dir.join("out2"));
+}
+
+#[test]
+fn https_with_a_private_ca_works_and_an_untrusted_certificate_stops_the_run() {
+    let dir = tempdir("ch-https");
+    let Some(ch) = ClickHouse::start_with(&dir.join("server"), true) else {
+        return;
+    };
+    let url = ch.https_url();
+    // The server's certificate comes from a test CA: trusted through SSL_CERT_FILE (as an
+    // operator's private CA in the system store would be).
+    let with_ca = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("SSL_CERT_FILE", ch.ca_file())
+            .output()
+            .unwrap()
+    };
+    let o = with_ca(&["schema", "apply", "--clickhouse", &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let capture = root().join("pcaps/real-postfix-overwrite.pcap");
+    let out = dir.join("out");
+    let o = with_ca(&[
+        "analyze",
+        capture.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "--clickhouse",
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["clickhouse"]["state"], "delivered");
+    assert_exactly_once(&ch, "stripwatch", &out);
+    // Without the CA the certificate is not trusted: a configuration error, not an outage.
+    let o = Command::new(bin())
+        .args(["analyze", capture.to_str().unwrap(), "--out"])
+        .arg(dir.join("out2"))
+        .args(["--clickhouse", &url])
+        .env("SSL_CERT_FILE", root().join("pcaps/tls-test-root-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("certificate"), "{err}");
+}

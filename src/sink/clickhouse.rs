@@ -10,7 +10,7 @@
 
 use super::rows::{CertificateRow, DnsRow, FindingRow, Geo, Rows, SessionRow, TABLES};
 use super::spool::{Spool, SpoolError};
-use super::target::Target;
+use super::target::{Failure, Target, classify, error_chain};
 use crate::detect::certs::CertificateRecord;
 use crate::dns::DnsRecord;
 use crate::event::SessionRecord;
@@ -90,6 +90,9 @@ pub struct ClickHouseStats {
     pub rows_sent: BTreeMap<&'static str, u64>,
     /// INSERTs the server acknowledged (replays included).
     pub batches_sent: u64,
+    /// Wall-clock seconds those INSERTs took (rows_sent / this = the insert rate while
+    /// inserting, whatever the rest of the pipeline allows).
+    pub insert_seconds: f64,
     /// INSERTs that failed (each try counts).
     pub insert_errors: u64,
     /// Tries repeated at once after a failed INSERT.
@@ -135,6 +138,17 @@ impl ClickHouseStats {
             let n = self.rows_sent.get(t).copied().unwrap_or(0);
             let _ = writeln!(s, "  {:<32} {n:>12}", format!("rows sent: {t}"));
         }
+        let rate = if self.insert_seconds > 0.0 {
+            self.rows_sent.values().sum::<u64>() as f64 / self.insert_seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>12}",
+            "insert seconds (rows/s)",
+            format!("{:.2} ({rate:.0})", self.insert_seconds)
+        );
         let rows: [(&str, u64); 11] = [
             ("batches sent", self.batches_sent),
             ("insert errors", self.insert_errors),
@@ -392,13 +406,15 @@ async fn check_server(client: &clickhouse::Client) -> Result<(), CheckError> {
         .query("SELECT name FROM system.tables WHERE database = currentDatabase()")
         .fetch_all()
         .await
-        .map_err(|e| match e {
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                CheckError::Unreachable(e.to_string())
+        .map_err(|e| match classify(&e) {
+            Failure::Unreachable => CheckError::Unreachable(error_chain(&e)),
+            Failure::Refused if matches!(e, clickhouse::error::Error::BadResponse(_)) => {
+                CheckError::Fatal(format!(
+                    "{} (is the database there? `stripwatch schema apply` creates it)",
+                    error_chain(&e)
+                ))
             }
-            other => CheckError::Fatal(format!(
-                "{other} (is the database there? `stripwatch schema apply` creates it)"
-            )),
+            Failure::Refused => CheckError::Fatal(error_chain(&e)),
         })?;
     let missing: Vec<&str> = TABLES
         .iter()
@@ -536,12 +552,13 @@ impl Writer {
         }
     }
 
-    fn sent(&self, rows: &Rows, replayed: bool) {
+    fn sent(&self, rows: &Rows, replayed: bool, took: Duration) {
         let n = rows.len() as u64;
         let table = rows.table();
         self.with_stats(|s| {
             *s.rows_sent.entry(table).or_default() += n;
             s.batches_sent += 1;
+            s.insert_seconds += took.as_secs_f64();
             if replayed {
                 s.rows_replayed += n;
                 s.batches_replayed += 1;
@@ -550,7 +567,7 @@ impl Writer {
     }
 
     fn failed(&self, e: &clickhouse::error::Error) {
-        let text = e.to_string();
+        let text = error_chain(e);
         self.with_stats(|s| {
             s.insert_errors += 1;
             s.last_error = Some(text);
@@ -582,9 +599,10 @@ impl Writer {
     async fn deliver(&mut self, rows: Rows) {
         if self.spool.is_empty() {
             for attempt in 0..=RETRY_PAUSES.len() {
+                let started = Instant::now();
                 match insert(&self.client, &rows).await {
                     Ok(()) => {
-                        self.sent(&rows, false);
+                        self.sent(&rows, false, started.elapsed());
                         return;
                     }
                     Err(e) => {
@@ -631,9 +649,10 @@ impl Writer {
                     continue;
                 }
             };
+            let started = Instant::now();
             match insert(&self.client, &rows).await {
                 Ok(()) => {
-                    self.sent(&rows, true);
+                    self.sent(&rows, true, started.elapsed());
                     if let Err(e) = self.spool.pop_front() {
                         // The batch is in ClickHouse; the file could not be removed, so it
                         // would be replayed again (harmless: replays are idempotent).

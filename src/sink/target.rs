@@ -171,6 +171,56 @@ impl Target {
     }
 }
 
+/// An error and its causes on one line, each cause once: the HTTP client nests the same text
+/// several times, and the useful part (`invalid peer certificate`, `Connection refused`) is at
+/// the bottom.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// What a failed request says about the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// It could not be reached (refused, reset, timed out, name not found): it may come back.
+    Unreachable,
+    /// It answered, or TLS failed: retrying will not help (credentials, schema, certificate).
+    Refused,
+}
+
+/// Classifies a client error: network trouble is `Unreachable`, except TLS failures (an
+/// untrusted or mismatched certificate), which are configuration errors.
+pub fn classify(e: &clickhouse::error::Error) -> Failure {
+    match e {
+        clickhouse::error::Error::TimedOut => Failure::Unreachable,
+        clickhouse::error::Error::Network(_) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(c) = cur {
+                if let Some(io) = c.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::InvalidData
+                {
+                    return Failure::Refused;
+                }
+                if c.to_string().contains("certificate") {
+                    return Failure::Refused;
+                }
+                cur = c.source();
+            }
+            Failure::Unreachable
+        }
+        _ => Failure::Refused,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

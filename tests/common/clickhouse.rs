@@ -22,6 +22,9 @@ pub struct ClickHouse {
     pub dir: PathBuf,
     /// HTTP port on 127.0.0.1.
     pub http_port: u16,
+    /// HTTPS port on 127.0.0.1 (certificate for `localhost` from a test CA), when started
+    /// with TLS.
+    pub https_port: Option<u16>,
     program: (PathBuf, Vec<String>),
     child: Option<Child>,
 }
@@ -67,6 +70,12 @@ impl ClickHouse {
     /// Starts a server in `dir` (created, emptied first). Returns `None` only when
     /// `STRIPWATCH_SKIP_CLICKHOUSE=1`; panics with instructions when no server is installed.
     pub fn start(dir: &Path) -> Option<ClickHouse> {
+        Self::start_with(dir, false)
+    }
+
+    /// As `start`, and with `tls` also an HTTPS port whose certificate (for `localhost`)
+    /// comes from a private test CA written to `DIR/ca.pem`.
+    pub fn start_with(dir: &Path, tls: bool) -> Option<ClickHouse> {
         if skip() {
             return None;
         }
@@ -82,16 +91,48 @@ impl ClickHouse {
         let mut ch = ClickHouse {
             dir: dir.to_path_buf(),
             http_port: free_port(),
+            https_port: tls.then(free_port),
             program,
             child: None,
         };
+        if tls {
+            ch.write_certificates();
+        }
         ch.write_config();
         ch.launch();
         Some(ch)
     }
 
+    fn write_certificates(&self) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("server params")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        std::fs::write(self.dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+        std::fs::write(self.dir.join("server.crt"), leaf.pem()).expect("write server.crt");
+        std::fs::write(self.dir.join("server.key"), key.serialize_pem()).expect("write key");
+    }
+
     fn write_config(&self) {
         let d = self.dir.display();
+        let tls = match self.https_port {
+            Some(port) => format!(
+                "<https_port>{port}</https_port>
+    <openSSL><server>
+        <certificateFile>{d}/server.crt</certificateFile>
+        <privateKeyFile>{d}/server.key</privateKeyFile>
+        <verificationMode>none</verificationMode>
+        <loadDefaultCAFile>false</loadDefaultCAFile>
+    </server></openSSL>"
+            ),
+            None => String::new(),
+        };
         let config = format!(
             r#"<?xml version="1.0"?>
 <yandex>
@@ -102,6 +143,7 @@ impl ClickHouse {
     </logger>
     <listen_host>127.0.0.1</listen_host>
     <http_port>{port}</http_port>
+    {tls}
     <path>{d}/data/</path>
     <tmp_path>{d}/data/tmp/</tmp_path>
     <user_files_path>{d}/data/user_files/</user_files_path>
@@ -194,6 +236,19 @@ impl ClickHouse {
     /// The HTTP URL stripwatch is given.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The HTTPS URL (started with TLS only).
+    pub fn https_url(&self) -> String {
+        format!(
+            "https://localhost:{}",
+            self.https_port.expect("server started without TLS")
+        )
+    }
+
+    /// The test CA that signed the HTTPS certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// SIGKILL: the server gets no chance to flush or say goodbye.
