@@ -161,9 +161,10 @@ fn bundled_captures_give_report_counts_equal_to_counting_their_sessions() {
         let reported = report_counts(&out.join("csv"));
         assert_eq!(reported, plain, "{name}: report differs from a plain count");
         // The verdicts the capture is known to have.
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(root().join(format!("pcaps/{name}.expected.json"))).unwrap())
-                .unwrap();
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join(format!("pcaps/{name}.expected.json"))).unwrap(),
+        )
+        .unwrap();
         let mut known = BTreeMap::<String, u64>::new();
         for s in expected["sessions"].as_array().unwrap() {
             *known
@@ -203,7 +204,10 @@ fn report_dir_writes_every_format_and_the_window_cuts_by_day() {
     let overwrite = capture_of("real-postfix-overwrite");
     let delete = capture_of("real-postfix-delete");
     analyze(&[&clean, &overwrite, &delete], &dir, &["--no-report"]);
-    assert!(!dir.join("report.html").exists(), "--no-report wrote a report");
+    assert!(
+        !dir.join("report.html").exists(),
+        "--no-report wrote a report"
+    );
     assert!(!dir.join("csv").exists());
     let sessions = ndjson(&dir.join("sessions.ndjson"));
     let days: std::collections::BTreeSet<String> = sessions
@@ -225,7 +229,10 @@ fn report_dir_writes_every_format_and_the_window_cuts_by_day() {
     let text = String::from_utf8_lossy(&o.stdout);
     let plain = plain_counts(&sessions);
     assert!(
-        text.contains(&format!("sessions {}  EHLO sessions {}", plain.sessions, plain.ehlo)),
+        text.contains(&format!(
+            "sessions {}  EHLO sessions {}",
+            plain.sessions, plain.ehlo
+        )),
         "{text}"
     );
     assert!(text.contains("stripping rate"), "{text}");
@@ -298,7 +305,14 @@ fn report_dir_writes_every_format_and_the_window_cuts_by_day() {
     // Bad input: one line, non-zero exit.
     for args in [
         vec!["report", dir.to_str().unwrap(), "--since", "yesterday"],
-        vec!["report", dir.to_str().unwrap(), "--since", "2026-03-03", "--until", "2026-03-02"],
+        vec![
+            "report",
+            dir.to_str().unwrap(),
+            "--since",
+            "2026-03-03",
+            "--until",
+            "2026-03-02",
+        ],
         vec!["report", "/nonexistent/stripwatch-dir"],
         vec!["report", dir.to_str().unwrap(), "--format", "pdf"],
         vec!["report"],
@@ -383,7 +397,8 @@ fn check_rfc8460(path: &Path) -> Value {
             assert!(RFC8460_RESULT_TYPES.contains(&rt), "{rt}");
             failed += d["failed-session-count"].as_u64().expect("count");
             for ip in ["sending-mta-ip", "receiving-ip"] {
-                d[ip].as_str()
+                d[ip]
+                    .as_str()
                     .unwrap()
                     .parse::<std::net::IpAddr>()
                     .unwrap_or_else(|_| panic!("{name}: {ip}"));
@@ -391,7 +406,9 @@ fn check_rfc8460(path: &Path) -> Value {
         }
         assert_eq!(
             failed,
-            p["summary"]["total-failure-session-count"].as_u64().unwrap(),
+            p["summary"]["total-failure-session-count"]
+                .as_u64()
+                .unwrap(),
             "{name}: failure details add up to the failure count"
         );
     }
@@ -414,7 +431,11 @@ fn tlsrpt_reports_carry_rfc_8460_fields_and_the_right_counts() {
         .iter()
         .filter(|s| s["recipient_domain"] == "example.net")
         .collect();
-    assert_eq!(linked.len(), 2, "both sessions follow the lookup: {sessions:?}");
+    assert_eq!(
+        linked.len(),
+        2,
+        "both sessions follow the lookup: {sessions:?}"
+    );
     let r = check_rfc8460(&out.join("tlsrpt/example.net.json"));
     let p = &r["policies"][0];
     assert_eq!(p["policy"]["policy-type"], "no-policy-found");
@@ -532,7 +553,11 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         ])
         .output()
         .expect("run chromium");
-    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
     // Every chart is an inline SVG with data elements the browser parsed.
     let figure = |id: &str| -> String {
@@ -543,10 +568,14 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         dom[start..end].to_string()
     };
     let sessions = ndjson(&out.join("sessions.ndjson"));
-    let days: std::collections::BTreeSet<&str> =
-        sessions.iter().map(|s| &s["ts"].as_str().unwrap()[..10]).collect();
-    let verdicts: std::collections::BTreeSet<&str> =
-        sessions.iter().map(|s| s["verdict"].as_str().unwrap()).collect();
+    let days: std::collections::BTreeSet<&str> = sessions
+        .iter()
+        .map(|s| &s["ts"].as_str().unwrap()[..10])
+        .collect();
+    let verdicts: std::collections::BTreeSet<&str> = sessions
+        .iter()
+        .map(|s| s["verdict"].as_str().unwrap())
+        .collect();
     for (id, at_least) in [
         ("chart-client-country", 1),
         ("chart-server-as", 1),
@@ -573,9 +602,16 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         assert!(verdict_chart.contains(v), "legend lacks {v}");
     }
     let adoption = figure("chart-adoption-per-day");
-    assert!(adoption.matches("<polyline").count() >= 3, "three rate lines");
+    assert!(
+        adoption.matches("<polyline").count() >= 3,
+        "three rate lines"
+    );
     assert!(adoption.matches("<circle").count() >= 3 * days.len());
-    for c in ["certificate-expired", "certificate-self-signed", "certificate-host-mismatch"] {
+    for c in [
+        "certificate-expired",
+        "certificate-self-signed",
+        "certificate-host-mismatch",
+    ] {
         let short = c.trim_start_matches("certificate-");
         assert!(
             figure("chart-certificate-problems").contains(short),
@@ -610,7 +646,10 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         .count();
     // The bar colour of the rate charts (#c0392b) and of the count charts (#2e86c1).
     let near = |p: &[u8], c: [u8; 3]| p.iter().zip(c).all(|(a, b)| a.abs_diff(b) < 12);
-    let red = pixels.iter().filter(|p| near(p, [0xc0, 0x39, 0x2b])).count();
+    let red = pixels
+        .iter()
+        .filter(|p| near(p, [0xc0, 0x39, 0x2b]))
+        .count();
     let distinct: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
     assert!(white < pixels.len() * 97 / 100, "the page is nearly blank");
     assert!(red > 2_000, "no red bars on the screenshot ({red} pixels)");
@@ -655,9 +694,19 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
         &work,
     );
     let mixed = work.join("mixed.pcap");
-    assert!(run(&["synth", "mixed", mixed.to_str().unwrap(), "--sessions", "2000", "--seed", "3"])
+    assert!(
+        run(&[
+            "synth",
+            "mixed",
+            mixed.to_str().unwrap(),
+            "--sessions",
+            "2000",
+            "--seed",
+            "3"
+        ])
         .status
-        .success());
+        .success()
+    );
     let mut captures: Vec<PathBuf> = vec![merged, mixed];
     for name in [
         "real-postfix-overwrite",
@@ -675,9 +724,16 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
     }
     let analysis = work.join("analysis");
     let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
-    analyze(&refs, &analysis, &["--clickhouse", &ch.url(), "--clickhouse-database", db]);
+    analyze(
+        &refs,
+        &analysis,
+        &["--clickhouse", &ch.url(), "--clickhouse-database", db],
+    );
     let stored = ch.count(&format!("SELECT count() FROM {db}.sessions FINAL"));
-    assert_eq!(stored as usize, ndjson(&analysis.join("sessions.ndjson")).len());
+    assert_eq!(
+        stored as usize,
+        ndjson(&analysis.join("sessions.ndjson")).len()
+    );
 
     let windows: [&[&str]; 3] = [
         &[],

@@ -80,7 +80,11 @@ pub fn bars(
             .disable_y_mesh()
             .light_line_style(WHITE)
             .y_labels(n)
-            .x_labels(if percent { 10 } else { (top as usize + 1).min(10) })
+            .x_labels(if percent {
+                10
+            } else {
+                (top as usize + 1).min(10)
+            })
             .y_label_formatter(&fmt_y)
             .x_label_formatter(&fmt_x)
             .x_desc(x_desc)
