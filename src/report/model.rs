@@ -603,6 +603,14 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_states_the_same_definitions() {
+        let readme = include_str!("../../README.md");
+        for line in DEFINITIONS.lines() {
+            assert!(readme.contains(line), "README lacks: {line}");
+        }
+    }
+
+    #[test]
     fn window_is_half_open() {
         let w = Window {
             since: Some(10),
