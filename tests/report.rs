@@ -801,3 +801,167 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
         }
     }
 }
+
+/// Loads an analysis directory into a current ClickHouse embedded in Python (chdb), with the
+/// schema of `queries/schema.sql`, runs every report query file as it is, and writes each
+/// answer to `OUT/<query>.tsv`.
+const CHDB_SCRIPT: &str = r#"
+import sys, json, tempfile, os
+from chdb import session
+schema, data_dir, queries_dir, out_dir = sys.argv[1:5]
+s = session.Session(tempfile.mkdtemp())
+s.query("CREATE DATABASE IF NOT EXISTS stripwatch")
+s.query("USE stripwatch")
+sql = open(schema).read()
+stmts = [x.strip() for x in "\n".join(l.split("--")[0] for l in sql.splitlines()).split(";")]
+for st in stmts:
+    if st:
+        s.query(st)
+def load(table, fname, nested):
+    path = os.path.join(data_dir, fname)
+    if not os.path.exists(path):
+        return 0
+    rows = []
+    for line in open(path):
+        r = json.loads(line)
+        for col, fields in nested.items():
+            items = r.pop(col, None) or []
+            for f in fields:
+                r[col + "." + f] = [it[f] for it in items]
+        rows.append(json.dumps(r))
+    if rows:
+        s.query("INSERT INTO " + table + " SETTINGS input_format_skip_unknown_fields=1, "
+                "date_time_input_format='best_effort' FORMAT JSONEachRow\n" + "\n".join(rows))
+    return len(rows)
+n = load("sessions", "sessions.ndjson", {"mx_tlsa": ["usage", "selector", "matching_type", "data"]})
+m = load("dns", "dns.ndjson", {"answers": ["name", "rtype", "ttl", "data"]})
+stored = s.query("SELECT count() FROM sessions FINAL", "CSV").bytes().decode().strip()
+if int(stored) != n:
+    print("stored %s of %d sessions" % (stored, n)); sys.exit(1)
+done = 0
+for f in sorted(os.listdir(queries_dir)):
+    if not f.endswith(".sql") or f == "schema.sql":
+        continue
+    text = open(os.path.join(queries_dir, f)).read()
+    out = s.query(text, "TSVWithNames").bytes()
+    open(os.path.join(out_dir, f[:-4] + ".tsv"), "wb").write(out)
+    done += 1
+print("ok", s.query("SELECT version()", "CSV").bytes().decode().strip(), n, m, done)
+"#;
+
+/// A table's rows as sorted lists of cells, rates normalised to six decimals.
+fn normalised(header: &[String], rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .zip(header)
+                .map(|(cell, col)| {
+                    if col.ends_with("_rate") {
+                        format!("{:.6}", cell.parse::<f64>().unwrap())
+                    } else {
+                        cell
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_report_queries_give_the_same_numbers_on_a_current_clickhouse() {
+    if std::env::var("STRIPWATCH_SKIP_CHDB").is_ok_and(|v| v == "1") {
+        eprintln!("STRIPWATCH_SKIP_CHDB=1: skipping the chdb check");
+        return;
+    }
+    let work = tempdir("report-chdb");
+    let merged = merged_pcap(
+        &capture_of("dns-mx-linked"),
+        &capture_of("stripped-xxxxxxxa"),
+        60,
+        &work,
+    );
+    let mut captures = vec![merged];
+    for name in [
+        "real-postfix-overwrite",
+        "real-postfix-delete",
+        "tls-expired",
+        "tls-wrong-name",
+        "dns-mx-delivery",
+        "dns-injection",
+        "fallback-after-reject",
+        "missing-after-offer",
+    ] {
+        captures.push(capture_of(name));
+    }
+    let analysis = work.join("analysis");
+    let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
+    analyze(&refs, &analysis, &[]);
+    let tsv = work.join("tsv");
+    std::fs::create_dir_all(&tsv).unwrap();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(CHDB_SCRIPT)
+        .arg(root().join("queries/schema.sql"))
+        .arg(&analysis)
+        .arg(root().join("queries"))
+        .arg(&tsv)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the chdb check ({e}); set STRIPWATCH_SKIP_CHDB=1 to skip")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && text.starts_with("ok "),
+        "report queries on current ClickHouse (chdb) failed; install it with \
+         `pip install chdb-core` or set STRIPWATCH_SKIP_CHDB=1:\n{text}"
+    );
+    eprintln!("{}", text.trim());
+    let mut compared = 0;
+    for e in std::fs::read_dir(analysis.join("csv")).unwrap() {
+        let path = e.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let mut r = csv::Reader::from_path(&path).unwrap();
+        let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        let ours: Vec<Vec<String>> = r
+            .records()
+            .map(|x| x.unwrap().iter().map(String::from).collect())
+            .collect();
+        let answer = std::fs::read_to_string(tsv.join(format!("{stem}.tsv")))
+            .unwrap_or_else(|_| panic!("no query answer for {stem}"));
+        let mut lines = answer.lines();
+        let theirs_header: Vec<String> = lines
+            .next()
+            .unwrap()
+            .split('\t')
+            .map(String::from)
+            .collect();
+        assert_eq!(theirs_header, header, "{stem}: columns");
+        let theirs: Vec<Vec<String>> = lines
+            .map(|l| {
+                l.split('\t')
+                    .map(|c| {
+                        c.replace("\\t", "\t")
+                            .replace("\\n", "\n")
+                            .replace("\\\\", "\\")
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            normalised(&header, theirs),
+            normalised(&header, ours),
+            "{stem}: chdb and the embedded report differ"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 12);
+    let failures = csv_table(&analysis.join("csv/tlsrpt_failures.csv"));
+    assert!(!failures.is_empty(), "the data has TLS-RPT failures");
+}
