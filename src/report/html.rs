@@ -348,6 +348,19 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         }),
     );
 
+    o.push_str("<h2>Server ASes with most problem sessions</h2>\n");
+    table(
+        &mut o,
+        &["AS", "sessions", "problem sessions", "stripping rate"],
+        r.top_server_ases().into_iter().map(|a| {
+            vec![
+                as_label(a.asn, &a.as_org),
+                a.counts.sessions.to_string(),
+                a.counts.problem_sessions.to_string(),
+                fmt_percent(a.counts.stripping_rate()),
+            ]
+        }),
+    );
     o.push_str("<h2>DNS injection by resolver AS</h2>\n");
     table(
         &mut o,

@@ -156,6 +156,19 @@ pub fn render(r: &Report) -> String {
             ]
         }),
     );
+    o.push_str("## Server ASes with most problem sessions\n\n");
+    table(
+        &mut o,
+        &["AS", "sessions", "problem sessions", "stripping rate"],
+        r.top_server_ases().into_iter().map(|a| {
+            vec![
+                as_label(a.asn, &a.as_org),
+                a.counts.sessions.to_string(),
+                a.counts.problem_sessions.to_string(),
+                fmt_percent(a.counts.stripping_rate()),
+            ]
+        }),
+    );
     o.push_str("## DNS injection by resolver AS\n\n");
     table(
         &mut o,

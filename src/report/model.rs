@@ -485,6 +485,25 @@ impl Report {
             .collect()
     }
 
+    /// Server ASes with problem sessions, most first (at most [`TOP_N`]): the "top ASes with
+    /// findings" view of `by_server_as`.
+    pub fn top_server_ases(&self) -> Vec<&AsRow> {
+        let mut v: Vec<&AsRow> = self
+            .by_server_as
+            .iter()
+            .filter(|a| a.counts.problem_sessions > 0)
+            .collect();
+        v.sort_by(|a, b| {
+            b.counts
+                .problem_sessions
+                .cmp(&a.counts.problem_sessions)
+                .then(b.counts.sessions.cmp(&a.counts.sessions))
+                .then(a.asn.cmp(&b.asn))
+        });
+        v.truncate(TOP_N);
+        v
+    }
+
     /// First and last day with sessions.
     pub fn day_span(&self) -> Option<(&str, &str)> {
         Some((
