@@ -481,6 +481,78 @@ fn tlsrpt_reports_carry_rfc_8460_fields_and_the_right_counts() {
     assert_eq!(std::fs::read_dir(none.join("tlsrpt")).unwrap().count(), 0);
 }
 
+/// Test databases (MaxMind GeoLite2 layout, written with `mmdb-writer`) that give the
+/// addresses of the bundled and generated captures several countries and ASes.
+fn geo_dbs(dir: &Path) -> [String; 4] {
+    use mmdb_writer::ipnet::IpNet;
+    use mmdb_writer::{Value as Mmdb, Writer};
+    const NETS: [(&str, &str, u32, &str); 11] = [
+        ("192.0.2.0/26", "TN", 64_496, "Client Net TN"),
+        ("192.0.2.64/26", "DE", 64_497, "Client Net DE"),
+        ("192.0.2.128/26", "US", 64_498, "Client Net US"),
+        ("192.0.2.192/26", "BR", 64_499, "Client Net BR"),
+        ("2001:db8:c::/48", "JP", 4_200_000_001, "Six Client KK"),
+        ("198.51.100.0/25", "NL", 64_510, "Hosting One"),
+        ("198.51.100.128/25", "FR", 64_511, "Hosting Two"),
+        ("2001:db8:5::/48", "CA", 64_505, "Six Server Ltd"),
+        ("10.77.0.0/16", "SE", 64_520, "Lab Postfix"),
+        ("10.79.0.0/16", "CH", 64_521, "Lab TLS"),
+        ("10.80.0.0/16", "AT", 64_522, "Lab DNS"),
+    ];
+    let write = |name: &str, value: &dyn Fn(&str, u32, &str) -> Mmdb| -> String {
+        let mut w = Writer::new(name);
+        for (net, c, n, o) in NETS {
+            w.insert_value(net.parse::<IpNet>().unwrap(), value(c, n, o))
+                .unwrap();
+        }
+        let path = dir.join(format!("{name}.mmdb"));
+        std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+        path.display().to_string()
+    };
+    let country = write("GeoLite2-Country", &|c, _, _| {
+        Mmdb::map([("country", Mmdb::map([("iso_code", Mmdb::from(c))]))])
+    });
+    let asn = write("GeoLite2-ASN", &|_, n, o| {
+        Mmdb::map([
+            ("autonomous_system_number", Mmdb::from(n)),
+            ("autonomous_system_organization", Mmdb::from(o)),
+        ])
+    });
+    ["--geoip-country".into(), country, "--geoip-asn".into(), asn]
+}
+
+/// Sessions, EHLO sessions and stripped sessions per client country, counted from the records.
+fn plain_by_client_country(sessions: &[Value]) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut m = BTreeMap::<String, (u64, u64, u64)>::new();
+    for s in sessions {
+        let e = m
+            .entry(s["client_country"].as_str().unwrap_or("").to_string())
+            .or_default();
+        let p = plain_counts(std::slice::from_ref(s));
+        e.0 += p.sessions;
+        e.1 += p.ehlo;
+        e.2 += p.stripped;
+    }
+    m
+}
+
+/// The same from `csv/by_client_country.csv`.
+fn report_by_client_country(csv_dir: &Path) -> BTreeMap<String, (u64, u64, u64)> {
+    csv_table(&csv_dir.join("by_client_country.csv"))
+        .iter()
+        .map(|r| {
+            (
+                r["client_country"].clone(),
+                (
+                    num(r, "sessions"),
+                    num(r, "ehlo_sessions"),
+                    num(r, "stripped"),
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Headless Chromium, or `None` when STRIPWATCH_SKIP_CHROMIUM=1; panics with instructions when
 /// it is missing.
 fn chromium() -> Option<PathBuf> {
@@ -518,6 +590,8 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = work.join("out");
+    let geo = geo_dbs(&work);
+    let geo: Vec<&str> = geo.iter().map(String::as_str).collect();
     analyze(
         &[
             &mixed,
@@ -528,8 +602,12 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
             &capture_of("tls-wrong-name"),
         ],
         &out,
-        &[],
+        &geo,
     );
+    let sessions = ndjson(&out.join("sessions.ndjson"));
+    let countries = plain_by_client_country(&sessions);
+    assert!(countries.len() >= 4, "{countries:?}");
+    assert_eq!(report_by_client_country(&out.join("csv")), countries);
     let html_path = out.join("report.html");
     let html = std::fs::read_to_string(&html_path).unwrap();
     // Self-contained: no scripts, no links, no external references.
@@ -567,7 +645,6 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         let end = dom[start..].find("</figure>").unwrap() + start;
         dom[start..end].to_string()
     };
-    let sessions = ndjson(&out.join("sessions.ndjson"));
     let days: std::collections::BTreeSet<&str> = sessions
         .iter()
         .map(|s| &s["ts"].as_str().unwrap()[..10])
@@ -577,9 +654,9 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
         .map(|s| s["verdict"].as_str().unwrap())
         .collect();
     for (id, at_least) in [
-        ("chart-client-country", 1),
-        ("chart-server-as", 1),
-        ("chart-client-as", 1),
+        ("chart-client-country", countries.len().min(20)),
+        ("chart-server-as", 3),
+        ("chart-client-as", 4),
         // One stacked segment per day and verdict at least for the busiest verdict.
         ("chart-verdicts-per-day", days.len()),
         ("chart-certificate-problems", 3),
@@ -724,11 +801,10 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
     }
     let analysis = work.join("analysis");
     let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
-    analyze(
-        &refs,
-        &analysis,
-        &["--clickhouse", &ch.url(), "--clickhouse-database", db],
-    );
+    let mut extra: Vec<String> = geo_dbs(&work).to_vec();
+    extra.extend(["--clickhouse".into(), ch.url(), "--clickhouse-database".into(), db.into()]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    analyze(&refs, &analysis, &extra);
     let stored = ch.count(&format!("SELECT count() FROM {db}.sessions FINAL"));
     assert_eq!(
         stored as usize,
@@ -794,6 +870,11 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
             assert!(kinds.iter().any(|k| k["kind"] == "certificate-expired"));
             let dns = csv_table(&embedded.join("csv/dns_injection_by_resolver_as.csv"));
             assert!(dns.iter().any(|d| num(d, "injected") > 0));
+            let sessions = ndjson(&analysis.join("sessions.ndjson"));
+            let countries = plain_by_client_country(&sessions);
+            assert!(countries.len() >= 4, "{countries:?}");
+            assert_eq!(report_by_client_country(&embedded.join("csv")), countries);
+            assert!(csv_table(&embedded.join("csv/by_server_as.csv")).len() >= 4);
         } else {
             let t = &csv_table(&embedded.join("csv/totals.csv"))[0];
             let all = &csv_table(&work.join("embedded-0/csv/totals.csv"))[0];
@@ -898,7 +979,10 @@ fn the_report_queries_give_the_same_numbers_on_a_current_clickhouse() {
     }
     let analysis = work.join("analysis");
     let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
-    analyze(&refs, &analysis, &[]);
+    let geo = geo_dbs(&work);
+    let geo: Vec<&str> = geo.iter().map(String::as_str).collect();
+    analyze(&refs, &analysis, &geo);
+    assert!(csv_table(&analysis.join("csv/by_client_as.csv")).len() >= 3);
     let tsv = work.join("tsv");
     std::fs::create_dir_all(&tsv).unwrap();
     let o = Command::new("python3")
