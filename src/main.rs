@@ -11,15 +11,17 @@ use stripwatch::capture::CaptureFile;
 use stripwatch::decode::DefragLimits;
 use stripwatch::detect::CorrelatorConfig;
 use stripwatch::detect::certs::CertJudge;
+use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
 use stripwatch::flow::reassembly::ReassemblyLimits;
 use stripwatch::flow::{FlowConfig, PortSet};
-use stripwatch::pipeline::{self, PipelineConfig, SessionSink};
+use stripwatch::pipeline::{self, Judges, PipelineConfig, SessionSink};
 use stripwatch::sink::Fanout;
 use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseSink};
 use stripwatch::sink::ndjson::NdjsonSink;
 use stripwatch::sink::summary::{Summary, Tally, TallySink};
 use stripwatch::sink::target::Target;
 use stripwatch::smtp::SmtpConfig;
+use stripwatch::state::{Baseline, NoBaseline, StateStore};
 use stripwatch::tls::dane::TlsaStore;
 use stripwatch::tls::verify::Validator;
 
@@ -45,6 +47,25 @@ enum Command {
     Schema {
         #[command(subcommand)]
         what: SchemaCommand,
+    },
+    /// Inspect the persistent baseline written by `analyze --state`.
+    State {
+        #[command(subcommand)]
+        what: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Entries per table.
+    Show {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// Every entry, one JSON object per line.
+    Dump {
+        /// The state file.
+        path: PathBuf,
     },
 }
 
@@ -138,6 +159,19 @@ struct AnalyzeArgs {
     /// Seconds before an SMTP session within which the client's MX lookup can have led to it.
     #[arg(long, default_value_t = 600)]
     mx_window: u64,
+    /// Operator's known MX sets: lines `domain mx1 mx2 ...`; other answers are `mx-mismatch`.
+    #[arg(long, value_name = "FILE")]
+    known_mx: Option<PathBuf>,
+    /// Seconds within which MX answers other clients or resolvers received are compared.
+    #[arg(long, default_value_t = 86_400)]
+    mx_compare_window: u64,
+    /// Persistent baseline (created if missing): STARTTLS offers, server keys, MX sets and
+    /// signed names from earlier runs count as evidence, and this run's are added.
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
+    /// Days (of capture time) after which a baseline entry not seen again is dropped.
+    #[arg(long, default_value_t = 90)]
+    state_retention: u64,
     /// Sessions held for cross-session judgement before the oldest is judged early.
     #[arg(long, default_value_t = 200_000)]
     max_held_sessions: usize,
@@ -231,11 +265,32 @@ fn main() {
         Command::Analyze(args) => analyze(*args),
         Command::Synth { what } => synth(what),
         Command::Schema { what } => schema(what),
+        Command::State { what } => state(what),
     };
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn state(what: StateCommand) -> Result<()> {
+    let (StateCommand::Show { path } | StateCommand::Dump { path }) = &what;
+    if !path.exists() {
+        bail!("{}: no such state file", path.display());
+    }
+    let store = StateStore::open(path, i64::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match what {
+        StateCommand::Show { .. } => {
+            let s = store.summary().map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+        StateCommand::Dump { .. } => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            store.dump(&mut lock).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn synth(what: SynthCommand) -> Result<()> {
@@ -384,7 +439,41 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         }
         None => TlsaStore::default(),
     };
-    let judge = CertJudge::new(validator, tlsa);
+    let known_mx = match &args.known_mx {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            KnownMx::parse(&text).map_err(|(line, text)| {
+                anyhow::anyhow!(
+                    "{}: line {line}: expected `domain mx-host...`, found `{text}`",
+                    path.display()
+                )
+            })?
+        }
+        None => KnownMx::default(),
+    };
+    let baseline: Box<dyn Baseline> = match &args.state {
+        Some(path) => Box::new(
+            StateStore::open(
+                path,
+                (args.state_retention as i64).saturating_mul(86_400_000_000),
+            )
+            .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+        ),
+        None => Box::new(NoBaseline),
+    };
+    let judges = Judges {
+        certs: CertJudge::new(validator, tlsa),
+        dns: DnsJudge::new(
+            DnsJudgeConfig {
+                mx_window_us: (args.mx_compare_window as i64).saturating_mul(1_000_000),
+                ..DnsJudgeConfig::default()
+            },
+            known_mx,
+        ),
+        baseline,
+        save_baseline: args.state.is_some(),
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut sinks: Vec<Box<dyn SessionSink>> = vec![
         Box::new(NdjsonSink::create(&args.out)?),
@@ -449,7 +538,7 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         inputs,
         &cfg,
         Box::new(Fanout(sinks)),
-        judge,
+        judges,
         stop,
         &mut progress,
     )?;

@@ -6,11 +6,14 @@
 use crate::capture::{CaptureError, CaptureFile, SourceStats};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
 use crate::detect::certs::{CertJudge, CertStats, CertificateRecord};
+use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::dns::{DnsRecord, DnsStats};
 use crate::event::SessionRecord;
 use crate::flow::table::Outputs;
 use crate::flow::{FlowConfig, FlowStats, FlowTable, PortSet};
+use crate::order::{CaptureOrder, Produced};
+use crate::state::{Baseline, SaveStats, StateError};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -74,6 +77,12 @@ pub struct RunStats {
     pub certs: CertStats,
     /// DNS counters of all workers.
     pub dns: DnsStats,
+    /// Cross-client DNS judgement counters.
+    pub dns_judge: DnsJudgeStats,
+    /// What saving the persistent baseline did (None without `--state`... or before saving).
+    pub baseline_saved: Option<SaveStats>,
+    /// Baseline lookups that failed and counted as "nothing known".
+    pub baseline_lookup_errors: u64,
     /// Sessions handed to the sink.
     pub sessions_out: u64,
     /// The run was interrupted (signal) before the input ended.
@@ -89,6 +98,9 @@ pub enum PipelineError {
     /// An output could not be written.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The persistent baseline could not be saved.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A worker thread died (a bug: reported, not hidden).
     #[error("internal error: {0}")]
     Internal(String),
@@ -130,6 +142,18 @@ impl Batch {
     }
 }
 
+/// The cross-session judges the output stage runs, and the history they consult.
+pub struct Judges {
+    /// Certificates.
+    pub certs: CertJudge,
+    /// DNS answers across clients.
+    pub dns: DnsJudge,
+    /// Earlier runs (`NoBaseline` without `--state`).
+    pub baseline: Box<dyn Baseline>,
+    /// Save what this run learned into `baseline` at the end.
+    pub save_baseline: bool,
+}
+
 /// Progress reporting hook: called with the raw bytes read so far of the current input.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u64);
 
@@ -139,28 +163,29 @@ pub fn run(
     inputs: Vec<CaptureFile>,
     cfg: &PipelineConfig,
     sink: Box<dyn SessionSink>,
-    certs: CertJudge,
+    judges: Judges,
     stop: Arc<AtomicBool>,
     progress: ProgressFn<'_>,
 ) -> Result<RunStats, PipelineError> {
     let workers = cfg.workers.max(1);
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
-    let (out_tx, out_rx) = bounded::<Outputs>(256);
+    let (out_tx, out_rx) = bounded::<(usize, Outputs)>(256);
     let mut batch_txs = Vec::with_capacity(workers);
     let mut worker_handles = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    for index in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         batch_txs.push(tx);
         let recycle = recycle_tx.clone();
         let out = out_tx.clone();
         let flow_cfg = cfg.flow.clone();
         worker_handles.push(std::thread::spawn(move || {
-            worker(rx, recycle, out, flow_cfg)
+            worker(index, rx, recycle, out, flow_cfg)
         }));
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
-    let output = std::thread::spawn(move || output_thread(out_rx, correlator_cfg, certs, sink));
+    let output =
+        std::thread::spawn(move || output_thread(out_rx, workers, correlator_cfg, judges, sink));
 
     let mut stats = RunStats::default();
     let mut decoder = Decoder::new(cfg.defrag);
@@ -249,12 +274,15 @@ pub fn run(
         stats.flow.merge(&flow);
         stats.dns.merge(&dns);
     }
-    let (correlator, cert_stats, sessions_out) = output
+    let done = output
         .join()
         .map_err(|_| PipelineError::Internal("the output thread panicked".into()))??;
-    stats.correlator = correlator;
-    stats.certs = cert_stats;
-    stats.sessions_out = sessions_out;
+    stats.correlator = done.correlator;
+    stats.certs = done.certs;
+    stats.dns_judge = done.dns_judge;
+    stats.baseline_saved = done.baseline_saved;
+    stats.baseline_lookup_errors = done.baseline_lookup_errors;
+    stats.sessions_out = done.sessions_out;
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -262,9 +290,10 @@ pub fn run(
 }
 
 fn worker(
+    index: usize,
     rx: Receiver<Batch>,
     recycle: Sender<Batch>,
-    out: Sender<Outputs>,
+    out: Sender<(usize, Outputs)>,
     cfg: FlowConfig,
 ) -> (FlowStats, DnsStats) {
     let mut table = FlowTable::new(cfg);
@@ -273,32 +302,55 @@ fn worker(
         for (meta, &(start, len)) in batch.metas.iter().zip(&batch.spans) {
             let payload = &batch.data[start as usize..(start + len) as usize];
             table.packet(meta, payload, &mut done);
+            done.stamp(table.now_us());
         }
         table.advance(batch.watermark_us, &mut done);
-        if !done.is_empty() && out.send(std::mem::take(&mut done)).is_err() {
+        done.stamp(table.now_us());
+        // Sent even when empty: the watermark lets the output stage release what other workers
+        // produced up to this capture time.
+        done.watermark_us = batch.watermark_us.max(table.now_us());
+        if out.send((index, std::mem::take(&mut done))).is_err() {
             break;
         }
         batch.clear();
         let _ = recycle.send(batch);
     }
     table.finish_all(&mut done);
-    let _ = out.send(done);
+    done.stamp(table.now_us());
+    done.watermark_us = i64::MAX;
+    let _ = out.send((index, done));
     (table.stats, table.dns.stats)
 }
 
-type OutputResult = Result<(CorrelatorStats, CertStats, u64), SinkError>;
+/// What the output stage hands back.
+struct OutputDone {
+    correlator: CorrelatorStats,
+    certs: CertStats,
+    dns_judge: DnsJudgeStats,
+    baseline_saved: Option<SaveStats>,
+    baseline_lookup_errors: u64,
+    sessions_out: u64,
+}
 
 fn output_thread(
-    rx: Receiver<Outputs>,
+    rx: Receiver<(usize, Outputs)>,
+    workers: usize,
     cfg: CorrelatorConfig,
-    certs: CertJudge,
+    judges: Judges,
     mut sink: Box<dyn SessionSink>,
-) -> OutputResult {
-    let mut correlator = Correlator::new(cfg, certs);
+) -> Result<OutputDone, PipelineError> {
+    let Judges {
+        certs,
+        dns,
+        baseline,
+        save_baseline,
+    } = judges;
+    let mut correlator = Correlator::new(cfg, certs, dns, baseline);
+    let mut order = CaptureOrder::new(workers);
     let mut written = 0u64;
     let mut failure: Option<SinkError> = None;
     // One closure shape for handing judged sessions to the sink, made anew where needed so
-    // the sink can also be used for DNS records between chunks.
+    // the sink can also be used for DNS records in between.
     macro_rules! emitter {
         () => {
             |rec: SessionRecord| {
@@ -312,26 +364,40 @@ fn output_thread(
         };
     }
     let mut dns_failure: Option<SinkError> = None;
-    for chunk in rx {
-        let Outputs { mut sessions, dns } = chunk;
-        for rec in &dns {
+    let mut handle = |p: Produced, correlator: &mut Correlator| match p {
+        Produced::Dns(mut rec) => {
+            correlator.push_dns(&mut rec, &mut emitter!());
             if dns_failure.is_none()
-                && let Err(e) = sink.dns(rec)
+                && failure.is_none()
+                && let Err(e) = sink.dns(&rec)
             {
                 dns_failure = Some(e);
             }
         }
-        // Sessions from different workers arrive in no particular order; put each chunk in
-        // time order so that the hold window works on capture time.
-        sessions.sort_by_key(|r| r.ts_us);
-        let mut emit = emitter!();
-        for rec in sessions {
-            correlator.push(rec, &mut emit);
+        Produced::Session(rec) => correlator.push(*rec, &mut emitter!()),
+    };
+    for (worker, chunk) in rx {
+        order.push(worker, chunk);
+        while let Some(p) = order.pop_ready() {
+            handle(p, &mut correlator);
         }
+    }
+    // Every worker has finished (or died, which the caller reports): release the rest.
+    for w in 0..workers {
+        order.push(
+            w,
+            Outputs {
+                watermark_us: i64::MAX,
+                ..Outputs::default()
+            },
+        );
+    }
+    while let Some(p) = order.pop_ready() {
+        handle(p, &mut correlator);
     }
     correlator.flush(&mut emitter!());
     if let Some(e) = failure.or(dns_failure) {
-        return Err(e);
+        return Err(e.into());
     }
     let mut certs: Vec<&CertificateRecord> = correlator.certs.certificates().collect();
     certs.sort_by(|a, b| {
@@ -343,7 +409,19 @@ fn output_thread(
         sink.certificate(c)?;
     }
     sink.finish()?;
-    Ok((correlator.stats, correlator.certs.stats, written))
+    let baseline_saved = if save_baseline {
+        Some(correlator.save_baseline()?)
+    } else {
+        None
+    };
+    Ok(OutputDone {
+        correlator: correlator.stats,
+        certs: correlator.certs.stats,
+        dns_judge: correlator.dns.stats,
+        baseline_saved,
+        baseline_lookup_errors: correlator.baseline_lookup_errors(),
+        sessions_out: written,
+    })
 }
 
 /// Chooses the worker for a packet: the hash of the initiator's address (the side that is not

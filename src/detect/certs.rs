@@ -6,6 +6,7 @@
 use super::kinds::FindingKind;
 use super::rules::add_finding;
 use crate::event::SessionRecord;
+use crate::state::{Baseline, Learned, Seen};
 use crate::tls::cert::{self, CertInfo};
 use crate::tls::dane::{self, DaneOutcome, TlsaStore};
 use crate::tls::handshake::cipher_is_anonymous;
@@ -62,6 +63,8 @@ pub struct CertStats {
 struct KeySeen {
     spki: String,
     first_us: i64,
+    last_us: i64,
+    sessions: u64,
     session_id: String,
     fingerprint: String,
 }
@@ -169,6 +172,8 @@ impl CertJudge {
         if self.keys.len() < MAX_SERVERS || self.keys.contains_key(&rec.server_ip) {
             let list = self.keys.entry(rec.server_ip).or_default();
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
+                k.sessions += 1;
+                k.last_us = k.last_us.max(rec.ts_us);
                 if rec.ts_us < k.first_us {
                     k.first_us = rec.ts_us;
                     k.session_id = rec.session_id.clone();
@@ -177,6 +182,8 @@ impl CertJudge {
                 list.push(KeySeen {
                     spki: leaf.spki_sha256.clone(),
                     first_us: rec.ts_us,
+                    last_us: rec.ts_us,
+                    sessions: 1,
                     session_id: rec.session_id.clone(),
                     fingerprint: leaf.fingerprint.clone(),
                 });
@@ -300,16 +307,63 @@ impl CertJudge {
         );
     }
 
+    /// Keys each server presented in this run, for the persistent baseline.
+    pub fn learned(&self, into: &mut Learned) {
+        for (ip, list) in &self.keys {
+            for k in list {
+                into.keys.push((
+                    *ip,
+                    k.spki.clone(),
+                    Seen::span(k.first_us, k.last_us, k.sessions),
+                ));
+            }
+        }
+    }
+
     /// Findings that need the whole window: a key that changed, and DANE-protected servers
     /// reached without TLS. Called when the session is released.
-    pub fn judge_on_release(&self, rec: &mut SessionRecord) {
+    /// `baseline` holds the keys servers presented in earlier runs.
+    pub fn judge_on_release(&self, rec: &mut SessionRecord, baseline: &dyn Baseline) {
+        let spki = rec
+            .cert_fingerprint
+            .as_ref()
+            .and_then(|fp| self.certs.get(fp))
+            .map(|c| c.info.spki_sha256.clone());
+        let earlier_here = spki.as_ref().and_then(|spki| {
+            self.keys.get(&rec.server_ip).and_then(|list| {
+                list.iter()
+                    .filter(|k| k.spki != *spki && k.first_us < rec.ts_us)
+                    .min_by_key(|k| k.first_us)
+            })
+        });
+        if earlier_here.is_none()
+            && let Some(spki) = &spki
+        {
+            let known = baseline.server_keys(rec.server_ip);
+            let seen_here_before = self
+                .keys
+                .get(&rec.server_ip)
+                .is_some_and(|l| l.iter().any(|k| k.spki == *spki && k.first_us < rec.ts_us));
+            if !known.is_empty() && !seen_here_before && !known.iter().any(|(k, _)| k == spki) {
+                let fp = rec.cert_fingerprint.clone();
+                add_finding(
+                    rec,
+                    FindingKind::CertificateChanged,
+                    rec.ts_us,
+                    json!({
+                        "source": "baseline",
+                        "spki_sha256": spki, "fingerprint": fp,
+                        "earlier_runs": known.iter().map(|(k, seen)| json!({
+                            "spki_sha256": k, "first_seen": rfc3339_micros(seen.first_us),
+                            "last_seen": rfc3339_micros(seen.last_us), "sessions": seen.count,
+                        })).collect::<Vec<_>>(),
+                    }),
+                );
+            }
+        }
         if let Some(fp) = rec.cert_fingerprint.clone()
-            && let Some(spki) = self.certs.get(&fp).map(|c| c.info.spki_sha256.clone())
-            && let Some(list) = self.keys.get(&rec.server_ip)
-            && let Some(earlier) = list
-                .iter()
-                .filter(|k| k.spki != spki && k.first_us < rec.ts_us)
-                .min_by_key(|k| k.first_us)
+            && let Some(spki) = spki
+            && let Some(earlier) = earlier_here
         {
             add_finding(
                 rec,
@@ -370,6 +424,7 @@ mod tests {
             gaps: 0,
             gap_bytes: 0,
             retransmissions: 0,
+            lineage: Default::default(),
         };
         let mut rec = crate::detect::rules::build_record(
             &flow,
@@ -412,7 +467,7 @@ mod tests {
             judge.judge(r);
         }
         for r in [&mut first, &mut second, &mut third] {
-            judge.judge_on_release(r);
+            judge.judge_on_release(r, &crate::state::NoBaseline);
         }
         assert!(
             !kinds(&first).contains(&"certificate-changed"),

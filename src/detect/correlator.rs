@@ -3,15 +3,23 @@
 //! (`starttls-missing` vs `starttls-not-supported`), and whether a plaintext session followed a
 //! failed upgrade between the same two hosts (`plaintext-fallback`).
 //!
+//! It also judges DNS answers across clients (`DnsJudge`), gives each session the ids of the
+//! findings on the lookups that led to it (a session waits for its lookups' records, which a
+//! worker writes a few seconds after the answer), and asks the persistent baseline (`--state`)
+//! what earlier runs saw.
+//!
 //! Sessions that can still gain such a finding (no STARTTLS offered; mail sent in plaintext) are
 //! held for a while, bounded by count and by capture time, so that evidence from sessions that
 //! end later can still count; in offline analysis the window is the whole run. Every other
 //! session is judged and released at once, which keeps memory flat on TLS-heavy traffic.
 
 use super::certs::CertJudge;
+use super::dns_judge::DnsJudge;
 use super::kinds::FindingKind;
 use super::rules::{add_finding, finish_verdict};
+use crate::dns::DnsRecord;
 use crate::event::SessionRecord;
+use crate::state::{Baseline, Learned, SaveStats, Seen, StateError};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde_json::json;
@@ -49,11 +57,28 @@ pub struct CorrelatorStats {
     pub released_early: u64,
     /// Baseline entries forgotten to stay within bounds.
     pub baseline_evictions: u64,
+    /// Sessions that waited for the records of the DNS lookups that led to them.
+    pub waited_for_dns: u64,
+    /// Sessions released before all their lookups' records arrived (bounds or time).
+    pub dns_wait_gave_up: u64,
+    /// Findings that rest on the persistent baseline of earlier runs.
+    pub baseline_findings: u64,
+}
+
+/// Capture time after a session's end by which the records of its lookups must have arrived
+/// (a worker writes a transaction a few seconds after its answer).
+const DNS_GRACE_US: i64 = 60_000_000;
+
+/// A session waiting for the records of its lookups.
+struct Waiting {
+    rec: SessionRecord,
+    missing: usize,
 }
 
 struct Offer {
     first_us: i64,
     last_us: i64,
+    sessions: u64,
     session_id: String,
 }
 
@@ -70,8 +95,18 @@ pub struct Correlator {
     offers: AHashMap<IpAddr, Offer>,
     failures: AHashMap<(IpAddr, IpAddr), Vec<Failure>>,
     watermark_us: i64,
+    /// Finding ids of the DNS transactions seen, by transaction id (bounded, oldest first out).
+    dns_seen: AHashMap<String, Vec<String>>,
+    dns_seen_order: VecDeque<String>,
+    waiting: AHashMap<u64, Waiting>,
+    waiting_order: VecDeque<u64>,
+    waiters: AHashMap<String, Vec<u64>>,
+    next_slot: u64,
+    baseline: Box<dyn Baseline>,
     /// Certificate judgement and the distinct-certificate table.
     pub certs: CertJudge,
+    /// Cross-client DNS judgement.
+    pub dns: DnsJudge,
     /// Counters.
     pub stats: CorrelatorStats,
 }
@@ -80,30 +115,142 @@ pub struct Correlator {
 const FAILURES_PER_PAIR: usize = 8;
 
 impl Correlator {
-    /// An empty correlator that judges certificates with `certs`.
-    pub fn new(cfg: CorrelatorConfig, certs: CertJudge) -> Correlator {
+    /// An empty correlator that judges certificates with `certs`, DNS answers with `dns`, and
+    /// asks `baseline` about earlier runs.
+    pub fn new(
+        cfg: CorrelatorConfig,
+        certs: CertJudge,
+        dns: DnsJudge,
+        baseline: Box<dyn Baseline>,
+    ) -> Correlator {
         Correlator {
             cfg,
             held: VecDeque::new(),
             offers: AHashMap::new(),
             failures: AHashMap::new(),
             watermark_us: i64::MIN,
+            dns_seen: AHashMap::new(),
+            dns_seen_order: VecDeque::new(),
+            waiting: AHashMap::new(),
+            waiting_order: VecDeque::new(),
+            waiters: AHashMap::new(),
+            next_slot: 0,
+            baseline,
             certs,
+            dns,
             stats: CorrelatorStats::default(),
         }
     }
 
+    /// Takes one finished DNS transaction: judges it across clients and releases the sessions
+    /// that waited for it.
+    pub fn push_dns<F: FnMut(SessionRecord)>(&mut self, rec: &mut DnsRecord, out: &mut F) {
+        self.watermark_us = self.watermark_us.max(rec.ts_us);
+        self.dns.judge(rec, self.baseline.as_ref());
+        let ids: Vec<String> = rec
+            .finding_details
+            .iter()
+            .map(|f| f.finding_id.clone())
+            .collect();
+        if self.dns_seen_order.len() >= self.cfg.max_held.max(1024)
+            && let Some(old) = self.dns_seen_order.pop_front()
+        {
+            self.dns_seen.remove(&old);
+        }
+        if self
+            .dns_seen
+            .insert(rec.transaction_id.clone(), ids)
+            .is_none()
+        {
+            self.dns_seen_order.push_back(rec.transaction_id.clone());
+        }
+        if let Some(slots) = self.waiters.remove(&rec.transaction_id) {
+            for slot in slots {
+                let ready = self.waiting.get_mut(&slot).is_some_and(|w| {
+                    w.missing = w.missing.saturating_sub(1);
+                    w.missing == 0
+                });
+                if ready && let Some(w) = self.waiting.remove(&slot) {
+                    self.admit(w.rec, out);
+                }
+            }
+        }
+        self.release_overdue(out);
+    }
+
     /// Takes one finished session; hands judged sessions to `out`.
-    pub fn push<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
+    pub fn push<F: FnMut(SessionRecord)>(&mut self, rec: SessionRecord, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts_end_us);
+        let missing: Vec<String> = rec
+            .dns_transaction_ids
+            .iter()
+            .filter(|tx| !self.dns_seen.contains_key(*tx))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            self.admit(rec, out);
+        } else {
+            self.stats.waited_for_dns += 1;
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            for tx in &missing {
+                self.waiters.entry(tx.clone()).or_default().push(slot);
+            }
+            self.waiting.insert(
+                slot,
+                Waiting {
+                    rec,
+                    missing: missing.len(),
+                },
+            );
+            self.waiting_order.push_back(slot);
+        }
+        self.release_overdue(out);
+    }
+
+    /// Admits waiting sessions whose lookups should long have arrived, or beyond the bound.
+    fn release_overdue<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+        while let Some(&slot) = self.waiting_order.front() {
+            let Some(w) = self.waiting.get(&slot) else {
+                self.waiting_order.pop_front();
+                continue;
+            };
+            let overdue = w.rec.ts_end_us.saturating_add(DNS_GRACE_US) < self.watermark_us;
+            if !overdue && self.waiting.len() <= self.cfg.max_held {
+                break;
+            }
+            self.waiting_order.pop_front();
+            if let Some(w) = self.waiting.remove(&slot) {
+                self.stats.dns_wait_gave_up += 1;
+                self.admit(w.rec, out);
+            }
+        }
+        if self.waiting.is_empty() {
+            self.waiters.clear();
+        }
+    }
+
+    /// A session whose lookups are known: gets their finding ids, then the session rules.
+    fn admit<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
+        for tx in &rec.dns_transaction_ids {
+            if let Some(ids) = self.dns_seen.get(tx) {
+                for id in ids {
+                    if !rec.dns_finding_ids.contains(id) {
+                        rec.dns_finding_ids.push(id.clone());
+                    }
+                }
+            }
+        }
         self.certs.judge(&mut rec);
         if rec.starttls_offered {
             self.bound_offers();
             let entry = self.offers.entry(rec.server_ip).or_insert_with(|| Offer {
                 first_us: rec.ts_us,
                 last_us: rec.ts_us,
+                sessions: 0,
                 session_id: rec.session_id.clone(),
             });
+            entry.sessions += 1;
             entry.first_us = entry.first_us.min(rec.ts_us);
             entry.last_us = entry.last_us.max(rec.ts_us);
         }
@@ -149,6 +296,13 @@ impl Correlator {
 
     /// Judges every held session (end of input, or shutdown).
     pub fn flush<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+        while let Some(slot) = self.waiting_order.pop_front() {
+            if let Some(w) = self.waiting.remove(&slot) {
+                self.stats.dns_wait_gave_up += 1;
+                self.admit(w.rec, out);
+            }
+        }
+        self.waiters.clear();
         while !self.held.is_empty() {
             self.release_front(out);
         }
@@ -162,33 +316,64 @@ impl Correlator {
 
     fn release<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
         self.judge(&mut rec);
-        self.certs.judge_on_release(&mut rec);
+        let before = rec.finding_details.len();
+        self.certs
+            .judge_on_release(&mut rec, self.baseline.as_ref());
+        if rec
+            .finding_details
+            .iter()
+            .skip(before)
+            .any(|f| f.evidence.get("source").is_some_and(|s| s == "baseline"))
+        {
+            self.stats.baseline_findings += 1;
+        }
         finish_verdict(&mut rec);
         out(rec);
     }
 
-    fn judge(&self, rec: &mut SessionRecord) {
+    fn judge(&mut self, rec: &mut SessionRecord) {
         if rec.correlation.not_offered {
-            match self.offers.get(&rec.server_ip) {
-                Some(offer) => add_finding(
+            let earlier_run = if self.offers.contains_key(&rec.server_ip) {
+                None
+            } else {
+                self.baseline.starttls_offered(rec.server_ip)
+            };
+            if let Some(seen) = earlier_run {
+                self.stats.baseline_findings += 1;
+                add_finding(
                     rec,
                     FindingKind::StarttlsMissing,
                     rec.ts_us,
                     json!({
-                        "offered_first_seen": rfc3339_micros(offer.first_us),
-                        "offered_last_seen": rfc3339_micros(offer.last_us),
-                        "offered_in_session": offer.session_id,
+                        "source": "baseline",
+                        "offered_first_seen": rfc3339_micros(seen.first_us),
+                        "offered_last_seen": rfc3339_micros(seen.last_us),
+                        "offered_sessions": seen.count,
                         "ehlo_capabilities": rec.ehlo_capabilities,
                     }),
-                ),
-                None => {
-                    let caps = rec.ehlo_capabilities.clone();
-                    add_finding(
+                );
+            } else {
+                match self.offers.get(&rec.server_ip) {
+                    Some(offer) => add_finding(
                         rec,
-                        FindingKind::StarttlsNotSupported,
+                        FindingKind::StarttlsMissing,
                         rec.ts_us,
-                        json!({ "ehlo_capabilities": caps }),
-                    )
+                        json!({
+                            "offered_first_seen": rfc3339_micros(offer.first_us),
+                            "offered_last_seen": rfc3339_micros(offer.last_us),
+                            "offered_in_session": offer.session_id,
+                            "ehlo_capabilities": rec.ehlo_capabilities,
+                        }),
+                    ),
+                    None => {
+                        let caps = rec.ehlo_capabilities.clone();
+                        add_finding(
+                            rec,
+                            FindingKind::StarttlsNotSupported,
+                            rec.ts_us,
+                            json!({ "ehlo_capabilities": caps }),
+                        )
+                    }
                 }
             }
         }
@@ -216,6 +401,29 @@ impl Correlator {
                 );
             }
         }
+    }
+
+    /// What this run learned, for the persistent baseline.
+    pub fn learned(&self) -> Learned {
+        let mut l = Learned::default();
+        for (ip, o) in &self.offers {
+            l.offered
+                .push((*ip, Seen::span(o.first_us, o.last_us, o.sessions)));
+        }
+        self.certs.learned(&mut l);
+        self.dns.learned(&mut l);
+        l
+    }
+
+    /// Saves what this run learned into the persistent baseline.
+    pub fn save_baseline(&mut self) -> Result<SaveStats, StateError> {
+        let learned = self.learned();
+        self.baseline.save(&learned)
+    }
+
+    /// Baseline lookups that failed (answered as "nothing known").
+    pub fn baseline_lookup_errors(&self) -> u64 {
+        self.baseline.lookup_errors()
     }
 
     fn bound_offers(&mut self) {

@@ -14,10 +14,18 @@ pub enum FindingKind {
     CleartextAfterStarttls,
     /// Two versions of the same TCP bytes.
     TcpOverlapConflict,
+    /// A segment or DNS answer whose IP TTL or IP ID is out of line with the rest of its flow:
+    /// an on-path injector at another hop distance.
+    InjectedSegment,
     /// The client connected to an address that none of the MX hosts it just resolved has.
     SmtpToUnlistedIp,
     /// Two or more responses to one query with different answers; the first is the suspect.
     DnsInjection,
+    /// An MX answer that disagrees with what other clients or resolvers received, with the
+    /// operator's known MX sets, or with the baseline of earlier runs.
+    MxMismatch,
+    /// A response without RRSIG (DO set) or without AD for a name answered with them before.
+    DnssecStripped,
     /// TLSA records exist for the server but the session stayed plaintext (RFC 8460).
     DaneRequired,
     /// The presented chain matches none of the server's usable TLSA records (RFC 8460).
@@ -59,8 +67,11 @@ impl FindingKind {
             FindingKind::StarttlsStripped => "starttls-stripped",
             FindingKind::CleartextAfterStarttls => "cleartext-after-starttls",
             FindingKind::TcpOverlapConflict => "tcp-overlap-conflict",
+            FindingKind::InjectedSegment => "injected-segment",
             FindingKind::SmtpToUnlistedIp => "smtp-to-unlisted-ip",
             FindingKind::DnsInjection => "dns-injection",
+            FindingKind::MxMismatch => "mx-mismatch",
+            FindingKind::DnssecStripped => "dnssec-stripped",
             FindingKind::DaneRequired => "dane-required",
             FindingKind::TlsaInvalid => "tlsa-invalid",
             FindingKind::PlaintextFallback => "plaintext-fallback",
@@ -81,12 +92,15 @@ impl FindingKind {
     }
 
     /// Every kind, most severe first.
-    pub const ALL: [FindingKind; 21] = [
+    pub const ALL: [FindingKind; 24] = [
         FindingKind::StarttlsStripped,
         FindingKind::CleartextAfterStarttls,
         FindingKind::TcpOverlapConflict,
+        FindingKind::InjectedSegment,
         FindingKind::SmtpToUnlistedIp,
         FindingKind::DnsInjection,
+        FindingKind::MxMismatch,
+        FindingKind::DnssecStripped,
         FindingKind::DaneRequired,
         FindingKind::TlsaInvalid,
         FindingKind::PlaintextFallback,

@@ -3,6 +3,7 @@
 use super::kinds::{FindingKind, verdict};
 use crate::event::{CorrelationFacts, Finding, SessionRecord};
 use crate::flow::FlowSummary;
+use crate::flow::lineage::{OutOfLine, hop_distance};
 use crate::smtp::{EndReason, SessionFacts};
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
@@ -157,6 +158,16 @@ pub fn build_record(
             }),
         );
     }
+    for (direction, lineage) in ["client", "server"].iter().zip(&flow.lineage) {
+        if let Some(first) = lineage.first {
+            add_finding(
+                &mut rec,
+                FindingKind::InjectedSegment,
+                first.ts_us,
+                injected_evidence(direction, &first, lineage.count),
+            );
+        }
+    }
     let rejected = facts.starttls_sent && facts.starttls_reply_code.is_some_and(|c| c != 220);
     if rejected {
         add_finding(
@@ -285,4 +296,22 @@ fn session_id(community_id: &str, first_us: i64) -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+/// Evidence of an out-of-line packet: what differed and how far away its sender probably is.
+pub fn injected_evidence(direction: &str, o: &OutOfLine, count: u32) -> serde_json::Value {
+    json!({
+        "direction": direction,
+        "anomaly": o.anomaly,
+        "ts": rfc3339_micros(o.ts_us),
+        "ip_ttl": o.ttl,
+        "flow_ip_ttl": o.expected_ttl,
+        "injector_hops": hop_distance(o.ttl),
+        "sender_hops": hop_distance(o.expected_ttl),
+        "ip_id": o.ip_id,
+        "flow_previous_ip_id": o.previous_ip_id,
+        "payload_bytes": o.payload_len,
+        "reset": o.reset,
+        "packets_out_of_line": count,
+    })
 }

@@ -173,6 +173,45 @@ struct ClientMemory {
 /// Entries kept per client and kind.
 const MEMORY_PER_CLIENT: usize = 64;
 
+impl DnsRecord {
+    /// A bare answered MX transaction at `ts_us`, for unit tests elsewhere.
+    #[cfg(test)]
+    pub fn for_tests(ts_us: i64) -> DnsRecord {
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let server: IpAddr = "192.0.2.53".parse().unwrap();
+        DnsRecord {
+            transaction_id: format!("D{ts_us:016x}"),
+            ts: rfc3339_micros(ts_us),
+            ts_us,
+            sensor: "test".into(),
+            client_ip: client,
+            client_port: 40000,
+            server_ip: server,
+            server_port: 53,
+            transport: "udp",
+            community_id: String::new(),
+            id: 1,
+            qname: "example.com".into(),
+            qtype: "MX".into(),
+            query_seen: true,
+            query_do: false,
+            rcode: Some("NOERROR".into()),
+            aa: false,
+            tc: false,
+            ra: true,
+            ad: false,
+            rrsig: false,
+            nsec: false,
+            answers: Vec::new(),
+            rtt_ms: None,
+            responses: 1,
+            response_ip_ttl: Some(64),
+            findings: Vec::new(),
+            finding_details: Vec::new(),
+        }
+    }
+}
+
 impl DnsStats {
     /// Adds another worker's counters.
     pub fn merge(&mut self, o: &DnsStats) {

@@ -1,6 +1,7 @@
 //! Flows: connection tracking keyed by address pair, TCP reassembly per direction, and the
 //! recognition of SMTP by port or by content.
 
+pub mod lineage;
 pub mod reassembly;
 pub mod table;
 
@@ -31,4 +32,6 @@ pub struct FlowSummary {
     pub gap_bytes: u64,
     /// Retransmitted segments in both directions.
     pub retransmissions: u32,
+    /// IP TTL / IP ID lineage [client→server, server→client], for `injected-segment`.
+    pub lineage: [lineage::Lineage; 2],
 }

@@ -11,13 +11,22 @@ use crate::event::SessionRecord;
 use crate::smtp::{EndReason, Side, SmtpConfig, SmtpSession};
 use crate::util::CaptureClock;
 
-/// What a worker produces: finished SMTP sessions and DNS transactions.
+/// What a worker produces: finished SMTP sessions and DNS transactions, each stamped with the
+/// worker's capture time when it was produced, so the output stage can merge the workers'
+/// streams in capture order (and judge cross-client evidence the same way on every run).
 #[derive(Default)]
 pub struct Outputs {
     /// Session records, not yet judged across sessions.
     pub sessions: Vec<SessionRecord>,
     /// DNS transactions of interest, with their findings.
     pub dns: Vec<DnsRecord>,
+    /// Capture time at which each of `sessions` was produced.
+    pub session_at: Vec<i64>,
+    /// Capture time at which each of `dns` was produced.
+    pub dns_at: Vec<i64>,
+    /// The worker has seen all packets up to this capture time: nothing it sends later is
+    /// stamped earlier.
+    pub watermark_us: i64,
 }
 
 impl Outputs {
@@ -25,7 +34,14 @@ impl Outputs {
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.dns.is_empty()
     }
+
+    /// Stamps every unstamped record with `now_us`.
+    pub fn stamp(&mut self, now_us: i64) {
+        self.session_at.resize(self.sessions.len(), now_us);
+        self.dns_at.resize(self.dns.len(), now_us);
+    }
 }
+use super::lineage::Lineage;
 use ahash::AHashMap;
 use std::net::IpAddr;
 
@@ -163,6 +179,7 @@ struct SmtpFlow {
     fin: [bool; 2],
     rst: bool,
     dirs: [Reassembler; 2],
+    lineage: [Lineage; 2],
     session: SmtpSession,
 }
 
@@ -189,6 +206,7 @@ impl SmtpFlow {
                 Reassembler::new(cfg.reassembly),
                 Reassembler::new(cfg.reassembly),
             ],
+            lineage: [Lineage::default(); 2],
             session: SmtpSession::new(cfg.smtp, implicit),
         }
     }
@@ -210,7 +228,9 @@ impl SmtpFlow {
         self.last_us = self.last_us.max(meta.ts_us);
         self.packets[me] += 1;
         self.bytes[me] += payload.len() as u64;
-        if flags.has(TcpFlags::RST) {
+        let reset = flags.has(TcpFlags::RST);
+        self.lineage[me].observe(meta.ts_us, meta.ip_ttl, meta.ip_id, payload.len(), reset);
+        if reset {
             self.rst = true;
             return;
         }
@@ -286,6 +306,7 @@ impl SmtpFlow {
             gaps: s0.gaps + s1.gaps,
             gap_bytes: s0.gap_bytes + s1.gap_bytes,
             retransmissions: s0.retransmissions + s1.retransmissions,
+            lineage: self.lineage,
         };
         Some(rules::build_record(&summary, facts, end, &cfg.sensor))
     }
@@ -474,6 +495,11 @@ impl FlowTable {
     /// True when no flow is tracked.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+
+    /// Capture time as this table has seen it.
+    pub fn now_us(&self) -> i64 {
+        self.now_us
     }
 
     /// Handles one packet; finished sessions are appended to `out`.

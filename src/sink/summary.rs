@@ -144,6 +144,11 @@ pub struct Summary {
     pub flows: crate::flow::FlowStats,
     /// Counters: the correlator.
     pub correlator: crate::detect::CorrelatorStats,
+    /// Counters: DNS answers judged across clients.
+    pub dns_judge: crate::detect::dns_judge::DnsJudgeStats,
+    /// The persistent baseline: what saving it did (absent without `--state`) and lookups
+    /// that failed.
+    pub baseline: Option<BaselineRow>,
     /// Servers left out of the top-servers table's bookkeeping.
     pub servers_untracked: u64,
     /// The run was interrupted by a signal.
@@ -151,6 +156,19 @@ pub struct Summary {
     /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<crate::sink::clickhouse::ClickHouseStats>,
+}
+
+/// What the persistent baseline did in this run.
+#[derive(Serialize)]
+pub struct BaselineRow {
+    /// Entries written or updated.
+    pub written: u64,
+    /// Entries dropped by retention.
+    pub expired: u64,
+    /// Lookups that failed (answered as "nothing known").
+    pub lookup_errors: u64,
+    /// Findings resting on earlier runs.
+    pub findings_from_earlier_runs: u64,
 }
 
 /// One input's counters.
@@ -217,6 +235,13 @@ impl Summary {
             decode: stats.decode,
             flows: stats.flow,
             correlator: stats.correlator,
+            dns_judge: stats.dns_judge,
+            baseline: stats.baseline_saved.map(|b| BaselineRow {
+                written: b.written,
+                expired: b.expired,
+                lookup_errors: stats.baseline_lookup_errors,
+                findings_from_earlier_runs: stats.correlator.baseline_findings,
+            }),
             servers_untracked: tally.servers_untracked,
             interrupted: stats.interrupted,
             clickhouse: None,
@@ -295,7 +320,7 @@ impl Summary {
         let d = &self.decode;
         let f = &self.flows;
         let _ = writeln!(s, "\nCounters:");
-        let rows: [(&str, u64); 22] = [
+        let rows: [(&str, u64); 24] = [
             ("dns messages", self.dns.messages),
             ("dns transactions written", self.dns_transactions),
             ("dns unanswered queries", self.dns.unanswered),
@@ -318,9 +343,26 @@ impl Summary {
             ("ip fragments dropped", d.fragments_dropped),
             ("overlong smtp lines", f.overlong_lines),
             ("sessions judged early", self.correlator.released_early),
+            (
+                "sessions waiting for dns, gave up",
+                self.correlator.dns_wait_gave_up,
+            ),
+            ("dns judge evictions", self.dns_judge.evictions),
         ];
         for (name, n) in rows {
             let _ = writeln!(s, "  {name:<32} {n:>12}");
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>12}\n  {:<32} {:>12}\n  {:<32} {:>12}",
+                "baseline entries saved",
+                b.written,
+                "baseline entries expired",
+                b.expired,
+                "findings from earlier runs",
+                b.findings_from_earlier_runs
+            );
         }
         let other = d.not_ip + d.other_protocol + d.unknown_link_type;
         let _ = writeln!(s, "  {:<32} {:>12}", "non-tcp/udp frames (skipped)", other);
