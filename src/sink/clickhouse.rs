@@ -33,6 +33,8 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 /// included). A server that hangs is treated as away once these pass.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const END_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the check before the run waits for an answer (a server that hangs counts as away).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows queued between the output stage and the writer thread.
 const QUEUE_ROWS: usize = 16_384;
 /// Batches queued between the batcher and the inserter (bounded memory).
@@ -402,10 +404,14 @@ enum CheckError {
 
 /// Is the server there, does it take our credentials, and does the database have our tables?
 async fn check_server(client: &clickhouse::Client) -> Result<(), CheckError> {
-    let names: Vec<String> = client
+    let query = client
         .query("SELECT name FROM system.tables WHERE database = currentDatabase()")
-        .fetch_all()
+        .fetch_all();
+    let names: Vec<String> = tokio::time::timeout(CHECK_TIMEOUT, query)
         .await
+        .map_err(|_| {
+            CheckError::Unreachable(format!("no answer within {} s", CHECK_TIMEOUT.as_secs()))
+        })?
         .map_err(|e| match classify(&e) {
             Failure::Unreachable => CheckError::Unreachable(error_chain(&e)),
             Failure::Refused if matches!(e, clickhouse::error::Error::BadResponse(_)) => {
