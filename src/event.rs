@@ -30,6 +30,18 @@ pub struct SessionRecord {
     pub server_ip: IpAddr,
     /// SMTP server port.
     pub server_port: u16,
+    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the client address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the server address (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
     /// Community ID v1 flow hash, as Zeek and Suricata print it.
     pub community_id: String,
     /// The most severe finding, else `tls-ok`, `plaintext` or `incomplete`.
@@ -188,6 +200,18 @@ pub struct Finding {
     pub server_ip: IpAddr,
     /// Server port.
     pub server_port: u16,
+    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the client address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the server address (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
     /// Community ID of the flow.
     pub community_id: String,
     /// Kind-specific proof.

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod decode;
 pub mod detect;
 pub mod dns;
+pub mod enrich;
 pub mod event;
 pub mod flow;
 pub mod order;

@@ -187,6 +187,12 @@ struct AnalyzeArgs {
     /// TLSA records (zone-file lines, `_25._tcp.<mx>. IN TLSA 3 1 1 <hex>`) for the DANE check.
     #[arg(long, value_name = "FILE")]
     tlsa: Option<PathBuf>,
+    /// Country database (.mmdb: GeoLite2-Country/City, DB-IP, IPinfo, ip-location-db); repeatable.
+    #[arg(long = "geoip-country", value_name = "FILE")]
+    geoip_country: Vec<PathBuf>,
+    /// ASN database (.mmdb: GeoLite2-ASN, DB-IP, IPinfo, ip-location-db); repeatable.
+    #[arg(long = "geoip-asn", value_name = "FILE")]
+    geoip_asn: Vec<PathBuf>,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -269,7 +275,9 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
-        std::process::exit(1);
+        // An unusable database is bad input like a bad option: exit status 2.
+        let usage = e.is::<stripwatch::enrich::EnrichError>();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }
 
@@ -382,6 +390,10 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
     if args.captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
         bail!("standard input ('-') can be read only once");
     }
+    let enrich = Arc::new(stripwatch::enrich::Databases::open(
+        &args.geoip_country,
+        &args.geoip_asn,
+    )?);
     // Open every input first: a missing file fails before any work is done.
     let mut inputs = Vec::new();
     for path in &args.captures {
@@ -424,6 +436,7 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         },
         defrag: DefragLimits::default(),
         server_ports: PortSet::new(&server_ports),
+        enrich,
     };
 
     let mut pems = Vec::new();

@@ -1,8 +1,10 @@
 //! Merges the workers' outputs into one stream in capture order. Each worker stamps what it
-//! produces with its own capture time and reports how far it has read; a record is handed on
-//! only once every worker has read past its stamp, so the cross-client judgements downstream
-//! (MX answers compared between clients, per-server baselines) see the same order on every run,
-//! whatever the thread scheduling.
+//! produces with its own capture time and reports how far it has read. Stamps are grouped into
+//! buckets of a few seconds; a bucket is handed on once every worker has read past it, and
+//! within a bucket records go in the order of their own time (a DNS transaction is written a
+//! few seconds after its answer, a session when it ends). So the cross-client judgements
+//! downstream (MX answers compared between clients, per-server baselines) see the same order on
+//! every run, whatever the thread scheduling, and nearly the order of the capture.
 
 use crate::dns::DnsRecord;
 use crate::event::SessionRecord;
@@ -18,16 +20,21 @@ pub enum Produced {
     Dns(Box<DnsRecord>),
 }
 
+/// Width of a release bucket (capture time): longer than the delay with which a worker writes
+/// a DNS transaction after its answer, so that lookups meet in answer order.
+const BUCKET_US: i64 = 10_000_000;
+
 struct Item {
-    at_us: i64,
+    bucket: i64,
+    event_us: i64,
     worker: usize,
     seq: u64,
     what: Produced,
 }
 
 impl Item {
-    fn key(&self) -> (i64, usize, u64) {
-        (self.at_us, self.worker, self.seq)
+    fn key(&self) -> (i64, i64, usize, u64) {
+        (self.bucket, self.event_us, self.worker, self.seq)
     }
 }
 
@@ -81,22 +88,25 @@ impl CaptureOrder {
         let fallback = watermark_us;
         for (i, rec) in dns.into_iter().enumerate() {
             let at_us = dns_at.get(i).copied().unwrap_or(fallback);
-            self.add(worker, at_us, Produced::Dns(Box::new(rec)));
+            let event_us = rec.ts_us;
+            self.add(worker, at_us, event_us, Produced::Dns(Box::new(rec)));
         }
         for (i, rec) in sessions.into_iter().enumerate() {
             let at_us = session_at.get(i).copied().unwrap_or(fallback);
-            self.add(worker, at_us, Produced::Session(Box::new(rec)));
+            let event_us = rec.ts_end_us;
+            self.add(worker, at_us, event_us, Produced::Session(Box::new(rec)));
         }
         if let Some(w) = self.watermarks.get_mut(worker) {
             *w = (*w).max(watermark_us);
         }
     }
 
-    fn add(&mut self, worker: usize, at_us: i64, what: Produced) {
+    fn add(&mut self, worker: usize, at_us: i64, event_us: i64, what: Produced) {
         let seq = self.seqs[worker];
         self.seqs[worker] += 1;
         self.heap.push(Reverse(Item {
-            at_us,
+            bucket: at_us.div_euclid(BUCKET_US),
+            event_us,
             worker,
             seq,
             what,
@@ -106,7 +116,15 @@ impl CaptureOrder {
     /// The next record every worker has read past, if any.
     pub fn pop_ready(&mut self) -> Option<Produced> {
         let low = self.watermarks.iter().copied().min().unwrap_or(i64::MAX);
-        if self.heap.peek().is_some_and(|Reverse(i)| i.at_us <= low) {
+        let passed = |bucket: i64| {
+            low == i64::MAX
+                || bucket
+                    .saturating_add(1)
+                    .saturating_mul(BUCKET_US)
+                    .saturating_sub(1)
+                    <= low
+        };
+        if self.heap.peek().is_some_and(|Reverse(i)| passed(i.bucket)) {
             self.heap.pop().map(|Reverse(i)| i.what)
         } else {
             None
@@ -145,15 +163,30 @@ mod tests {
         v
     }
 
+    const S: i64 = 1_000_000;
+
     #[test]
     fn releases_in_capture_order_once_every_worker_has_passed() {
         let mut order = CaptureOrder::new(2);
-        order.push(1, dns_at(&[5, 9], 10));
+        order.push(1, dns_at(&[5 * S, 25 * S], 30 * S));
         assert!(drain(&mut order).is_empty(), "worker 0 has not reported");
-        order.push(0, dns_at(&[3, 7], 8));
-        assert_eq!(drain(&mut order), vec![3, 5, 7]);
+        order.push(0, dns_at(&[3 * S, 7 * S], 12 * S));
+        assert_eq!(drain(&mut order), vec![3 * S, 5 * S, 7 * S]);
         order.push(0, dns_at(&[], i64::MAX));
-        assert_eq!(drain(&mut order), vec![9]);
+        assert_eq!(drain(&mut order), vec![25 * S]);
         assert_eq!(order.waiting(), 0);
+    }
+
+    #[test]
+    fn records_written_together_go_in_their_own_time_order() {
+        let mut order = CaptureOrder::new(2);
+        // Both workers write everything at the end of the input, at the same capture time.
+        let mut late = dns_at(&[9 * S, S], i64::MAX);
+        late.dns_at = vec![50 * S; 2];
+        let mut early = dns_at(&[4 * S], i64::MAX);
+        early.dns_at = vec![50 * S];
+        order.push(0, late);
+        order.push(1, early);
+        assert_eq!(drain(&mut order), vec![S, 4 * S, 9 * S]);
     }
 }

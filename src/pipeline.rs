@@ -60,6 +60,8 @@ pub struct PipelineConfig {
     pub defrag: DefragLimits,
     /// Ports whose side is the server, for sharding by client.
     pub server_ports: PortSet,
+    /// Country and ASN databases for the output stage (empty: enrichment off).
+    pub enrich: Arc<crate::enrich::Databases>,
 }
 
 /// Counters of a whole run.
@@ -85,6 +87,8 @@ pub struct RunStats {
     pub baseline_lookup_errors: u64,
     /// Sessions handed to the sink.
     pub sessions_out: u64,
+    /// What enrichment looked up and found.
+    pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted (signal) before the input ended.
     pub interrupted: bool,
 }
@@ -184,8 +188,10 @@ pub fn run(
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
-    let output =
-        std::thread::spawn(move || output_thread(out_rx, workers, correlator_cfg, judges, sink));
+    let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
+    let output = std::thread::spawn(move || {
+        output_thread(out_rx, workers, correlator_cfg, judges, enricher, sink)
+    });
 
     let mut stats = RunStats::default();
     let mut decoder = Decoder::new(cfg.defrag);
@@ -283,6 +289,7 @@ pub fn run(
     stats.baseline_saved = done.baseline_saved;
     stats.baseline_lookup_errors = done.baseline_lookup_errors;
     stats.sessions_out = done.sessions_out;
+    stats.enrichment = done.enrichment;
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -330,6 +337,7 @@ struct OutputDone {
     baseline_saved: Option<SaveStats>,
     baseline_lookup_errors: u64,
     sessions_out: u64,
+    enrichment: crate::enrich::EnrichStats,
 }
 
 fn output_thread(
@@ -337,6 +345,7 @@ fn output_thread(
     workers: usize,
     cfg: CorrelatorConfig,
     judges: Judges,
+    mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
 ) -> Result<OutputDone, PipelineError> {
     let Judges {
@@ -353,8 +362,9 @@ fn output_thread(
     // the sink can also be used for DNS records in between.
     macro_rules! emitter {
         () => {
-            |rec: SessionRecord| {
+            |mut rec: SessionRecord| {
                 if failure.is_none() {
+                    enricher.session(&mut rec);
                     match sink.session(&rec) {
                         Ok(()) => written += 1,
                         Err(e) => failure = Some(e),
@@ -367,11 +377,11 @@ fn output_thread(
     let mut handle = |p: Produced, correlator: &mut Correlator| match p {
         Produced::Dns(mut rec) => {
             correlator.push_dns(&mut rec, &mut emitter!());
-            if dns_failure.is_none()
-                && failure.is_none()
-                && let Err(e) = sink.dns(&rec)
-            {
-                dns_failure = Some(e);
+            if dns_failure.is_none() && failure.is_none() {
+                enricher.dns(&mut rec);
+                if let Err(e) = sink.dns(&rec) {
+                    dns_failure = Some(e);
+                }
             }
         }
         Produced::Session(rec) => correlator.push(*rec, &mut emitter!()),
@@ -421,6 +431,7 @@ fn output_thread(
         baseline_saved,
         baseline_lookup_errors: correlator.baseline_lookup_errors(),
         sessions_out: written,
+        enrichment: enricher.stats().clone(),
     })
 }
 

@@ -218,6 +218,43 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Country and ASN databases (MaxMind layout) for some of the bundled captures' networks, so
+/// the six enrichment fields carry real values.
+fn geo_databases(dir: &Path) -> (PathBuf, PathBuf) {
+    use mmdb_writer::ipnet::IpNet;
+    use mmdb_writer::{Value as Mmdb, Writer};
+    let nets: [(&str, &str, u32, &str); 5] = [
+        ("192.0.2.0/24", "US", 64_496, "Documentation One"),
+        ("198.51.100.0/24", "BR", 64_497, "Documentation Two"),
+        ("10.77.0.0/16", "DE", 64_501, "Lab Net GmbH"),
+        ("10.79.0.0/16", "SE", 64_511, "Lab Receiver AB"),
+        ("2001:db8::/32", "JP", 4_200_000_001, "Six KK"),
+    ];
+    let mut country = Writer::new("GeoLite2-Country");
+    let mut asn = Writer::new("GeoLite2-ASN");
+    for (net, c, n, org) in nets {
+        let net: IpNet = net.parse().unwrap();
+        country
+            .insert_value(
+                net,
+                Mmdb::map([("country", Mmdb::map([("iso_code", Mmdb::from(c))]))]),
+            )
+            .unwrap();
+        asn.insert_value(
+            net,
+            Mmdb::map([
+                ("autonomous_system_number", Mmdb::from(n)),
+                ("autonomous_system_organization", Mmdb::from(org)),
+            ]),
+        )
+        .unwrap();
+    }
+    let (c, a) = (dir.join("country.mmdb"), dir.join("asn.mmdb"));
+    std::fs::write(&c, country.to_bytes().unwrap()).unwrap();
+    std::fs::write(&a, asn.to_bytes().unwrap()).unwrap();
+    (c, a)
+}
+
 #[test]
 fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
     let dir = tempdir("ch-bundled");
@@ -254,6 +291,7 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
         .collect();
     captures.sort();
     let out = dir.join("out");
+    let (country_db, asn_db) = geo_databases(&dir);
     let summary = analyze_into(
         &ch,
         &captures,
@@ -263,6 +301,10 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
             "bundled",
             "--trust-anchors",
             root().join("pcaps/tls-test-root-ca.pem").to_str().unwrap(),
+            "--geoip-country",
+            country_db.to_str().unwrap(),
+            "--geoip-asn",
+            asn_db.to_str().unwrap(),
         ],
     );
     let chs = &summary["clickhouse"];
@@ -315,6 +357,35 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
         }
     }
     assert!(compared > 100, "only {compared} records compared");
+    // The rollups per country and AS of both ends hold the files' numbers.
+    let mut want = BTreeMap::<String, u64>::new();
+    let mut seen = BTreeSet::new();
+    for s in ndjson(&out.join("sessions.ndjson")) {
+        if seen.insert(s["session_id"].as_str().unwrap().to_string()) {
+            let key = format!(
+                "{}/{}/{}/{}",
+                s["client_country"].as_str().unwrap(),
+                s["client_asn"],
+                s["server_country"].as_str().unwrap(),
+                s["server_asn"]
+            );
+            *want.entry(key).or_default() += 1;
+        }
+    }
+    let got: BTreeMap<String, u64> = ch
+        .rows(
+            "SELECT concat(client_country, '/', toString(client_asn), '/', server_country, '/', \
+             toString(server_asn)) AS k, uniqExactMerge(sessions) FROM bundled.sessions_daily \
+             GROUP BY k",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
+    assert_eq!(got, want, "sessions_daily per country and AS");
+    assert!(
+        want.keys().any(|k| k.contains("US/64496")) && want.keys().any(|k| k.contains("BR/64497")),
+        "the test databases matched nothing: {want:?}"
+    );
 }
 
 /// The mixed capture the ingest tests share, 20,000 sessions (about 420 MB): made once and

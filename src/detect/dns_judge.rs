@@ -6,15 +6,12 @@
 //!   sets remembered from earlier runs (`--state`).
 //! - `dnssec-stripped`: a response to a query with DO set that lacks RRSIG for a name answered
 //!   with RRSIG before, or lacks AD from a resolver that set AD for that name before.
-//! - `injected-segment`: a DNS answer whose IP TTL is out of line with the earlier answers from
-//!   the same resolver to the same client.
 //!
 //! Everything is bounded: per map a cap on names, per domain a cap on distinct sets and
 //! observers; the oldest entries go first and are counted.
 
 use super::kinds::FindingKind;
 use crate::dns::DnsRecord;
-use crate::flow::lineage::hop_distance;
 use crate::state::{Baseline, Learned, Seen};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
@@ -97,10 +94,6 @@ fn canonical(s: &str) -> String {
 const OBSERVERS_PER_SET: usize = 16;
 /// Distinct MX sets kept per domain.
 const SETS_PER_DOMAIN: usize = 8;
-/// Answers with the same IP TTL needed before a differing one is out of line.
-const TTL_BASELINE_ANSWERS: u32 = 2;
-/// A DNS answer's TTL this far from the pair's settled TTL is out of line.
-const TTL_TOLERANCE: u8 = 2;
 
 struct MxSetSeen {
     set: Vec<String>,
@@ -121,12 +114,6 @@ struct Signed {
     transaction_id: String,
 }
 
-struct PairTtl {
-    last_us: i64,
-    ttl: u8,
-    count: u32,
-}
-
 /// The DNS judge.
 pub struct DnsJudge {
     cfg: DnsJudgeConfig,
@@ -134,7 +121,6 @@ pub struct DnsJudge {
     mx: AHashMap<String, DomainMx>,
     rrsig: AHashMap<(String, String), Signed>,
     ad: AHashMap<(IpAddr, String, String), Signed>,
-    ttl: AHashMap<(IpAddr, IpAddr), PairTtl>,
     /// Counters.
     pub stats: DnsJudgeStats,
 }
@@ -148,7 +134,6 @@ impl DnsJudge {
             mx: AHashMap::new(),
             rrsig: AHashMap::new(),
             ad: AHashMap::new(),
-            ttl: AHashMap::new(),
             stats: DnsJudgeStats::default(),
         }
     }
@@ -156,7 +141,6 @@ impl DnsJudge {
     /// Judges one finished DNS transaction, adding findings to it, and learns from it.
     /// `baseline` answers for earlier runs.
     pub fn judge(&mut self, rec: &mut DnsRecord, baseline: &dyn Baseline) {
-        self.judge_ttl(rec);
         if rec.qtype == "MX" {
             self.judge_mx(rec, baseline);
         }
@@ -384,45 +368,6 @@ impl DnsJudge {
             remember_signed(&mut self.ad, ad_key, now, &tx, max, &mut self.stats);
         }
     }
-
-    fn judge_ttl(&mut self, rec: &mut DnsRecord) {
-        let Some(ttl) = rec.response_ip_ttl else {
-            return;
-        };
-        let key = (rec.client_ip, rec.server_ip);
-        if !self.ttl.contains_key(&key) && self.ttl.len() >= self.cfg.max_names {
-            self.stats.evictions += evict_oldest(&mut self.ttl, |p| p.last_us);
-        }
-        let p = self.ttl.entry(key).or_insert(PairTtl {
-            last_us: rec.ts_us,
-            ttl,
-            count: 0,
-        });
-        p.last_us = p.last_us.max(rec.ts_us);
-        if p.count >= TTL_BASELINE_ANSWERS && p.ttl.abs_diff(ttl) >= TTL_TOLERANCE {
-            let (expected, count) = (p.ttl, p.count);
-            add_finding(
-                rec,
-                FindingKind::InjectedSegment,
-                3,
-                json!({
-                    "direction": "server",
-                    "anomaly": "ttl",
-                    "ip_ttl": ttl,
-                    "flow_ip_ttl": expected,
-                    "injector_hops": hop_distance(ttl),
-                    "sender_hops": hop_distance(expected),
-                    "earlier_answers_with_flow_ttl": count,
-                }),
-            );
-        } else if p.count == 0 || p.ttl == ttl {
-            p.ttl = ttl;
-            p.count = p.count.saturating_add(1);
-        } else if p.count < TTL_BASELINE_ANSWERS {
-            p.ttl = ttl;
-            p.count = 1;
-        }
-    }
 }
 
 fn remember_signed<K: std::hash::Hash + Eq>(
@@ -465,19 +410,8 @@ fn add_finding(rec: &mut DnsRecord, kind: FindingKind, n: u8, evidence: serde_js
     }
     rec.findings.push(kind);
     rec.findings.sort();
-    rec.finding_details.push(crate::event::Finding {
-        finding_id: format!("{}-{n}", rec.transaction_id),
-        kind,
-        session_id: None,
-        ts: rec.ts.clone(),
-        sensor: rec.sensor.clone(),
-        client_ip: rec.client_ip,
-        client_port: rec.client_port,
-        server_ip: rec.server_ip,
-        server_port: rec.server_port,
-        community_id: rec.community_id.clone(),
-        evidence,
-    });
+    let finding = rec.finding(kind, n, rec.ts.clone(), evidence);
+    rec.finding_details.push(finding);
 }
 
 #[cfg(test)]
@@ -595,18 +529,5 @@ mod tests {
         // Without DO nothing can be missing.
         stripped.query_do = false;
         assert!(judge(&mut j, stripped).is_empty());
-    }
-
-    #[test]
-    fn an_answer_from_another_hop_distance_is_out_of_line() {
-        let mut j = DnsJudge::new(DnsJudgeConfig::default(), KnownMx::default());
-        for t in 0..3 {
-            let mut r = mx(t, "192.0.2.1", "192.0.2.53", &["mx.example.com"]);
-            r.response_ip_ttl = Some(57);
-            assert!(judge(&mut j, r).is_empty());
-        }
-        let mut r = mx(4, "192.0.2.1", "192.0.2.53", &["mx.example.com"]);
-        r.response_ip_ttl = Some(62);
-        assert_eq!(judge(&mut j, r), vec![FindingKind::InjectedSegment]);
     }
 }

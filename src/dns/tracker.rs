@@ -6,6 +6,7 @@
 use super::message::{AnswerText, DnsMessage};
 use crate::detect::kinds::FindingKind;
 use crate::event::{Finding, SessionRecord};
+use crate::flow::lineage::{Lineage, hop_distance};
 use crate::tls::dane::Tlsa;
 use crate::util::{community_id, rfc3339_micros};
 use ahash::AHashMap;
@@ -84,6 +85,18 @@ pub struct DnsRecord {
     pub server_ip: IpAddr,
     /// The server's port.
     pub server_port: u16,
+    /// Country of the querier's address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the querier's address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the address of the server asked (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the address of the server asked (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
     /// `udp` or `tcp`.
     pub transport: &'static str,
     /// Community ID of the flow.
@@ -149,6 +162,9 @@ struct Response {
 }
 
 struct Answered {
+    /// A response whose IP TTL was out of line for this client/resolver pair: (its TTL, the
+    /// pair's settled TTL, its position among the responses).
+    ttl_out: Option<(u8, u8, usize)>,
     record: DnsRecord,
     query_ts: Option<i64>,
     responses: Vec<Response>,
@@ -174,6 +190,36 @@ struct ClientMemory {
 const MEMORY_PER_CLIENT: usize = 64;
 
 impl DnsRecord {
+    /// A finding on this transaction; `n` makes its id (`<transaction>-<n>`) unique per kind:
+    /// 0 dns-injection, 1 mx-mismatch, 2 dnssec-stripped, 3 injected-segment.
+    pub fn finding(
+        &self,
+        kind: FindingKind,
+        n: u8,
+        ts: String,
+        evidence: serde_json::Value,
+    ) -> Finding {
+        Finding {
+            finding_id: format!("{}-{n}", self.transaction_id),
+            kind,
+            session_id: None,
+            ts,
+            sensor: self.sensor.clone(),
+            client_ip: self.client_ip,
+            client_port: self.client_port,
+            server_ip: self.server_ip,
+            server_port: self.server_port,
+            client_country: self.client_country.clone(),
+            client_asn: self.client_asn,
+            client_as_org: self.client_as_org.clone(),
+            server_country: self.server_country.clone(),
+            server_asn: self.server_asn,
+            server_as_org: self.server_as_org.clone(),
+            community_id: self.community_id.clone(),
+            evidence,
+        }
+    }
+
     /// A bare answered MX transaction at `ts_us`, for unit tests elsewhere.
     #[cfg(test)]
     pub fn for_tests(ts_us: i64) -> DnsRecord {
@@ -188,6 +234,12 @@ impl DnsRecord {
             client_port: 40000,
             server_ip: server,
             server_port: 53,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
             transport: "udp",
             community_id: String::new(),
             id: 1,
@@ -231,6 +283,8 @@ impl DnsStats {
 pub struct DnsTracker {
     cfg: DnsConfig,
     sensor: String,
+    /// IP TTL lineage of each resolver's responses to each client, with the last time seen.
+    lineage: AHashMap<(IpAddr, IpAddr), (Lineage, i64)>,
     pending: AHashMap<TxKey, Pending>,
     answered: AHashMap<TxKey, Answered>,
     clients: AHashMap<IpAddr, ClientMemory>,
@@ -259,6 +313,7 @@ impl DnsTracker {
         DnsTracker {
             cfg,
             sensor,
+            lineage: AHashMap::new(),
             pending: AHashMap::new(),
             answered: AHashMap::new(),
             clients: AHashMap::new(),
@@ -297,7 +352,27 @@ impl DnsTracker {
         }
     }
 
+    /// Whether this response's IP TTL is out of line with the resolver's earlier responses to
+    /// this client: (its TTL, the settled TTL).
+    fn ttl_out_of_line(&mut self, pkt: &DnsPacket) -> Option<(u8, u8)> {
+        let pair = (pkt.dst.0, pkt.src.0);
+        if !self.lineage.contains_key(&pair) && self.lineage.len() >= self.cfg.max_clients {
+            let horizon = pkt.ts_us - self.cfg.link_window_us;
+            self.lineage.retain(|_, (_, last)| *last >= horizon);
+            if self.lineage.len() >= self.cfg.max_clients {
+                self.stats.evicted += 1;
+                return None;
+            }
+        }
+        let (l, last) = self.lineage.entry(pair).or_default();
+        *last = pkt.ts_us;
+        let settled = l.settled_ttl();
+        l.observe(pkt.ts_us, pkt.ip_ttl, 0, 1, false)
+            .then_some((pkt.ip_ttl, settled))
+    }
+
     fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, out: &mut Vec<DnsRecord>) {
+        let ttl_out = self.ttl_out_of_line(&pkt);
         let key = TxKey {
             client: pkt.dst,
             server: pkt.src,
@@ -326,6 +401,9 @@ impl DnsTracker {
                         ids.push(id);
                     }
                 }
+            }
+            if a.ttl_out.is_none() {
+                a.ttl_out = ttl_out.map(|(t, s)| (t, s, a.responses.len() + 1));
             }
             if a.responses.len() < 16 {
                 a.responses.push(resp);
@@ -356,6 +434,12 @@ impl DnsTracker {
             client_port: key.client.1,
             server_ip: key.server.0,
             server_port: key.server.1,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
             transport,
             community_id: cid,
             id: msg.id,
@@ -382,6 +466,7 @@ impl DnsTracker {
         self.answered.insert(
             key,
             Answered {
+                ttl_out: ttl_out.map(|(t, s)| (t, s, 1)),
                 record,
                 query_ts: query.map(|q| q.ts_us),
                 responses: vec![resp],
@@ -477,10 +562,26 @@ impl DnsTracker {
 
     fn finish(&mut self, a: Answered) -> Option<DnsRecord> {
         let Answered {
+            ttl_out,
             mut record,
             query_ts,
             responses,
         } = a;
+        if let Some((ttl, settled, order)) = ttl_out {
+            let evidence = json!({
+                "direction": "server",
+                "anomaly": "ttl",
+                "response": order,
+                "ip_ttl": ttl,
+                "flow_ip_ttl": settled,
+                "injector_hops": hop_distance(ttl),
+                "sender_hops": hop_distance(settled),
+            });
+            record.findings.push(FindingKind::InjectedSegment);
+            let finding =
+                record.finding(FindingKind::InjectedSegment, 3, record.ts.clone(), evidence);
+            record.finding_details.push(finding);
+        }
         record.responses = responses.len() as u32;
         let first = &responses[0];
         let differing: Vec<&Response> = responses[1..]
@@ -502,20 +603,14 @@ impl DnsTracker {
                     "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
-            let finding = Finding {
-                finding_id: format!("{}-0", record.transaction_id),
-                kind: FindingKind::DnsInjection,
-                session_id: None,
-                ts: rfc3339_micros(first.ts_us),
-                sensor: record.sensor.clone(),
-                client_ip: record.client_ip,
-                client_port: record.client_port,
-                server_ip: record.server_ip,
-                server_port: record.server_port,
-                community_id: record.community_id.clone(),
+            let finding = record.finding(
+                FindingKind::DnsInjection,
+                0,
+                rfc3339_micros(first.ts_us),
                 evidence,
-            };
+            );
             record.findings.push(FindingKind::DnsInjection);
+            record.findings.sort();
             record.finding_details.push(finding);
         }
         let relevant = matches!(record.qtype.as_str(), "MX" | "TLSA")

@@ -149,6 +149,11 @@ impl Lineage {
         false
     }
 
+    /// The TTL the direction has settled on (0 before any packet).
+    pub fn settled_ttl(&self) -> u8 {
+        self.ttl
+    }
+
     fn report(&mut self, o: OutOfLine) {
         self.count = self.count.saturating_add(1);
         if self.first.is_none() {

@@ -215,10 +215,19 @@ pub struct ClickHouseSink {
     sensor: String,
 }
 
-/// The enrichment fields of a record. The records do not carry them yet (the `enrich` part
-/// adds them); until then every row says "unknown".
-fn geo<T>(_record: &T) -> Geo {
-    Geo::default()
+/// The enrichment fields (country and AS of both ends) of a record: sessions, findings and
+/// DNS records all carry the same six.
+macro_rules! geo {
+    ($r:expr) => {
+        Geo {
+            client_country: $r.client_country.clone(),
+            client_asn: $r.client_asn,
+            client_as_org: $r.client_as_org.clone(),
+            server_country: $r.server_country.clone(),
+            server_asn: $r.server_asn,
+            server_as_org: $r.server_as_org.clone(),
+        }
+    };
 }
 
 impl ClickHouseSink {
@@ -291,17 +300,17 @@ impl ClickHouseSink {
 
 impl SessionSink for ClickHouseSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
-        self.send(Msg::Session(Box::new(SessionRow::new(rec, geo(rec)))))?;
+        self.send(Msg::Session(Box::new(SessionRow::new(rec, geo!(rec)))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo(rec))))?;
+            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
         }
         Ok(())
     }
 
     fn dns(&mut self, rec: &DnsRecord) -> Result<(), SinkError> {
-        self.send(Msg::Dns(DnsRow::new(rec, geo(rec))))?;
+        self.send(Msg::Dns(DnsRow::new(rec, geo!(rec))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo(rec))))?;
+            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
         }
         Ok(())
     }

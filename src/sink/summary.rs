@@ -151,6 +151,8 @@ pub struct Summary {
     pub baseline: Option<BaselineRow>,
     /// Servers left out of the top-servers table's bookkeeping.
     pub servers_untracked: u64,
+    /// Country/ASN enrichment: databases, look-ups, hits, misses.
+    pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted by a signal.
     pub interrupted: bool,
     /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
@@ -243,6 +245,7 @@ impl Summary {
                 findings_from_earlier_runs: stats.correlator.baseline_findings,
             }),
             servers_untracked: tally.servers_untracked,
+            enrichment: stats.enrichment.clone(),
             interrupted: stats.interrupted,
             clickhouse: None,
         }
@@ -271,6 +274,7 @@ impl Summary {
                 ""
             }
         );
+        let _ = writeln!(s, "{}", self.enrichment.render_line());
         let _ = writeln!(s, "\nSMTP sessions: {}", self.sessions);
         for (v, n) in &self.sessions_by_verdict {
             let _ = writeln!(s, "  {v:<28} {n:>10}");

@@ -10,6 +10,9 @@ pub enum Rdata {
     Mx(u16, &'static str),
     /// An IPv4 address.
     A(Ipv4Addr),
+    /// A signature over the records of this type, by this signer (the signature bytes are
+    /// filler: the analyzer only notes that signatures are present).
+    Rrsig(u16, &'static str),
 }
 
 fn push_name(out: &mut Vec<u8>, name: &str) {
@@ -28,27 +31,54 @@ fn qtype_of(r: &Rdata) -> u16 {
     match r {
         Rdata::Mx(..) => 15,
         Rdata::A(_) => 1,
+        Rdata::Rrsig(..) => 46,
     }
 }
 
 /// A query for `name`/`qtype` with id `id` (RD set).
 pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    query_with(id, name, qtype, false)
+}
+
+/// An EDNS OPT record (4096-byte payload) with the DNSSEC OK bit.
+fn push_opt_do(m: &mut Vec<u8>) {
+    m.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0x80, 0, 0, 0]);
+}
+
+/// A query; with `dnssec_ok` it carries EDNS with the DO bit, asking for signatures.
+pub fn query_with(id: u16, name: &str, qtype: u16, dnssec_ok: bool) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(dnssec_ok)]);
     push_name(&mut m, name);
     m.extend_from_slice(&qtype.to_be_bytes());
     m.extend_from_slice(&[0, 1]);
+    if dnssec_ok {
+        push_opt_do(&mut m);
+    }
     m
 }
 
 /// A response to `query(id, name, qtype)` with the given answers (owner, TTL, data).
 pub fn response(id: u16, name: &str, qtype: u16, answers: &[(&str, u32, Rdata)]) -> Vec<u8> {
+    response_with(id, name, qtype, answers, false, false)
+}
+
+/// A response; `ad` sets the Authentic Data bit (the resolver validated it), `dnssec_ok`
+/// echoes EDNS with DO.
+pub fn response_with(
+    id: u16,
+    name: &str,
+    qtype: u16,
+    answers: &[(&str, u32, Rdata)],
+    ad: bool,
+    dnssec_ok: bool,
+) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&[0x81, 0x80, 0, 1]);
+    m.extend_from_slice(&[0x81, if ad { 0xa0 } else { 0x80 }, 0, 1]);
     m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(&[0, 0, 0, u8::from(dnssec_ok)]);
     push_name(&mut m, name);
     m.extend_from_slice(&qtype.to_be_bytes());
     m.extend_from_slice(&[0, 1]);
@@ -64,9 +94,23 @@ pub fn response(id: u16, name: &str, qtype: u16, answers: &[(&str, u32, Rdata)])
                 push_name(&mut rd, ex);
             }
             Rdata::A(a) => rd.extend_from_slice(&a.octets()),
+            Rdata::Rrsig(covered, signer) => {
+                rd.extend_from_slice(&covered.to_be_bytes());
+                // Algorithm 13 (ECDSA P-256), labels, original TTL, expiration, inception,
+                // key tag, signer, then 64 bytes of signature.
+                rd.extend_from_slice(&[13, 2, 0, 0, 0x0e, 0x10]);
+                rd.extend_from_slice(&0x7000_0000u32.to_be_bytes());
+                rd.extend_from_slice(&0x6000_0000u32.to_be_bytes());
+                rd.extend_from_slice(&[0x12, 0x34]);
+                push_name(&mut rd, signer);
+                rd.extend_from_slice(&[0x5a; 64]);
+            }
         }
         m.extend_from_slice(&(rd.len() as u16).to_be_bytes());
         m.extend_from_slice(&rd);
+    }
+    if dnssec_ok {
+        push_opt_do(&mut m);
     }
     m
 }

@@ -38,6 +38,7 @@ const CLEARTEXT_AFTER: &str = "cleartext-after-starttls";
 const BY_CLIENT: &str = "plaintext-by-client";
 const FALLBACK: &str = "plaintext-fallback";
 const OVERLAP: &str = "tcp-overlap-conflict";
+const INJECTED: &str = "injected-segment";
 
 /// One scenario: its file stem, what it shows, how it is written, and how it is built.
 #[derive(Clone, Copy)]
@@ -259,6 +260,44 @@ impl Capture {
         }
         self.frames.sort_by_key(|f| f.ts_us);
         self.clock_us = last + 1_000;
+    }
+
+    /// A DNSSEC-aware lookup over UDP (DO set), answered once after 15 ms with IP TTL 52;
+    /// `signed` adds an RRSIG over the answers and sets AD, as a validating resolver does.
+    fn dns_dnssec<'a>(
+        &mut self,
+        client: u8,
+        name: &'a str,
+        qtype: u16,
+        mut answers: Vec<(&'a str, u32, Rdata)>,
+        signed: bool,
+    ) {
+        let id = self.prng.range(1, 65_000) as u16;
+        let port = 50_000 + self.prng.range(0, 9_999) as u16;
+        let c = (self.client_ip(client), port);
+        let r = (IpAddr::V4(RESOLVER), 53);
+        let t = self.clock_us + 200_000;
+        if signed {
+            let owner = answers.first().map_or(name, |a| a.0);
+            answers.push((owner, 3600, Rdata::Rrsig(qtype, "example.net")));
+        }
+        self.frames.push(Frame {
+            ts_us: t,
+            side: Side::Client,
+            data: dns::udp_frame(c, r, 64, id, &dns::query_with(id, name, qtype, true)),
+        });
+        self.frames.push(Frame {
+            ts_us: t + 15_000,
+            side: Side::Server,
+            data: dns::udp_frame(
+                r,
+                c,
+                52,
+                3000 + id % 1000,
+                &dns::response_with(id, name, qtype, &answers, signed, true),
+            ),
+        });
+        self.clock_us = t + 16_000;
     }
 
     /// The same MX lookup over TCP (length-prefixed messages), answered once.
@@ -625,6 +664,82 @@ fn dns_tcp_mx(cap: &mut Capture) {
     s.gap_s = 0;
     s.linked = Some(("example.net", "mx.example.net"));
     cap.run(s);
+}
+
+fn dns_mx_mismatch(cap: &mut Capture) {
+    // Two clients get the documented answer; a third gets another set only (the injector
+    // dropped the real answer) and follows it.
+    cap.dns(10, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    cap.dns(12, "example.net", 15, &[(17_000, 52, mx_answer())]);
+    let forged = vec![("example.net", 3600, Rdata::Mx(10, "mx.attacker.example"))];
+    cap.dns(11, "example.net", 15, &[(4_000, 52, forged)]);
+    cap.other_findings.push("mx-mismatch");
+    cap.dns(
+        11,
+        "mx.attacker.example",
+        1,
+        &[(9_000, 52, a_answer("mx.attacker.example", 66))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.client = 11;
+    s.server = 66;
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.attacker.example"));
+    cap.run(s);
+}
+
+fn dns_dnssec_stripped(cap: &mut Capture) {
+    // The first answer comes signed and validated; the second, a minute later, has neither
+    // signature nor AD: someone between the client and its resolver removed them.
+    cap.dns_dnssec(10, "example.net", 15, mx_answer(), true);
+    cap.clock_us += 60_000_000;
+    cap.dns_dnssec(10, "example.net", 15, mx_answer(), false);
+    cap.other_findings.push("dnssec-stripped");
+    cap.dns(
+        10,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.example.net"));
+    cap.run(s);
+}
+
+fn dns_injected_answer(cap: &mut Capture) {
+    // Two lookups settle the resolver's IP TTL (52); the MX answer then arrives alone with TTL
+    // 60 (an injector two hops from the sensor; the real answer was dropped).
+    for host in ["www.example.net", "example.org"] {
+        cap.dns(
+            10,
+            host,
+            1,
+            &[(12_000, 52, a_answer("www.example.net", 80))],
+        );
+    }
+    cap.dns(10, "example.net", 15, &[(3_000, 60, mx_answer())]);
+    cap.other_findings.push(INJECTED);
+    cap.dns(
+        10,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.gap_s = 0;
+    s.linked = Some(("example.net", "mx.example.net"));
+    cap.run(s);
+}
+
+fn injected_starttls_reply(cap: &mut Capture) {
+    // The 454 reply to STARTTLS comes from an on-path injector: IP TTL 61 where the server's
+    // packets have 52, and an IP ID from another counter.
+    let forged = SendPlan {
+        forged: Some((61, 0x9000)),
+        ..SendPlan::default()
+    };
+    cap.run(Session::new(rejected_454(), &[REJECTED, INJECTED]).plan(Step::StarttlsReply, forged));
 }
 
 fn missing_after_offer(cap: &mut Capture) {
@@ -1022,6 +1137,26 @@ pub fn all() -> Vec<Scenario> {
             "dns-tcp-mx",
             "The MX lookup goes over TCP (length-prefixed); the address lookup over UDP; then the delivery is linked to them.",
             dns_tcp_mx,
+        ),
+        Scenario::new(
+            "dns-mx-mismatch",
+            "Clients 10 and 12 get example.net MX mx.example.net; client 11 gets only mx.attacker.example (the real answer was dropped) and delivers there: mx-mismatch, and the session carries the finding's id.",
+            dns_mx_mismatch,
+        ),
+        Scenario::new(
+            "dns-dnssec-stripped",
+            "Two DO queries for example.net MX a minute apart: the first answer carries RRSIG and AD, the second neither; then the delivery.",
+            dns_dnssec_stripped,
+        ),
+        Scenario::new(
+            "dns-injected-answer",
+            "Two address lookups answered with IP TTL 52, then an MX answer from the same resolver address with IP TTL 60 (an injector at another hop distance), then the delivery, which carries the finding's id.",
+            dns_injected_answer,
+        ),
+        Scenario::new(
+            "injected-starttls-reply",
+            "The server offers STARTTLS; the 454 reply to STARTTLS arrives with IP TTL 61 (the server's packets: 52) and a foreign IP ID: an injected reply that blocks the upgrade.",
+            injected_starttls_reply,
         ),
         Scenario::new(
             "nonstandard-port-2525",

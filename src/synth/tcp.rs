@@ -121,6 +121,9 @@ pub struct SendPlan {
     pub drop: Vec<usize>,
     /// Carry segment `.0` in IPv4 fragments of at most `.1` bytes of IP payload each.
     pub fragment: Option<(usize, usize)>,
+    /// Send the segments with this IP TTL and these IP IDs, as an on-path injector would
+    /// (its own hop distance, its own counter); the sender's counter does not move.
+    pub forged: Option<(u8, u16)>,
 }
 
 impl SendPlan {
@@ -135,6 +138,7 @@ impl SendPlan {
 
 /// A TCP connection under construction; frames accumulate in order of capture.
 pub struct Conversation {
+    forging: Option<(u8, u16)>,
     cfg: ConvConfig,
     next_seq: [u32; 2],
     ip_id: [u16; 2],
@@ -155,6 +159,7 @@ impl Conversation {
         let ip_id = [prng.next_u32() as u16, prng.next_u32() as u16];
         let flow_label = [prng.next_u32() & 0xf_ffff, prng.next_u32() & 0xf_ffff];
         Conversation {
+            forging: None,
             cfg,
             next_seq: [isn_c, isn_s],
             ip_id,
@@ -248,6 +253,9 @@ impl Conversation {
             if !plan.drop.contains(&i) {
                 let flags = if end == payload.len() { ACK | PSH } else { ACK };
                 let frag = plan.fragment.filter(|f| f.0 == i).map(|f| f.1);
+                if let Some((ttl, id)) = plan.forged {
+                    self.forging = Some((ttl, id.wrapping_add(k as u16).wrapping_sub(1)));
+                }
                 self.emit(
                     side,
                     base.wrapping_add(start as u32),
@@ -257,6 +265,7 @@ impl Conversation {
                     &[],
                     frag,
                 );
+                self.forging = None;
             }
             // The receiver acknowledges every second full segment (delayed ACK).
             if natural && k % 2 == 1 && k + 1 < order.len() {
@@ -408,8 +417,17 @@ impl Conversation {
             Side::Server => (self.cfg.server, self.cfg.client),
         };
         let i = side.index();
-        let id = self.ip_id[i];
-        self.ip_id[i] = id.wrapping_add(1);
+        let (src, id) = match self.forging.as_mut() {
+            Some((ttl, id)) => {
+                *id = id.wrapping_add(1);
+                (Endpoint { ttl: *ttl, ..src }, *id)
+            }
+            None => {
+                let id = self.ip_id[i];
+                self.ip_id[i] = id.wrapping_add(1);
+                (src, id)
+            }
+        };
         let tcp_len = 20 + opts.len().div_ceil(4) * 4 + payload.len();
 
         if let (Some(max), IpAddr::V4(s), IpAddr::V4(d)) = (fragment, src.ip, dst.ip) {
