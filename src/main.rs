@@ -58,6 +58,20 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum StateCommand {
+    /// Entries per table.
+    Show {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// Every entry, one JSON object per line.
+    Dump {
+        /// The state file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemaCommand {
     /// Create the database and every table and view in it (idempotent: IF NOT EXISTS).
     Apply(ClickHouseArgs),
@@ -84,20 +98,6 @@ struct ClickHouseAccess {
     /// File whose first line is the ClickHouse password.
     #[arg(long, value_name = "FILE")]
     clickhouse_password_file: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum StateCommand {
-    /// Entries per table.
-    Show {
-        /// The state file.
-        path: PathBuf,
-    },
-    /// Every entry, one JSON object per line.
-    Dump {
-        /// The state file.
-        path: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]

@@ -8,6 +8,9 @@ use thiserror::Error;
 /// The schema file, verbatim.
 pub const SCHEMA_SQL: &str = include_str!("../queries/schema.sql");
 
+/// How long one statement may take (a server that hangs must not hang the command).
+const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Applying the schema failed.
 #[derive(Debug, Error)]
 pub enum SchemaError {
@@ -96,21 +99,21 @@ pub fn apply(target: &Target) -> Result<usize, SchemaError> {
                 reason: crate::sink::target::error_chain(&e),
             }
         };
+        let run = |client: clickhouse::Client, stmt: String| async move {
+            match tokio::time::timeout(STATEMENT_TIMEOUT, client.query_raw(&stmt).execute()).await {
+                Ok(result) => result.map_err(err(describe(&stmt))),
+                Err(_) => Err(SchemaError::Statement {
+                    url: target.base_url.clone(),
+                    what: describe(&stmt),
+                    reason: format!("no answer within {} s", STATEMENT_TIMEOUT.as_secs()),
+                }),
+            }
+        };
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", target.database);
-        target
-            .server_client()
-            .query_raw(&create_db)
-            .execute()
-            .await
-            .map_err(err(create_db.clone()))?;
-        let client = target.client();
+        run(target.server_client(), create_db).await?;
         let stmts = statements(SCHEMA_SQL);
         for stmt in &stmts {
-            client
-                .query_raw(stmt)
-                .execute()
-                .await
-                .map_err(err(describe(stmt)))?;
+            run(target.client(), stmt.clone()).await?;
         }
         Ok(stmts.len() + 1)
     })

@@ -218,6 +218,43 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Country and ASN databases (MaxMind layout) for some of the bundled captures' networks, so
+/// the six enrichment fields carry real values.
+fn geo_databases(dir: &Path) -> (PathBuf, PathBuf) {
+    use mmdb_writer::ipnet::IpNet;
+    use mmdb_writer::{Value as Mmdb, Writer};
+    let nets: [(&str, &str, u32, &str); 5] = [
+        ("192.0.2.0/24", "US", 64_496, "Documentation One"),
+        ("198.51.100.0/24", "BR", 64_497, "Documentation Two"),
+        ("10.77.0.0/16", "DE", 64_501, "Lab Net GmbH"),
+        ("10.79.0.0/16", "SE", 64_511, "Lab Receiver AB"),
+        ("2001:db8::/32", "JP", 4_200_000_001, "Six KK"),
+    ];
+    let mut country = Writer::new("GeoLite2-Country");
+    let mut asn = Writer::new("GeoLite2-ASN");
+    for (net, c, n, org) in nets {
+        let net: IpNet = net.parse().unwrap();
+        country
+            .insert_value(
+                net,
+                Mmdb::map([("country", Mmdb::map([("iso_code", Mmdb::from(c))]))]),
+            )
+            .unwrap();
+        asn.insert_value(
+            net,
+            Mmdb::map([
+                ("autonomous_system_number", Mmdb::from(n)),
+                ("autonomous_system_organization", Mmdb::from(org)),
+            ]),
+        )
+        .unwrap();
+    }
+    let (c, a) = (dir.join("country.mmdb"), dir.join("asn.mmdb"));
+    std::fs::write(&c, country.to_bytes().unwrap()).unwrap();
+    std::fs::write(&a, asn.to_bytes().unwrap()).unwrap();
+    (c, a)
+}
+
 #[test]
 fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
     let dir = tempdir("ch-bundled");
@@ -254,6 +291,7 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
         .collect();
     captures.sort();
     let out = dir.join("out");
+    let (country_db, asn_db) = geo_databases(&dir);
     let summary = analyze_into(
         &ch,
         &captures,
@@ -263,6 +301,10 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
             "bundled",
             "--trust-anchors",
             root().join("pcaps/tls-test-root-ca.pem").to_str().unwrap(),
+            "--geoip-country",
+            country_db.to_str().unwrap(),
+            "--geoip-asn",
+            asn_db.to_str().unwrap(),
         ],
     );
     let chs = &summary["clickhouse"];
@@ -315,22 +357,118 @@ fn bundled_captures_arrive_with_every_field_equal_to_the_ndjson_files() {
         }
     }
     assert!(compared > 100, "only {compared} records compared");
+    // The rollups per country and AS of both ends hold the files' numbers.
+    let mut want = BTreeMap::<String, u64>::new();
+    let mut seen = BTreeSet::new();
+    for s in ndjson(&out.join("sessions.ndjson")) {
+        if seen.insert(s["session_id"].as_str().unwrap().to_string()) {
+            let key = format!(
+                "{}/{}/{}/{}",
+                s["client_country"].as_str().unwrap(),
+                s["client_asn"],
+                s["server_country"].as_str().unwrap(),
+                s["server_asn"]
+            );
+            *want.entry(key).or_default() += 1;
+        }
+    }
+    let got: BTreeMap<String, u64> = ch
+        .rows(
+            "SELECT concat(client_country, '/', toString(client_asn), '/', server_country, '/', \
+             toString(server_asn)) AS k, uniqExactMerge(sessions) FROM bundled.sessions_daily \
+             GROUP BY k",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
+    assert_eq!(got, want, "sessions_daily per country and AS");
+    assert!(
+        want.keys().any(|k| k.contains("US/64496")) && want.keys().any(|k| k.contains("BR/64497")),
+        "the test databases matched nothing: {want:?}"
+    );
 }
 
-/// A mixed capture of `sessions` sessions (made once per test process).
-fn mixed_capture(dir: &Path, sessions: u32, seed: u32) -> PathBuf {
-    let path = dir.join(format!("mixed-{sessions}-{seed}.pcap"));
-    let o = common::run(&[
-        "synth",
-        "mixed",
-        path.to_str().unwrap(),
-        "--sessions",
-        &sessions.to_string(),
-        "--seed",
-        &seed.to_string(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    path
+/// The mixed capture the ingest tests share, 20,000 sessions (about 420 MB): made once and
+/// kept under target/test-out between runs (the generator is deterministic).
+fn mixed_capture() -> PathBuf {
+    static CAPTURE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let dir = root().join("target").join("test-out");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("ch-mixed-20000-11.pcap");
+            if !path.exists() {
+                let tmp = dir.join(format!("ch-mixed-20000-11.{}.tmp", std::process::id()));
+                let o = common::run(&[
+                    "synth",
+                    "mixed",
+                    tmp.to_str().unwrap(),
+                    "--sessions",
+                    "20000",
+                    "--seed",
+                    "11",
+                ]);
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            path
+        })
+        .clone()
+}
+
+/// Starts `analyze` on the shared capture in the background, writing to `out` as the writer
+/// user, in batches of 1,000 rows.
+fn spawn_ingest(ch: &ClickHouse, out: &Path) -> std::process::Child {
+    Command::new(bin())
+        .args([
+            "analyze",
+            mixed_capture().to_str().unwrap(),
+            "--json",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(["--clickhouse", &ch.url(), "--clickhouse-batch-rows", "1000"])
+        .arg("--clickhouse-password-file")
+        .arg(ch.password_file())
+        .env("STRIPWATCH_CLICKHOUSE_USER", WRITER_USER)
+        .env_remove("STRIPWATCH_CLICKHOUSE_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stripwatch analyze")
+}
+
+/// Waits until the first batch of sessions is in the server; returns how many rows it has.
+fn wait_first_batch(ch: &ClickHouse, child: &mut std::process::Child) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = ch
+            .try_query("SELECT count() FROM stripwatch.sessions")
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            return n;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the ingest ended before any batch reached the server"
+        );
+        assert!(Instant::now() < deadline, "no batch arrived within 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for the ingest and returns its summary.
+fn finish_ingest(child: std::process::Child) -> Value {
+    let o = child.wait_with_output().expect("wait for stripwatch");
+    assert!(
+        o.status.success(),
+        "analyze failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("summary JSON")
 }
 
 #[test]
@@ -340,54 +478,14 @@ fn a_server_killed_during_the_ingest_loses_nothing_and_counts_nothing_twice() {
         return;
     };
     apply_schema(&ch, "stripwatch");
-    let capture = mixed_capture(&dir, 10_000, 11);
     let out = dir.join("out");
-    let mut child = Command::new(bin())
-        .args([
-            "analyze",
-            capture.to_str().unwrap(),
-            "--json",
-            "--no-progress",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .args(["--clickhouse", &ch.url(), "--clickhouse-batch-rows", "1000"])
-        .arg("--clickhouse-password-file")
-        .arg(ch.password_file())
-        .env("STRIPWATCH_CLICKHOUSE_USER", WRITER_USER)
-        .env_remove("STRIPWATCH_CLICKHOUSE_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start stripwatch analyze");
+    let mut child = spawn_ingest(&ch, &out);
     // Kill the server as soon as the first batch has landed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let before_kill = loop {
-        let n = ch
-            .try_query("SELECT count() FROM stripwatch.sessions")
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if n > 0 {
-            break n;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the ingest ended before any batch reached the server"
-        );
-        assert!(Instant::now() < deadline, "no batch arrived within 120 s");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let before_kill = wait_first_batch(&ch, &mut child);
     ch.kill();
     std::thread::sleep(Duration::from_millis(1500));
     ch.restart();
-    let o = child.wait_with_output().expect("wait for stripwatch");
-    assert!(
-        o.status.success(),
-        "analyze failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&o.stdout).expect("summary JSON");
+    let summary = finish_ingest(child);
     let chs = &summary["clickhouse"];
     let sessions = ndjson(&out.join("sessions.ndjson")).len() as u64;
     assert!(
@@ -407,7 +505,33 @@ fn a_server_killed_during_the_ingest_loses_nothing_and_counts_nothing_twice() {
          {} raw session rows before deduplication",
         chs["rows_spooled"], raw
     );
-    let _ = std::fs::remove_file(&capture);
+}
+
+#[test]
+fn a_stalled_server_makes_the_pipeline_wait_and_loses_nothing() {
+    let dir = tempdir("ch-stall");
+    let Some(ch) = ClickHouse::start(&dir.join("server")) else {
+        return;
+    };
+    apply_schema(&ch, "stripwatch");
+    let out = dir.join("out");
+    let mut child = spawn_ingest(&ch, &out);
+    wait_first_batch(&ch, &mut child);
+    // SIGSTOP: connections are accepted by the kernel but nothing answers, as with an
+    // overloaded server. The queue to the writer fills and the pipeline must wait.
+    ch.pause();
+    std::thread::sleep(Duration::from_secs(3));
+    ch.resume();
+    let summary = finish_ingest(child);
+    let chs = &summary["clickhouse"];
+    assert!(chs["queue_full_waits"].as_u64().unwrap() > 0, "{chs}");
+    assert_eq!(
+        chs["rows_spooled"], 0,
+        "a stall shorter than the timeouts spools nothing: {chs}"
+    );
+    assert_eq!(chs["insert_errors"], 0, "{chs}");
+    assert_eq!(chs["state"], "delivered", "{chs}");
+    assert_exactly_once(&ch, "stripwatch", &out);
 }
 
 #[test]

@@ -802,7 +802,12 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
     let analysis = work.join("analysis");
     let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
     let mut extra: Vec<String> = geo_dbs(&work).to_vec();
-    extra.extend(["--clickhouse".into(), ch.url(), "--clickhouse-database".into(), db.into()]);
+    extra.extend([
+        "--clickhouse".into(),
+        ch.url(),
+        "--clickhouse-database".into(),
+        db.into(),
+    ]);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     analyze(&refs, &analysis, &extra);
     let stored = ch.count(&format!("SELECT count() FROM {db}.sessions FINAL"));

@@ -33,6 +33,8 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 /// included). A server that hangs is treated as away once these pass.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const END_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the check before the run waits for an answer (a server that hangs counts as away).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows queued between the output stage and the writer thread.
 const QUEUE_ROWS: usize = 16_384;
 /// Batches queued between the batcher and the inserter (bounded memory).
@@ -213,10 +215,19 @@ pub struct ClickHouseSink {
     sensor: String,
 }
 
-/// The enrichment fields of a record. The records do not carry them yet (the `enrich` part
-/// adds them); until then every row says "unknown".
-fn geo<T>(_record: &T) -> Geo {
-    Geo::default()
+/// The enrichment fields (country and AS of both ends) of a record: sessions, findings and
+/// DNS records all carry the same six.
+macro_rules! geo {
+    ($r:expr) => {
+        Geo {
+            client_country: $r.client_country.clone(),
+            client_asn: $r.client_asn,
+            client_as_org: $r.client_as_org.clone(),
+            server_country: $r.server_country.clone(),
+            server_asn: $r.server_asn,
+            server_as_org: $r.server_as_org.clone(),
+        }
+    };
 }
 
 impl ClickHouseSink {
@@ -289,17 +300,17 @@ impl ClickHouseSink {
 
 impl SessionSink for ClickHouseSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
-        self.send(Msg::Session(Box::new(SessionRow::new(rec, geo(rec)))))?;
+        self.send(Msg::Session(Box::new(SessionRow::new(rec, geo!(rec)))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo(rec))))?;
+            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
         }
         Ok(())
     }
 
     fn dns(&mut self, rec: &DnsRecord) -> Result<(), SinkError> {
-        self.send(Msg::Dns(DnsRow::new(rec, geo(rec))))?;
+        self.send(Msg::Dns(DnsRow::new(rec, geo!(rec))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo(rec))))?;
+            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
         }
         Ok(())
     }
@@ -402,10 +413,14 @@ enum CheckError {
 
 /// Is the server there, does it take our credentials, and does the database have our tables?
 async fn check_server(client: &clickhouse::Client) -> Result<(), CheckError> {
-    let names: Vec<String> = client
+    let query = client
         .query("SELECT name FROM system.tables WHERE database = currentDatabase()")
-        .fetch_all()
+        .fetch_all();
+    let names: Vec<String> = tokio::time::timeout(CHECK_TIMEOUT, query)
         .await
+        .map_err(|_| {
+            CheckError::Unreachable(format!("no answer within {} s", CHECK_TIMEOUT.as_secs()))
+        })?
         .map_err(|e| match classify(&e) {
             Failure::Unreachable => CheckError::Unreachable(error_chain(&e)),
             Failure::Refused if matches!(e, clickhouse::error::Error::BadResponse(_)) => {

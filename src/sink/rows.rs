@@ -90,8 +90,7 @@ fn ips(v: &[std::net::IpAddr]) -> Vec<String> {
     v.iter().map(|ip| ip.to_string()).collect()
 }
 
-/// The country and AS of both ends (the shared enrichment fields). Empty/zero until the
-/// records carry them.
+/// The country and AS of both ends (the shared enrichment fields; "" and 0 when unknown).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Geo {
     /// ISO 3166 alpha-2 of the client, "" when unknown.
