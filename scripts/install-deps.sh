@@ -1,26 +1,57 @@
 #!/usr/bin/env bash
 # Installs the system packages stripwatch's build and tests need (Debian/Ubuntu, as root or via
-# sudo). Safe to run again: installed packages are skipped. Retries once, because apt mirrors
-# have been seen to fail transiently.
+# sudo), and chdb-core (a current ClickHouse engine embedded in Python, for the test that checks
+# queries/ on a modern release). Safe to run again: installed packages are skipped. Retries once,
+# because apt mirrors and the package index have been seen to fail transiently.
 set -euo pipefail
 
-packages=(build-essential pkg-config libpcap-dev tcpdump iproute2 openssl python3)
+# clickhouse-server/-client: the tests start a real server (Debian ships 18.16).
+packages=(build-essential pkg-config libpcap-dev tcpdump iproute2 openssl python3
+          clickhouse-server clickhouse-client)
+packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-for attempt in 1 2; do
-    if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
-        exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    ok=0
+    for attempt in 1 2; do
+        if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+            ok=1
+            break
+        fi
+        echo "install-deps: apt-get failed (attempt $attempt), retrying" >&2
+        sleep 5
+    done
+    if [ "$ok" != 1 ]; then
+        echo "install-deps: could not install: ${missing[*]}" >&2
+        exit 1
     fi
-    echo "install-deps: apt-get failed (attempt $attempt), retrying" >&2
-    sleep 5
-done
-echo "install-deps: could not install: ${missing[*]}" >&2
-exit 1
+fi
+
+# chdb-core from PyPI, for the python3 the tests run.
+if ! python3 -c 'import chdb' 2>/dev/null; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        $SUDO apt-get install -y -qq --no-install-recommends python3-pip ||
+            { echo "install-deps: python3-pip is missing and could not be installed" >&2; exit 1; }
+    fi
+    ok=0
+    for attempt in 1 2; do
+        # Debian's own python3 refuses pip installs outside a venv (PEP 668) unless told.
+        if python3 -m pip install -q chdb-core 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages chdb-core; then
+            ok=1
+            break
+        fi
+        echo "install-deps: pip install chdb-core failed (attempt $attempt), retrying" >&2
+        sleep 5
+    done
+    if [ "$ok" != 1 ] || ! python3 -c 'import chdb' 2>/dev/null; then
+        echo "install-deps: could not install chdb-core (pip install chdb-core)" >&2
+        exit 1
+    fi
+fi

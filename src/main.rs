@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use stripwatch::capture::CaptureFile;
 use stripwatch::decode::DefragLimits;
 use stripwatch::detect::CorrelatorConfig;
@@ -16,8 +16,10 @@ use stripwatch::flow::reassembly::ReassemblyLimits;
 use stripwatch::flow::{FlowConfig, PortSet};
 use stripwatch::pipeline::{self, Judges, PipelineConfig, SessionSink};
 use stripwatch::sink::Fanout;
+use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseSink};
 use stripwatch::sink::ndjson::NdjsonSink;
 use stripwatch::sink::summary::{Summary, Tally, TallySink};
+use stripwatch::sink::target::Target;
 use stripwatch::smtp::SmtpConfig;
 use stripwatch::state::{Baseline, NoBaseline, StateStore};
 use stripwatch::tls::dane::TlsaStore;
@@ -36,10 +38,17 @@ struct Cli {
 enum Command {
     /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
     Analyze(Box<AnalyzeArgs>),
+    /// Render the report (terminal, Markdown, HTML, CSV, TLS-RPT) of an analysis.
+    Report(ReportArgs),
     /// Write labelled scenario captures or a large mixed capture.
     Synth {
         #[command(subcommand)]
         what: SynthCommand,
+    },
+    /// The ClickHouse schema (queries/schema.sql).
+    Schema {
+        #[command(subcommand)]
+        what: SchemaCommand,
     },
     /// Inspect the persistent baseline written by `analyze --state`.
     State {
@@ -60,6 +69,35 @@ enum StateCommand {
         /// The state file.
         path: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Create the database and every table and view in it (idempotent: IF NOT EXISTS).
+    Apply(ClickHouseArgs),
+    /// Print the schema.
+    Print,
+}
+
+/// Where ClickHouse is. The user comes from STRIPWATCH_CLICKHOUSE_USER, the password from
+/// STRIPWATCH_CLICKHOUSE_PASSWORD or --clickhouse-password-file, never from the command line.
+#[derive(Args)]
+struct ClickHouseArgs {
+    /// ClickHouse HTTP URL (http://127.0.0.1:8123); a path names the database.
+    #[arg(long, value_name = "URL")]
+    clickhouse: String,
+    #[command(flatten)]
+    access: ClickHouseAccess,
+}
+
+#[derive(Args)]
+struct ClickHouseAccess {
+    /// Database (default: the URL's path, else `stripwatch`).
+    #[arg(long, value_name = "NAME")]
+    clickhouse_database: Option<String>,
+    /// File whose first line is the ClickHouse password.
+    #[arg(long, value_name = "FILE")]
+    clickhouse_password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +201,90 @@ struct AnalyzeArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Also send sessions, findings, DNS transactions and certificates to ClickHouse at this
+    /// HTTP URL (create the tables first with `stripwatch schema apply`).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    #[command(flatten)]
+    clickhouse_access: ClickHouseAccess,
+    /// Where batches wait while ClickHouse is away (default: OUT/clickhouse-spool); replayed
+    /// first at the next start.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// Largest spool size (bytes; K, M, G suffixes are powers of 1024); batches beyond it are
+    /// dropped, counted, and the run exits with an error.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    spool_max_bytes: u64,
+    /// Rows per ClickHouse INSERT at most (rows also go at least once a second).
+    #[arg(long, value_name = "ROWS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    clickhouse_batch_rows: u64,
+    /// Seconds to keep replaying the spool at the end of the run before leaving it for the next
+    /// start.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    clickhouse_drain_timeout: u64,
+    /// Do not write the report (report.md, report.html, csv/, tlsrpt/) into the output directory.
+    #[arg(long)]
+    no_report: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// An `analyze` output directory.
+    #[arg(required_unless_present = "clickhouse", conflicts_with = "clickhouse")]
+    dir: Option<PathBuf>,
+    /// Read the events from ClickHouse at this HTTP URL instead (queries/*.sql).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    #[command(flatten)]
+    clickhouse_access: ClickHouseAccess,
+    /// Where to write the files (default: DIR; needed with --clickhouse unless only the terminal
+    /// summary is asked for).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Outputs: terminal, markdown, html, csv, tlsrpt or all (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    format: Vec<ReportFormat>,
+    /// Only sessions from this time on: YYYY-MM-DD or RFC 3339 (whole seconds).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only sessions before this time: RFC 3339, or YYYY-MM-DD (that day included).
+    #[arg(long)]
+    until: Option<String>,
+    /// TLS-RPT `organization-name`.
+    #[arg(long, default_value = "stripwatch")]
+    tlsrpt_organization: String,
+    /// TLS-RPT `contact-info`.
+    #[arg(long, default_value = "postmaster@localhost")]
+    tlsrpt_contact: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Terminal,
+    Markdown,
+    Html,
+    Csv,
+    Tlsrpt,
+    All,
+}
+
+/// Reads `1073741824`, `512M`, `1G`, `64KiB`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn main() {
@@ -193,7 +315,9 @@ fn main() {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze(*args),
+        Command::Report(args) => report(args),
         Command::Synth { what } => synth(what),
+        Command::Schema { what } => schema(what),
         Command::State { what } => state(what),
     };
     if let Err(e) = result {
@@ -263,6 +387,32 @@ fn synth(what: SynthCommand) -> Result<()> {
                 stats.sessions,
                 stats.packets,
                 stats.bytes as f64 / 1e6
+            );
+            Ok(())
+        }
+    }
+}
+
+fn target(url: &str, access: &ClickHouseAccess) -> Result<Target> {
+    Ok(Target::from_args(
+        url,
+        access.clickhouse_database.as_deref(),
+        access.clickhouse_password_file.as_deref(),
+    )?)
+}
+
+fn schema(what: SchemaCommand) -> Result<()> {
+    match what {
+        SchemaCommand::Print => {
+            print!("{}", stripwatch::schema::SCHEMA_SQL);
+            Ok(())
+        }
+        SchemaCommand::Apply(args) => {
+            let t = target(&args.clickhouse, &args.access)?;
+            let n = stripwatch::schema::apply(&t)?;
+            eprintln!(
+                "schema applied to database {} at {} ({n} statements)",
+                t.database, t.base_url
             );
             Ok(())
         }
@@ -385,10 +535,30 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         save_baseline: args.state.is_some(),
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let sinks: Vec<Box<dyn SessionSink>> = vec![
+    let mut sinks: Vec<Box<dyn SessionSink>> = vec![
         Box::new(NdjsonSink::create(&args.out)?),
         Box::new(TallySink(tally.clone())),
     ];
+    let clickhouse = match &args.clickhouse {
+        Some(url) => {
+            let opts = ClickHouseOptions {
+                target: target(url, &args.clickhouse_access)?,
+                spool_dir: args
+                    .spool
+                    .clone()
+                    .unwrap_or_else(|| args.out.join("clickhouse-spool")),
+                spool_max_bytes: args.spool_max_bytes,
+                batch_rows: args.clickhouse_batch_rows as usize,
+                flush_interval: Duration::from_secs(1),
+                drain_timeout: Duration::from_secs(args.clickhouse_drain_timeout),
+                sensor: cfg.flow.sensor.clone(),
+            };
+            let (sink, report) = ClickHouseSink::start(opts)?;
+            sinks.push(Box::new(sink));
+            Some(report)
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -437,7 +607,8 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
-    let summary = Summary::new(&stats, &tally, elapsed);
+    let mut summary = Summary::new(&stats, &tally, elapsed);
+    summary.clickhouse = clickhouse.as_ref().map(|r| r.snapshot());
     let json = serde_json::to_string_pretty(&summary)?;
     let summary_path = args.out.join("summary.json");
     std::fs::write(&summary_path, format!("{json}\n"))
@@ -450,6 +621,90 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
             "\nwrote {}/{{sessions,findings}}.ndjson and summary.json",
             args.out.display()
         );
+    }
+    if let Some(ch) = &summary.clickhouse
+        && ch.rows_dropped > 0
+    {
+        bail!(
+            "ClickHouse: {} rows were dropped ({}); the ndjson files in {} have them",
+            ch.rows_dropped,
+            ch.last_error.as_deref().unwrap_or("spool full"),
+            args.out.display()
+        );
+    }
+    if !args.no_report {
+        report_after_analyze(&args.out, args.json)?;
+    }
+    Ok(())
+}
+
+/// Writes the embedded report into an analysis directory (`analyze` without `--no-report`).
+fn report_after_analyze(out: &std::path::Path, quiet: bool) -> Result<()> {
+    use stripwatch::report::{self, Format};
+    let started = Instant::now();
+    let model = report::embedded::from_dir(out, Default::default())?;
+    let formats = [Format::Markdown, Format::Html, Format::Csv, Format::Tlsrpt];
+    report::write_files(&model, out, &formats, &Default::default())?;
+    if !quiet {
+        println!(
+            "wrote the report ({}/report.{{md,html}}, csv/, tlsrpt/) in {:.2} s",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> Result<()> {
+    use stripwatch::report::{self, Format, TlsrptIdentity};
+    let window = report::window::parse_window(args.since.as_deref(), args.until.as_deref())?;
+    let model = match (&args.clickhouse, &args.dir) {
+        (Some(url), _) => report::clickhouse::load(&target(url, &args.clickhouse_access)?, window)?,
+        (None, Some(dir)) => report::embedded::from_dir(dir, window)?,
+        (None, None) => bail!("give an analysis DIR or --clickhouse URL"),
+    };
+    let mut formats = Vec::new();
+    for f in &args.format {
+        let add: &[Format] = match f {
+            ReportFormat::Terminal => &[Format::Terminal],
+            ReportFormat::Markdown => &[Format::Markdown],
+            ReportFormat::Html => &[Format::Html],
+            ReportFormat::Csv => &[Format::Csv],
+            ReportFormat::Tlsrpt => &[Format::Tlsrpt],
+            ReportFormat::All => &[
+                Format::Terminal,
+                Format::Markdown,
+                Format::Html,
+                Format::Csv,
+                Format::Tlsrpt,
+            ],
+        };
+        for a in add {
+            if !formats.contains(a) {
+                formats.push(*a);
+            }
+        }
+    }
+    let files = formats.iter().any(|f| *f != Format::Terminal);
+    let out = match args.out.or(args.dir) {
+        Some(out) => out,
+        None if files => bail!("--out DIR is needed with --clickhouse (or --format terminal)"),
+        None => PathBuf::new(),
+    };
+    let identity = TlsrptIdentity {
+        organization: args.tlsrpt_organization,
+        contact: args.tlsrpt_contact,
+    };
+    let written = if files {
+        report::write_files(&model, &out, &formats, &identity)?
+    } else {
+        Vec::new()
+    };
+    if formats.contains(&Format::Terminal) {
+        print!("{}", report::terminal::render(&model));
+        if !written.is_empty() {
+            println!("\nwrote {} files under {}", written.len(), out.display());
+        }
     }
     Ok(())
 }

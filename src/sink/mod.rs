@@ -1,8 +1,12 @@
-//! Outputs of judged sessions: newline-delimited JSON files, the run summary, and (later)
-//! ClickHouse. Several sinks can be combined with `Fanout`.
+//! Outputs of judged sessions: newline-delimited JSON files, the run summary, and ClickHouse
+//! (with its disk spool). Several sinks can be combined with `Fanout`.
 
+pub mod clickhouse;
 pub mod ndjson;
+pub mod rows;
+pub mod spool;
 pub mod summary;
+pub mod target;
 
 use crate::event::SessionRecord;
 use crate::pipeline::{SessionSink, SinkError};

@@ -155,6 +155,9 @@ pub struct Summary {
     pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted by a signal.
     pub interrupted: bool,
+    /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<crate::sink::clickhouse::ClickHouseStats>,
 }
 
 /// What the persistent baseline did in this run.
@@ -244,6 +247,7 @@ impl Summary {
             servers_untracked: tally.servers_untracked,
             enrichment: stats.enrichment.clone(),
             interrupted: stats.interrupted,
+            clickhouse: None,
         }
     }
 
@@ -379,6 +383,9 @@ impl Summary {
                     }
                 );
             }
+        }
+        if let Some(ch) = &self.clickhouse {
+            s.push_str(&ch.render());
         }
         s
     }

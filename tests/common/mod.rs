@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod clickhouse;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
