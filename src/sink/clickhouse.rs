@@ -38,7 +38,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows queued between the output stage and the writer thread.
 const QUEUE_ROWS: usize = 16_384;
 /// Batches queued between the batcher and the inserter (bounded memory).
-const QUEUE_BATCHES: usize = 2;
+const QUEUE_BATCHES: usize = 1;
 
 /// How to reach ClickHouse and how to behave while it is away.
 #[derive(Clone, Debug)]
