@@ -8,6 +8,7 @@ set -euo pipefail
 # clickhouse-server/-client: the tests start a real server (Debian ships 18.16).
 packages=(build-essential pkg-config libpcap-dev tcpdump iproute2 openssl python3
           clickhouse-server clickhouse-client)
+packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive

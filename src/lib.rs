@@ -10,6 +10,7 @@ pub mod event;
 pub mod flow;
 pub mod order;
 pub mod pipeline;
+pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod smtp;

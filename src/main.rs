@@ -38,6 +38,8 @@ struct Cli {
 enum Command {
     /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
     Analyze(Box<AnalyzeArgs>),
+    /// Render the report (terminal, Markdown, HTML, CSV, TLS-RPT) of an analysis.
+    Report(ReportArgs),
     /// Write labelled scenario captures or a large mixed capture.
     Synth {
         #[command(subcommand)]
@@ -221,6 +223,50 @@ struct AnalyzeArgs {
     /// start.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     clickhouse_drain_timeout: u64,
+    /// Do not write the report (report.md, report.html, csv/, tlsrpt/) into the output directory.
+    #[arg(long)]
+    no_report: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// An `analyze` output directory.
+    #[arg(required_unless_present = "clickhouse", conflicts_with = "clickhouse")]
+    dir: Option<PathBuf>,
+    /// Read the events from ClickHouse at this HTTP URL instead (queries/*.sql).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    #[command(flatten)]
+    clickhouse_access: ClickHouseAccess,
+    /// Where to write the files (default: DIR; needed with --clickhouse unless only the terminal
+    /// summary is asked for).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Outputs: terminal, markdown, html, csv, tlsrpt or all (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    format: Vec<ReportFormat>,
+    /// Only sessions from this time on: YYYY-MM-DD or RFC 3339 (whole seconds).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only sessions before this time: RFC 3339, or YYYY-MM-DD (that day included).
+    #[arg(long)]
+    until: Option<String>,
+    /// TLS-RPT `organization-name`.
+    #[arg(long, default_value = "stripwatch")]
+    tlsrpt_organization: String,
+    /// TLS-RPT `contact-info`.
+    #[arg(long, default_value = "postmaster@localhost")]
+    tlsrpt_contact: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Terminal,
+    Markdown,
+    Html,
+    Csv,
+    Tlsrpt,
+    All,
 }
 
 /// Reads `1073741824`, `512M`, `1G`, `64KiB`.
@@ -269,6 +315,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze(*args),
+        Command::Report(args) => report(args),
         Command::Synth { what } => synth(what),
         Command::Schema { what } => schema(what),
         Command::State { what } => state(what),
@@ -585,6 +632,80 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
             ch.last_error.as_deref().unwrap_or("spool full"),
             args.out.display()
         );
+    }
+    if !args.no_report {
+        report_after_analyze(&args.out, args.json)?;
+    }
+    Ok(())
+}
+
+/// Writes the embedded report into an analysis directory (`analyze` without `--no-report`).
+fn report_after_analyze(out: &std::path::Path, quiet: bool) -> Result<()> {
+    use stripwatch::report::{self, Format};
+    let started = Instant::now();
+    let model = report::embedded::from_dir(out, Default::default())?;
+    let formats = [Format::Markdown, Format::Html, Format::Csv, Format::Tlsrpt];
+    report::write_files(&model, out, &formats, &Default::default())?;
+    if !quiet {
+        println!(
+            "wrote the report ({}/report.{{md,html}}, csv/, tlsrpt/) in {:.2} s",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> Result<()> {
+    use stripwatch::report::{self, Format, TlsrptIdentity};
+    let window = report::window::parse_window(args.since.as_deref(), args.until.as_deref())?;
+    let model = match (&args.clickhouse, &args.dir) {
+        (Some(url), _) => report::clickhouse::load(&target(url, &args.clickhouse_access)?, window)?,
+        (None, Some(dir)) => report::embedded::from_dir(dir, window)?,
+        (None, None) => bail!("give an analysis DIR or --clickhouse URL"),
+    };
+    let mut formats = Vec::new();
+    for f in &args.format {
+        let add: &[Format] = match f {
+            ReportFormat::Terminal => &[Format::Terminal],
+            ReportFormat::Markdown => &[Format::Markdown],
+            ReportFormat::Html => &[Format::Html],
+            ReportFormat::Csv => &[Format::Csv],
+            ReportFormat::Tlsrpt => &[Format::Tlsrpt],
+            ReportFormat::All => &[
+                Format::Terminal,
+                Format::Markdown,
+                Format::Html,
+                Format::Csv,
+                Format::Tlsrpt,
+            ],
+        };
+        for a in add {
+            if !formats.contains(a) {
+                formats.push(*a);
+            }
+        }
+    }
+    let files = formats.iter().any(|f| *f != Format::Terminal);
+    let out = match args.out.or(args.dir) {
+        Some(out) => out,
+        None if files => bail!("--out DIR is needed with --clickhouse (or --format terminal)"),
+        None => PathBuf::new(),
+    };
+    let identity = TlsrptIdentity {
+        organization: args.tlsrpt_organization,
+        contact: args.tlsrpt_contact,
+    };
+    let written = if files {
+        report::write_files(&model, &out, &formats, &identity)?
+    } else {
+        Vec::new()
+    };
+    if formats.contains(&Format::Terminal) {
+        print!("{}", report::terminal::render(&model));
+        if !written.is_empty() {
+            println!("\nwrote {} files under {}", written.len(), out.display());
+        }
     }
     Ok(())
 }

@@ -1,0 +1,463 @@
+//! The embedded source: reads an `analyze` output directory line by line (one record in memory
+//! at a time) and aggregates it into a [`Report`]. Memory is bounded by the number of groups,
+//! and every grouping is capped at [`MAX_GROUPS`] keys; a session that would need a key beyond
+//! the cap is counted in `ungrouped_sessions` instead.
+
+use super::ReportError;
+use super::model::*;
+use super::window::record_secs;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+/// Keys one grouping may hold before new keys are refused (and counted).
+pub const MAX_GROUPS: usize = 1_000_000;
+
+/// The fields of a session record the report reads. Enrichment fields are absent in
+/// directories written before enrichment existed: they read as unknown.
+#[derive(Deserialize)]
+struct SessionLine<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    verdict: Cow<'a, str>,
+    #[serde(borrow, default)]
+    findings: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    greeting_verb: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ehlo_reply_code: Option<u16>,
+    #[serde(default)]
+    starttls_offered: bool,
+    #[serde(default)]
+    tls_handshake_completed: bool,
+    #[serde(borrow)]
+    client_ip: Cow<'a, str>,
+    #[serde(borrow)]
+    server_ip: Cow<'a, str>,
+    #[serde(borrow, default)]
+    recipient_domain: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    mx_host: Option<Cow<'a, str>>,
+    #[serde(default)]
+    mx_tlsa: Vec<IgnoredAny>,
+    // Country and AS of both ends (the shared enrichment contract); inlined, not flattened,
+    // because serde's flatten would buffer every other field of the record.
+    #[serde(borrow, default)]
+    client_country: Cow<'a, str>,
+    #[serde(default)]
+    client_asn: u32,
+    #[serde(borrow, default)]
+    client_as_org: Cow<'a, str>,
+    #[serde(borrow, default)]
+    server_country: Cow<'a, str>,
+    #[serde(default)]
+    server_asn: u32,
+    #[serde(borrow, default)]
+    server_as_org: Cow<'a, str>,
+}
+
+/// The fields of a DNS record the report reads.
+#[derive(Deserialize)]
+struct DnsLine<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow, default)]
+    findings: Vec<Cow<'a, str>>,
+    // The resolver is the server end of a DNS record.
+    #[serde(borrow, default)]
+    server_as_org: Cow<'a, str>,
+    #[serde(default)]
+    server_asn: u32,
+}
+
+/// A map that refuses new keys beyond [`MAX_GROUPS`].
+struct Capped<K, V> {
+    map: HashMap<K, V>,
+}
+
+impl<K: Hash + Eq, V: Default> Capped<K, V> {
+    fn new() -> Self {
+        Capped {
+            map: HashMap::new(),
+        }
+    }
+
+    /// The value for `key` (created if there is room), else `None` after counting the refusal.
+    fn get(&mut self, key: K, refused: &mut u64) -> Option<&mut V> {
+        let len = self.map.len();
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if len >= MAX_GROUPS {
+                    *refused += 1;
+                    None
+                } else {
+                    Some(e.insert(V::default()))
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the greatest string seen (so every source picks the same organisation name).
+fn keep_max(slot: &mut String, s: &str) {
+    if s > slot.as_str() {
+        slot.clear();
+        slot.push_str(s);
+    }
+}
+
+#[derive(Default)]
+struct AsAgg {
+    org: String,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct ServerAgg {
+    country: String,
+    asn: u32,
+    org: String,
+    sessions: u64,
+    problems: u64,
+}
+
+#[derive(Default)]
+struct PolicyAgg {
+    tlsa: bool,
+    successful: u64,
+    failed: u64,
+}
+
+#[derive(Default)]
+struct DnsAgg {
+    org: String,
+    transactions: u64,
+    injected: u64,
+}
+
+/// Everything being aggregated.
+struct Acc {
+    window: Window,
+    totals: Counts,
+    by_day: Capped<String, Counts>,
+    client_country: Capped<String, Counts>,
+    server_country: Capped<String, Counts>,
+    client_as: Capped<u32, AsAgg>,
+    server_as: Capped<u32, AsAgg>,
+    verdict_day: Capped<(String, String), u64>,
+    kinds: Capped<String, u64>,
+    kind_servers: Capped<(String, String), ()>,
+    servers: Capped<String, ServerAgg>,
+    policies: Capped<(String, String), PolicyAgg>,
+    failures: Capped<(String, String, &'static str, String, String, String), u64>,
+    dns: Capped<u32, DnsAgg>,
+    skipped: u64,
+    refused: u64,
+}
+
+impl Acc {
+    fn new(window: Window) -> Acc {
+        Acc {
+            window,
+            totals: Counts::default(),
+            by_day: Capped::new(),
+            client_country: Capped::new(),
+            server_country: Capped::new(),
+            client_as: Capped::new(),
+            server_as: Capped::new(),
+            verdict_day: Capped::new(),
+            kinds: Capped::new(),
+            kind_servers: Capped::new(),
+            servers: Capped::new(),
+            policies: Capped::new(),
+            failures: Capped::new(),
+            dns: Capped::new(),
+            skipped: 0,
+            refused: 0,
+        }
+    }
+
+    /// The UTC day of a record timestamp, if the record is inside the window; `Err` when the
+    /// timestamp is malformed.
+    fn day_of<'a>(&self, ts: &'a str) -> Result<Option<&'a str>, ()> {
+        let day = ts.get(..10).filter(|d| d.as_bytes()[4] == b'-').ok_or(())?;
+        if self.window == Window::default() {
+            return Ok(Some(day));
+        }
+        let secs = record_secs(ts).ok_or(())?;
+        Ok(self.window.contains(secs).then_some(day))
+    }
+
+    fn session(&mut self, s: &SessionLine<'_>) {
+        let day = match self.day_of(&s.ts) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(()) => {
+                self.skipped += 1;
+                return;
+            }
+        };
+        let facts = SessionFacts::new(
+            &s.verdict,
+            s.findings.iter().map(|k| k.as_ref()),
+            s.greeting_verb.as_deref(),
+            s.ehlo_reply_code,
+            s.starttls_offered,
+            s.tls_handshake_completed,
+        );
+        let r = &mut self.refused;
+        self.totals.add(&facts);
+        if let Some(c) = self.by_day.get(day.to_string(), r) {
+            c.add(&facts);
+        }
+        let e = s;
+        if let Some(c) = self.client_country.get(e.client_country.to_string(), r) {
+            c.add(&facts);
+        }
+        if let Some(c) = self.server_country.get(e.server_country.to_string(), r) {
+            c.add(&facts);
+        }
+        if let Some(a) = self.client_as.get(e.client_asn, r) {
+            keep_max(&mut a.org, &e.client_as_org);
+            a.counts.add(&facts);
+        }
+        if let Some(a) = self.server_as.get(e.server_asn, r) {
+            keep_max(&mut a.org, &e.server_as_org);
+            a.counts.add(&facts);
+        }
+        if let Some(n) = self
+            .verdict_day
+            .get((day.to_string(), s.verdict.to_string()), r)
+        {
+            *n += 1;
+        }
+        for (i, k) in s.findings.iter().enumerate() {
+            if s.findings[..i].contains(k) {
+                continue;
+            }
+            if let Some(n) = self.kinds.get(k.to_string(), r) {
+                *n += 1;
+            }
+            self.kind_servers
+                .get((k.to_string(), s.server_ip.to_string()), r);
+        }
+        if let Some(sv) = self.servers.get(s.server_ip.to_string(), r) {
+            keep_max(&mut sv.country, &e.server_country);
+            sv.asn = sv.asn.max(e.server_asn);
+            keep_max(&mut sv.org, &e.server_as_org);
+            sv.sessions += 1;
+            sv.problems += u64::from(facts.problem);
+        }
+        if let Some(domain) = s.recipient_domain.as_deref().filter(|d| !d.is_empty()) {
+            let mx = s.mx_host.as_deref().unwrap_or("");
+            let deciding = tlsrpt_deciding_kind(s.findings.iter().map(|k| k.as_ref()));
+            if let Some(p) = self.policies.get((domain.to_string(), mx.to_string()), r) {
+                p.tlsa |= !s.mx_tlsa.is_empty();
+                match deciding {
+                    Some(_) => p.failed += 1,
+                    None if s.tls_handshake_completed => p.successful += 1,
+                    None => {}
+                }
+            }
+            if let Some(kind) = deciding {
+                let result = tlsrpt_result_type(kind).unwrap_or("validation-failure");
+                let key = (
+                    domain.to_string(),
+                    mx.to_string(),
+                    result,
+                    kind.to_string(),
+                    s.client_ip.to_string(),
+                    s.server_ip.to_string(),
+                );
+                if let Some(n) = self.failures.get(key, r) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    fn dns(&mut self, d: &DnsLine<'_>) {
+        match self.day_of(&d.ts) {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(()) => {
+                self.skipped += 1;
+                return;
+            }
+        }
+        if let Some(a) = self.dns.get(d.server_asn, &mut self.refused) {
+            keep_max(&mut a.org, &d.server_as_org);
+            a.transactions += 1;
+            a.injected += u64::from(d.findings.iter().any(|k| k == "dns-injection"));
+        }
+    }
+
+    fn finish(self) -> Report {
+        let mut servers_per_kind = HashMap::<String, u64>::new();
+        for (k, _) in self.kind_servers.map.into_keys() {
+            *servers_per_kind.entry(k).or_default() += 1;
+        }
+        let as_rows = |m: Capped<u32, AsAgg>| -> Vec<AsRow> {
+            m.map
+                .into_iter()
+                .map(|(asn, a)| AsRow {
+                    asn,
+                    as_org: a.org,
+                    counts: a.counts,
+                })
+                .collect()
+        };
+        let country_rows = |m: Capped<String, Counts>| -> Vec<CountryRow> {
+            m.map
+                .into_iter()
+                .map(|(country, counts)| CountryRow { country, counts })
+                .collect()
+        };
+        let mut report = Report {
+            window: self.window,
+            totals: self.totals,
+            by_day: self
+                .by_day
+                .map
+                .into_iter()
+                .map(|(day, counts)| DayRow { day, counts })
+                .collect(),
+            by_client_country: country_rows(self.client_country),
+            by_server_country: country_rows(self.server_country),
+            by_client_as: as_rows(self.client_as),
+            by_server_as: as_rows(self.server_as),
+            verdicts_by_day: self
+                .verdict_day
+                .map
+                .into_iter()
+                .map(|((day, verdict), sessions)| VerdictDayRow {
+                    day,
+                    verdict,
+                    sessions,
+                })
+                .collect(),
+            findings_by_kind: self
+                .kinds
+                .map
+                .into_iter()
+                .map(|(kind, sessions)| KindRow {
+                    servers: servers_per_kind.get(&kind).copied().unwrap_or(0),
+                    kind,
+                    sessions,
+                })
+                .collect(),
+            top_servers: self
+                .servers
+                .map
+                .into_iter()
+                .filter(|(_, s)| s.problems > 0)
+                .map(|(ip, s)| ServerRow {
+                    server_ip: ip,
+                    server_country: s.country,
+                    server_asn: s.asn,
+                    server_as_org: s.org,
+                    sessions: s.sessions,
+                    problem_sessions: s.problems,
+                })
+                .collect(),
+            dns_by_resolver_as: self
+                .dns
+                .map
+                .into_iter()
+                .map(|(asn, a)| DnsAsRow {
+                    asn,
+                    as_org: a.org,
+                    transactions: a.transactions,
+                    injected: a.injected,
+                })
+                .collect(),
+            tlsrpt_policies: self
+                .policies
+                .map
+                .into_iter()
+                .map(|((policy_domain, mx_host), p)| PolicyRow {
+                    policy_domain,
+                    mx_host,
+                    policy_type: if p.tlsa { POLICY_TLSA } else { POLICY_NONE }.to_string(),
+                    successful: p.successful,
+                    failed: p.failed,
+                })
+                .collect(),
+            tlsrpt_failures: self
+                .failures
+                .map
+                .into_iter()
+                .map(
+                    |((policy_domain, mx_host, result, kind, client, server), n)| FailureRow {
+                        policy_domain,
+                        mx_host,
+                        result_type: result.to_string(),
+                        failure_reason_code: kind,
+                        sending_mta_ip: client,
+                        receiving_ip: server,
+                        failed_session_count: n,
+                    },
+                )
+                .collect(),
+            skipped_records: self.skipped,
+            ungrouped_sessions: self.refused,
+        };
+        report.normalize();
+        report
+    }
+}
+
+/// Calls `each` for every line of an NDJSON file, reusing one buffer.
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(&str) -> Result<(), ()>,
+) -> Result<u64, ReportError> {
+    let file = std::fs::File::open(path).map_err(|e| ReportError::io("cannot read", path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    let mut bad = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| ReportError::io("cannot read", path, e))?;
+        if n == 0 {
+            return Ok(bad);
+        }
+        let text = line.trim_end();
+        if !text.is_empty() && each(text).is_err() {
+            bad += 1;
+        }
+    }
+}
+
+/// Aggregates `DIR/sessions.ndjson` and (when present) `DIR/dns.ndjson` over `window`.
+pub fn from_dir(dir: &Path, window: Window) -> Result<Report, ReportError> {
+    let sessions = dir.join("sessions.ndjson");
+    if !sessions.is_file() {
+        return Err(ReportError::NotAnAnalysis(dir.to_path_buf()));
+    }
+    let mut acc = Acc::new(window);
+    let bad = for_each_line(&sessions, |text| {
+        let s: SessionLine = serde_json::from_str(text).map_err(|_| ())?;
+        acc.session(&s);
+        Ok(())
+    })?;
+    acc.skipped += bad;
+    let dns = dir.join("dns.ndjson");
+    if dns.is_file() {
+        let bad = for_each_line(&dns, |text| {
+            let d: DnsLine = serde_json::from_str(text).map_err(|_| ())?;
+            acc.dns(&d);
+            Ok(())
+        })?;
+        acc.skipped += bad;
+    }
+    Ok(acc.finish())
+}
