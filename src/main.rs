@@ -539,6 +539,12 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         Box::new(NdjsonSink::create(&args.out)?),
         Box::new(TallySink(tally.clone())),
     ];
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the signal handler")?;
+    }
     let clickhouse = match &args.clickhouse {
         Some(url) => {
             let opts = ClickHouseOptions {
@@ -552,6 +558,7 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
                 flush_interval: Duration::from_secs(1),
                 drain_timeout: Duration::from_secs(args.clickhouse_drain_timeout),
                 sensor: cfg.flow.sensor.clone(),
+                stop: Some(stop.clone()),
             };
             let (sink, report) = ClickHouseSink::start(opts)?;
             sinks.push(Box::new(sink));
@@ -559,12 +566,6 @@ fn analyze(args: AnalyzeArgs) -> Result<()> {
         }
         None => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("cannot install the signal handler")?;
-    }
     let total: Option<u64> = inputs.iter().map(|i| i.size()).sum();
     let show_progress = !args.no_progress
         && std::io::stderr().is_terminal()

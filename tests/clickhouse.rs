@@ -832,3 +832,37 @@ fn https_with_a_private_ca_works_and_an_untrusted_certificate_stops_the_run() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("certificate"), "{err}");
 }
+
+#[test]
+fn a_signal_ends_the_wait_for_an_absent_server_and_keeps_the_spool() {
+    let dir = tempdir("ch-signal");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = dir.join("out");
+    let started = Instant::now();
+    let child = Command::new(bin())
+        .args(["analyze", "--json", "--out", out.to_str().unwrap()])
+        .arg(root().join("pcaps/real-postfix-overwrite.pcap"))
+        .args(["--clickhouse", &dead, "--clickhouse-drain-timeout", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The capture takes milliseconds; after that the run waits for the server to come back.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -INT failed");
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the run kept waiting after the signal"
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &summary["clickhouse"];
+    assert_eq!(c["state"], "spooled", "{c}");
+    assert!(c["spool_rows_left"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["rows_dropped"], 0, "{c}");
+}

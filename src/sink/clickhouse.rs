@@ -38,7 +38,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows queued between the output stage and the writer thread.
 const QUEUE_ROWS: usize = 16_384;
 /// Batches queued between the batcher and the inserter (bounded memory).
-const QUEUE_BATCHES: usize = 2;
+const QUEUE_BATCHES: usize = 1;
 
 /// How to reach ClickHouse and how to behave while it is away.
 #[derive(Clone, Debug)]
@@ -58,6 +58,9 @@ pub struct ClickHouseOptions {
     pub drain_timeout: Duration,
     /// The sensor name (certificate rows carry it; other rows carry their record's).
     pub sensor: String,
+    /// Set by a signal: the end-of-run replay stops at once and leaves the spool for the next
+    /// start (nothing is lost, the user is not kept waiting).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Starting the sink failed: the run does not begin.
@@ -397,9 +400,12 @@ fn writer_thread(
             next_probe: Instant::now(),
         };
         let batcher = batcher(rx, batch_tx, opts.batch_rows.max(1), opts.flush_interval);
+        let stop = opts.stop.clone();
         let deliver = async {
             writer.run(batch_rx).await;
-            writer.drain(Instant::now() + opts.drain_timeout).await;
+            writer
+                .drain(Instant::now() + opts.drain_timeout, stop.as_deref())
+                .await;
             writer.close();
         };
         tokio::join!(batcher, deliver);
@@ -687,18 +693,23 @@ impl Writer {
 
     /// At the end: keeps replaying until the spool is empty or `deadline` passes (one try at
     /// least).
-    async fn drain(&mut self, deadline: Instant) {
+    async fn drain(&mut self, deadline: Instant, stop: Option<&std::sync::atomic::AtomicBool>) {
         let mut tried = false;
         while !self.spool.is_empty() {
             let now = Instant::now();
-            if tried && now >= deadline {
+            let stopped = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+            if tried && (now >= deadline || stopped) {
                 break;
             }
             if now >= self.next_probe || !tried {
                 tried = true;
                 self.replay().await;
             } else {
-                let wake = self.next_probe.min(deadline);
+                // Short sleeps, so a signal is noticed within a tenth of a second.
+                let wake = self
+                    .next_probe
+                    .min(deadline)
+                    .min(now + Duration::from_millis(100));
                 tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
             }
         }
