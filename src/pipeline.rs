@@ -305,6 +305,7 @@ fn worker(
 ) -> (FlowStats, DnsStats) {
     let mut table = FlowTable::new(cfg);
     let mut done = Outputs::default();
+    let mut last_sent_us = i64::MIN;
     for mut batch in rx {
         for (meta, &(start, len)) in batch.metas.iter().zip(&batch.spans) {
             let payload = &batch.data[start as usize..(start + len) as usize];
@@ -313,11 +314,15 @@ fn worker(
         }
         table.advance(batch.watermark_us, &mut done);
         done.stamp(table.now_us());
-        // Sent even when empty: the watermark lets the output stage release what other workers
-        // produced up to this capture time.
-        done.watermark_us = batch.watermark_us.max(table.now_us());
-        if out.send((index, std::mem::take(&mut done))).is_err() {
-            break;
+        // Sent when there is something, and otherwise once per second of capture time: the
+        // watermark lets the output stage release what other workers produced until then.
+        let watermark_us = batch.watermark_us.max(table.now_us());
+        if !done.is_empty() || watermark_us >= last_sent_us.saturating_add(TICK_US) {
+            done.watermark_us = watermark_us;
+            last_sent_us = watermark_us;
+            if out.send((index, std::mem::take(&mut done))).is_err() {
+                break;
+            }
         }
         batch.clear();
         let _ = recycle.send(batch);

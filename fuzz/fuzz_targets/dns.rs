@@ -1,15 +1,19 @@
 //! DNS: `dns::message::parse` on arbitrary bytes, and the transaction tracker fed a sequence of
 //! messages between one client and one server (queries and responses, duplicated and
-//! conflicting), then asked to link a session and to write everything out. Nothing may panic,
-//! and every record written must serialise.
+//! conflicting, at varying IP TTLs), then asked to write everything out; the written records go
+//! through the cross-client DNS judge (MX sets, DNSSEC history) twice, as if from two clients.
+//! Nothing may panic, and every record written must serialise.
 //!
 //! Input layout: a sequence of [flags, len_hi, len_lo, bytes...]; flags bit 0 = sent by the
-//! server (else the client), bits 1-3 = milliseconds to advance the clock.
+//! server (else the client), bits 1-3 = milliseconds to advance the clock, bits 4-7 pick the
+//! IP TTL (64 minus that).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
 use stripwatch::dns::{DnsConfig, DnsPacket, DnsTracker, message};
+use stripwatch::state::NoBaseline;
 
 fuzz_target!(|data: &[u8]| {
     let _ = message::parse(data);
@@ -27,13 +31,28 @@ fuzz_target!(|data: &[u8]| {
         rest = &body[msg.len()..];
         ts += i64::from((flags >> 1) & 7) * 1000;
         let (src, dst) = if flags & 1 == 1 { (server, client) } else { (client, server) };
-        let pkt = DnsPacket { ts_us: ts, src, dst, ip_ttl: 64, transport: "udp" };
+        let ip_ttl = 64 - (flags >> 4);
+        let pkt = DnsPacket { ts_us: ts, src, dst, ip_ttl, transport: "udp" };
         tracker.payload(pkt, msg, &mut out);
         if let Some(m) = message::parse(msg) {
             let _ = m.answer_set();
         }
     }
     tracker.expire(ts + 60_000_000, true, &mut out);
+    let known = KnownMx::parse("example.com mx.example.com").unwrap_or_default();
+    let mut judge = DnsJudge::new(DnsJudgeConfig::default(), known);
+    let mut judged = Vec::new();
+    for other_client in [false, true] {
+        for rec in &out {
+            let mut r = rec.clone();
+            if other_client {
+                r.client_ip = "192.0.2.2".parse().unwrap();
+            }
+            judge.judge(&mut r, &NoBaseline);
+            judged.push(r);
+        }
+    }
+    out.extend(judged);
     for rec in &out {
         let _ = serde_json::to_string(rec).unwrap();
         for f in &rec.finding_details {

@@ -347,10 +347,7 @@ impl Summary {
             ("ip fragments dropped", d.fragments_dropped),
             ("overlong smtp lines", f.overlong_lines),
             ("sessions judged early", self.correlator.released_early),
-            (
-                "sessions waiting for dns, gave up",
-                self.correlator.dns_wait_gave_up,
-            ),
+            ("dns waits given up", self.correlator.dns_wait_gave_up),
             ("dns judge evictions", self.dns_judge.evictions),
         ];
         for (name, n) in rows {

@@ -5,14 +5,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Record data the scenarios need.
 #[derive(Clone, Debug)]
-pub enum Rdata {
+pub enum Rdata<'a> {
     /// Preference and exchange.
-    Mx(u16, &'static str),
+    Mx(u16, &'a str),
     /// An IPv4 address.
     A(Ipv4Addr),
     /// A signature over the records of this type, by this signer (the signature bytes are
     /// filler: the analyzer only notes that signatures are present).
-    Rrsig(u16, &'static str),
+    Rrsig(u16, &'a str),
 }
 
 fn push_name(out: &mut Vec<u8>, name: &str) {
@@ -27,7 +27,7 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
     out.push(0);
 }
 
-fn qtype_of(r: &Rdata) -> u16 {
+fn qtype_of(r: &Rdata<'_>) -> u16 {
     match r {
         Rdata::Mx(..) => 15,
         Rdata::A(_) => 1,
@@ -60,7 +60,7 @@ pub fn query_with(id: u16, name: &str, qtype: u16, dnssec_ok: bool) -> Vec<u8> {
 }
 
 /// A response to `query(id, name, qtype)` with the given answers (owner, TTL, data).
-pub fn response(id: u16, name: &str, qtype: u16, answers: &[(&str, u32, Rdata)]) -> Vec<u8> {
+pub fn response(id: u16, name: &str, qtype: u16, answers: &[(&str, u32, Rdata<'_>)]) -> Vec<u8> {
     response_with(id, name, qtype, answers, false, false)
 }
 
@@ -70,7 +70,7 @@ pub fn response_with(
     id: u16,
     name: &str,
     qtype: u16,
-    answers: &[(&str, u32, Rdata)],
+    answers: &[(&str, u32, Rdata<'_>)],
     ad: bool,
     dnssec_ok: bool,
 ) -> Vec<u8> {

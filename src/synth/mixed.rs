@@ -1,5 +1,7 @@
 //! The benchmark capture: many interleaved SMTP sessions plus background TCP, streamed to
-//! disk in constant memory.
+//! disk in constant memory. Most deliveries on port 25 over IPv4 start, as an MTA's do, with
+//! the MX lookup of the recipient domain and the address lookup of the MX host, so the DNS
+//! path and the DNS/SMTP linkage carry their share of the load.
 //!
 //! 64 connections are open at any time. Each connection is generated whole when it starts
 //! (a few hundred kilobytes at most) and its frames are merged into the file in time order
@@ -31,6 +33,11 @@ const SERVERS: u64 = 200;
 const CLIENTS: u64 = 250;
 /// Background (non-SMTP) connections per 1000 SMTP sessions.
 const BACKGROUND_PER_MILLE: u64 = 250;
+/// Port-25 IPv4 deliveries (per 1000) preceded by their MX and address lookups; the rest use
+/// answers the client had cached.
+const LOOKUPS_PER_MILLE: u64 = 700;
+/// The resolver the clients ask.
+const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
 /// One open connection: its frames and the next one to write.
 struct Open {
@@ -232,11 +239,59 @@ impl Mix {
             });
         }
         let (c, s) = self.endpoints(server, port, v6);
+        let mut frames = Vec::new();
+        let mut start_us = start_us;
+        if let (IpAddr::V4(client), IpAddr::V4(addr), 25) = (c.ip, s.ip, port)
+            && self.prng.chance(LOOKUPS_PER_MILLE)
+        {
+            let domain = format!("d{server}.example");
+            start_us = self.lookups(&mut frames, start_us, client, &domain, &server_name, addr);
+        }
         let mut conv = self.conversation(start_us, c, s);
         conv.handshake();
         let actions = d.actions(&mut self.prng);
         play(&mut conv, &actions, &[]);
-        conv.into_frames()
+        frames.extend(conv.into_frames());
+        frames
+    }
+
+    /// The MX lookup of `domain` (answered with `mx`) and the A lookup of `mx` (answered with
+    /// `addr`), from `client` to the resolver; returns when the client can connect.
+    fn lookups(
+        &mut self,
+        frames: &mut Vec<Frame>,
+        start_us: u64,
+        client: Ipv4Addr,
+        domain: &str,
+        mx: &str,
+        addr: Ipv4Addr,
+    ) -> u64 {
+        use super::dns::{Rdata, query, response, udp_frame};
+        let mut t = start_us;
+        let c = (
+            IpAddr::V4(client),
+            30_000 + self.prng.range(0, 30_000) as u16,
+        );
+        let r = (IpAddr::V4(RESOLVER), 53);
+        let exchanges: [(&str, u16, Rdata<'_>); 2] =
+            [(domain, 15, Rdata::Mx(10, mx)), (mx, 1, Rdata::A(addr))];
+        for (name, qtype, answer) in exchanges {
+            let id = self.prng.range(1, 65_000) as u16;
+            let data = response(id, name, qtype, &[(name, 300, answer)]);
+            frames.push(Frame {
+                ts_us: t,
+                side: Side::Client,
+                data: udp_frame(c, r, 64, id, &query(id, name, qtype)),
+            });
+            t += self.prng.range(500, 30_000);
+            frames.push(Frame {
+                ts_us: t,
+                side: Side::Server,
+                data: udp_frame(r, c, 62, id ^ 0x5a5a, &data),
+            });
+            t += self.prng.range(100, 2_000);
+        }
+        t
     }
 
     /// One non-SMTP connection: HTTPS or plain HTTP to a web server.
@@ -398,10 +453,17 @@ mod tests {
         let mut open: HashSet<(u16, u16)> = HashSet::new();
         let mut peak = 0;
         let mut next_seq: HashMap<(u16, u16, bool), u32> = HashMap::new();
+        let mut dns = 0;
         for (_, frame) in &packets {
             let p = SlicedPacket::from_ethernet(frame).unwrap();
-            let Some(TransportSlice::Tcp(t)) = p.transport else {
-                panic!("only TCP")
+            let t = match p.transport {
+                Some(TransportSlice::Tcp(t)) => t,
+                Some(TransportSlice::Udp(u)) => {
+                    assert!(u.source_port() == 53 || u.destination_port() == 53);
+                    dns += 1;
+                    continue;
+                }
+                _ => panic!("only TCP and DNS over UDP"),
             };
             let (sp, dp) = (t.source_port(), t.destination_port());
             let from_client = sp >= 32_768;
@@ -431,6 +493,8 @@ mod tests {
             );
         }
         assert_eq!(smtp_syns, 300);
+        // Most port-25 deliveries start with two lookups (four datagrams).
+        assert!(dns > 300 && dns % 4 == 0, "dns datagrams: {dns}");
         assert!(other_syns > 20, "background flows: {other_syns}");
         assert!(peak >= 60, "peak concurrency {peak}");
 

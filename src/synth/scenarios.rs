@@ -220,7 +220,7 @@ pub struct Capture {
 }
 
 /// One response to a scenario query: delay after the query (µs), IP TTL, answers.
-type DnsResponse<'a> = (u64, u8, Vec<(&'a str, u32, Rdata)>);
+type DnsResponse<'a> = (u64, u8, Vec<(&'a str, u32, Rdata<'a>)>);
 
 /// The resolver the scenario clients ask.
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
@@ -269,7 +269,7 @@ impl Capture {
         client: u8,
         name: &'a str,
         qtype: u16,
-        mut answers: Vec<(&'a str, u32, Rdata)>,
+        mut answers: Vec<(&'a str, u32, Rdata<'a>)>,
         signed: bool,
     ) {
         let id = self.prng.range(1, 65_000) as u16;
@@ -301,7 +301,13 @@ impl Capture {
     }
 
     /// The same MX lookup over TCP (length-prefixed messages), answered once.
-    fn dns_tcp(&mut self, client: u8, name: &str, qtype: u16, answers: Vec<(&str, u32, Rdata)>) {
+    fn dns_tcp(
+        &mut self,
+        client: u8,
+        name: &str,
+        qtype: u16,
+        answers: Vec<(&str, u32, Rdata<'_>)>,
+    ) {
         let id = self.prng.range(1, 65_000) as u16;
         let start = self.clock_us + 200_000;
         let cfg = ConvConfig {
@@ -593,11 +599,11 @@ fn stripped_near_miss_deletion(cap: &mut Capture) {
 }
 
 /// The documented MX of example.net and its address (server host 25).
-fn mx_answer() -> Vec<(&'static str, u32, Rdata)> {
+fn mx_answer() -> Vec<(&'static str, u32, Rdata<'static>)> {
     vec![("example.net", 3600, Rdata::Mx(10, "mx.example.net"))]
 }
 
-fn a_answer(host: &'static str, last: u8) -> Vec<(&'static str, u32, Rdata)> {
+fn a_answer(host: &'static str, last: u8) -> Vec<(&'static str, u32, Rdata<'static>)> {
     vec![(host, 3600, Rdata::A(Ipv4Addr::new(198, 51, 100, last)))]
 }
 
