@@ -479,6 +479,17 @@ fn tlsrpt_reports_carry_rfc_8460_fields_and_the_right_counts() {
     let none = work.join("none");
     analyze(&[&capture_of("stripped-xxxxxxxa")], &none, &[]);
     assert_eq!(std::fs::read_dir(none.join("tlsrpt")).unwrap().count(), 0);
+    // A window without the domain leaves no stale report of it behind.
+    let o = run(&[
+        "report",
+        out.to_str().unwrap(),
+        "--format",
+        "tlsrpt",
+        "--until",
+        "2000-01-01",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("tlsrpt/example.net.json").exists());
 }
 
 /// Test databases (MaxMind GeoLite2 layout, written with `mmdb-writer`) that give the

@@ -129,11 +129,12 @@ fn figure(out: &mut String, id: &str, svg: &str) {
     let _ = writeln!(out, "<figure class=\"chart\" id=\"{id}\">{svg}</figure>");
 }
 
-/// Chart data: stripping rate of the largest groups with EHLO sessions.
+/// Chart data: stripping rate of the largest groups with EHLO sessions, each label with its
+/// number of EHLO sessions (a 50% rate of two sessions must not look like one of thousands).
 fn rate_bars<'a>(rows: impl Iterator<Item = (String, &'a Counts)>) -> Vec<(String, f64)> {
     rows.filter(|(_, c)| c.ehlo_sessions > 0)
         .take(CHART_GROUPS)
-        .map(|(k, c)| (k, c.stripping_rate()))
+        .map(|(k, c)| (format!("{k} ({})", c.ehlo_sessions), c.stripping_rate()))
         .collect()
 }
 
@@ -183,7 +184,7 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         &charts::bars(
             "client country",
             "Stripping rate by client country",
-            "stripping rate (stripped / EHLO sessions)",
+            "stripping rate (stripped / EHLO sessions; EHLO sessions in brackets)",
             &rate_bars(
                 r.by_client_country
                     .iter()
@@ -198,7 +199,7 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         &charts::bars(
             "server AS",
             "Stripping rate by server AS",
-            "stripping rate (stripped / EHLO sessions)",
+            "stripping rate (stripped / EHLO sessions; EHLO sessions in brackets)",
             &rate_bars(
                 r.by_server_as
                     .iter()
@@ -213,7 +214,7 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         &charts::bars(
             "client AS",
             "Stripping rate by client AS",
-            "stripping rate (stripped / EHLO sessions)",
+            "stripping rate (stripped / EHLO sessions; EHLO sessions in brackets)",
             &rate_bars(
                 r.by_client_as
                     .iter()

@@ -196,11 +196,24 @@ pub fn file_name(domain: &str) -> String {
     format!("{s}.json")
 }
 
-/// Writes every report into `dir`.
+/// Writes every report into `dir`, and removes the other `.json` files there: the directory
+/// holds exactly the reports of this window (a stale report of a domain that is no longer in
+/// the window would be mistaken for a current one).
 pub fn write(r: &Report, id: &TlsrptIdentity, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::io("cannot create", dir, e))?;
+    let reports = build(r, id);
+    let keep: std::collections::HashSet<String> =
+        reports.iter().map(|(d, _)| file_name(d)).collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| ReportError::io("cannot read", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".json") && !keep.contains(&name) && entry.path().is_file() {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| ReportError::io("cannot remove", &entry.path(), e))?;
+        }
+    }
     let mut written = Vec::new();
-    for (domain, report) in build(r, id) {
+    for (domain, report) in reports {
         let path = dir.join(file_name(&domain));
         let mut text = serde_json::to_string_pretty(&report)
             .map_err(|e| ReportError::io("cannot write", &path, std::io::Error::other(e)))?;
