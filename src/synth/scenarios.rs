@@ -607,18 +607,22 @@ fn a_answer(host: &'static str, last: u8) -> Vec<(&'static str, u32, Rdata<'stat
     vec![(host, 3600, Rdata::A(Ipv4Addr::new(198, 51, 100, last)))]
 }
 
+/// The client looks up `host`'s address (answered after `delay_us` with 198.51.100.`last`,
+/// IP TTL 52) and delivers over STARTTLS to it; the session must be linked to example.net and
+/// `host`.
+fn resolve_and_deliver(cap: &mut Capture, client: u8, host: &'static str, last: u8, delay_us: u64) {
+    cap.dns(client, host, 1, &[(delay_us, 52, a_answer(host, last))]);
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.client = client;
+    s.server = last;
+    s.gap_s = 0;
+    s.linked = Some(("example.net", host));
+    cap.run(s);
+}
+
 fn dns_mx_linked(cap: &mut Capture) {
     cap.dns(10, "example.net", 15, &[(18_000, 52, mx_answer())]);
-    cap.dns(
-        10,
-        "mx.example.net",
-        1,
-        &[(12_000, 52, a_answer("mx.example.net", 25))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.example.net"));
-    cap.run(s);
+    resolve_and_deliver(cap, 10, "mx.example.net", 25, 12_000);
 }
 
 fn dns_injection(cap: &mut Capture) {
@@ -631,17 +635,7 @@ fn dns_injection(cap: &mut Capture) {
         &[(4_000, 60, forged), (31_000, 52, mx_answer())],
     );
     cap.other_findings.push("dns-injection");
-    cap.dns(
-        10,
-        "mx.attacker.example",
-        1,
-        &[(9_000, 52, a_answer("mx.attacker.example", 66))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.server = 66;
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.attacker.example"));
-    cap.run(s);
+    resolve_and_deliver(cap, 10, "mx.attacker.example", 66, 9_000);
 }
 
 fn dns_unlisted_ip(cap: &mut Capture) {
@@ -660,16 +654,7 @@ fn dns_unlisted_ip(cap: &mut Capture) {
 
 fn dns_tcp_mx(cap: &mut Capture) {
     cap.dns_tcp(10, "example.net", 15, mx_answer());
-    cap.dns(
-        10,
-        "mx.example.net",
-        1,
-        &[(12_000, 52, a_answer("mx.example.net", 25))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.example.net"));
-    cap.run(s);
+    resolve_and_deliver(cap, 10, "mx.example.net", 25, 12_000);
 }
 
 fn dns_mx_mismatch(cap: &mut Capture) {
@@ -680,18 +665,7 @@ fn dns_mx_mismatch(cap: &mut Capture) {
     let forged = vec![("example.net", 3600, Rdata::Mx(10, "mx.attacker.example"))];
     cap.dns(11, "example.net", 15, &[(4_000, 52, forged)]);
     cap.other_findings.push("mx-mismatch");
-    cap.dns(
-        11,
-        "mx.attacker.example",
-        1,
-        &[(9_000, 52, a_answer("mx.attacker.example", 66))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.client = 11;
-    s.server = 66;
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.attacker.example"));
-    cap.run(s);
+    resolve_and_deliver(cap, 11, "mx.attacker.example", 66, 9_000);
 }
 
 fn dns_dnssec_stripped(cap: &mut Capture) {
@@ -701,16 +675,7 @@ fn dns_dnssec_stripped(cap: &mut Capture) {
     cap.clock_us += 60_000_000;
     cap.dns_dnssec(10, "example.net", 15, mx_answer(), false);
     cap.other_findings.push("dnssec-stripped");
-    cap.dns(
-        10,
-        "mx.example.net",
-        1,
-        &[(12_000, 52, a_answer("mx.example.net", 25))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.example.net"));
-    cap.run(s);
+    resolve_and_deliver(cap, 10, "mx.example.net", 25, 12_000);
 }
 
 fn dns_injected_answer(cap: &mut Capture) {
@@ -726,16 +691,7 @@ fn dns_injected_answer(cap: &mut Capture) {
     }
     cap.dns(10, "example.net", 15, &[(3_000, 60, mx_answer())]);
     cap.other_findings.push(INJECTED);
-    cap.dns(
-        10,
-        "mx.example.net",
-        1,
-        &[(12_000, 52, a_answer("mx.example.net", 25))],
-    );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.gap_s = 0;
-    s.linked = Some(("example.net", "mx.example.net"));
-    cap.run(s);
+    resolve_and_deliver(cap, 10, "mx.example.net", 25, 12_000);
 }
 
 fn injected_starttls_reply(cap: &mut Capture) {
