@@ -16,4 +16,7 @@ fi
 command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
+# The fuzz targets are their own workspace (cargo fuzz needs nightly to run them, but not to
+# build them): checking them here keeps them from rotting when the library's types change.
+cargo check --manifest-path fuzz/Cargo.toml --bins
 cargo test --release

@@ -29,8 +29,10 @@ use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr};
 use stripwatch::detect::rules::{build_record, finish_verdict};
 use stripwatch::flow::FlowSummary;
+use stripwatch::flow::lineage::Lineage;
 use stripwatch::flow::reassembly::{OverlapConflict, StreamEvent};
-use stripwatch::smtp::{EndReason, Side, SmtpConfig, SmtpSession};
+use stripwatch::record::{EndReason, Side};
+use stripwatch::smtp::{SmtpConfig, SmtpSession};
 
 const ENDS: [EndReason; 5] = [
     EndReason::Fin,
@@ -222,6 +224,7 @@ fn run(
         gaps,
         gap_bytes,
         retransmissions: 0,
+        lineage: [Lineage::default(); 2],
     };
     let mut rec = build_record(&flow, facts, end, "fuzz");
     finish_verdict(&mut rec);

@@ -3,11 +3,9 @@
 //! intermediates learned from one session help validate another, keeps one record per distinct
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
-use super::kinds::FindingKind;
-use super::rules::add_finding;
-use crate::event::SessionRecord;
+use crate::record::{CertificateRecord, FindingKind, SessionRecord};
 use crate::state::{Baseline, Learned, Seen};
-use crate::tls::cert::{self, CertInfo};
+use crate::tls::cert;
 use crate::tls::dane::{self, DaneOutcome, TlsaStore};
 use crate::tls::handshake::cipher_is_anonymous;
 use crate::tls::names;
@@ -26,28 +24,6 @@ const MAX_SERVERS_PER_CERT: usize = 16;
 const MAX_KEYS_PER_SERVER: usize = 8;
 /// Server addresses whose keys are remembered.
 const MAX_SERVERS: usize = 1_000_000;
-
-/// One line of `certificates.ndjson`.
-#[derive(Clone, Debug, Serialize)]
-pub struct CertificateRecord {
-    /// Parsed facts (fingerprint first).
-    #[serde(flatten)]
-    pub info: CertInfo,
-    /// First session that presented it.
-    pub first_seen: String,
-    /// Last session that presented it.
-    pub last_seen: String,
-    /// Sessions that presented it.
-    pub sessions: u64,
-    /// `ip:port` of servers that presented it (bounded).
-    pub servers: Vec<String>,
-    /// Presented as the leaf (else as a CA certificate in a chain).
-    pub leaf: bool,
-    #[serde(skip)]
-    first_us: i64,
-    #[serde(skip)]
-    last_us: i64,
-}
 
 /// Counters for the summary.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -118,8 +94,7 @@ impl CertJudge {
         if rec.tls_server_hello {
             if chain.is_empty() {
                 if cipher.is_some_and(cipher_is_anonymous) {
-                    add_finding(
-                        rec,
+                    rec.add_finding(
                         FindingKind::CertificateAbsent,
                         rec.ts_us,
                         json!({"cipher": rec.tls_cipher}),
@@ -130,8 +105,7 @@ impl CertJudge {
                     } else {
                         "no-certificate-message (resumed session)"
                     };
-                    add_finding(
-                        rec,
+                    rec.add_finding(
                         FindingKind::CertificateNotObservable,
                         rec.ts_us,
                         json!({"reason": reason, "tls_version": rec.tls_version}),
@@ -160,9 +134,7 @@ impl CertJudge {
             .or_else(|| cert::parse(&chain[0]))
         else {
             self.stats.unparseable += 1;
-            add_finding(
-                rec,
-                FindingKind::CertificateNotTrusted,
+            rec.add_finding(FindingKind::CertificateNotTrusted,
                 rec.ts_us,
                 json!({"fingerprint": fingerprints[0], "reason": "the leaf certificate cannot be parsed"}),
             );
@@ -191,9 +163,7 @@ impl CertJudge {
         }
         let capture_time = rfc3339_micros(rec.ts_us);
         if at_s > leaf.not_after_s || at_s < leaf.not_before_s {
-            add_finding(
-                rec,
-                FindingKind::CertificateExpired,
+            rec.add_finding(FindingKind::CertificateExpired,
                 rec.ts_us,
                 json!({
                     "fingerprint": leaf.fingerprint, "state": if at_s > leaf.not_after_s { "expired" } else { "not-yet-valid" },
@@ -202,8 +172,7 @@ impl CertJudge {
             );
         }
         if leaf.self_signed {
-            add_finding(
-                rec,
+            rec.add_finding(
                 FindingKind::CertificateSelfSigned,
                 rec.ts_us,
                 json!({"fingerprint": leaf.fingerprint, "subject": leaf.subject}),
@@ -213,8 +182,7 @@ impl CertJudge {
         let trust_at = at_s.clamp(leaf.not_before_s, leaf.not_after_s.max(leaf.not_before_s));
         let chain_key = fingerprints.join(",");
         if let Trust::NotTrusted(reason) = self.validator.trust(chain, &chain_key, trust_at) {
-            add_finding(
-                rec,
+            rec.add_finding(
                 FindingKind::CertificateNotTrusted,
                 rec.ts_us,
                 json!({
@@ -225,8 +193,7 @@ impl CertJudge {
         }
         let weak = cert::weaknesses(&leaf);
         if !weak.is_empty() {
-            add_finding(
-                rec,
+            rec.add_finding(
                 FindingKind::CertificateWeak,
                 rec.ts_us,
                 json!({
@@ -239,8 +206,7 @@ impl CertJudge {
         if let Some((host, source)) = &host
             && !names::covers(&leaf.san_dns, leaf.subject_cn.as_deref(), host)
         {
-            add_finding(
-                rec,
+            rec.add_finding(
                 FindingKind::CertificateHostMismatch,
                 rec.ts_us,
                 json!({
@@ -254,9 +220,7 @@ impl CertJudge {
             && let DaneOutcome::Invalid { reasons } =
                 dane::check(records, chain, &host, at_s, &self.validator)
         {
-            add_finding(
-                rec,
-                FindingKind::TlsaInvalid,
+            rec.add_finding(FindingKind::TlsaInvalid,
                 rec.ts_us,
                 json!({
                     "host": host, "host_source": source, "tlsa_owner": format!("_{}._tcp.{host}", rec.server_port),
@@ -346,8 +310,7 @@ impl CertJudge {
                 .is_some_and(|l| l.iter().any(|k| k.spki == *spki && k.first_us < rec.ts_us));
             if !known.is_empty() && !seen_here_before && !known.iter().any(|(k, _)| k == spki) {
                 let fp = rec.cert_fingerprint.clone();
-                add_finding(
-                    rec,
+                rec.add_finding(
                     FindingKind::CertificateChanged,
                     rec.ts_us,
                     json!({
@@ -365,9 +328,7 @@ impl CertJudge {
             && let Some(spki) = spki
             && let Some(earlier) = earlier_here
         {
-            add_finding(
-                rec,
-                FindingKind::CertificateChanged,
+            rec.add_finding(FindingKind::CertificateChanged,
                 rec.ts_us,
                 json!({
                     "spki_sha256": spki, "fingerprint": fp,
@@ -386,8 +347,7 @@ impl CertJudge {
                 .or_else(|| self.tlsa.lookup(&host, rec.server_port))
             && records.iter().any(|r| r.usable())
         {
-            add_finding(
-                rec,
+            rec.add_finding(
                 FindingKind::DaneRequired,
                 rec.ts_us,
                 json!({
@@ -409,7 +369,8 @@ impl CertJudge {
 mod tests {
     use super::*;
     use crate::flow::FlowSummary;
-    use crate::smtp::{EndReason, SessionFacts};
+    use crate::record::EndReason;
+    use crate::smtp::SessionFacts;
     use rcgen::{CertificateParams, KeyPair};
 
     fn session(ts_s: i64, chain: Vec<Vec<u8>>, version: u16, cipher: u16) -> SessionRecord {

@@ -15,10 +15,10 @@
 
 use super::certs::CertJudge;
 use super::dns_judge::DnsJudge;
-use super::kinds::FindingKind;
-use super::rules::{add_finding, finish_verdict};
-use crate::dns::DnsRecord;
-use crate::event::SessionRecord;
+use super::rules::finish_verdict;
+use crate::record::DnsRecord;
+use crate::record::FindingKind;
+use crate::record::SessionRecord;
 use crate::state::{Baseline, Learned, SaveStats, Seen, StateError};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
@@ -340,8 +340,7 @@ impl Correlator {
             };
             if let Some(seen) = earlier_run {
                 self.stats.baseline_findings += 1;
-                add_finding(
-                    rec,
+                rec.add_finding(
                     FindingKind::StarttlsMissing,
                     rec.ts_us,
                     json!({
@@ -354,8 +353,7 @@ impl Correlator {
                 );
             } else {
                 match self.offers.get(&rec.server_ip) {
-                    Some(offer) => add_finding(
-                        rec,
+                    Some(offer) => rec.add_finding(
                         FindingKind::StarttlsMissing,
                         rec.ts_us,
                         json!({
@@ -367,8 +365,7 @@ impl Correlator {
                     ),
                     None => {
                         let caps = rec.ehlo_capabilities.clone();
-                        add_finding(
-                            rec,
+                        rec.add_finding(
                             FindingKind::StarttlsNotSupported,
                             rec.ts_us,
                             json!({ "ehlo_capabilities": caps }),
@@ -387,8 +384,7 @@ impl Correlator {
                     && rec.ts_us - f.at_us <= window
             });
             if let Some(f) = earlier {
-                add_finding(
-                    rec,
+                rec.add_finding(
                     FindingKind::PlaintextFallback,
                     rec.ts_us,
                     json!({

@@ -10,8 +10,8 @@
 //! Everything is bounded: per map a cap on names, per domain a cap on distinct sets and
 //! observers; the oldest entries go first and are counted.
 
-use super::kinds::FindingKind;
-use crate::dns::DnsRecord;
+use crate::record::DnsRecord;
+use crate::record::FindingKind;
 use crate::state::{Baseline, Learned, Seen};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
@@ -417,7 +417,7 @@ fn add_finding(rec: &mut DnsRecord, kind: FindingKind, n: u8, evidence: serde_js
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::message::AnswerText;
+    use crate::record::AnswerText;
     use crate::state::NoBaseline;
 
     fn mx(ts_s: i64, client: &str, resolver: &str, set: &[&str]) -> DnsRecord {

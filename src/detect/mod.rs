@@ -5,8 +5,6 @@
 pub mod certs;
 pub mod correlator;
 pub mod dns_judge;
-pub mod kinds;
 pub mod rules;
 
 pub use correlator::{Correlator, CorrelatorConfig, CorrelatorStats};
-pub use kinds::FindingKind;

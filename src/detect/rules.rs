@@ -1,10 +1,9 @@
 //! Per-session rules: the findings one SMTP session shows on its own, and the verdict.
 
-use super::kinds::{FindingKind, verdict};
-use crate::event::{CorrelationFacts, Finding, SessionRecord};
 use crate::flow::FlowSummary;
 use crate::flow::lineage::{OutOfLine, hop_distance};
-use crate::smtp::{EndReason, SessionFacts};
+use crate::record::{CorrelationFacts, EndReason, FindingKind, SessionRecord, verdict};
+use crate::smtp::SessionFacts;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
 use serde_json::json;
@@ -124,8 +123,7 @@ pub fn build_record(
     let at = |ts: Option<i64>| ts.unwrap_or(flow.first_us);
 
     if !facts.starttls_offered && !facts.overwritten_tokens.is_empty() {
-        add_finding(
-            &mut rec,
+        rec.add_finding(
             FindingKind::StarttlsStripped,
             at(facts.ehlo_reply_ts),
             json!({
@@ -137,8 +135,7 @@ pub fn build_record(
     }
     if !facts.cleartext.is_empty() {
         let first_ts = facts.cleartext[0].ts_us;
-        add_finding(
-            &mut rec,
+        rec.add_finding(
             FindingKind::CleartextAfterStarttls,
             first_ts,
             json!({
@@ -151,8 +148,7 @@ pub fn build_record(
         );
     }
     for c in &facts.conflicts {
-        add_finding(
-            &mut rec,
+        rec.add_finding(
             FindingKind::TcpOverlapConflict,
             c.ts_us,
             json!({
@@ -166,8 +162,7 @@ pub fn build_record(
     }
     for (direction, lineage) in ["client", "server"].iter().zip(&flow.lineage) {
         if let Some(first) = lineage.first {
-            add_finding(
-                &mut rec,
+            rec.add_finding(
                 FindingKind::InjectedSegment,
                 first.ts_us,
                 injected_evidence(direction, &first, lineage.count),
@@ -176,8 +171,7 @@ pub fn build_record(
     }
     let rejected = facts.starttls_sent && facts.starttls_reply_code.is_some_and(|c| c != 220);
     if rejected {
-        add_finding(
-            &mut rec,
+        rec.add_finding(
             FindingKind::StarttlsCommandRejected,
             at(facts.starttls_ts),
             json!({
@@ -188,8 +182,7 @@ pub fn build_record(
         );
         if facts.mail_transactions > 0 {
             // The refusal did not stop the client: it sent the mail in the same connection.
-            add_finding(
-                &mut rec,
+            rec.add_finding(
                 FindingKind::PlaintextFallback,
                 at(facts.starttls_ts),
                 json!({
@@ -201,9 +194,7 @@ pub fn build_record(
         }
     }
     if let Some(reason) = facts.handshake_failure {
-        add_finding(
-            &mut rec,
-            FindingKind::TlsHandshakeFailed,
+        rec.add_finding(FindingKind::TlsHandshakeFailed,
             at(facts.starttls_ts),
             json!({
                 "reason": reason,
@@ -216,8 +207,7 @@ pub fn build_record(
         );
     }
     if facts.starttls_offered && !facts.starttls_sent && facts.mail_transactions > 0 {
-        add_finding(
-            &mut rec,
+        rec.add_finding(
             FindingKind::PlaintextByClient,
             at(facts.ehlo_reply_ts),
             json!({
@@ -246,44 +236,11 @@ fn base_verdict(facts: &SessionFacts) -> &'static str {
     } else if facts.tls_expected {
         verdict::INCOMPLETE
     } else if facts.ehlo_reply_code.is_some()
-        || (facts.greeting_verb == Some(crate::smtp::reply::Verb::Helo)
-            && facts.banner_code.is_some())
+        || (facts.greeting_verb == Some(crate::record::Verb::Helo) && facts.banner_code.is_some())
     {
         verdict::PLAINTEXT
     } else {
         verdict::INCOMPLETE
-    }
-}
-
-/// Adds a finding to the session, with a stable id.
-pub fn add_finding(
-    rec: &mut SessionRecord,
-    kind: FindingKind,
-    ts_us: i64,
-    evidence: serde_json::Value,
-) {
-    let finding = Finding {
-        finding_id: format!("{}-{}", rec.session_id, rec.finding_details.len()),
-        kind,
-        session_id: Some(rec.session_id.clone()),
-        ts: rfc3339_micros(ts_us),
-        sensor: rec.sensor.clone(),
-        client_ip: rec.client_ip,
-        client_port: rec.client_port,
-        server_ip: rec.server_ip,
-        server_port: rec.server_port,
-        client_country: String::new(),
-        client_asn: 0,
-        client_as_org: String::new(),
-        server_country: String::new(),
-        server_asn: 0,
-        server_as_org: String::new(),
-        community_id: rec.community_id.clone(),
-        evidence,
-    };
-    rec.finding_details.push(finding);
-    if !rec.findings.contains(&kind) {
-        rec.findings.push(kind);
     }
 }
 

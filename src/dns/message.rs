@@ -2,7 +2,7 @@
 //! the question, every answer as text, and the typed records that steer mail (MX, A/AAAA,
 //! TLSA, the MTA-STS and TLS-RPT TXT records), plus the DNSSEC signals (AD, DO, RRSIG, NSEC).
 
-use crate::tls::dane::Tlsa;
+use crate::record::{AnswerText, Tlsa};
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::{RData, Record, RecordType};
 use serde::Serialize;
@@ -10,19 +10,6 @@ use std::net::IpAddr;
 
 /// Answers kept per message (a larger answer is cut and flagged).
 const MAX_ANSWERS: usize = 64;
-
-/// An answer record as text, for evidence and `dns.ndjson`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct AnswerText {
-    /// Owner name, lowercase, no trailing dot.
-    pub name: String,
-    /// Record type (`MX`, `A`, ...).
-    pub rtype: String,
-    /// Time to live.
-    pub ttl: u32,
-    /// Record data in presentation form.
-    pub data: String,
-}
 
 /// The facts of one DNS message.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -5,4 +5,4 @@
 pub mod message;
 pub mod tracker;
 
-pub use tracker::{DnsConfig, DnsPacket, DnsRecord, DnsStats, DnsTracker};
+pub use tracker::{DnsConfig, DnsPacket, DnsStats, DnsTracker};

@@ -13,8 +13,8 @@ pub mod layout;
 
 pub use database::{Database, DatabaseInfo, EnrichError, Kind};
 
-use crate::dns::DnsRecord;
-use crate::event::{Finding, SessionRecord};
+use crate::record::DnsRecord;
+use crate::record::{Finding, SessionRecord};
 use cache::TwoGenCache;
 use serde::Serialize;
 use std::collections::HashMap;

@@ -275,7 +275,7 @@ fn missing_and_non_mmdb_files_are_errors() {
 fn dns_record(client: &str, server: &str) -> DnsRecord {
     let finding = Finding {
         finding_id: "t-0".into(),
-        kind: crate::detect::kinds::FindingKind::DnsInjection,
+        kind: crate::record::FindingKind::DnsInjection,
         session_id: None,
         ts: String::new(),
         sensor: String::new(),
@@ -325,7 +325,7 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
         rtt_ms: None,
         responses: 2,
         response_ip_ttl: None,
-        findings: vec![crate::detect::kinds::FindingKind::DnsInjection],
+        findings: vec![crate::record::FindingKind::DnsInjection],
         finding_details: vec![finding],
     }
 }

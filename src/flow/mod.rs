@@ -1,11 +1,11 @@
-//! Flows: connection tracking keyed by address pair, TCP reassembly per direction, and the
-//! recognition of SMTP by port or by content.
+//! Flows: connection tracking keyed by address pair and TCP reassembly per direction. Nothing
+//! here knows a protocol above TCP: the layer above plugs in through [`StreamApp`].
 
 pub mod lineage;
 pub mod reassembly;
 pub mod table;
 
-pub use table::{FlowConfig, FlowStats, FlowTable, PortSet};
+pub use table::{FlowTable, StreamApp, TableConfig};
 
 use std::net::IpAddr;
 

@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod html;
 pub mod markdown;
 pub mod model;
+pub mod summary;
 pub mod terminal;
 pub mod tlsrpt;
 pub mod window;

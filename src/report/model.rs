@@ -521,7 +521,7 @@ pub fn is_certificate_problem(kind: &str) -> bool {
 
 /// Severity rank of a kind string (unknown kinds last).
 fn kind_rank(kind: &str) -> usize {
-    crate::detect::kinds::FindingKind::ALL
+    crate::record::FindingKind::ALL
         .iter()
         .position(|k| k.as_str() == kind)
         .unwrap_or(usize::MAX)
@@ -546,7 +546,7 @@ pub const DEFINITIONS: &str = "\
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::kinds::FindingKind;
+    use crate::record::FindingKind;
 
     #[test]
     fn every_kind_has_a_tlsrpt_decision_and_the_table_is_in_severity_order() {

@@ -11,10 +11,10 @@
 use super::rows::{CertificateRow, DnsRow, FindingRow, Geo, Rows, SessionRow, TABLES};
 use super::spool::{Spool, SpoolError};
 use super::target::{Failure, Target, classify, error_chain};
-use crate::detect::certs::CertificateRecord;
-use crate::dns::DnsRecord;
-use crate::event::SessionRecord;
-use crate::pipeline::{SessionSink, SinkError};
+use crate::record::CertificateRecord;
+use crate::record::DnsRecord;
+use crate::record::SessionRecord;
+use crate::sink::{SessionSink, SinkError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

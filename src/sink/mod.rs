@@ -1,15 +1,40 @@
-//! Outputs of judged sessions: newline-delimited JSON files, the run summary, and ClickHouse
-//! (with its disk spool). Several sinks can be combined with `Fanout`.
+//! Outputs of judged records: newline-delimited JSON files and ClickHouse (with its disk
+//! spool), behind one trait. Several sinks can be combined with `Fanout`.
 
 pub mod clickhouse;
 pub mod ndjson;
 pub mod rows;
 pub mod spool;
-pub mod summary;
 pub mod target;
 
-use crate::event::SessionRecord;
-use crate::pipeline::{SessionSink, SinkError};
+use crate::record::{CertificateRecord, DnsRecord, SessionRecord};
+use thiserror::Error;
+
+/// Where judged sessions go (files, ClickHouse, the in-process report).
+pub trait SessionSink: Send {
+    /// Takes one judged session (its findings are in `finding_details`).
+    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
+    /// Takes one DNS transaction of interest (its findings are in `finding_details`).
+    fn dns(&mut self, _rec: &DnsRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Takes one distinct certificate (called at the end of the run, before `finish`).
+    fn certificate(&mut self, _cert: &CertificateRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Flushes at the end of the run.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// A sink failed; the run stops with this error.
+#[derive(Debug, Error)]
+#[error("{what}: {source}")]
+pub struct SinkError {
+    /// Which output.
+    pub what: String,
+    /// The cause.
+    pub source: std::io::Error,
+}
 
 /// Hands every session to several sinks in turn.
 pub struct Fanout(pub Vec<Box<dyn SessionSink>>);
@@ -19,14 +44,11 @@ impl SessionSink for Fanout {
         self.0.iter_mut().try_for_each(|s| s.session(rec))
     }
 
-    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+    fn dns(&mut self, rec: &crate::record::DnsRecord) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.dns(rec))
     }
 
-    fn certificate(
-        &mut self,
-        cert: &crate::detect::certs::CertificateRecord,
-    ) -> Result<(), SinkError> {
+    fn certificate(&mut self, cert: &crate::record::CertificateRecord) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.certificate(cert))
     }
 

@@ -1,8 +1,8 @@
 //! `sessions.ndjson`, `findings.ndjson`, `dns.ndjson` and `certificates.ndjson`: one JSON object per line, the form every log
 //! pipeline (jq, Vector, ClickHouse's JSONEachRow) reads.
 
-use crate::event::SessionRecord;
-use crate::pipeline::{SessionSink, SinkError};
+use crate::record::SessionRecord;
+use crate::sink::{SessionSink, SinkError};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ impl SessionSink for NdjsonSink {
         Ok(())
     }
 
-    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+    fn dns(&mut self, rec: &crate::record::DnsRecord) -> Result<(), SinkError> {
         write_line(&mut self.dns, rec, &self.dns_path)?;
         for f in &rec.finding_details {
             write_line(&mut self.findings, f, &self.findings_path)?;
@@ -78,10 +78,7 @@ impl SessionSink for NdjsonSink {
         Ok(())
     }
 
-    fn certificate(
-        &mut self,
-        cert: &crate::detect::certs::CertificateRecord,
-    ) -> Result<(), SinkError> {
+    fn certificate(&mut self, cert: &crate::record::CertificateRecord) -> Result<(), SinkError> {
         write_line(&mut self.certificates, cert, &self.certificates_path)
     }
 

@@ -4,9 +4,9 @@
 //! enumerations their JSON strings, lists of objects Nested columns. The rows also serialize to
 //! the disk spool and back (serde), so a replayed row is the row that would have been sent.
 
-use crate::detect::certs::CertificateRecord;
-use crate::dns::DnsRecord;
-use crate::event::{Finding, SessionRecord};
+use crate::record::CertificateRecord;
+use crate::record::DnsRecord;
+use crate::record::{Finding, SessionRecord};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 

@@ -6,4 +6,4 @@ pub mod line;
 pub mod reply;
 pub mod session;
 
-pub use session::{EndReason, SessionFacts, Side, SmtpConfig, SmtpSession};
+pub use session::{SessionFacts, SmtpConfig, SmtpSession};

@@ -45,33 +45,7 @@ pub fn parse_reply_line(line: &[u8]) -> Option<ReplyLine<'_>> {
     }
 }
 
-/// The commands the session state machine distinguishes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verb {
-    /// Extended hello: the reply lists capabilities.
-    Ehlo,
-    /// Plain hello: no capabilities.
-    Helo,
-    /// The upgrade request.
-    Starttls,
-    /// Start of a mail transaction.
-    Mail,
-    /// A recipient.
-    Rcpt,
-    /// Message content follows after a 354.
-    Data,
-    /// A chunk of message content of a stated size follows at once (RFC 3030).
-    Bdat,
-    /// Authentication; the server may answer 334 and expect SASL lines.
-    Auth,
-    /// End of session.
-    Quit,
-    /// Reset the transaction.
-    Rset,
-    /// Any other command (NOOP, VRFY, XCLIENT, ...).
-    Other,
-}
+pub use crate::record::Verb;
 
 /// A parsed command line: the verb and its argument bytes.
 #[derive(Debug, PartialEq, Eq)]

@@ -5,20 +5,11 @@
 
 use super::capability::{self, TokenClass};
 use super::line::LineSplitter;
-use super::reply::{self, Verb};
+use super::reply;
 use crate::flow::reassembly::{OverlapConflict, StreamEvent};
+use crate::record::{EndReason, HandshakeFailure, Side, Verb};
 use crate::tls::record::{self, RecordScanner};
 use std::collections::VecDeque;
-
-/// Which end of the connection bytes came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// The SMTP client (the sending MTA).
-    Client,
-    /// The SMTP server.
-    Server,
-}
 
 /// Per-session limits and privacy switches.
 #[derive(Clone, Copy, Debug)]
@@ -45,26 +36,6 @@ impl Default for SmtpConfig {
             log_envelope: false,
         }
     }
-}
-
-/// Why a TLS upgrade did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HandshakeFailure {
-    /// The connection was reset before the server answered the ClientHello.
-    Reset,
-    /// The connection was closed before the server answered the ClientHello.
-    Closed,
-    /// The server answered with a TLS alert.
-    Alert,
-    /// The client sent bytes that are neither TLS nor SMTP.
-    NonTlsClientBytes,
-    /// The server sent bytes that are not TLS.
-    NonTlsServerBytes,
-    /// The client never sent a ClientHello and the connection ended.
-    NoClientHello,
-    /// Nothing more happened until the flow timed out.
-    Stalled,
 }
 
 /// Cleartext where only TLS may be: the command-injection window of RFC 3207 §5.
@@ -944,22 +915,6 @@ fn gather_first<'a>(buf: &mut Vec<u8>, bytes: &'a [u8]) -> Option<(Vec<u8>, &'a 
     } else {
         None
     }
-}
-
-/// How a flow ended, which decides how an unfinished upgrade is judged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// Both sides closed with FIN.
-    Fin,
-    /// A side reset the connection.
-    Reset,
-    /// Nothing was seen for the idle timeout.
-    Timeout,
-    /// The input ended with the flow open.
-    CaptureEnd,
-    /// The flow table was full and this flow was the oldest.
-    Evicted,
 }
 
 /// Lossy, bounded text for evidence: control characters are escaped so that a hostile server

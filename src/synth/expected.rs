@@ -12,9 +12,7 @@ use super::smtp_dialog::Facts;
 
 /// Verdict severity, most severe first: the analyzer's own order, written down once.
 fn severity() -> impl Iterator<Item = &'static str> {
-    crate::detect::kinds::FindingKind::ALL
-        .iter()
-        .map(|k| k.as_str())
+    crate::record::FindingKind::ALL.iter().map(|k| k.as_str())
 }
 
 /// One SMTP session as the analyzer should report it. A field left `None` is one the

@@ -1,49 +1,10 @@
 //! Server certificates: the facts a report needs (names, validity, key, signature) parsed with
 //! `x509-parser`, and the fingerprints that identify a certificate and its key across sessions.
 
-use serde::Serialize;
+use crate::record::CertInfo;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 use x509_parser::public_key::PublicKey;
-
-/// What stripwatch records about one certificate.
-#[derive(Clone, Debug, Serialize)]
-pub struct CertInfo {
-    /// SHA-256 of the DER certificate, lowercase hex: the certificate's identity.
-    pub fingerprint: String,
-    /// SHA-256 of the SubjectPublicKeyInfo: the key's identity (what DANE `x 1 1` pins).
-    pub spki_sha256: String,
-    /// Subject distinguished name.
-    pub subject: String,
-    /// Issuer distinguished name.
-    pub issuer: String,
-    /// Subject common name.
-    pub subject_cn: Option<String>,
-    /// DNS names in the subject alternative name extension.
-    pub san_dns: Vec<String>,
-    /// Start of validity, RFC 3339.
-    pub not_before: String,
-    /// End of validity, RFC 3339.
-    pub not_after: String,
-    /// Start of validity, seconds since the epoch.
-    #[serde(skip)]
-    pub not_before_s: i64,
-    /// End of validity, seconds since the epoch.
-    #[serde(skip)]
-    pub not_after_s: i64,
-    /// Serial number, hex.
-    pub serial: String,
-    /// `RSA`, `EC`, `Ed25519`, `DSA` or the algorithm OID.
-    pub key_type: String,
-    /// Key size in bits, when known.
-    pub key_bits: Option<u32>,
-    /// Signature algorithm name (`sha256WithRSAEncryption`).
-    pub signature_algorithm: String,
-    /// Issuer equals subject and the certificate's own key verifies its signature.
-    pub self_signed: bool,
-    /// Basic constraints say CA.
-    pub is_ca: bool,
-}
 
 /// Why a certificate is weak: RSA under 2048 bits, DSA, SHA-1 or MD5 signatures.
 pub fn weaknesses(c: &CertInfo) -> Vec<&'static str> {

@@ -4,33 +4,11 @@
 
 use super::cert::spki_der;
 use super::verify::Validator;
+use crate::record::Tlsa;
 use ahash::AHashMap;
 use sha2::{Digest, Sha256, Sha512};
 
-/// One TLSA record.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Tlsa {
-    /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
-    pub usage: u8,
-    /// 0 full certificate, 1 SubjectPublicKeyInfo.
-    pub selector: u8,
-    /// 0 exact, 1 SHA-256, 2 SHA-512.
-    pub matching_type: u8,
-    /// The association data, hex.
-    #[serde(serialize_with = "ser_hex")]
-    pub data: Vec<u8>,
-}
-
-fn ser_hex<S: serde::Serializer>(d: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(d))
-}
-
 impl Tlsa {
-    /// Usable for SMTP per RFC 7672 §3.1.3.
-    pub fn usable(&self) -> bool {
-        matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching_type <= 2
-    }
-
     /// True when this record's association data matches `cert_der`.
     pub fn matches_cert(&self, cert_der: &[u8]) -> bool {
         let selected = match self.selector {

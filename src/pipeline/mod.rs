@@ -3,49 +3,28 @@
 //! correlator and the sinks. Packets travel in reusable batches, so the steady state allocates
 //! nothing per packet.
 
+pub mod order;
+pub mod worker;
+
+pub use worker::{FlowConfig, FlowStats, PortSet};
+
 use crate::capture::{CaptureError, CaptureFile, SourceStats};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
-use crate::detect::certs::{CertJudge, CertStats, CertificateRecord};
+use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
-use crate::dns::{DnsRecord, DnsStats};
-use crate::event::SessionRecord;
-use crate::flow::table::Outputs;
-use crate::flow::{FlowConfig, FlowStats, FlowTable, PortSet};
-use crate::order::{CaptureOrder, Produced};
+use crate::dns::DnsStats;
+use crate::record::{CertificateRecord, SessionRecord};
+use crate::sink::{SessionSink, SinkError};
 use crate::state::{Baseline, SaveStats, StateError};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use order::{CaptureOrder, Produced};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use thiserror::Error;
-
-/// Where judged sessions go (files, ClickHouse, the in-process report).
-pub trait SessionSink: Send {
-    /// Takes one judged session (its findings are in `finding_details`).
-    fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
-    /// Takes one DNS transaction of interest (its findings are in `finding_details`).
-    fn dns(&mut self, _rec: &DnsRecord) -> Result<(), SinkError> {
-        Ok(())
-    }
-    /// Takes one distinct certificate (called at the end of the run, before `finish`).
-    fn certificate(&mut self, _cert: &CertificateRecord) -> Result<(), SinkError> {
-        Ok(())
-    }
-    /// Flushes at the end of the run.
-    fn finish(&mut self) -> Result<(), SinkError>;
-}
-
-/// A sink failed; the run stops with this error.
-#[derive(Debug, Error)]
-#[error("{what}: {source}")]
-pub struct SinkError {
-    /// Which output.
-    pub what: String,
-    /// The cause.
-    pub source: std::io::Error,
-}
+use worker::{Outputs, Worker};
 
 /// Everything the pipeline needs to know.
 #[derive(Clone)]
@@ -303,35 +282,39 @@ fn worker(
     out: Sender<(usize, Outputs)>,
     cfg: FlowConfig,
 ) -> (FlowStats, DnsStats) {
-    let mut table = FlowTable::new(cfg);
-    let mut done = Outputs::default();
+    let mut worker = Worker::new(cfg);
     let mut last_sent_us = i64::MIN;
     for mut batch in rx {
         for (meta, &(start, len)) in batch.metas.iter().zip(&batch.spans) {
             let payload = &batch.data[start as usize..(start + len) as usize];
-            table.packet(meta, payload, &mut done);
-            done.stamp(table.now_us());
+            worker.packet(meta, payload);
+            let now = worker.now_us();
+            worker.outputs().stamp(now);
         }
-        table.advance(batch.watermark_us, &mut done);
-        done.stamp(table.now_us());
+        worker.advance(batch.watermark_us);
+        let now = worker.now_us();
+        worker.outputs().stamp(now);
         // Sent when there is something, and otherwise once per second of capture time: the
         // watermark lets the output stage release what other workers produced until then.
-        let watermark_us = batch.watermark_us.max(table.now_us());
-        if !done.is_empty() || watermark_us >= last_sent_us.saturating_add(TICK_US) {
+        let watermark_us = batch.watermark_us.max(now);
+        if !worker.outputs().is_empty() || watermark_us >= last_sent_us.saturating_add(TICK_US) {
+            let mut done = std::mem::take(worker.outputs());
             done.watermark_us = watermark_us;
             last_sent_us = watermark_us;
-            if out.send((index, std::mem::take(&mut done))).is_err() {
+            if out.send((index, done)).is_err() {
                 break;
             }
         }
         batch.clear();
         let _ = recycle.send(batch);
     }
-    table.finish_all(&mut done);
-    done.stamp(table.now_us());
+    worker.finish_all();
+    let now = worker.now_us();
+    let mut done = std::mem::take(worker.outputs());
+    done.stamp(now);
     done.watermark_us = i64::MAX;
     let _ = out.send((index, done));
-    (table.stats, table.dns.stats)
+    worker.stats()
 }
 
 /// What the output stage hands back.

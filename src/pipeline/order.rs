@@ -6,9 +6,8 @@
 //! downstream (MX answers compared between clients, per-server baselines) see the same order on
 //! every run, whatever the thread scheduling, and nearly the order of the capture.
 
-use crate::dns::DnsRecord;
-use crate::event::SessionRecord;
-use crate::flow::table::Outputs;
+use super::worker::Outputs;
+use crate::record::{DnsRecord, SessionRecord};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 

@@ -1,8 +1,9 @@
 //! The run summary: sessions by verdict, findings by kind, the servers with most findings, and
 //! every counter that says something was lost or skipped. Printed for people, or as JSON.
 
-use crate::event::SessionRecord;
-use crate::pipeline::{RunStats, SessionSink, SinkError};
+use crate::pipeline::RunStats;
+use crate::record::SessionRecord;
+use crate::sink::{SessionSink, SinkError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,7 +84,7 @@ impl SessionSink for TallySink {
         Ok(())
     }
 
-    fn dns(&mut self, rec: &crate::dns::DnsRecord) -> Result<(), SinkError> {
+    fn dns(&mut self, rec: &crate::record::DnsRecord) -> Result<(), SinkError> {
         if let Ok(mut t) = self.0.lock() {
             t.dns_transactions += 1;
             for f in &rec.finding_details {
@@ -141,7 +142,7 @@ pub struct Summary {
     /// Counters: decoding.
     pub decode: crate::decode::DecodeStats,
     /// Counters: flows and reassembly.
-    pub flows: crate::flow::FlowStats,
+    pub flows: crate::pipeline::FlowStats,
     /// Counters: the correlator.
     pub correlator: crate::detect::CorrelatorStats,
     /// Counters: DNS answers judged across clients.

@@ -1,7 +1,8 @@
-//! Finding kinds: stable strings (RFC 8460 names where RFC 8460 has one) with a severity order
-//! that decides a session's verdict.
+//! Findings and their kinds: stable strings (RFC 8460 names where RFC 8460 has one) with a
+//! severity order that decides a session's verdict.
 
 use serde::Serialize;
+use std::net::IpAddr;
 
 /// Every kind stripwatch can report. The string form is the contract (see DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -118,6 +119,45 @@ impl FindingKind {
         FindingKind::CertificateAbsent,
         FindingKind::CertificateNotObservable,
     ];
+}
+
+/// One finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// Stable id (session id plus kind plus index): replays are idempotent.
+    pub finding_id: String,
+    /// The kind string (see DESIGN.md).
+    pub kind: FindingKind,
+    /// The session it belongs to, when there is one.
+    pub session_id: Option<String>,
+    /// When the evidence was seen, RFC 3339.
+    pub ts: String,
+    /// The sensor.
+    pub sensor: String,
+    /// Client address.
+    pub client_ip: IpAddr,
+    /// Client port.
+    pub client_port: u16,
+    /// Server address.
+    pub server_ip: IpAddr,
+    /// Server port.
+    pub server_port: u16,
+    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the client address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the server address (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
+    /// Community ID of the flow.
+    pub community_id: String,
+    /// Kind-specific proof.
+    pub evidence: serde_json::Value,
 }
 
 /// Verdicts for sessions without findings.

@@ -1,7 +1,8 @@
-//! The records stripwatch writes: one per SMTP session and one per finding. Field names are the
-//! contract with users, with ClickHouse and with later tools; they only ever grow.
+//! The session record: one per SMTP session, with what it tells about the protection of the mail
+//! in it. Field names are the contract with users, with ClickHouse and with later tools; they
+//! only ever grow.
 
-use crate::detect::kinds::FindingKind;
+use super::{EndReason, Finding, FindingKind, HandshakeFailure, Tlsa, Verb};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -55,7 +56,7 @@ pub struct SessionRecord {
     /// Traits of boxes in the path (`banner-masked`).
     pub middlebox_traits: Vec<&'static str>,
     /// `EHLO` or `HELO`.
-    pub greeting_verb: Option<crate::smtp::reply::Verb>,
+    pub greeting_verb: Option<Verb>,
     /// The client's EHLO/HELO argument.
     pub ehlo_name: Option<String>,
     /// Code of the first reply to EHLO (5xx: the server refused ESMTP).
@@ -104,7 +105,7 @@ pub struct SessionRecord {
     /// SHA-256 of every certificate the server sent, leaf first.
     pub cert_chain_fingerprints: Vec<String>,
     /// Why the upgrade failed.
-    pub handshake_failure: Option<crate::smtp::session::HandshakeFailure>,
+    pub handshake_failure: Option<HandshakeFailure>,
     /// MAIL commands in cleartext.
     pub mail_transactions: u32,
     /// RCPT commands in cleartext.
@@ -128,7 +129,7 @@ pub struct SessionRecord {
     /// The capture started after the TCP handshake.
     pub mid_stream: bool,
     /// How the flow ended.
-    pub end_reason: crate::smtp::EndReason,
+    pub end_reason: EndReason,
     /// Packets client to server.
     pub client_packets: u64,
     /// Packets server to client.
@@ -150,7 +151,7 @@ pub struct SessionRecord {
     /// Findings on those transactions (`dns-injection`), by `finding_id`.
     pub dns_finding_ids: Vec<String>,
     /// TLSA records the client received for `_port._tcp.<mx_host>`.
-    pub mx_tlsa: Vec<crate::tls::dane::Tlsa>,
+    pub mx_tlsa: Vec<Tlsa>,
     /// The server's certificate chain (DER, leaf first), handed from the worker to the
     /// certificate judge and dropped there: records never carry certificates.
     #[serde(skip)]
@@ -179,41 +180,32 @@ pub struct CorrelationFacts {
     pub plaintext_mail: bool,
 }
 
-/// One finding.
-#[derive(Clone, Debug, Serialize)]
-pub struct Finding {
-    /// Stable id (session id plus kind plus index): replays are idempotent.
-    pub finding_id: String,
-    /// The kind string (see DESIGN.md).
-    pub kind: FindingKind,
-    /// The session it belongs to, when there is one.
-    pub session_id: Option<String>,
-    /// When the evidence was seen, RFC 3339.
-    pub ts: String,
-    /// The sensor.
-    pub sensor: String,
-    /// Client address.
-    pub client_ip: IpAddr,
-    /// Client port.
-    pub client_port: u16,
-    /// Server address.
-    pub server_ip: IpAddr,
-    /// Server port.
-    pub server_port: u16,
-    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
-    pub client_country: String,
-    /// Autonomous system of the client address (0 when unknown).
-    pub client_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub client_as_org: String,
-    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
-    pub server_country: String,
-    /// Autonomous system of the server address (0 when unknown).
-    pub server_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub server_as_org: String,
-    /// Community ID of the flow.
-    pub community_id: String,
-    /// Kind-specific proof.
-    pub evidence: serde_json::Value,
+impl SessionRecord {
+    /// Adds a finding to the session, with a stable id (the session id and the finding's
+    /// position), so that a replay of the same capture gives the same ids.
+    pub fn add_finding(&mut self, kind: FindingKind, ts_us: i64, evidence: serde_json::Value) {
+        let finding = Finding {
+            finding_id: format!("{}-{}", self.session_id, self.finding_details.len()),
+            kind,
+            session_id: Some(self.session_id.clone()),
+            ts: crate::util::rfc3339_micros(ts_us),
+            sensor: self.sensor.clone(),
+            client_ip: self.client_ip,
+            client_port: self.client_port,
+            server_ip: self.server_ip,
+            server_port: self.server_port,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
+            community_id: self.community_id.clone(),
+            evidence,
+        };
+        self.finding_details.push(finding);
+        if !self.findings.contains(&kind) {
+            self.findings.push(kind);
+        }
+    }
 }

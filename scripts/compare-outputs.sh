@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Proves that a change left stripwatch's outputs unchanged: runs two binaries over every capture
+# in pcaps/ and in ../shared/thirdparty-pcaps, one capture at a time, and once over all of
+# pcaps/ together (so cross-session judgements and the report see many sessions), with one and
+# with two workers, and compares sessions, findings, DNS, certificates and the CSV report byte
+# for byte. summary.json is compared without its wall-clock field (elapsed_seconds).
+#
+# Usage: scripts/compare-outputs.sh BEFORE_BINARY AFTER_BINARY [WORKDIR]
+# Exit status 0 and "identical" when every output matches; otherwise the differing files are
+# listed and the status is 1.
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 BEFORE_BINARY AFTER_BINARY [WORKDIR]" >&2; exit 2; }
+before=$1
+after=$2
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work=${3:-$(mktemp -d)}
+corpus="$root/../shared/thirdparty-pcaps/pcaps"
+mkdir -p "$work"
+
+# Options some bundled captures are judged with (their TLSA files and test root), as the
+# scenario tests pass them.
+extra_for() {
+    local base=$1
+    case "$base" in
+        tls-dane-mismatch) echo "--tlsa $root/pcaps/tls-dane-mismatch.tlsa --trust-anchors $root/pcaps/tls-test-root-ca.pem" ;;
+        tls-dane) echo "--tlsa $root/pcaps/tls-dane.tlsa --trust-anchors $root/pcaps/tls-test-root-ca.pem" ;;
+        tls-*) echo "--trust-anchors $root/pcaps/tls-test-root-ca.pem" ;;
+        *) echo "" ;;
+    esac
+}
+
+run_one() { # BINARY OUTDIR WORKERS CAPTURE... -- EXTRA...
+    local bin=$1 out=$2 workers=$3
+    shift 3
+    # shellcheck disable=SC2086
+    "$bin" analyze "$@" --out "$out" --workers "$workers" --sensor compare >/dev/null 2>"$out.stderr" ||
+        echo "exit $?" >>"$out.stderr"
+    if [ -f "$out/summary.json" ]; then
+        python3 - "$out/summary.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+s = json.load(open(p))
+s.pop("elapsed_seconds", None)
+json.dump(s, open(p + ".stable", "w"), indent=1, sort_keys=True)
+EOF
+        rm "$out/summary.json"
+    fi
+    rm -rf "$out/report.html" "$out/report.md"
+}
+
+captures=()
+for f in "$root"/pcaps/*.pcap "$root"/pcaps/*.pcapng "$root"/pcaps/*.pcap.gz "$root"/pcaps/*.pcap.zst; do
+    [ -e "$f" ] && captures+=("$f")
+done
+if [ -d "$corpus" ]; then
+    for f in "$corpus"/*; do captures+=("$f"); done
+else
+    echo "compare-outputs: $corpus not found; comparing pcaps/ only" >&2
+fi
+
+n=0
+for side in before after; do
+    bin=$before
+    [ "$side" = after ] && bin=$after
+    mkdir -p "$work/$side"
+    for f in "${captures[@]}"; do
+        name=$(basename "$f")
+        base=${name%%.*}
+        # shellcheck disable=SC2046
+        run_one "$bin" "$work/$side/$name" 1 "$f" $(extra_for "$base")
+    done
+    bundled=()
+    for f in "${captures[@]}"; do
+        case "$f" in "$root"/pcaps/*) bundled+=("$f") ;; esac
+    done
+    run_one "$bin" "$work/$side/all-bundled-1" 1 "${bundled[@]}"
+    run_one "$bin" "$work/$side/all-bundled-2" 2 "${bundled[@]}"
+done
+n=${#captures[@]}
+# The stderr files name the output directory, which differs between the two sides.
+sed -i "s#$work/before#WORK#g" "$work"/before/*.stderr
+sed -i "s#$work/after#WORK#g" "$work"/after/*.stderr
+if diff -r "$work/before" "$work/after" >"$work/diff.txt"; then
+    echo "identical: $n captures one at a time and all of pcaps/ with 1 and 2 workers ($work)"
+else
+    echo "DIFFERENT ($work/diff.txt):"
+    grep -E '^(diff|Only in)' "$work/diff.txt" | head -40
+    exit 1
+fi

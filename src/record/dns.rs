@@ -1,0 +1,194 @@
+//! The DNS records stripwatch writes (`dns.ndjson`) and the answer data that session records
+//! carry: answers as text and TLSA records.
+
+use super::{Finding, FindingKind};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// An answer record as text, for evidence and `dns.ndjson`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AnswerText {
+    /// Owner name, lowercase, no trailing dot.
+    pub name: String,
+    /// Record type (`MX`, `A`, ...).
+    pub rtype: String,
+    /// Time to live.
+    pub ttl: u32,
+    /// Record data in presentation form.
+    pub data: String,
+}
+
+/// One TLSA record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tlsa {
+    /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
+    pub usage: u8,
+    /// 0 full certificate, 1 SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching_type: u8,
+    /// The association data, hex.
+    #[serde(serialize_with = "ser_hex")]
+    pub data: Vec<u8>,
+}
+
+impl Tlsa {
+    /// Usable for SMTP per RFC 7672 §3.1.3.
+    pub fn usable(&self) -> bool {
+        matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching_type <= 2
+    }
+}
+
+fn ser_hex<S: serde::Serializer>(d: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(d))
+}
+
+/// One DNS transaction as written to `dns.ndjson`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsRecord {
+    /// Stable id.
+    pub transaction_id: String,
+    /// Time of the query (or of the first response when the query was not seen).
+    pub ts: String,
+    /// Microseconds, for ordering.
+    #[serde(skip)]
+    pub ts_us: i64,
+    /// The sensor.
+    pub sensor: String,
+    /// The querier.
+    pub client_ip: IpAddr,
+    /// The querier's port.
+    pub client_port: u16,
+    /// The server asked.
+    pub server_ip: IpAddr,
+    /// The server's port.
+    pub server_port: u16,
+    /// Country of the querier's address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
+    pub client_country: String,
+    /// Autonomous system of the querier's address (0 when unknown).
+    pub client_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub client_as_org: String,
+    /// Country of the address of the server asked (ISO 3166-1 alpha-2; "" when unknown).
+    pub server_country: String,
+    /// Autonomous system of the address of the server asked (0 when unknown).
+    pub server_asn: u32,
+    /// Organisation of that autonomous system ("" when unknown).
+    pub server_as_org: String,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// Community ID of the flow.
+    pub community_id: String,
+    /// DNS id.
+    pub id: u16,
+    /// Question name.
+    pub qname: String,
+    /// Question type.
+    pub qtype: String,
+    /// The query was seen.
+    pub query_seen: bool,
+    /// The query asked for DNSSEC records (DO bit).
+    pub query_do: bool,
+    /// Response code of the first response.
+    pub rcode: Option<String>,
+    /// Flags of the first response.
+    pub aa: bool,
+    /// Truncated.
+    pub tc: bool,
+    /// Recursion available.
+    pub ra: bool,
+    /// Authentic data.
+    pub ad: bool,
+    /// The first response carried RRSIG records.
+    pub rrsig: bool,
+    /// The first response carried NSEC/NSEC3 records.
+    pub nsec: bool,
+    /// Answers of the first response.
+    pub answers: Vec<AnswerText>,
+    /// Round-trip time of the first response, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Responses seen for this query.
+    pub responses: u32,
+    /// IP TTL of the first response (an injector is often at another hop distance).
+    pub response_ip_ttl: Option<u8>,
+    /// Finding kinds.
+    pub findings: Vec<FindingKind>,
+    /// The findings, written to `findings.ndjson`.
+    #[serde(skip)]
+    pub finding_details: Vec<Finding>,
+}
+
+impl DnsRecord {
+    /// A finding on this transaction; `n` makes its id (`<transaction>-<n>`) unique per kind:
+    /// 0 dns-injection, 1 mx-mismatch, 2 dnssec-stripped, 3 injected-segment.
+    pub fn finding(
+        &self,
+        kind: FindingKind,
+        n: u8,
+        ts: String,
+        evidence: serde_json::Value,
+    ) -> Finding {
+        Finding {
+            finding_id: format!("{}-{n}", self.transaction_id),
+            kind,
+            session_id: None,
+            ts,
+            sensor: self.sensor.clone(),
+            client_ip: self.client_ip,
+            client_port: self.client_port,
+            server_ip: self.server_ip,
+            server_port: self.server_port,
+            client_country: self.client_country.clone(),
+            client_asn: self.client_asn,
+            client_as_org: self.client_as_org.clone(),
+            server_country: self.server_country.clone(),
+            server_asn: self.server_asn,
+            server_as_org: self.server_as_org.clone(),
+            community_id: self.community_id.clone(),
+            evidence,
+        }
+    }
+
+    /// A bare answered MX transaction at `ts_us`, for unit tests elsewhere.
+    #[cfg(test)]
+    pub fn for_tests(ts_us: i64) -> DnsRecord {
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let server: IpAddr = "192.0.2.53".parse().unwrap();
+        DnsRecord {
+            transaction_id: format!("D{ts_us:016x}"),
+            ts: crate::util::rfc3339_micros(ts_us),
+            ts_us,
+            sensor: "test".into(),
+            client_ip: client,
+            client_port: 40000,
+            server_ip: server,
+            server_port: 53,
+            client_country: String::new(),
+            client_asn: 0,
+            client_as_org: String::new(),
+            server_country: String::new(),
+            server_asn: 0,
+            server_as_org: String::new(),
+            transport: "udp",
+            community_id: String::new(),
+            id: 1,
+            qname: "example.com".into(),
+            qtype: "MX".into(),
+            query_seen: true,
+            query_do: false,
+            rcode: Some("NOERROR".into()),
+            aa: false,
+            tc: false,
+            ra: true,
+            ad: false,
+            rrsig: false,
+            nsec: false,
+            answers: Vec::new(),
+            rtt_ms: None,
+            responses: 1,
+            response_ip_ttl: Some(64),
+            findings: Vec::new(),
+            finding_details: Vec::new(),
+        }
+    }
+}

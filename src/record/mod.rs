@@ -1,0 +1,21 @@
+//! The records stripwatch writes and the words they are made of: one session record per SMTP
+//! session, one finding record per finding, one DNS record per transaction of interest and one
+//! certificate record per distinct certificate.
+//!
+//! This is the bottom layer: it uses nothing of stripwatch but `util`, and every other part may
+//! use it. The parsers fill these records, the judges add findings to them, and the sinks and
+//! reports read them, so one definition serves all of them (see `docs/DESIGN.md`).
+
+mod certificate;
+mod dns;
+mod finding;
+mod flow;
+mod session;
+mod smtp;
+
+pub use certificate::{CertInfo, CertificateRecord};
+pub use dns::{AnswerText, DnsRecord, Tlsa};
+pub use finding::{Finding, FindingKind, verdict};
+pub use flow::{EndReason, Side};
+pub use session::{CorrelationFacts, SessionRecord};
+pub use smtp::{HandshakeFailure, Verb};

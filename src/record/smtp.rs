@@ -1,0 +1,50 @@
+//! SMTP words that session records carry: the commands the state machine tells apart and why
+//! an upgrade failed.
+
+/// The commands the session state machine distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verb {
+    /// Extended hello: the reply lists capabilities.
+    Ehlo,
+    /// Plain hello: no capabilities.
+    Helo,
+    /// The upgrade request.
+    Starttls,
+    /// Start of a mail transaction.
+    Mail,
+    /// A recipient.
+    Rcpt,
+    /// Message content follows after a 354.
+    Data,
+    /// A chunk of message content of a stated size follows at once (RFC 3030).
+    Bdat,
+    /// Authentication; the server may answer 334 and expect SASL lines.
+    Auth,
+    /// End of session.
+    Quit,
+    /// Reset the transaction.
+    Rset,
+    /// Any other command (NOOP, VRFY, XCLIENT, ...).
+    Other,
+}
+
+/// Why a TLS upgrade did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakeFailure {
+    /// The connection was reset before the server answered the ClientHello.
+    Reset,
+    /// The connection was closed before the server answered the ClientHello.
+    Closed,
+    /// The server answered with a TLS alert.
+    Alert,
+    /// The client sent bytes that are neither TLS nor SMTP.
+    NonTlsClientBytes,
+    /// The server sent bytes that are not TLS.
+    NonTlsServerBytes,
+    /// The client never sent a ClientHello and the connection ended.
+    NoClientHello,
+    /// Nothing more happened until the flow timed out.
+    Stalled,
+}
