@@ -3,12 +3,28 @@
 # sudo), and chdb-core (a current ClickHouse engine embedded in Python, for the test that checks
 # queries/ on a modern release). Safe to run again: installed packages are skipped. Retries once,
 # because apt mirrors and the package index have been seen to fail transiently.
+#
+#   scripts/install-deps.sh               # build and tests (scripts/test.sh)
+#   scripts/install-deps.sh --build-only  # build and run only (scripts/demo.sh)
 set -euo pipefail
 
-# clickhouse-server/-client: the tests start a real server (Debian ships 18.16).
-packages=(build-essential pkg-config libpcap-dev tcpdump iproute2 openssl python3
-          clickhouse-server clickhouse-client)
-packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
+build_only=""
+case "${1:-}" in
+    "") ;;
+    --build-only) build_only=1 ;;
+    *) echo "install-deps: unknown argument: $1 (only --build-only)" >&2; exit 2 ;;
+esac
+
+# The build: a C compiler and linker. ring and zstd-sys compile bundled C sources with the cc
+# crate; no crate links a system library, so no -dev package and no pkg-config are needed.
+# Running stripwatch needs nothing more.
+packages=(build-essential)
+if [ -z "$build_only" ]; then
+    # the tests: tcpdump, ip and openssl in the end-to-end captures; python3 for their scripts;
+    # clickhouse-server/-client because the tests start a real server (Debian ships 18.16)
+    packages+=(tcpdump iproute2 openssl python3 clickhouse-server clickhouse-client)
+    packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
 fi
+
+[ -z "$build_only" ] || exit 0
 
 # chdb-core from PyPI, for the python3 the tests run.
 if ! python3 -c 'import chdb' 2>/dev/null; then

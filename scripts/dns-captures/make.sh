@@ -11,181 +11,58 @@
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-OUT="$REPO/pcaps"
-KEEP_LOGS=""
-INSTALL_ONLY=""
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --out) OUT="$2"; shift 2 ;;
-        --out=*) OUT="${1#--out=}"; shift ;;
-        --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
-        --install-only) INSTALL_ONLY=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
-
-[ "$(id -u)" = 0 ] || { echo "make.sh: must run as root" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=../lib/netns.sh
+. "$HERE/../lib/netns.sh"
+LOG_TAG="dns make.sh"
+capture_script_args "$@"
 
 NS_L=swdns-lan        # holds only the bridge every other namespace is plugged into
 NS_A=swdns-auth       # NSD, authoritative for dns.test (signed)
 NS_R=swdns-resolver   # Unbound, validating, stub-zone dns.test -> NSD
 NS_M=swdns-mx         # receiving Postfix on mx1 and mx2
 NS_C=swdns-client     # sending Postfix, kdig, tcpdump
-ALL_NS="$NS_C $NS_M $NS_R $NS_A $NS_L"
+ALL_NS=("$NS_C" "$NS_M" "$NS_R" "$NS_A" "$NS_L")
 C_IP=10.79.0.10
 MX1_IP=10.79.0.25
 MX2_IP=10.79.0.26
 R_IP=10.79.0.53
 A_IP=10.79.0.54
 ZONE=dns.test
-CAPTURES="dns-mx-delivery dns-tcp dns-kdig-do"   # the only files this script writes in --out
-LOCK=/run/swdns-make.lock
-T0=$(date +%s)
+CAPTURES=(dns-mx-delivery dns-tcp dns-kdig-do)  # the only files this script writes in --out
+FAILURE_LOGS="client/maillog mx/maillog unbound.log nsd.log tcpdump.err kdig.out"
 
-log() { printf '[dns make.sh %3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# ---------------------------------------------------------------- install
-
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
-
-POLICY_RC_MADE=""
 ensure_packages() {
-    local need=()
-    command -v tcpdump >/dev/null || need+=(tcpdump)
-    command -v openssl >/dev/null || need+=(openssl)
-    [ -x /usr/bin/python3 ] || need+=(python3)
-    command -v ip >/dev/null || need+=(iproute2)
-    command -v ss >/dev/null || need+=(iproute2)
-    command -v ethtool >/dev/null || need+=(ethtool)
-    command -v tshark >/dev/null || need+=(tshark)
-    [ -x /usr/sbin/postfix ] || need+=(postfix)
-    [ -x /usr/sbin/unbound ] || need+=(unbound)
-    [ -x /usr/sbin/nsd ] || need+=(nsd)
-    command -v ldns-signzone >/dev/null || need+=(ldnsutils)
-    command -v kdig >/dev/null || need+=(knot-dnsutils)
-    command -v dig >/dev/null || need+=(bind9-dnsutils)
-    [ ${#need[@]} -eq 0 ] && return 0
-    log "installing: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # no questions: Postfix gets "No configuration" (we write our own instances), and
-    # wireshark-common does not ask about non-root capture
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    need_base
+    need_cmd tshark tshark
+    need_exe /usr/sbin/unbound unbound
+    need_exe /usr/sbin/nsd nsd
+    need_cmd ldns-signzone ldnsutils
+    need_cmd kdig knot-dnsutils
+    need_cmd dig bind9-dnsutils
     # unbound and nsd would start system-wide services on the host: we run our own instances
     # inside namespaces only, so keep the packages from starting theirs
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        POLICY_RC_MADE=1
-    fi
-    if ! { apt-get update -q && apt_install "${need[@]}"; }; then
-        log "apt failed once, retrying"
-        sleep 3
-        apt-get update -q && apt_install "${need[@]}" || { drop_policy_rc; die "apt-get install ${need[*]} failed"; }
-    fi
-    drop_policy_rc
+    NO_SERVICE_START=1 install_needed
 }
 
-drop_policy_rc() {
-    if [ -n "$POLICY_RC_MADE" ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_MADE=""; fi
-}
-
-# ---------------------------------------------------------------- cleanup
-
-kill_ns_pids() {
-    local ns=$1 pids
-    ip netns list 2>/dev/null | grep -qw "^$ns" || return 0
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -n "$pids" ] || return 0
-    kill $pids 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && return 0
-        sleep 0.1
-    done
-    kill -9 $pids 2>/dev/null || true
-}
+# ---------------------------------------------------------------- cleanup (called by on_exit)
 
 teardown() {
-    if [ -n "${W:-}" ]; then
-        for inst in client mx; do
-            if [ -f "$W/$inst/etc/main.cf" ] && [ -f "$W/$inst/queue/pid/master.pid" ]; then
-                timeout 10 postfix -c "$W/$inst/etc" abort >/dev/null 2>&1 || true
-            fi
-        done
-    fi
-    for ns in $ALL_NS; do kill_ns_pids "$ns"; done
-    for ns in $ALL_NS; do
-        ip netns del "$ns" 2>/dev/null || true
-        rm -rf "/etc/netns/$ns"
-    done
-    rmdir /etc/netns 2>/dev/null || true
+    postfix_abort client mx
+    netns_delete "${ALL_NS[@]}"
 }
 
-on_exit() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    drop_policy_rc
-    if [ $rc -ne 0 ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        log "failed (rc=$rc); last log lines:"
-        for f in "$W"/client/maillog "$W"/mx/maillog "$W"/unbound.log "$W"/nsd.log "$W"/tcpdump.err "$W"/kdig.out; do
-            [ -f "$f" ] && { echo "== $f" >&2; tail -n 15 "$f" >&2; }
-        done
-    fi
-    if [ -n "$KEEP_LOGS" ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        mkdir -p "$KEEP_LOGS"
-        cp "$W"/client/maillog "$KEEP_LOGS/client.maillog" 2>/dev/null
-        cp "$W"/mx/maillog "$KEEP_LOGS/mx.maillog" 2>/dev/null
-        cp "$W"/unbound.log "$W"/nsd.log "$W"/kdig.out "$KEEP_LOGS/" 2>/dev/null
-        rm -rf "$KEEP_LOGS/zone"; cp -r "$W"/zone "$KEEP_LOGS/" 2>/dev/null
-        cp "$W"/unbound.conf "$W"/nsd.conf "$KEEP_LOGS/" 2>/dev/null
-        cp "$W"/tls/server.crt "$KEEP_LOGS/mx.crt" 2>/dev/null
-    fi
-    teardown
-    [ -n "${W:-}" ] && rm -rf "$W"
-    for n in $CAPTURES; do rm -f "$OUT/.$n.pcap.tmp" "$OUT/.$n.json.tmp" 2>/dev/null; done
-    log "done (rc=$rc) in $(( $(date +%s) - T0 ))s"
-    exit $rc
+keep_logs() {
+    cp "$W"/client/maillog "$1/client.maillog" 2>/dev/null
+    cp "$W"/mx/maillog "$1/mx.maillog" 2>/dev/null
+    cp "$W"/unbound.log "$W"/nsd.log "$W"/kdig.out "$1/" 2>/dev/null
+    rm -rf "$1/zone"; cp -r "$W"/zone "$1/" 2>/dev/null
+    cp "$W"/unbound.conf "$W"/nsd.conf "$1/" 2>/dev/null
+    cp "$W"/tls/server.crt "$1/mx.crt" 2>/dev/null
 }
 
-# ---------------------------------------------------------------- helpers
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local end=$(( $(date +%s%N) / 1000000 + secs * 1000 ))
-    while ! "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || die "timeout after ${secs}s waiting for $what"
-        sleep 0.1
-    done
-}
-
-# stop_pid PID SIGNAL SECS: signal a child of this shell, wait (bounded) for it to end, reap it
-stop_pid() {
-    local pid=$1 sig=$2 secs=$3 state i
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || state=""
-        [ -z "$state" ] || [ "$state" = Z ] && break
-        sleep 0.1
-    done
-    [ -z "$state" ] || [ "$state" = Z ] || { log "pid $pid did not stop on $sig, killing"; kill -9 "$pid" 2>/dev/null || true; }
-    wait "$pid" 2>/dev/null || true
-}
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-count_in() { # count_in FILE REGEX: number of matching lines (0 if no file)
+remove_partial() {
     local n
-    n=$(grep -cE "$2" "$1" 2>/dev/null) || true
-    echo "${n:-0}"
+    for n in "${CAPTURES[@]}"; do rm -f "$OUT/.$n.pcap.tmp" "$OUT/.$n.json.tmp" 2>/dev/null; done
 }
 
 # ---------------------------------------------------------------- network
@@ -202,27 +79,20 @@ set_resolv_conf() {
 }
 
 setup_network() {
-    log "creating namespaces $ALL_NS"
-    for ns in $ALL_NS; do
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        mkdir -p "/etc/netns/$ns"
-        # by default nothing leaves a namespace: lookups go to its own loopback (nothing there)
-        echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"
-        printf '127.0.0.1 localhost\n::1 localhost\n' > "/etc/netns/$ns/hosts"
-    done
+    log "creating namespaces ${ALL_NS[*]}"
+    # by default nothing leaves a namespace: lookups go to its own loopback (nothing there)
+    netns_add "$(printf '127.0.0.1 localhost\n::1 localhost')" "${ALL_NS[@]}"
     set_resolv_conf
     ip -n $NS_L link add swd-br type bridge
     ip -n $NS_L link set swd-br up
     local pair ns dev ip
     for pair in "$NS_C swd-c $C_IP" "$NS_M swd-m $MX1_IP" "$NS_R swd-r $R_IP" "$NS_A swd-a $A_IP"; do
-        set -- $pair; ns=$1; dev=$2; ip=$3
+        read -r ns dev ip <<<"$pair"
         ip link add "$dev" netns "$ns" type veth peer name "${dev}b" netns $NS_L
         ip -n $NS_L link set "${dev}b" master swd-br
         ip -n $NS_L link set "${dev}b" up
         ip -n "$ns" addr add "$ip/24" dev "$dev"
-        # real checksums in the capture (no offload placeholders)
-        nsx "$ns" ethtool -K "$dev" tx off rx off >/dev/null 2>&1 || true
+        no_offload "$ns" "$dev"
         nsx "$ns" sysctl -qw "net.ipv6.conf.$dev.disable_ipv6=1" 2>/dev/null || true
         ip -n "$ns" link set "$dev" up
     done
@@ -309,7 +179,6 @@ EOF
     nsd-checkconf "$W/nsd.conf" || die "nsd-checkconf failed"
     nsd-checkzone "$ZONE" "$W/zone/$ZONE.zone.signed" >/dev/null || die "nsd-checkzone failed"
     nsx $NS_A nsd -d -c "$W/nsd.conf" >>"$W/nsd.log" 2>&1 &
-    NSD_PID=$!
     wait_for 10 "NSD listening" nsd_listening
 }
 nsd_listening() { nsx $NS_A ss -Hlun "sport = :53" | grep -q "$A_IP:53"; }
@@ -356,7 +225,6 @@ stub-zone:
 EOF
     unbound-checkconf "$W/unbound.conf" >/dev/null || die "unbound-checkconf failed"
     nsx $NS_R unbound -d -c "$W/unbound.conf" >>"$W/unbound.out" 2>&1 &
-    UNBOUND_PID=$!
     wait_for 10 "Unbound listening" unbound_listening
     # validated answer from inside the resolver's namespace (not on the captured link)
     local out
@@ -371,53 +239,19 @@ unbound_listening() { nsx $NS_R ss -Hlun "sport = :53" | grep -q "$R_IP:53"; }
 # ---------------------------------------------------------------- Postfix
 
 write_master_cf() { # every service unchrooted (the instances live in a temp dir)
-    cat > "$1" <<'EOF'
-smtp      inet  n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+    {
+        echo "smtp      inet  n       -       n       -       -       smtpd"
+        postfix_services
+    } > "$1"
 }
 
 common_main_cf() { # common_main_cf INSTANCE_DIR
-    cat <<EOF
-compatibility_level = 3.6
-queue_directory = $1/queue
-data_directory = $1/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $1/maillog
-maillog_file_prefixes = $W
+    postfix_main_cf "$1"
+    cat <<EOF2
 mydomain = $ZONE
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-biff = no
-smtpd_peername_lookup = no
 smtp_connection_cache_on_demand = no
-smtputf8_enable = no
-EOF
+EOF2
 }
-
 setup_postfix() {
     local c=$W/client m=$W/mx
     mkdir -p "$c/etc" "$c/queue" "$c/data" "$m/etc" "$m/queue" "$m/data"
@@ -555,10 +389,7 @@ finish_capture() {
                 --check "$checks" --out "$OUT/.$name.json.tmp")
     [ -n "$report" ] && args+=(--client-report "$report")
     /usr/bin/python3 "$HERE/facts.py" "$tmp" "${args[@]}" || die "$name: facts.py rejected the capture"
-    mv "$OUT/.$name.json.tmp" "$json"
-    mv "$tmp" "$pcap"
-    chmod 644 "$pcap" "$json"
-    chown --reference="$OUT" "$pcap" "$json"   # tcpdump writes as user tcpdump
+    publish "$OUT/.$name.json.tmp" "$json" "$tmp" "$pcap"
     log "    -> $pcap ($(stat -c %s "$pcap") bytes), $json"
 }
 
@@ -607,21 +438,7 @@ capture_kdig() { # capture_kdig NAME DESCRIPTION CHECKS
 
 # ---------------------------------------------------------------- main
 
-exec 9>"$LOCK"
-flock -w 30 9 || die "another make.sh is running"
-
-ensure_packages
-[ -n "$INSTALL_ONLY" ] && exit 0
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-teardown                                  # leftovers of an earlier, killed run
-rm -rf /tmp/swdns-make.* 2>/dev/null || true
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-W=$(mktemp -d /tmp/swdns-make.XXXXXX)
-chmod 755 "$W"
+run_start /run/swdns-make.lock /tmp/swdns-make
 
 setup_network
 make_cert

@@ -10,23 +10,10 @@
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-OUT="$REPO/pcaps"
-KEEP_LOGS=""
-INSTALL_ONLY=""
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --out) OUT="$2"; shift 2 ;;
-        --out=*) OUT="${1#--out=}"; shift ;;
-        --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
-        --install-only) INSTALL_ONLY=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
-
-[ "$(id -u)" = 0 ] || { echo "make.sh: must run as root" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=../lib/netns.sh
+. "$HERE/../lib/netns.sh"
+LOG_TAG="make.sh"
+capture_script_args "$@"
 
 NS_C=swcap-client
 NS_M=swcap-mid
@@ -35,155 +22,50 @@ C_IP=10.77.0.1      # Postfix sender (swcap-client)
 S_IP=10.77.0.2      # the server address S the client connects to (proxy on swcap-mid)
 M_IP=10.77.1.1      # swcap-mid, server-facing side
 R_IP=10.77.1.2      # the real receiving Postfix (swcap-server)
-LOCK=/run/swcap-make.lock
-T0=$(date +%s)
-
-log() { printf '[make.sh %3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# ---------------------------------------------------------------- install
-
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
+FAILURE_LOGS="client/maillog server/maillog proxy.log proxy.out tcpdump.err"
 
 ensure_packages() {
-    local need=()
-    command -v tcpdump >/dev/null || need+=(tcpdump)
-    command -v openssl >/dev/null || need+=(openssl)
-    [ -x /usr/bin/python3 ] || need+=(python3)
-    command -v ip >/dev/null || need+=(iproute2)
-    command -v ethtool >/dev/null || need+=(ethtool)
-    [ -x /usr/sbin/postfix ] || need+=(postfix)
-    [ ${#need[@]} -eq 0 ] && return 0
-    log "installing: ${need[*]}"
-    # no questions: Postfix gets "No configuration" (we write our own instances)
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    if ! { apt-get update -q && apt_install "${need[@]}"; }; then
-        log "apt failed once, retrying"
-        sleep 3
-        apt-get update -q && apt_install "${need[@]}" || die "apt-get install ${need[*]} failed"
-    fi
+    need_base
+    install_needed
 }
 
-# ---------------------------------------------------------------- cleanup
-
-kill_ns_pids() {
-    local ns=$1 pids
-    ip netns list 2>/dev/null | grep -qw "^$ns" || return 0
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -n "$pids" ] || return 0
-    kill $pids 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && return 0
-        sleep 0.1
-    done
-    kill -9 $pids 2>/dev/null || true
-}
+# ---------------------------------------------------------------- cleanup (called by on_exit)
 
 teardown() {
     # stop Postfix instances politely first (master then ends its children)
-    if [ -n "${W:-}" ]; then
-        for inst in client server; do
-            if [ -f "$W/$inst/etc/main.cf" ] && [ -f "$W/$inst/queue/pid/master.pid" ]; then
-                timeout 10 postfix -c "$W/$inst/etc" abort >/dev/null 2>&1 || true
-            fi
-        done
-    fi
-    for ns in $NS_C $NS_M $NS_S; do kill_ns_pids "$ns"; done
-    for ns in $NS_C $NS_M $NS_S; do
-        ip netns del "$ns" 2>/dev/null || true
-        rm -rf "/etc/netns/$ns"
-    done
-    rmdir /etc/netns 2>/dev/null || true
+    postfix_abort client server
+    netns_delete $NS_C $NS_M $NS_S
 }
 
-on_exit() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    if [ $rc -ne 0 ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        log "failed (rc=$rc); last log lines:"
-        for f in "$W"/client/maillog "$W"/server/maillog "$W"/proxy.log "$W"/proxy.out "$W"/tcpdump.err; do
-            [ -f "$f" ] && { echo "== $f" >&2; tail -n 15 "$f" >&2; }
-        done
-    fi
-    if [ -n "$KEEP_LOGS" ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        mkdir -p "$KEEP_LOGS"
-        cp "$W"/client/maillog "$KEEP_LOGS/client.maillog" 2>/dev/null
-        cp "$W"/server/maillog "$KEEP_LOGS/server.maillog" 2>/dev/null
-        cp "$W"/proxy.log "$KEEP_LOGS/proxy.log" 2>/dev/null
-        cp "$W"/proxy.out "$KEEP_LOGS/proxy.out" 2>/dev/null
-    fi
-    teardown
-    [ -n "${W:-}" ] && rm -rf "$W"
-    rm -f "$OUT"/.real-*.tmp 2>/dev/null
-    log "done (rc=$rc) in $(( $(date +%s) - T0 ))s"
-    exit $rc
+keep_logs() {
+    cp "$W"/client/maillog "$1/client.maillog" 2>/dev/null
+    cp "$W"/server/maillog "$1/server.maillog" 2>/dev/null
+    cp "$W"/proxy.log "$1/proxy.log" 2>/dev/null
+    cp "$W"/proxy.out "$1/proxy.out" 2>/dev/null
 }
 
-# ---------------------------------------------------------------- helpers
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local end=$(( $(date +%s%N) / 1000000 + secs * 1000 ))
-    while ! "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || die "timeout after ${secs}s waiting for $what"
-        sleep 0.1
-    done
-}
-
-# stop_pid PID SIGNAL SECS: signal a child of this shell, wait (bounded) for it to end, reap it
-stop_pid() {
-    local pid=$1 sig=$2 secs=$3 state i
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || state=""
-        [ -z "$state" ] || [ "$state" = Z ] && break
-        sleep 0.1
-    done
-    [ -z "$state" ] || [ "$state" = Z ] || { log "pid $pid did not stop on $sig, killing"; kill -9 "$pid" 2>/dev/null || true; }
-    wait "$pid" 2>/dev/null || true
-}
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-count_in() { # count_in FILE REGEX: number of matching lines (0 if no file)
-    local n
-    n=$(grep -cE "$2" "$1" 2>/dev/null) || true
-    echo "${n:-0}"
-}
+remove_partial() { rm -f "$OUT"/.real-*.tmp 2>/dev/null; }
 
 # ---------------------------------------------------------------- network
 
 setup_network() {
     log "creating namespaces $NS_C, $NS_M, $NS_S"
-    for ns in $NS_C $NS_M $NS_S; do
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        # a private resolver config: any lookup stays on the namespace's own loopback
-        mkdir -p "/etc/netns/$ns"
-        echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"
-        printf '127.0.0.1 localhost\n%s client.swcap.test\n%s mx.swcap.test\n' "$C_IP" "$R_IP" \
-            > "/etc/netns/$ns/hosts"
-    done
+    netns_add "$(printf '127.0.0.1 localhost\n%s client.swcap.test\n%s mx.swcap.test' "$C_IP" "$R_IP")" \
+        $NS_C $NS_M $NS_S
     ip link add swc-c netns $NS_C type veth peer name swc-mc netns $NS_M
     ip link add swc-ms netns $NS_M type veth peer name swc-s netns $NS_S
     ip -n $NS_C addr add $C_IP/24 dev swc-c
     ip -n $NS_M addr add $S_IP/24 dev swc-mc
     ip -n $NS_M addr add $M_IP/24 dev swc-ms
     ip -n $NS_S addr add $R_IP/24 dev swc-s
+    local pair ns dev
     for pair in "$NS_C swc-c" "$NS_M swc-mc" "$NS_M swc-ms" "$NS_S swc-s"; do
-        set -- $pair
-        # real checksums in the capture (no offload placeholders)
-        nsx "$1" ethtool -K "$2" tx off rx off >/dev/null 2>&1 || true
-        ip -n "$1" link set "$2" up
+        read -r ns dev <<<"$pair"
+        no_offload "$ns" "$dev"
+        ip -n "$ns" link set "$dev" up
     done
     wait_for 5 "veth up" link_up
 }
-
 smtpd_listening() { nsx $NS_S ss -Hltn "sport = :25" | grep -q "$R_IP:25"; }
 link_up() { ip -n $NS_C link show swc-c | grep -q 'state UP'; }
 
@@ -198,55 +80,21 @@ make_cert() {
 }
 
 write_master_cf() { # every service unchrooted (the instances live in a temp dir)
-    cat > "$1" <<'EOF'
-smtp      inet  n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+    {
+        echo "smtp      inet  n       -       n       -       -       smtpd"
+        postfix_services
+    } > "$1"
 }
 
 common_main_cf() { # common_main_cf INSTANCE_DIR
-    cat <<EOF
-compatibility_level = 3.6
-queue_directory = $1/queue
-data_directory = $1/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $1/maillog
-maillog_file_prefixes = $W
+    postfix_main_cf "$1"
+    cat <<EOF2
 mydomain = swcap.test
 inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-biff = no
-smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 smtp_connection_cache_on_demand = no
-smtputf8_enable = no
-EOF
+EOF2
 }
-
 setup_postfix() {
     local c=$W/client s=$W/server
     mkdir -p "$c/etc" "$c/queue" "$c/data" "$s/etc" "$s/queue" "$s/data"
@@ -404,30 +252,13 @@ capture() {
         rm -f "$OUT/.$name.json.tmp"
         die "$name: sessions in the capture have verdicts '$got', expected '$want'"
     fi
-    mv "$OUT/.$name.json.tmp" "$json"
-    mv "$tmp" "$pcap"
-    chmod 644 "$pcap" "$json"
-    chown --reference="$OUT" "$pcap" "$json"   # tcpdump writes as user tcpdump
+    publish "$OUT/.$name.json.tmp" "$json" "$tmp" "$pcap"
     log "    -> $pcap ($(stat -c %s "$pcap") bytes), verdicts: $got"
 }
 
 # ---------------------------------------------------------------- main
 
-exec 9>"$LOCK"
-flock -w 30 9 || die "another make.sh is running"
-
-ensure_packages
-[ -n "$INSTALL_ONLY" ] && exit 0
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-teardown                                  # leftovers of an earlier, killed run
-rm -rf /tmp/swcap-make.* 2>/dev/null || true
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-W=$(mktemp -d /tmp/swcap-make.XXXXXX)
-chmod 755 "$W"
+run_start /run/swcap-make.lock /tmp/swcap-make
 : > "$W/proxy.log"
 
 setup_network

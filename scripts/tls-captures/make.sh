@@ -11,23 +11,10 @@
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-OUT="$REPO/pcaps"
-KEEP_LOGS=""
-INSTALL_ONLY=""
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --out) OUT="$2"; shift 2 ;;
-        --out=*) OUT="${1#--out=}"; shift ;;
-        --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
-        --install-only) INSTALL_ONLY=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
-
-[ "$(id -u)" = 0 ] || { echo "make.sh: must run as root" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=../lib/netns.sh
+. "$HERE/../lib/netns.sh"
+LOG_TAG="tls make.sh"
+capture_script_args "$@"
 
 NS_C=swtls-client
 NS_S=swtls-server
@@ -42,124 +29,34 @@ S_TLS13=10.78.0.15    # ok leaf, smtpd_tls_protocols = >=TLSv1.3
 SERVER_IPS="$S_OK $S_SELF $S_EXPIRED $S_WRONG $S_WEAK $S_TLS13"
 SERVER_NAME=mx.tls.test
 CLIENT_NAME=client.tls.test
-LOCK=/run/swtls-make.lock
-T0=$(date +%s)
-
-log() { printf '[tls make.sh %3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# ---------------------------------------------------------------- install
-
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
+FAILURE_LOGS="server/maillog tcpdump.err clients/*.out"
 
 ensure_packages() {
-    local need=()
-    command -v tcpdump >/dev/null || need+=(tcpdump)
-    command -v openssl >/dev/null || need+=(openssl)
-    [ -x /usr/bin/python3 ] || need+=(python3)
-    command -v ip >/dev/null || need+=(iproute2)
-    command -v ss >/dev/null || need+=(iproute2)
-    command -v ethtool >/dev/null || need+=(ethtool)
-    command -v tshark >/dev/null || need+=(tshark)
-    command -v swaks >/dev/null || need+=(swaks)
+    need_base
+    need_cmd tshark tshark
+    need_cmd swaks swaks
     # swaks does TLS through Net::SSLeay (a Recommends, so not pulled in by --no-install-recommends)
-    perl -MNet::SSLeay -e 1 2>/dev/null || need+=(libnet-ssleay-perl)
-    perl -MIO::Socket::SSL -e 1 2>/dev/null || need+=(libio-socket-ssl-perl)
-    [ -x /usr/sbin/postfix ] || need+=(postfix)
-    [ ${#need[@]} -eq 0 ] && return 0
-    log "installing: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # no questions: Postfix gets "No configuration" (we write our own instance), and
-    # wireshark-common does not ask about non-root capture
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-    if ! { apt-get update -q && apt_install "${need[@]}"; }; then
-        log "apt failed once, retrying"
-        sleep 3
-        apt-get update -q && apt_install "${need[@]}" || die "apt-get install ${need[*]} failed"
-    fi
+    perl -MNet::SSLeay -e 1 2>/dev/null || NEED+=(libnet-ssleay-perl)
+    perl -MIO::Socket::SSL -e 1 2>/dev/null || NEED+=(libio-socket-ssl-perl)
+    install_needed
 }
 
-# ---------------------------------------------------------------- cleanup
-
-kill_ns_pids() {
-    local ns=$1 pids
-    ip netns list 2>/dev/null | grep -qw "^$ns" || return 0
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -n "$pids" ] || return 0
-    kill $pids 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && return 0
-        sleep 0.1
-    done
-    kill -9 $pids 2>/dev/null || true
-}
+# ---------------------------------------------------------------- cleanup (called by on_exit)
 
 teardown() {
-    if [ -n "${W:-}" ] && [ -f "$W/server/etc/main.cf" ] && [ -f "$W/server/queue/pid/master.pid" ]; then
-        timeout 10 postfix -c "$W/server/etc" abort >/dev/null 2>&1 || true
-    fi
-    for ns in $NS_C $NS_S; do kill_ns_pids "$ns"; done
-    for ns in $NS_C $NS_S; do
-        ip netns del "$ns" 2>/dev/null || true
-        rm -rf "/etc/netns/$ns"
-    done
-    rmdir /etc/netns 2>/dev/null || true
+    postfix_abort server
+    netns_delete $NS_C $NS_S
 }
 
-on_exit() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    [ -n "$TCPDUMP_PID" ] && stop_pid "$TCPDUMP_PID" TERM 5
-    if [ $rc -ne 0 ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        log "failed (rc=$rc); last log lines:"
-        for f in "$W"/server/maillog "$W"/tcpdump.err "$W"/clients/*.out; do
-            [ -f "$f" ] && { echo "== $f" >&2; tail -n 15 "$f" >&2; }
-        done
-    fi
-    if [ -n "$KEEP_LOGS" ] && [ -n "${W:-}" ] && [ -d "$W" ]; then
-        mkdir -p "$KEEP_LOGS"
-        cp "$W"/server/maillog "$KEEP_LOGS/server.maillog" 2>/dev/null
-        cp -r "$W"/clients "$KEEP_LOGS/" 2>/dev/null
-        cp -r "$W"/tls "$KEEP_LOGS/" 2>/dev/null
-    fi
-    teardown
-    [ -n "${W:-}" ] && rm -rf "$W"
-    rm -f "$OUT"/.tls-*.tmp 2>/dev/null
-    log "done (rc=$rc) in $(( $(date +%s) - T0 ))s"
-    exit $rc
+on_exit_first() { if [ -n "$TCPDUMP_PID" ]; then stop_pid "$TCPDUMP_PID" TERM 5; fi; }
+
+keep_logs() {
+    cp "$W"/server/maillog "$1/server.maillog" 2>/dev/null
+    cp -r "$W"/clients "$1/" 2>/dev/null
+    cp -r "$W"/tls "$1/" 2>/dev/null
 }
 
-# ---------------------------------------------------------------- helpers
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local end=$(( $(date +%s%N) / 1000000 + secs * 1000 ))
-    while ! "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || die "timeout after ${secs}s waiting for $what"
-        sleep 0.1
-    done
-}
-
-# stop_pid PID SIGNAL SECS: signal a child of this shell, wait (bounded) for it to end, reap it
-stop_pid() {
-    local pid=$1 sig=$2 secs=$3 state i
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || state=""
-        [ -z "$state" ] || [ "$state" = Z ] && break
-        sleep 0.1
-    done
-    [ -z "$state" ] || [ "$state" = Z ] || { log "pid $pid did not stop on $sig, killing"; kill -9 "$pid" 2>/dev/null || true; }
-    wait "$pid" 2>/dev/null || true
-}
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+remove_partial() { rm -f "$OUT"/.tls-*.tmp 2>/dev/null; }
 
 # ---------------------------------------------------------------- network
 
@@ -167,27 +64,17 @@ link_up() { ip -n $NS_C link show swt-c | grep -q 'state UP' && ip -n $NS_S link
 
 setup_network() {
     log "creating namespaces $NS_C, $NS_S"
-    for ns in $NS_C $NS_S; do
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        # a private resolver config: any lookup stays on the namespace's own loopback
-        mkdir -p "/etc/netns/$ns"
-        echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"
-        printf '127.0.0.1 localhost\n%s %s\n%s %s\n' "$C_IP" "$CLIENT_NAME" "$S_OK" "$SERVER_NAME" \
-            > "/etc/netns/$ns/hosts"
-    done
+    netns_add "$(printf '127.0.0.1 localhost\n%s %s\n%s %s' "$C_IP" "$CLIENT_NAME" "$S_OK" "$SERVER_NAME")" \
+        $NS_C $NS_S
     ip link add swt-c netns $NS_C type veth peer name swt-s netns $NS_S
     ip -n $NS_C addr add $C_IP/24 dev swt-c
     for a in $SERVER_IPS; do ip -n $NS_S addr add "$a/24" dev swt-s; done
-    for pair in "$NS_C swt-c" "$NS_S swt-s"; do
-        set -- $pair
-        # real checksums in the capture (no offload placeholders)
-        nsx "$1" ethtool -K "$2" tx off rx off >/dev/null 2>&1 || true
-        ip -n "$1" link set "$2" up
-    done
+    no_offload $NS_C swt-c
+    ip -n $NS_C link set swt-c up
+    no_offload $NS_S swt-s
+    ip -n $NS_S link set swt-s up
     wait_for 5 "veth up" link_up
 }
-
 # ---------------------------------------------------------------- certificates
 
 # Dates: the CAs cover 2020..2040; the good leaves start on 1 January of the current year
@@ -356,7 +243,8 @@ write_tlsa() {
 
 write_master_cf() { # every service unchrooted (the instance lives in a temp dir)
     local t=$W/tls
-    cat > "$1" <<EOF
+    {
+        cat <<EOF2
 # one smtpd per server configuration, each on its own address
 $S_OK:smtp inet n - n - - smtpd
   -o smtpd_tls_cert_file=$t/ok.chain.pem -o smtpd_tls_key_file=$t/ok.key
@@ -375,31 +263,10 @@ $S_WEAK:smtp inet n - n - - smtpd
 $S_TLS13:smtp inet n - n - - smtpd
   -o smtpd_tls_cert_file=$t/ok.chain.pem -o smtpd_tls_key_file=$t/ok.key
   -o smtpd_tls_protocols=>=TLSv1.3 -o smtpd_tls_mandatory_protocols=>=TLSv1.3
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+EOF2
+        postfix_services
+    } > "$1"
 }
-
 smtpd_listening() {
     local a listening
     listening=$(nsx $NS_S ss -Hltn "sport = :25")
@@ -412,23 +279,10 @@ setup_postfix() {
     chown postfix "$s/data"
     write_master_cf "$s/etc/master.cf"
     local ifaces
-    ifaces=$(echo "$SERVER_IPS" | sed 's/ /, /g')
-    cat > "$s/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $s/queue
-data_directory = $s/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $s/maillog
-maillog_file_prefixes = $W
+    ifaces=${SERVER_IPS// /, }
+    { postfix_main_cf "$s"; cat <<EOF
 inet_protocols = ipv4
 inet_interfaces = $ifaces
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-biff = no
-smtpd_peername_lookup = no
-smtputf8_enable = no
 myhostname = $SERVER_NAME
 mydomain = tls.test
 myorigin = \$myhostname
@@ -440,6 +294,7 @@ smtpd_banner = \$myhostname ESMTP
 smtpd_tls_security_level = may
 smtpd_tls_loglevel = 1
 EOF
+    } > "$s/etc/main.cf"
     log "starting Postfix"
     nsx $NS_S timeout 30 postfix -c "$s/etc" check >"$W/postfix-start.log" 2>&1 || true
     nsx $NS_S timeout 30 postfix -c "$s/etc" start >>"$W/postfix-start.log" 2>&1 \
@@ -457,6 +312,7 @@ start_capture() { # start_capture FILE
     wait_for 10 "tcpdump listening" grep -q "listening on" "$W/tcpdump.err"
 }
 
+# shellcheck disable=SC2143 # not grep -q: ss could die of SIGPIPE and pipefail report that
 no_smtp_connections() { [ -z "$(nsx $NS_C ss -Htn state all '( dport = :25 )' | grep -v TIME-WAIT)" ]; }
 
 stop_capture() {
@@ -505,44 +361,26 @@ TLSA_ARGS=()
 # Each CLIENT_CMD is one string: "s_client IP ARGS" or "swaks_send IP ARGS".
 capture() {
     local name=$1 desc=$2 scenario=$3; shift 3
-    local tmp="$OUT/.tls-$name.pcap.tmp" cmd
+    local tmp="$OUT/.tls-$name.pcap.tmp" cmd words
     log "=== tls-$name"
     : > "$W/clients/$name.list"
     start_capture "$tmp"
     for cmd in "$@"; do
-        set -- $cmd
-        local fn=$1; shift
-        "$fn" "$name" "$@"
+        read -ra words <<<"$cmd"     # "FUNCTION IP ARGS..."
+        "${words[0]}" "$name" "${words[@]:1}"
     done
     stop_capture
     timeout 90 /usr/bin/python3 "$HERE/facts.py" "$tmp" --name "tls-$name" --description "$desc" \
         --scenario "$scenario" --certs "$W/tls" --clients "$W/clients/$name.list" "${TLSA_ARGS[@]}" \
         --out "$OUT/.tls-$name.facts.json.tmp" \
         || die "tls-$name: the capture does not show what the scenario needs"
-    mv "$OUT/.tls-$name.facts.json.tmp" "$OUT/tls-$name.facts.json"
-    mv "$tmp" "$OUT/tls-$name.pcap"
-    chmod 644 "$OUT/tls-$name.pcap" "$OUT/tls-$name.facts.json"
-    chown --reference="$OUT" "$OUT/tls-$name.pcap" "$OUT/tls-$name.facts.json"  # tcpdump writes as user tcpdump
+    publish "$OUT/.tls-$name.facts.json.tmp" "$OUT/tls-$name.facts.json" "$tmp" "$OUT/tls-$name.pcap"
     log "    -> tls-$name.pcap ($(stat -c %s "$OUT/tls-$name.pcap") bytes)"
 }
 
 # ---------------------------------------------------------------- main
 
-exec 9>"$LOCK"
-flock -w 30 9 || die "another tls-captures/make.sh is running"
-
-ensure_packages
-[ -n "$INSTALL_ONLY" ] && exit 0
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-teardown                                  # leftovers of an earlier, killed run
-rm -rf /tmp/swtls-make.* 2>/dev/null || true
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-W=$(mktemp -d /tmp/swtls-make.XXXXXX)
-chmod 755 "$W"
+run_start /run/swtls-make.lock /tmp/swtls-make
 mkdir -p "$W/tls" "$W/clients"
 
 setup_network
