@@ -10,6 +10,8 @@ pub mod embedded;
 pub mod html;
 pub mod markdown;
 pub mod model;
+pub mod table;
+pub mod tables;
 pub mod terminal;
 pub mod tlsrpt;
 pub mod window;
