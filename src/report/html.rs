@@ -4,11 +4,13 @@
 use super::ReportError;
 use super::charts;
 use super::model::*;
+use super::table::Table;
+use super::tables;
 use std::fmt::Write as _;
 
 /// Groups shown in the per-country and per-AS charts (the largest by EHLO sessions).
 const CHART_GROUPS: usize = 20;
-/// Rows shown in the per-group tables (the CSV files have them all).
+/// Rows shown in the ranked tables (the CSV files have them all).
 const TABLE_ROWS: usize = 50;
 
 /// Escapes text for HTML element content and attribute values.
@@ -57,72 +59,38 @@ fn inline_md(s: &str) -> String {
     out
 }
 
-/// A country for people.
-pub fn country_label(c: &str) -> String {
-    if c.is_empty() {
-        UNKNOWN.to_string()
-    } else {
-        c.to_string()
-    }
-}
-
-/// An AS for people (`AS64500 Example Org`).
-pub fn as_label(asn: u32, org: &str) -> String {
-    match (asn, org.is_empty()) {
-        (0, _) => UNKNOWN.to_string(),
-        (n, true) => format!("AS{n}"),
-        (n, false) => format!("AS{n} {org}"),
-    }
-}
-
-fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+/// A table without a title (the page's layout heads it, or not).
+fn table(out: &mut String, t: &Table) {
+    let view = t.for_people(TABLE_ROWS);
     out.push_str("<table><thead><tr>");
-    for h in header {
+    for h in &view.header {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
     out.push_str("</tr></thead><tbody>");
-    let mut any = false;
-    for r in rows {
-        any = true;
+    for r in &view.rows {
         out.push_str("<tr>");
         for (i, c) in r.iter().enumerate() {
             let class = if i == 0 { "" } else { " class=\"n\"" };
-            let _ = write!(out, "<td{class}>{}</td>", esc(c));
+            let _ = write!(out, "<td{class}>{}</td>", esc(&c.for_people()));
         }
         out.push_str("</tr>");
     }
-    if !any {
+    if view.rows.is_empty() {
         let _ = write!(
             out,
             "<tr><td colspan=\"{}\" class=\"none\">none</td></tr>",
-            header.len()
+            view.header.len()
         );
     }
     out.push_str("</tbody></table>\n");
 }
 
-/// The columns of a group table after its key: counts and the two main rates.
-const GROUP_HEADER: [&str; 7] = [
-    "sessions",
-    "EHLO sessions",
-    "stripped",
-    "stripping rate",
-    "downgrade rate",
-    "offer rate",
-    "STARTTLS adoption",
-];
-
-fn group_cells(key: String, c: &Counts) -> Vec<String> {
-    vec![
-        key,
-        c.sessions.to_string(),
-        c.ehlo_sessions.to_string(),
-        c.stripped.to_string(),
-        fmt_percent(c.stripping_rate()),
-        fmt_percent(c.downgrade_rate()),
-        fmt_percent(c.offer_rate()),
-        fmt_percent(c.adoption_rate()),
-    ]
+/// A table under its title, as a heading of `level` (2 for a section, 3 inside one).
+fn titled(out: &mut String, level: u8, t: &Table) {
+    if let Some(title) = t.title {
+        let _ = writeln!(out, "<h{level}>{}</h{level}>", esc(title));
+    }
+    table(out, t);
 }
 
 fn figure(out: &mut String, id: &str, svg: &str) {
@@ -223,35 +191,13 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
             true,
         )?,
     );
-    for (title, rows) in [
-        ("By client country", &r.by_client_country),
-        ("By server country", &r.by_server_country),
+    for t in [
+        tables::by_client_country(r),
+        tables::by_server_country(r),
+        tables::by_client_as(r),
+        tables::by_server_as(r),
     ] {
-        let _ = writeln!(o, "<h3>{title}</h3>");
-        let mut header = vec!["country"];
-        header.extend(GROUP_HEADER);
-        table(
-            &mut o,
-            &header,
-            rows.iter()
-                .take(TABLE_ROWS)
-                .map(|g| group_cells(country_label(&g.country), &g.counts)),
-        );
-    }
-    for (title, rows) in [
-        ("By client AS", &r.by_client_as),
-        ("By server AS", &r.by_server_as),
-    ] {
-        let _ = writeln!(o, "<h3>{title}</h3>");
-        let mut header = vec!["AS"];
-        header.extend(GROUP_HEADER);
-        table(
-            &mut o,
-            &header,
-            rows.iter()
-                .take(TABLE_ROWS)
-                .map(|g| group_cells(as_label(g.asn, &g.as_org), &g.counts)),
-        );
+        titled(&mut o, 3, &t);
     }
 
     o.push_str("<h2>Over time</h2>\n");
@@ -281,23 +227,8 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         "chart-adoption-per-day",
         &charts::rate_lines("adoption", "STARTTLS adoption per day", &days, &adoption)?,
     );
-    let mut header = vec!["day"];
-    header.extend(GROUP_HEADER);
-    table(
-        &mut o,
-        &header,
-        r.by_day
-            .iter()
-            .map(|d| group_cells(d.day.clone(), &d.counts)),
-    );
-    o.push_str("<h3>Sessions by verdict</h3>\n");
-    table(
-        &mut o,
-        &["verdict", "sessions"],
-        r.verdict_totals()
-            .into_iter()
-            .map(|(v, n)| vec![v, n.to_string()]),
-    );
+    table(&mut o, &tables::by_day(r));
+    titled(&mut o, 3, &tables::verdict_totals(r));
 
     o.push_str("<h2>Certificate problems</h2>\n");
     let certs: Vec<(String, f64)> = r
@@ -321,86 +252,18 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
             false,
         )?,
     );
+    // Under the chart of certificate problems, "all" says that this table is not only them.
     o.push_str("<h3>All finding kinds</h3>\n");
-    table(
-        &mut o,
-        &["kind", "sessions", "servers"],
-        r.findings_by_kind.iter().map(|k| {
-            vec![
-                k.kind.clone(),
-                k.sessions.to_string(),
-                k.servers.to_string(),
-            ]
-        }),
-    );
+    table(&mut o, &tables::findings_by_kind(r));
 
-    o.push_str("<h2>Servers with most problem sessions</h2>\n");
-    table(
-        &mut o,
-        &["server", "country", "AS", "sessions", "problem sessions"],
-        r.top_servers.iter().map(|s| {
-            vec![
-                s.server_ip.clone(),
-                country_label(&s.server_country),
-                as_label(s.server_asn, &s.server_as_org),
-                s.sessions.to_string(),
-                s.problem_sessions.to_string(),
-            ]
-        }),
-    );
-
-    o.push_str("<h2>Server ASes with most problem sessions</h2>\n");
-    table(
-        &mut o,
-        &["AS", "sessions", "problem sessions", "stripping rate"],
-        r.top_server_ases().into_iter().map(|a| {
-            vec![
-                as_label(a.asn, &a.as_org),
-                a.counts.sessions.to_string(),
-                a.counts.problem_sessions.to_string(),
-                fmt_percent(a.counts.stripping_rate()),
-            ]
-        }),
-    );
-    o.push_str("<h2>DNS injection by resolver AS</h2>\n");
-    table(
-        &mut o,
-        &[
-            "resolver AS",
-            "DNS transactions",
-            "injected",
-            "injection rate",
-        ],
-        r.dns_by_resolver_as.iter().map(|d| {
-            vec![
-                as_label(d.asn, &d.as_org),
-                d.transactions.to_string(),
-                d.injected.to_string(),
-                fmt_percent(d.injection_rate()),
-            ]
-        }),
-    );
-
-    o.push_str("<h2>TLS-RPT (RFC 8460) per recipient domain</h2>\n");
-    table(
-        &mut o,
-        &[
-            "policy domain",
-            "MX host",
-            "policy type",
-            "successful",
-            "failed",
-        ],
-        r.tlsrpt_policies.iter().map(|p| {
-            vec![
-                p.policy_domain.clone(),
-                p.mx_host.clone(),
-                p.policy_type.clone(),
-                p.successful.to_string(),
-                p.failed.to_string(),
-            ]
-        }),
-    );
+    for t in [
+        tables::top_servers(r),
+        tables::top_server_ases(r),
+        tables::dns_injection_by_resolver_as(r),
+        tables::tlsrpt_policies(r),
+    ] {
+        titled(&mut o, 2, &t);
+    }
 
     o.push_str("<h2>Definitions</h2>\n<ul>\n");
     for line in DEFINITIONS.lines() {

@@ -11,6 +11,8 @@ pub mod html;
 pub mod markdown;
 pub mod model;
 pub mod summary;
+pub mod table;
+pub mod tables;
 pub mod terminal;
 pub mod tlsrpt;
 pub mod window;

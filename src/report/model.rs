@@ -174,38 +174,6 @@ impl Counts {
     pub fn adoption_rate(&self) -> f64 {
         rate(self.tls_used, self.ehlo_sessions)
     }
-
-    /// The counters in CSV column order (see [`Counts::HEADER`]).
-    pub fn fields(&self) -> Vec<String> {
-        vec![
-            self.sessions.to_string(),
-            self.ehlo_sessions.to_string(),
-            self.stripped.to_string(),
-            self.downgraded.to_string(),
-            self.starttls_offered.to_string(),
-            self.tls_used.to_string(),
-            self.problem_sessions.to_string(),
-            fmt_rate(self.stripping_rate()),
-            fmt_rate(self.downgrade_rate()),
-            fmt_rate(self.offer_rate()),
-            fmt_rate(self.adoption_rate()),
-        ]
-    }
-
-    /// Column names of [`Counts::fields`], the same as the ClickHouse queries' columns.
-    pub const HEADER: [&'static str; 11] = [
-        "sessions",
-        "ehlo_sessions",
-        "stripped",
-        "downgraded",
-        "starttls_offered",
-        "tls_used",
-        "problem_sessions",
-        "stripping_rate",
-        "downgrade_rate",
-        "offer_rate",
-        "adoption_rate",
-    ];
 }
 
 /// A quotient that is 0 for an empty population (so no NaN reaches a table or chart).
@@ -229,6 +197,24 @@ pub fn fmt_percent(r: f64) -> String {
 
 /// How an unknown country or AS is shown to people.
 pub const UNKNOWN: &str = "unknown";
+
+/// A country for people.
+pub fn country_label(c: &str) -> String {
+    if c.is_empty() {
+        UNKNOWN.to_string()
+    } else {
+        c.to_string()
+    }
+}
+
+/// An AS for people (`AS64500 Example Org`).
+pub fn as_label(asn: u32, org: &str) -> String {
+    match (asn, org.is_empty()) {
+        (0, _) => UNKNOWN.to_string(),
+        (n, true) => format!("AS{n}"),
+        (n, false) => format!("AS{n} {org}"),
+    }
+}
 
 /// One UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

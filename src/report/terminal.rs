@@ -1,11 +1,40 @@
 //! The terminal summary: the headline rates and the worst groups, in one screen.
 
-use super::html::{as_label, country_label, notes, period};
+use super::html::{notes, period};
 use super::model::*;
+use super::table::Table;
+use super::tables;
 use std::fmt::Write as _;
 
-/// Rows per list.
+/// Rows per ranked list.
 const ROWS: usize = 10;
+
+/// A title as a heading of the summary: lower case like its other lines, unless it starts with
+/// an acronym (`DNS`, `TLS-RPT`).
+fn heading(title: &str) -> String {
+    let mut chars = title.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if second.is_lowercase() => {
+            first.to_lowercase().chain(title.chars().skip(1)).collect()
+        }
+        _ => title.to_string(),
+    }
+}
+
+/// A table as a list under its heading, one line per row, or nothing when it has no rows.
+/// `line` writes a row's line from its cells, looked up by column heading: the summary reads
+/// as sentences (`12 of 40 sessions`), not as a grid.
+fn list(o: &mut String, t: &Table, line: impl Fn(&dyn Fn(&str) -> String) -> String) {
+    let view = t.for_people(ROWS);
+    if view.rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n{}:", heading(t.title.unwrap_or_default()));
+    for row in &view.rows {
+        let cell = |label: &str| row[view.column(label)].for_people();
+        let _ = writeln!(o, "  {}", line(&cell));
+    }
+}
 
 /// Renders the summary.
 pub fn render(r: &Report) -> String {
@@ -29,80 +58,43 @@ pub fn render(r: &Report) -> String {
         fmt_percent(t.offer_rate()),
         fmt_percent(t.adoption_rate())
     );
-    let worst = |rows: Vec<(String, Counts)>| -> Vec<(String, Counts)> {
-        let mut v: Vec<(String, Counts)> = rows.into_iter().filter(|r| r.1.stripped > 0).collect();
-        v.sort_by(|a, b| {
-            b.1.stripping_rate()
-                .total_cmp(&a.1.stripping_rate())
-                .then(b.1.stripped.cmp(&a.1.stripped))
-                .then(a.0.cmp(&b.0))
+    for (table, key) in [
+        (
+            tables::highest_stripping_rate_by_client_country(r),
+            "country",
+        ),
+        (tables::highest_stripping_rate_by_server_as(r), "AS"),
+    ] {
+        list(&mut o, &table, |c| {
+            format!(
+                "{:<32} {:>8} of {:>8} EHLO sessions  {:>8}",
+                c(key),
+                c("stripped"),
+                c("EHLO sessions"),
+                c("stripping rate")
+            )
         });
-        v.truncate(ROWS);
-        v
-    };
-    let sections = [
-        (
-            "client countries",
-            worst(
-                r.by_client_country
-                    .iter()
-                    .map(|g| (country_label(&g.country), g.counts))
-                    .collect(),
-            ),
-        ),
-        (
-            "server ASes",
-            worst(
-                r.by_server_as
-                    .iter()
-                    .map(|g| (as_label(g.asn, &g.as_org), g.counts))
-                    .collect(),
-            ),
-        ),
-    ];
-    for (what, rows) in sections {
-        if rows.is_empty() {
-            continue;
-        }
-        let _ = writeln!(o, "\nhighest stripping rate, {what}:");
-        for (k, c) in rows {
-            let _ = writeln!(
-                o,
-                "  {:<32} {:>8} of {:>8} EHLO sessions  {:>8}",
-                k,
-                c.stripped,
-                c.ehlo_sessions,
-                fmt_percent(c.stripping_rate())
-            );
-        }
     }
-    let verdicts = r.verdict_totals();
-    if !verdicts.is_empty() {
-        let _ = writeln!(o, "\nsessions by verdict:");
-        for (v, n) in verdicts {
-            let _ = writeln!(o, "  {v:<32} {n:>10}");
-        }
-    }
-    let certs = r.certificate_problems();
-    if !certs.is_empty() {
-        let _ = writeln!(o, "\ncertificate problems (sessions, servers):");
-        for k in certs {
-            let _ = writeln!(o, "  {:<32} {:>10} {:>8}", k.kind, k.sessions, k.servers);
-        }
-    }
-    if !r.top_servers.is_empty() {
-        let _ = writeln!(o, "\nservers with most problem sessions:");
-        for s in r.top_servers.iter().take(ROWS) {
-            let _ = writeln!(
-                o,
-                "  {:<40} {:>8} of {:>8} sessions  {}",
-                s.server_ip,
-                s.problem_sessions,
-                s.sessions,
-                as_label(s.server_asn, &s.server_as_org)
-            );
-        }
-    }
+    list(&mut o, &tables::verdict_totals(r), |c| {
+        format!("{:<32} {:>10}", c("verdict"), c("sessions"))
+    });
+    list(&mut o, &tables::certificate_problems(r), |c| {
+        format!(
+            "{:<32} {:>10} {:>8}",
+            c("kind"),
+            c("sessions"),
+            c("servers")
+        )
+    });
+    list(&mut o, &tables::top_servers(r), |c| {
+        format!(
+            "{:<40} {:>8} of {:>8} sessions  {}",
+            c("server"),
+            c("problem sessions"),
+            c("sessions"),
+            c("AS")
+        )
+    });
     let injected: u64 = r.dns_by_resolver_as.iter().map(|d| d.injected).sum();
     if injected > 0 {
         let _ = writeln!(o, "\nDNS injection: {injected} transactions");
