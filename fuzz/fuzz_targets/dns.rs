@@ -1,6 +1,7 @@
 //! DNS: `dns::message::parse` on arbitrary bytes, and the transaction tracker fed a sequence of
 //! messages between one client and one server (queries and responses, duplicated and
-//! conflicting, at varying IP TTLs), then asked to write everything out; the written records go
+//! conflicting, at varying IP TTLs), then asked to close everything, each closed transaction
+//! judged (`detect::dns_injection`); the written records go
 //! through the cross-client DNS judge (MX sets, DNSSEC history) twice, as if from two clients.
 //! Nothing may panic, and every record written must serialise.
 //!
@@ -11,6 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stripwatch::detect::dns_injection::judge_transaction;
 use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
 use stripwatch::dns::{DnsConfig, DnsPacket, DnsTracker, message};
 use stripwatch::state::NoBaseline;
@@ -20,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let client = ("192.0.2.1".parse().unwrap(), 53_000u16);
     let server = ("192.0.2.53".parse().unwrap(), 53u16);
     let mut tracker = DnsTracker::new(DnsConfig::default(), "fuzz".into());
-    let mut out = Vec::new();
+    let mut closed = Vec::new();
     let mut ts = 1_700_000_000_000_000i64;
     let mut rest = data;
     while rest.len() >= 3 {
@@ -33,12 +35,17 @@ fuzz_target!(|data: &[u8]| {
         let (src, dst) = if flags & 1 == 1 { (server, client) } else { (client, server) };
         let ip_ttl = 64 - (flags >> 4);
         let pkt = DnsPacket { ts_us: ts, src, dst, ip_ttl, transport: "udp" };
-        tracker.payload(pkt, msg, &mut out);
+        tracker.payload(pkt, msg, &mut closed);
         if let Some(m) = message::parse(msg) {
             let _ = m.answer_set();
         }
     }
-    tracker.expire(ts + 60_000_000, true, &mut out);
+    tracker.expire(ts + 60_000_000, true, &mut closed);
+    // As the pipeline's worker does: judge each closed transaction, keep the ones worth writing.
+    let mut out: Vec<_> = closed
+        .into_iter()
+        .filter_map(|t| tracker.keep(judge_transaction(t)))
+        .collect();
     let known = KnownMx::parse("example.com mx.example.com").unwrap_or_default();
     let mut judge = DnsJudge::new(DnsJudgeConfig::default(), known);
     let mut judged = Vec::new();

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod correlator;
+pub mod dns_injection;
 pub mod dns_judge;
 pub mod rules;
 

@@ -4,12 +4,11 @@
 //! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
 
 use super::message::DnsMessage;
-use crate::flow::lineage::{Lineage, hop_distance};
-use crate::record::{DnsRecord, FindingKind, SessionRecord, Tlsa};
+use crate::flow::lineage::Lineage;
+use crate::record::{DnsRecord, SessionRecord, Tlsa};
 use crate::util::{community_id, rfc3339_micros};
 use ahash::AHashMap;
 use serde::Serialize;
-use serde_json::json;
 use sha1::{Digest, Sha1};
 use std::net::IpAddr;
 
@@ -77,21 +76,33 @@ struct Pending {
     transport: &'static str,
 }
 
-struct Response {
-    ts_us: i64,
-    ip_ttl: u8,
-    answer_set: Vec<(String, String, String)>,
-    rcode: String,
+/// One response to a query, as the injection judge needs it.
+pub struct Response {
+    /// Capture time.
+    pub ts_us: i64,
+    /// IP TTL of the packet.
+    pub ip_ttl: u8,
+    /// The answers as (name, type, data), sorted.
+    pub answer_set: Vec<(String, String, String)>,
+    /// Response code.
+    pub rcode: String,
 }
 
-struct Answered {
+/// A transaction whose comparison window has passed: the record built from its first response
+/// and the facts the injection judge (`detect::dns_injection`) needs. It carries no findings.
+pub struct ClosedTransaction {
     /// A response whose IP TTL was out of line for this client/resolver pair: (its TTL, the
     /// pair's settled TTL, its position among the responses).
-    ttl_out: Option<(u8, u8, usize)>,
-    record: DnsRecord,
-    query_ts: Option<i64>,
-    responses: Vec<Response>,
+    pub ttl_out: Option<(u8, u8, usize)>,
+    /// The record, without findings.
+    pub record: DnsRecord,
+    /// When the query was seen.
+    pub query_ts: Option<i64>,
+    /// Every response (at most 16), first first.
+    pub responses: Vec<Response>,
 }
+
+type Answered = ClosedTransaction;
 
 /// What one client learned from DNS recently.
 #[derive(Default)]
@@ -125,6 +136,20 @@ impl DnsStats {
         self.evicted += o.evicted;
         self.sessions_linked += o.sessions_linked;
     }
+}
+
+/// The client resolved MX hosts for a domain shortly before, yet connected to an address none
+/// of them has: what `detect::dns_injection::unlisted_address` needs to judge it.
+#[derive(Clone, Debug)]
+pub struct UnlistedAddress {
+    /// The domain whose MX lookup came last.
+    pub recipient_domain: String,
+    /// Its MX hosts.
+    pub mx_hosts: Vec<String>,
+    /// `host: [addresses]` for each MX host whose addresses the client looked up.
+    pub mx_addresses: Vec<String>,
+    /// The MX transaction.
+    pub mx_transaction: String,
 }
 
 /// The DNS state of one worker.
@@ -170,14 +195,14 @@ impl DnsTracker {
     }
 
     /// Handles one DNS payload (a UDP datagram or one TCP message without its length prefix).
-    pub fn payload(&mut self, pkt: DnsPacket, bytes: &[u8], out: &mut Vec<DnsRecord>) {
+    pub fn payload(&mut self, pkt: DnsPacket, bytes: &[u8], closed: &mut Vec<ClosedTransaction>) {
         let Some(msg) = super::message::parse(bytes) else {
             self.stats.malformed += 1;
             return;
         };
         self.stats.messages += 1;
         if msg.response {
-            self.response(pkt, msg, out);
+            self.response(pkt, msg, closed);
         } else {
             let key = TxKey {
                 client: pkt.src,
@@ -186,7 +211,7 @@ impl DnsTracker {
                 question: (msg.qname.clone(), msg.qtype.clone()),
             };
             if self.pending.len() >= self.cfg.max_pending {
-                self.expire(pkt.ts_us, true, out);
+                self.expire(pkt.ts_us, true, closed);
                 if self.pending.len() >= self.cfg.max_pending {
                     self.stats.evicted += 1;
                     return;
@@ -219,7 +244,7 @@ impl DnsTracker {
             .then_some((pkt.ip_ttl, settled))
     }
 
-    fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, out: &mut Vec<DnsRecord>) {
+    fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, closed: &mut Vec<ClosedTransaction>) {
         let ttl_out = self.ttl_out_of_line(&pkt);
         let key = TxKey {
             client: pkt.dst,
@@ -321,7 +346,7 @@ impl DnsTracker {
             },
         );
         if self.answered.len() > self.cfg.max_pending {
-            self.expire(pkt.ts_us, true, out);
+            self.expire(pkt.ts_us, true, closed);
         }
     }
 
@@ -381,9 +406,10 @@ impl DnsTracker {
         }
     }
 
-    /// Writes transactions whose comparison window has passed and forgets stale queries. With
-    /// `all`, everything is written (end of input, or a full table).
-    pub fn expire(&mut self, now_us: i64, all: bool, out: &mut Vec<DnsRecord>) {
+    /// Closes transactions whose comparison window has passed (oldest first, into `closed`) and
+    /// forgets stale queries. With `all`, everything is closed (end of input, or a full table).
+    /// The caller judges each closed transaction and hands its record to [`DnsTracker::keep`].
+    pub fn expire(&mut self, now_us: i64, all: bool, closed: &mut Vec<ClosedTransaction>) {
         let window = self.cfg.injection_window_us;
         let done: Vec<TxKey> = self
             .answered
@@ -401,11 +427,10 @@ impl DnsTracker {
             (a.record.ts_us, &a.record.transaction_id)
                 .cmp(&(b.record.ts_us, &b.record.transaction_id))
         });
-        for a in finished {
-            if let Some(rec) = self.finish(a) {
-                out.push(rec);
-            }
+        for a in &mut finished {
+            self.count_responses(a);
         }
+        closed.extend(finished);
         let timeout = self.cfg.query_timeout_us;
         let before = self.pending.len();
         self.pending
@@ -413,59 +438,23 @@ impl DnsTracker {
         self.stats.unanswered += (before - self.pending.len()) as u64;
     }
 
-    fn finish(&mut self, a: Answered) -> Option<DnsRecord> {
-        let Answered {
-            ttl_out,
-            mut record,
-            query_ts,
-            responses,
-        } = a;
-        if let Some((ttl, settled, order)) = ttl_out {
-            let evidence = json!({
-                "direction": "server",
-                "anomaly": "ttl",
-                "response": order,
-                "ip_ttl": ttl,
-                "flow_ip_ttl": settled,
-                "injector_hops": hop_distance(ttl),
-                "sender_hops": hop_distance(settled),
-            });
-            record.findings.push(FindingKind::InjectedSegment);
-            let finding =
-                record.finding(FindingKind::InjectedSegment, 3, record.ts.clone(), evidence);
-            record.finding_details.push(finding);
-        }
-        record.responses = responses.len() as u32;
-        let first = &responses[0];
-        let differing: Vec<&Response> = responses[1..]
+    /// Counts a closed transaction's repeated responses: the same answer again, or a different
+    /// one (the injection judge's evidence).
+    fn count_responses(&mut self, a: &mut ClosedTransaction) {
+        a.record.responses = a.responses.len() as u32;
+        let first = &a.responses[0];
+        let differing = a.responses[1..]
             .iter()
             .filter(|r| r.answer_set != first.answer_set || r.rcode != first.rcode)
-            .collect();
-        self.stats.duplicate_responses += (responses.len() - 1 - differing.len()) as u64;
-        self.stats.conflicting_responses += differing.len() as u64;
-        if !differing.is_empty() {
-            let base = query_ts.unwrap_or(first.ts_us);
-            let evidence = json!({
-                "qname": record.qname, "qtype": record.qtype,
-                "suspect": "first response (the injector wins the race)",
-                "responses": responses.iter().enumerate().map(|(i, r)| json!({
-                    "order": i + 1,
-                    "delay_ms": (r.ts_us - base) as f64 / 1000.0,
-                    "ip_ttl": r.ip_ttl,
-                    "rcode": r.rcode,
-                    "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            });
-            let finding = record.finding(
-                FindingKind::DnsInjection,
-                0,
-                rfc3339_micros(first.ts_us),
-                evidence,
-            );
-            record.findings.push(FindingKind::DnsInjection);
-            record.findings.sort();
-            record.finding_details.push(finding);
-        }
+            .count();
+        self.stats.duplicate_responses += (a.responses.len() - 1 - differing) as u64;
+        self.stats.conflicting_responses += differing as u64;
+    }
+
+    /// The judged record of a closed transaction, if it is written: the mail-relevant ones (MX,
+    /// TLSA, the MTA-STS and TLS-RPT TXT records, addresses of MX hosts this client asked
+    /// about) and those with findings.
+    pub fn keep(&mut self, record: DnsRecord) -> Option<DnsRecord> {
         let relevant = matches!(record.qtype.as_str(), "MX" | "TLSA")
             || (record.qtype == "TXT"
                 && (record.qname.starts_with("_mta-sts.")
@@ -484,11 +473,12 @@ impl DnsTracker {
     }
 
     /// Ties an SMTP session to the MX lookup its client made before it: fills the session's
-    /// DNS fields, or reports `smtp-to-unlisted-ip` when the client's recent MX answers (whose
-    /// addresses are known) do not include the server it connected to.
-    pub fn link(&mut self, rec: &mut SessionRecord) {
+    /// DNS fields, or returns what the client resolved when its recent MX answers (whose
+    /// addresses are known) do not include the server it connected to (the judge makes that
+    /// `smtp-to-unlisted-ip`).
+    pub fn link(&mut self, rec: &mut SessionRecord) -> Option<UnlistedAddress> {
         let Some(mem) = self.clients.get(&rec.client_ip) else {
-            return;
+            return None;
         };
         let window = self.cfg.link_window_us;
         let recent: Vec<&(i64, String, Vec<String>, String)> = mem
@@ -498,7 +488,7 @@ impl DnsTracker {
             .filter(|(ts, ..)| *ts <= rec.ts_us && rec.ts_us - ts <= window)
             .collect();
         if recent.is_empty() {
-            return;
+            return None;
         }
         let resolve = |host: &str| -> Option<&(i64, Vec<IpAddr>, String)> {
             let mut name = host.to_string();
@@ -533,7 +523,7 @@ impl DnsTracker {
                         }
                     }
                     self.stats.sessions_linked += 1;
-                    return;
+                    return None;
                 }
             }
         }
@@ -543,15 +533,14 @@ impl DnsTracker {
                 .iter()
                 .filter_map(|e| resolve(e).map(|(_, a, _)| format!("{e}: {a:?}")))
                 .collect();
-            rec.add_finding(
-                FindingKind::SmtpToUnlistedIp,
-                rec.ts_us,
-                json!({
-                    "recipient_domain": domain, "mx_hosts": exchanges, "mx_addresses": known,
-                    "mx_transaction": mx_tx, "connected_to": rec.server_ip,
-                }),
-            );
+            return Some(UnlistedAddress {
+                recipient_domain: domain.clone(),
+                mx_hosts: exchanges.clone(),
+                mx_addresses: known,
+                mx_transaction: mx_tx.clone(),
+            });
         }
+        None
     }
 }
 

@@ -8,7 +8,8 @@
 //! parser, and the parsers know no flow table.
 
 use crate::decode::{PacketMeta, TcpFlags, Transport};
-use crate::detect::rules;
+use crate::detect::{dns_injection, rules};
+use crate::dns::tracker::ClosedTransaction;
 use crate::dns::{DnsConfig, DnsPacket, DnsStats, DnsTracker};
 use crate::flow::FlowSummary;
 use crate::flow::reassembly::{ReassemblyLimits, StreamEvent};
@@ -210,6 +211,8 @@ pub struct MailApp {
     stats: FlowStats,
     /// What was produced since the last hand-off.
     pub out: Outputs,
+    /// DNS transactions closed and not yet judged (scratch, empty between calls).
+    closed: Vec<ClosedTransaction>,
 }
 
 impl MailApp {
@@ -223,8 +226,25 @@ impl MailApp {
                 ip_ttl: meta.ip_ttl,
                 transport: "udp",
             };
-            self.dns.payload(pkt, payload, &mut self.out.dns);
+            self.dns.payload(pkt, payload, &mut self.closed);
+            self.write_closed();
         }
+    }
+
+    /// Judges the DNS transactions the tracker closed and hands on those worth writing.
+    fn write_closed(&mut self) {
+        for t in self.closed.drain(..) {
+            let record = dns_injection::judge_transaction(t);
+            if let Some(record) = self.dns.keep(record) {
+                self.out.dns.push(record);
+            }
+        }
+    }
+
+    /// Closes DNS transactions whose comparison window has passed (all of them with `all`).
+    fn expire_dns(&mut self, now_us: i64, all: bool) {
+        self.dns.expire(now_us, all, &mut self.closed);
+        self.write_closed();
     }
 
     /// Judges a finished SMTP flow and hands its record on, tied to the DNS lookup that led
@@ -251,7 +271,9 @@ impl MailApp {
         }
         stats.sessions += 1;
         let mut rec = rules::build_record(summary, facts, end, &self.cfg.sensor);
-        self.dns.link(&mut rec);
+        if let Some(unlisted) = self.dns.link(&mut rec) {
+            dns_injection::unlisted_address(&mut rec, &unlisted);
+        }
         self.out.sessions.push(rec);
     }
 }
@@ -407,8 +429,9 @@ impl StreamApp for MailApp {
                 ip_ttl: meta.ip_ttl,
                 transport: "tcp",
             };
-            self.dns.payload(pkt, &buf[2..len + 2], &mut self.out.dns);
+            self.dns.payload(pkt, &buf[2..len + 2], &mut self.closed);
             buf.drain(..len + 2);
+            self.write_closed();
         }
     }
 
@@ -423,7 +446,7 @@ impl StreamApp for MailApp {
     }
 
     fn swept(&mut self, now_us: i64) {
-        self.dns.expire(now_us, false, &mut self.out.dns);
+        self.expire_dns(now_us, false);
     }
 }
 
@@ -452,6 +475,7 @@ impl Worker {
                 cfg,
                 stats: FlowStats::default(),
                 out: Outputs::default(),
+                closed: Vec::new(),
             },
         }
     }
@@ -484,7 +508,7 @@ impl Worker {
     pub fn finish_all(&mut self) {
         self.table.finish_all(&mut self.app);
         let now = self.table.now_us();
-        self.app.dns.expire(now, true, &mut self.app.out.dns);
+        self.app.expire_dns(now, true);
     }
 
     /// Capture time as this worker has seen it.
