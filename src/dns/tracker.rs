@@ -477,9 +477,7 @@ impl DnsTracker {
     /// addresses are known) do not include the server it connected to (the judge makes that
     /// `smtp-to-unlisted-ip`).
     pub fn link(&mut self, rec: &mut SessionRecord) -> Option<UnlistedAddress> {
-        let Some(mem) = self.clients.get(&rec.client_ip) else {
-            return None;
-        };
+        let mem = self.clients.get(&rec.client_ip)?;
         let window = self.cfg.link_window_us;
         let recent: Vec<&(i64, String, Vec<String>, String)> = mem
             .mx
