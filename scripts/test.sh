@@ -15,5 +15,5 @@ if [ "$(id -u)" = 0 ] && [ "${STRIPWATCH_SKIP_REAL:-}" != 1 ]; then
 fi
 command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
-cargo clippy --release --all-targets -- -D warnings
-cargo test --release
+cargo clippy --release --workspace --all-targets -- -D warnings
+cargo test --release --workspace

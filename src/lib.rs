@@ -15,6 +15,5 @@ pub mod schema;
 pub mod sink;
 pub mod smtp;
 pub mod state;
-pub mod synth;
 pub mod tls;
 pub mod util;

@@ -40,11 +40,6 @@ enum Command {
     Analyze(Box<AnalyzeArgs>),
     /// Render the report (terminal, Markdown, HTML, CSV, TLS-RPT) of an analysis.
     Report(ReportArgs),
-    /// Write labelled scenario captures or a large mixed capture.
-    Synth {
-        #[command(subcommand)]
-        what: SynthCommand,
-    },
     /// The ClickHouse schema (queries/schema.sql).
     Schema {
         #[command(subcommand)]
@@ -98,32 +93,6 @@ struct ClickHouseAccess {
     /// File whose first line is the ClickHouse password.
     #[arg(long, value_name = "FILE")]
     clickhouse_password_file: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum SynthCommand {
-    /// Every scenario (or the named ones) with its expected results, into DIR.
-    Scenarios {
-        /// Output directory.
-        dir: PathBuf,
-        /// Only these scenarios.
-        #[arg(long = "scenario")]
-        only: Vec<String>,
-        /// List the scenario names and exit.
-        #[arg(long)]
-        list: bool,
-    },
-    /// A large mixed capture for benchmarks.
-    Mixed {
-        /// Output pcap file.
-        file: PathBuf,
-        /// SMTP sessions to generate.
-        #[arg(long, default_value_t = 10_000)]
-        sessions: u64,
-        /// Seed for the deterministic generator.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
 }
 
 #[derive(Args)]
@@ -316,7 +285,6 @@ fn main() {
     let result = match cli.command {
         Command::Analyze(args) => analyze(*args),
         Command::Report(args) => report(args),
-        Command::Synth { what } => synth(what),
         Command::Schema { what } => schema(what),
         Command::State { what } => state(what),
     };
@@ -346,51 +314,6 @@ fn state(what: StateCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn synth(what: SynthCommand) -> Result<()> {
-    match what {
-        SynthCommand::Scenarios { dir, only, list } => {
-            if list {
-                for name in stripwatch::synth::scenario_names() {
-                    println!("{name}");
-                }
-                return Ok(());
-            }
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let written = if only.is_empty() {
-                stripwatch::synth::write_scenarios(&dir)?
-            } else {
-                let mut v = Vec::new();
-                for name in &only {
-                    v.push(stripwatch::synth::write_scenario(name, &dir)?);
-                }
-                v
-            };
-            eprintln!(
-                "wrote {} scenario captures to {}",
-                written.len(),
-                dir.display()
-            );
-            Ok(())
-        }
-        SynthCommand::Mixed {
-            file,
-            sessions,
-            seed,
-        } => {
-            let stats = stripwatch::synth::write_mixed(&file, sessions, seed)?;
-            eprintln!(
-                "wrote {}: {} sessions, {} packets, {:.1} MB",
-                file.display(),
-                stats.sessions,
-                stats.packets,
-                stats.bytes as f64 / 1e6
-            );
-            Ok(())
-        }
-    }
 }
 
 fn target(url: &str, access: &ClickHouseAccess) -> Result<Target> {
