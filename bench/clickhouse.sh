@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Events per second into ClickHouse, end to end: `stripwatch analyze CAPTURE --clickhouse URL`
-# on the bench capture (the one bench/run.sh makes: `stripwatch synth mixed --seed 1`, ~1 GB),
+# on the bench capture (the one bench/run.sh makes: `stripwatch-synth mixed --seed 1`, ~1 GB),
 # against a throwaway local clickhouse-server started here. "Events" are the rows ClickHouse
 # acknowledged (sessions + findings + DNS transactions + certificates); the same run without
 # --clickhouse is timed too, so the cost of the sink shows as a ratio. Measured, never asserted.
@@ -14,7 +14,7 @@
 #   --sessions N     sessions in the capture (default: calibrated to the target size)
 #   --runs N         timed runs of each variant (default 3; the median is reported)
 #   --batch-rows N   --clickhouse-batch-rows (default: stripwatch's, 50000)
-#   --no-build       use the existing target/release/stripwatch
+#   --no-build       use the existing target/release/stripwatch and stripwatch-synth
 # Environment: BENCH_SESSIONS, BENCH_RUNS, BENCH_TARGET_MB (default 1000, quick 100).
 set -euo pipefail
 
@@ -22,6 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 WORK="$HERE/work/clickhouse"
 SW="$ROOT/target/release/stripwatch"
+SYNTH="$ROOT/target/release/stripwatch-synth"
 SESSIONS="${BENCH_SESSIONS:-}"
 RUNS="${BENCH_RUNS:-3}"
 TARGET_MB="${BENCH_TARGET_MB:-}"
@@ -60,8 +61,8 @@ fi
 
 mkdir -p "$WORK"
 if [ "$BUILD" = 1 ]; then
-    say "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    say "cargo build --release --workspace"
+    (cd "$ROOT" && cargo build --release --workspace --quiet) || die "cargo build --release failed"
 fi
 [ -x "$SW" ] || die "$SW not found"
 cp "$SW" "$WORK/stripwatch"
@@ -71,14 +72,15 @@ SW="$WORK/stripwatch"
 CAPTURE="$HERE/work/mixed.pcap"
 if [ "$QUICK" = 1 ] || [ -n "$SESSIONS" ] || [ ! -f "$CAPTURE" ]; then
     CAPTURE="$WORK/mixed.pcap"
+    [ -x "$SYNTH" ] || die "$SYNTH not found (cargo build --release --workspace builds it)"
     if [ -z "$SESSIONS" ]; then
-        "$SW" synth mixed "$WORK/calibrate.pcap" --sessions 2000 --seed 1 2>/dev/null
+        "$SYNTH" mixed "$WORK/calibrate.pcap" --sessions 2000 --seed 1 2>/dev/null
         per=$(( $(stat -c %s "$WORK/calibrate.pcap") / 2000 ))
         rm -f "$WORK/calibrate.pcap"
         SESSIONS=$(( TARGET_MB * 1000000 / per ))
     fi
     say "generating $CAPTURE ($SESSIONS sessions)"
-    "$SW" synth mixed "$CAPTURE" --sessions "$SESSIONS" --seed 1 >&2
+    "$SYNTH" mixed "$CAPTURE" --sessions "$SESSIONS" --seed 1 >&2
 fi
 CAPTURE_BYTES=$(stat -c %s "$CAPTURE")
 

@@ -15,10 +15,10 @@
 #   --budget S         seconds a peer may spend on its timed runs of the main capture; a
 #                      slower peer is measured on the ~100 MB capture instead (default 300)
 #   --fallback         build the capture by repeating pcaps/real-*.pcap (mergecap/editcap)
-#                      instead of `stripwatch synth mixed` (used automatically if that
-#                      subcommand is missing from the binary)
+#                      instead of `stripwatch-synth mixed` (used automatically if that
+#                      binary was not built)
 #   --no-install       do not apt-get anything; missing peers are skipped
-#   --no-build         use the existing target/release/stripwatch
+#   --no-build         use the existing target/release/stripwatch (and stripwatch-synth)
 #   --no-tshark-filter skip the second tshark variant (-Y smtp -T fields)
 #   --clean            delete the generated captures at the end
 #   --wait-idle M      before timing, wait up to M minutes for the machine to be idle (other
@@ -33,6 +33,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 WORK="$HERE/work"
 SW="$ROOT/target/release/stripwatch"
+SYNTH="$ROOT/target/release/stripwatch-synth"
 
 QUICK=0
 SESSIONS="${BENCH_SESSIONS:-}"
@@ -146,8 +147,8 @@ HAVE_TSHARK=0; command -v tshark >/dev/null && HAVE_TSHARK=1
 # 2. stripwatch and the captures
 # ---------------------------------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
-    say "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed (use --no-build to bench the existing binary)"
+    say "cargo build --release --workspace"
+    (cd "$ROOT" && cargo build --release --workspace --quiet) || die "cargo build --release failed (use --no-build to bench the existing binary)"
 fi
 [ -x "$SW" ] || die "$SW not found (build it, or drop --no-build)"
 # Bench a private copy: other people may rebuild target/release while this runs.
@@ -155,8 +156,8 @@ rm -f "$WORK/stripwatch"
 cp "$SW" "$WORK/stripwatch"
 SW="$WORK/stripwatch"
 
-if [ "$FALLBACK" = 0 ] && ! "$SW" synth mixed --help >/dev/null 2>&1; then
-    say "this stripwatch has no 'synth mixed': using the fallback capture (repeated pcaps/real-*.pcap)"
+if [ "$FALLBACK" = 0 ] && ! "$SYNTH" mixed --help >/dev/null 2>&1; then
+    say "no $SYNTH: using the fallback capture (repeated pcaps/real-*.pcap)"
     FALLBACK=1
 fi
 
@@ -167,8 +168,8 @@ make_capture() {
     local out=$1 sessions=$2 target_bytes=$3
     rm -f "$out"
     if [ "$FALLBACK" = 0 ]; then
-        "$SW" synth mixed "$out" --sessions "$sessions" --seed "$SEED" 2>>"$WORK/logs/synth.log" ||
-            die "stripwatch synth mixed failed: $(tail -3 "$WORK/logs/synth.log")"
+        "$SYNTH" mixed "$out" --sessions "$sessions" --seed "$SEED" 2>>"$WORK/logs/synth.log" ||
+            die "stripwatch-synth mixed failed: $(tail -3 "$WORK/logs/synth.log")"
     else
         make_fallback_capture "$out" "$target_bytes"
     fi
@@ -212,7 +213,7 @@ if [ "$FALLBACK" = 0 ]; then
         SMALL_SESSIONS=$(( SESSIONS / 10 ))
         [ "$SMALL_SESSIONS" -ge 1 ] || SMALL_SESSIONS=1
     fi
-    GENERATOR="stripwatch synth mixed --seed $SEED"
+    GENERATOR="stripwatch-synth mixed --seed $SEED"
 else
     SESSIONS=""; SMALL_SESSIONS=""
     GENERATOR="fallback: pcaps/real-*.pcap repeated with mergecap/editcap"

@@ -15,8 +15,8 @@ if [ "$(id -u)" = 0 ] && [ "${STRIPWATCH_SKIP_REAL:-}" != 1 ]; then
 fi
 command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
-cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets -- -D warnings
 # The fuzz targets are their own workspace (cargo fuzz needs nightly to run them, but not to
 # build them): checking them here keeps them from rotting when the library's types change.
 cargo check --manifest-path fuzz/Cargo.toml --bins
-cargo test --release
+cargo test --release --workspace

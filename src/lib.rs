@@ -12,7 +12,6 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
-//! | 13 | `synth` | test-capture generator (leaving the product crate) |
 //! | 12 | `report`, `schema` | reports from records (embedded or ClickHouse), the run summary; the ClickHouse schema |
 //! | 11 | `pipeline` | reader thread, workers (flow table + per-flow dispatcher), capture-order merge, output stage |
 //! | 10 | `sink` | where judged records go: NDJSON files, ClickHouse with its spool |
@@ -44,6 +43,5 @@ pub mod schema;
 pub mod sink;
 pub mod smtp;
 pub mod state;
-pub mod synth;
 pub mod tls;
 pub mod util;

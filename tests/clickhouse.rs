@@ -399,16 +399,7 @@ fn mixed_capture() -> PathBuf {
             let path = dir.join("ch-mixed-20000-11.pcap");
             if !path.exists() {
                 let tmp = dir.join(format!("ch-mixed-20000-11.{}.tmp", std::process::id()));
-                let o = common::run(&[
-                    "synth",
-                    "mixed",
-                    tmp.to_str().unwrap(),
-                    "--sessions",
-                    "20000",
-                    "--seed",
-                    "11",
-                ]);
-                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                stripwatch_synth::write_mixed(&tmp, 20_000, 11).unwrap();
                 std::fs::rename(&tmp, &path).unwrap();
             }
             path

@@ -376,7 +376,7 @@ fn unusable_databases_stop_the_run_with_status_2() {
 /// Writes two databases of realistic size for timing enrichment (not a check): a City-shaped
 /// country file (about 400,000 networks, names in eight languages) and an ASN file (about
 /// 400,000 networks, 60,000 organisations), both also covering the documentation ranges that
-/// `stripwatch synth mixed` uses, so every look-up is a hit that decodes a record.
+/// `stripwatch-synth mixed` uses, so every look-up is a hit that decodes a record.
 /// `STRIPWATCH_ENRICH_BENCH_DIR=/tmp/x cargo test --release --test enrich -- --ignored`.
 #[test]
 #[ignore]

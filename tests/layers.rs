@@ -34,22 +34,26 @@ fn layer_map() -> BTreeMap<String, u32> {
     map
 }
 
-/// Top-level modules of `src/` and their files.
+/// The library's top-level modules (the `pub mod` lines of `src/lib.rs`) and their files. The
+/// binary's own modules (`main.rs`, `cli`) sit above every layer and are not checked.
 fn modules() -> BTreeMap<String, Vec<PathBuf>> {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
     let mut mods = BTreeMap::new();
-    for entry in std::fs::read_dir(src()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name == "main.rs" || name == "lib.rs" || name == "cli.rs" {
+    for line in lib.lines() {
+        let Some(name) = line
+            .strip_prefix("pub mod ")
+            .and_then(|l| l.strip_suffix(';'))
+        else {
             continue;
+        };
+        let dir = src().join(name);
+        let mut files = Vec::new();
+        if dir.is_dir() {
+            collect_rs(&dir, &mut files);
+        } else {
+            files.push(src().join(format!("{name}.rs")));
         }
-        if path.is_dir() {
-            let mut files = Vec::new();
-            collect_rs(&path, &mut files);
-            mods.insert(name, files);
-        } else if let Some(stem) = name.strip_suffix(".rs") {
-            mods.insert(stem.to_string(), vec![path]);
-        }
+        mods.insert(name.to_string(), files);
     }
     mods
 }

@@ -590,16 +590,7 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
     let Some(browser) = chromium() else { return };
     let work = tempdir("report-html");
     let mixed = work.join("mixed.pcap");
-    let o = run(&[
-        "synth",
-        "mixed",
-        mixed.to_str().unwrap(),
-        "--sessions",
-        "3000",
-        "--seed",
-        "7",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stripwatch_synth::write_mixed(&mixed, 3000, 7).unwrap();
     let out = work.join("out");
     let geo = geo_dbs(&work);
     let geo: Vec<&str> = geo.iter().map(String::as_str).collect();
@@ -782,19 +773,7 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
         &work,
     );
     let mixed = work.join("mixed.pcap");
-    assert!(
-        run(&[
-            "synth",
-            "mixed",
-            mixed.to_str().unwrap(),
-            "--sessions",
-            "2000",
-            "--seed",
-            "3"
-        ])
-        .status
-        .success()
-    );
+    stripwatch_synth::write_mixed(&mixed, 2000, 3).unwrap();
     let mut captures: Vec<PathBuf> = vec![merged, mixed];
     for name in [
         "real-postfix-overwrite",

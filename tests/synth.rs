@@ -1,14 +1,13 @@
-//! The scenario generator: the committed captures in `pcaps/` are exactly what
-//! `stripwatch synth scenarios` writes today (so the expectations cannot drift from the code that
-//! makes them), and a mixed benchmark capture is analysed into as many sessions as it holds.
+//! The scenario generator (the `stripwatch-synth` crate): the committed captures in `pcaps/` are
+//! exactly what it writes today (so the expectations cannot drift from the code that makes
+//! them), and a mixed benchmark capture is analysed into as many sessions as it holds.
 
 mod common;
 
 #[test]
 fn committed_scenarios_are_reproducible() {
     let dir = common::tempdir("synth-scenarios");
-    let o = common::run(&["synth", "scenarios", dir.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stripwatch_synth::write_scenarios(&dir).unwrap();
     let mut compared = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -20,7 +19,7 @@ fn committed_scenarios_are_reproducible() {
         );
         assert!(
             std::fs::read(&path).unwrap() == std::fs::read(&committed).unwrap(),
-            "{name:?} differs from the generator's output: run `stripwatch synth scenarios pcaps`"
+            "{name:?} differs from the generator's output: run `cargo run -p stripwatch-synth --release -- scenarios pcaps`"
         );
         compared += 1;
     }
@@ -31,16 +30,7 @@ fn committed_scenarios_are_reproducible() {
 fn mixed_capture_yields_every_session() {
     let dir = common::tempdir("synth-mixed");
     let pcap = dir.join("mixed.pcap");
-    let o = common::run(&[
-        "synth",
-        "mixed",
-        pcap.to_str().unwrap(),
-        "--sessions",
-        "2000",
-        "--seed",
-        "7",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stripwatch_synth::write_mixed(&pcap, 2000, 7).unwrap();
     let out = dir.join("out");
     let summary = common::analyze(&[&pcap], &out, &[]);
     assert_eq!(summary["sessions"], 2000, "{summary}");

@@ -641,7 +641,7 @@ fn fold(mut acc: u64) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::link::{CLIENT_MAC, SERVER_MAC};
+    use crate::link::{CLIENT_MAC, SERVER_MAC};
     use etherparse::{Ipv4HeaderSlice, TcpSlice};
     use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -157,9 +157,9 @@ mod tests {
             15,
             &[("example.net", 300, Rdata::Mx(10, "mx.example.net"))],
         );
-        let m = crate::dns::message::parse(&r).unwrap();
+        let m = stripwatch::dns::message::parse(&r).unwrap();
         assert_eq!(m.mx, vec![(10, "mx.example.net".to_string())]);
-        let q = crate::dns::message::parse(&query(7, "example.net", 15)).unwrap();
+        let q = stripwatch::dns::message::parse(&query(7, "example.net", 15)).unwrap();
         assert!(!q.response && q.qtype == "MX");
     }
 }

@@ -94,7 +94,8 @@ impl<W: Write> PcapNgWriter<W> {
         shb.extend_from_slice(&1u16.to_le_bytes());
         shb.extend_from_slice(&0u16.to_le_bytes());
         shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length unknown
-        push_option(&mut shb, 4, b"stripwatch synth"); // shb_userappl
+        // shb_userappl: the generator's old name, kept so that committed captures do not change.
+        push_option(&mut shb, 4, b"stripwatch synth");
         push_option(&mut shb, 0, &[]);
         write_block(&mut out, 0x0a0d_0d0a, &shb)?;
 
@@ -271,38 +272,39 @@ impl Write for Output {
     }
 }
 
-/// A capture file being written: the container writer over the (compressed) output.
-pub enum CaptureFile {
+/// A capture file being written: the container writer over the (compressed) output. (The
+/// analyzer's `stripwatch::capture::CaptureFile` is the reading side.)
+pub enum CaptureWriter {
     /// Classic pcap.
     Pcap(PcapWriter<Output>),
     /// pcapng.
     PcapNg(PcapNgWriter<Output>),
 }
 
-impl CaptureFile {
+impl CaptureWriter {
     /// Creates `path` in `format` with the given link type and writes the file header(s).
-    pub fn create(path: &Path, format: FileFormat, linktype: u16) -> io::Result<CaptureFile> {
+    pub fn create(path: &Path, format: FileFormat, linktype: u16) -> io::Result<CaptureWriter> {
         let out = Output::create(path, format.compression)?;
         Ok(match format.container {
-            Container::Pcap => CaptureFile::Pcap(PcapWriter::new(out, u32::from(linktype))?),
-            Container::PcapNg => CaptureFile::PcapNg(PcapNgWriter::new(out, linktype)?),
+            Container::Pcap => CaptureWriter::Pcap(PcapWriter::new(out, u32::from(linktype))?),
+            Container::PcapNg => CaptureWriter::PcapNg(PcapNgWriter::new(out, linktype)?),
         })
     }
 
     /// Flushes and closes the file (ending any compressed stream).
     pub fn finish(self) -> io::Result<()> {
         match self {
-            CaptureFile::Pcap(w) => w.into_inner().finish(),
-            CaptureFile::PcapNg(w) => w.into_inner().finish(),
+            CaptureWriter::Pcap(w) => w.into_inner().finish(),
+            CaptureWriter::PcapNg(w) => w.into_inner().finish(),
         }
     }
 }
 
-impl PacketWrite for CaptureFile {
+impl PacketWrite for CaptureWriter {
     fn write_packet(&mut self, ts_us: u64, frame: &[u8]) -> io::Result<()> {
         match self {
-            CaptureFile::Pcap(w) => w.write_packet(ts_us, frame),
-            CaptureFile::PcapNg(w) => w.write_packet(ts_us, frame),
+            CaptureWriter::Pcap(w) => w.write_packet(ts_us, frame),
+            CaptureWriter::PcapNg(w) => w.write_packet(ts_us, frame),
         }
     }
 }
@@ -310,7 +312,7 @@ impl PacketWrite for CaptureFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::testutil::read_back;
+    use crate::testutil::read_back;
 
     #[test]
     fn synth_pcap_round_trips_through_pcap_parser() {

@@ -1,11 +1,16 @@
-//! Generator of labelled SMTP captures.
+//! Generator of labelled SMTP captures for stripwatch's tests and benchmarks.
 //!
 //! The analyzer is only as trustworthy as the captures it is tested on, and real downgrade
-//! attacks are rare and hard to record. This module writes small captures of every situation
+//! attacks are rare and hard to record. This crate writes small captures of every situation
 //! the analyzer must judge (clean STARTTLS, stripped offers, rejected or failed upgrades,
 //! injection, fallback, TCP and link-layer irregularities), each with a `NAME.expected.json`
 //! saying what a correct analyzer reports, and large deterministic mixed captures for
 //! benchmarks. Everything is deterministic: the same call writes the same bytes.
+//!
+//! It is a crate of its own (with the `stripwatch-synth` binary) so that the product binary and
+//! library carry no test generator; it depends on the `stripwatch` library only for the finding
+//! kinds (the expected verdicts follow the analyzer's severity order) and, in its tests, for the
+//! DNS parser.
 //!
 //! Layout: [`pcap_writer`] (pcap/pcapng, compression), [`link`] (framing), [`tcp`]
 //! (connections and IP), [`fake_tls`] (TLS records), [`smtp_dialog`] (SMTP sessions),
@@ -30,7 +35,7 @@ mod testutil;
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     /// The name given to [`write_scenario`] is not one of [`scenario_names`].
-    #[error("unknown scenario {0:?} (stripwatch synth --list shows the names)")]
+    #[error("unknown scenario {0:?} (stripwatch-synth scenarios DIR --list shows the names)")]
     UnknownScenario(String),
     /// Creating or writing a file failed.
     #[error("cannot write {}: {source}", path.display())]
@@ -73,7 +78,7 @@ pub fn write_scenarios(dir: &Path) -> Result<Vec<PathBuf>, SynthError> {
     scenarios::all().iter().map(|s| s.write(dir)).collect()
 }
 
-/// The scenario names, for `stripwatch synth --list`.
+/// The scenario names, for `stripwatch-synth scenarios --list`.
 pub fn scenario_names() -> Vec<&'static str> {
     scenarios::all().iter().map(|s| s.name).collect()
 }

@@ -12,7 +12,9 @@ use super::smtp_dialog::Facts;
 
 /// Verdict severity, most severe first: the analyzer's own order, written down once.
 fn severity() -> impl Iterator<Item = &'static str> {
-    crate::record::FindingKind::ALL.iter().map(|k| k.as_str())
+    stripwatch::record::FindingKind::ALL
+        .iter()
+        .map(|k| k.as_str())
 }
 
 /// One SMTP session as the analyzer should report it. A field left `None` is one the
@@ -109,7 +111,8 @@ impl ExpectedSession {
 pub struct Expected {
     /// What the scenario shows, for a human.
     pub description: String,
-    /// Always `stripwatch synth`: these captures are generated, not recorded.
+    /// Always `stripwatch synth` (the generator's name when the committed captures were first
+    /// written; kept so that they stay byte for byte the same): generated, not recorded.
     pub source: &'static str,
     /// Every SMTP session, in order of its first packet.
     pub sessions: Vec<ExpectedSession>,

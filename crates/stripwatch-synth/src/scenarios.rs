@@ -13,7 +13,7 @@ use super::SynthError;
 use super::dns::{self, Rdata};
 use super::expected::{Expected, ExpectedSession};
 use super::link::{CLIENT_MAC, Link, SERVER_MAC};
-use super::pcap_writer::{CaptureFile, Compression, Container, FileFormat, PacketWrite};
+use super::pcap_writer::{CaptureWriter, Compression, Container, FileFormat, PacketWrite};
 use super::prng::Prng;
 use super::smtp_dialog::{
     Action, AfterStarttls, Body, Dialog, Greeting, Mail, Step, Upgrade, boring_message,
@@ -43,7 +43,7 @@ const INJECTED: &str = "injected-segment";
 /// One scenario: its file stem, what it shows, how it is written, and how it is built.
 #[derive(Clone, Copy)]
 pub struct Scenario {
-    /// File stem and the name `stripwatch synth` knows it by.
+    /// File stem and the name `stripwatch-synth scenarios --scenario` knows it by.
     pub name: &'static str,
     /// One or two sentences for the expected-results file.
     pub description: &'static str,
@@ -136,7 +136,8 @@ impl Scenario {
             path: path.clone(),
             source,
         };
-        let mut file = CaptureFile::create(&path, self.format, self.link.linktype()).map_err(io)?;
+        let mut file =
+            CaptureWriter::create(&path, self.format, self.link.linktype()).map_err(io)?;
         for f in &frames {
             file.write_packet(f.ts_us, &f.data).map_err(io)?;
         }
@@ -1155,7 +1156,7 @@ pub fn all() -> Vec<Scenario> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::testutil::read_back;
+    use crate::testutil::read_back;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     fn scenario(name: &str) -> Scenario {

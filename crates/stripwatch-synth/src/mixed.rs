@@ -16,7 +16,7 @@ use std::path::Path;
 
 use super::fake_tls;
 use super::link::{CLIENT_MAC, Link, SERVER_MAC};
-use super::pcap_writer::{CaptureFile, FileFormat, PacketWrite};
+use super::pcap_writer::{CaptureWriter, FileFormat, PacketWrite};
 use super::prng::Prng;
 use super::scenarios::START_US;
 use super::smtp_dialog::{
@@ -351,7 +351,7 @@ pub fn write(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthE
         source,
     };
     let format = FileFormat::from_path(path);
-    let mut file = CaptureFile::create(path, format, Link::Ethernet.linktype()).map_err(io)?;
+    let mut file = CaptureWriter::create(path, format, Link::Ethernet.linktype()).map_err(io)?;
     let mut stats = MixedStats {
         packets: 0,
         bytes: 0,
@@ -420,7 +420,7 @@ pub fn write(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::testutil::read_back;
+    use crate::testutil::read_back;
     use etherparse::{SlicedPacket, TransportSlice};
     use std::collections::{HashMap, HashSet};
 

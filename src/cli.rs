@@ -1,0 +1,316 @@
+//! The `stripwatch` binary's command line: the clap definitions, and one module per subcommand
+//! that builds the library's components from its arguments and runs them. It belongs to the
+//! binary, not to the library: nothing here is an API, and `main.rs` only dispatches to it.
+
+pub mod analyze;
+pub mod report;
+pub mod schema;
+pub mod state;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use stripwatch::sink::target::Target;
+
+/// Passive monitor for the security of mail transport: finds stripped STARTTLS, failed and
+/// refused upgrades, plaintext fallbacks and injected cleartext in SMTP traffic.
+#[derive(Parser)]
+#[command(name = "stripwatch", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
+    Analyze(Box<AnalyzeArgs>),
+    /// Render the report (terminal, Markdown, HTML, CSV, TLS-RPT) of an analysis.
+    Report(ReportArgs),
+    /// The ClickHouse schema (queries/schema.sql).
+    Schema {
+        #[command(subcommand)]
+        what: SchemaCommand,
+    },
+    /// Inspect the persistent baseline written by `analyze --state`.
+    State {
+        #[command(subcommand)]
+        what: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StateCommand {
+    /// Entries per table.
+    Show {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// Every entry, one JSON object per line.
+    Dump {
+        /// The state file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SchemaCommand {
+    /// Create the database and every table and view in it (idempotent: IF NOT EXISTS).
+    Apply(ClickHouseArgs),
+    /// Print the schema.
+    Print,
+}
+
+/// Where ClickHouse is. The user comes from STRIPWATCH_CLICKHOUSE_USER, the password from
+/// STRIPWATCH_CLICKHOUSE_PASSWORD or --clickhouse-password-file, never from the command line.
+#[derive(Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL (http://127.0.0.1:8123); a path names the database.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: String,
+    #[command(flatten)]
+    pub access: ClickHouseAccess,
+}
+
+#[derive(Args)]
+pub struct ClickHouseAccess {
+    /// Database (default: the URL's path, else `stripwatch`).
+    #[arg(long, value_name = "NAME")]
+    pub clickhouse_database: Option<String>,
+    /// File whose first line is the ClickHouse password.
+    #[arg(long, value_name = "FILE")]
+    pub clickhouse_password_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    /// Capture files, read in the order given; `-` reads standard input.
+    #[arg(required = true)]
+    pub captures: Vec<String>,
+    /// Output directory for sessions.ndjson, findings.ndjson and summary.json.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// TCP ports where SMTP is expected.
+    #[arg(long, value_delimiter = ',', default_value = "25,587,465")]
+    pub smtp_ports: Vec<u16>,
+    /// Ports where TLS starts at once (implicit TLS, RFC 8314).
+    #[arg(long, value_delimiter = ',', default_value = "465")]
+    pub implicit_tls_ports: Vec<u16>,
+    /// Do not look for SMTP on other ports (a 220 greeting answered by EHLO/HELO).
+    #[arg(long)]
+    pub no_content_detection: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Flows tracked at once (all workers together); the oldest are evicted beyond this.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per flow direction.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_flow_buffer: usize,
+    /// Seconds of capture time without packets after which a flow is closed.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds within which a plaintext session after a failed upgrade is a fallback.
+    #[arg(long, default_value_t = 3600)]
+    pub fallback_window: u64,
+    /// Seconds before an SMTP session within which the client's MX lookup can have led to it.
+    #[arg(long, default_value_t = 600)]
+    pub mx_window: u64,
+    /// Operator's known MX sets: lines `domain mx1 mx2 ...`; other answers are `mx-mismatch`.
+    #[arg(long, value_name = "FILE")]
+    pub known_mx: Option<PathBuf>,
+    /// Seconds within which MX answers other clients or resolvers received are compared.
+    #[arg(long, default_value_t = 86_400)]
+    pub mx_compare_window: u64,
+    /// Persistent baseline (created if missing): STARTTLS offers, server keys, MX sets and
+    /// signed names from earlier runs count as evidence, and this run's are added.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Days (of capture time) after which a baseline entry not seen again is dropped.
+    #[arg(long, default_value_t = 90)]
+    pub state_retention: u64,
+    /// Sessions held for cross-session judgement before the oldest is judged early.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_held_sessions: usize,
+    /// Record envelope addresses (MAIL FROM / RCPT TO). Off by default for privacy.
+    #[arg(long)]
+    pub log_envelope: bool,
+    /// Sensor name written into every record (default: the host name).
+    #[arg(long)]
+    pub sensor: Option<String>,
+    /// Extra trusted CA certificates (PEM), besides the Mozilla root set; may be repeated.
+    #[arg(long = "trust-anchors", value_name = "PEM")]
+    pub trust_anchors: Vec<PathBuf>,
+    /// TLSA records (zone-file lines, `_25._tcp.<mx>. IN TLSA 3 1 1 <hex>`) for the DANE check.
+    #[arg(long, value_name = "FILE")]
+    pub tlsa: Option<PathBuf>,
+    /// Country database (.mmdb: GeoLite2-Country/City, DB-IP, IPinfo, ip-location-db); repeatable.
+    #[arg(long = "geoip-country", value_name = "FILE")]
+    pub geoip_country: Vec<PathBuf>,
+    /// ASN database (.mmdb: GeoLite2-ASN, DB-IP, IPinfo, ip-location-db); repeatable.
+    #[arg(long = "geoip-asn", value_name = "FILE")]
+    pub geoip_asn: Vec<PathBuf>,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Also send sessions, findings, DNS transactions and certificates to ClickHouse at this
+    /// HTTP URL (create the tables first with `stripwatch schema apply`).
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+    #[command(flatten)]
+    pub clickhouse_access: ClickHouseAccess,
+    /// Where batches wait while ClickHouse is away (default: OUT/clickhouse-spool); replayed
+    /// first at the next start.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Largest spool size (bytes; K, M, G suffixes are powers of 1024); batches beyond it are
+    /// dropped, counted, and the run exits with an error.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
+    /// Rows per ClickHouse INSERT at most (rows also go at least once a second).
+    #[arg(long, value_name = "ROWS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub clickhouse_batch_rows: u64,
+    /// Seconds to keep replaying the spool at the end of the run before leaving it for the next
+    /// start.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub clickhouse_drain_timeout: u64,
+    /// Do not write the report (report.md, report.html, csv/, tlsrpt/) into the output directory.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// An `analyze` output directory.
+    #[arg(required_unless_present = "clickhouse", conflicts_with = "clickhouse")]
+    pub dir: Option<PathBuf>,
+    /// Read the events from ClickHouse at this HTTP URL instead (queries/*.sql).
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+    #[command(flatten)]
+    pub clickhouse_access: ClickHouseAccess,
+    /// Where to write the files (default: DIR; needed with --clickhouse unless only the terminal
+    /// summary is asked for).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Outputs: terminal, markdown, html, csv, tlsrpt or all (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub format: Vec<ReportFormat>,
+    /// Only sessions from this time on: YYYY-MM-DD or RFC 3339 (whole seconds).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only sessions before this time: RFC 3339, or YYYY-MM-DD (that day included).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// TLS-RPT `organization-name`.
+    #[arg(long, default_value = "stripwatch")]
+    pub tlsrpt_organization: String,
+    /// TLS-RPT `contact-info`.
+    #[arg(long, default_value = "postmaster@localhost")]
+    pub tlsrpt_contact: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Terminal,
+    Markdown,
+    Html,
+    Csv,
+    Tlsrpt,
+    All,
+}
+
+/// Reads `1073741824`, `512M`, `1G`, `64KiB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Cli {
+    /// Parses the process's arguments, or exits. Help and version go to standard output with
+    /// status 0 (2 when help stands in for a missing subcommand); any other mistake is a single
+    /// line on standard error and status 2, so that a script's log shows the reason, not a page
+    /// of usage.
+    pub fn parse_or_exit() -> Cli {
+        use clap::error::ErrorKind;
+        let e = match Cli::try_parse() {
+            Ok(cli) => return cli,
+            Err(e) => e,
+        };
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            let _ = e.print();
+            std::process::exit(
+                if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                },
+            );
+        }
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("error: invalid arguments");
+        eprintln!("{first} (see 'stripwatch --help')");
+        std::process::exit(2);
+    }
+}
+
+impl ClickHouseAccess {
+    /// The server at `url` with this database and password (the user comes from the
+    /// environment inside [`Target::from_args`]).
+    pub fn target(&self, url: &str) -> Result<Target> {
+        Ok(Target::from_args(
+            url,
+            self.clickhouse_database.as_deref(),
+            self.clickhouse_password_file.as_deref(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_bytes("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes(" 3 b "), Ok(3));
+        assert!(parse_bytes("1X").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("G").unwrap_err().contains("not a size"));
+        assert!(
+            parse_bytes("99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! `stripwatch analyze`: the pipeline, the judges and the sinks, each built from the arguments by
+//! its own function, then the run, the summary and (unless `--no-report`) the report.
+
+use super::AnalyzeArgs;
+use anyhow::{Context, Result, bail};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stripwatch::capture::CaptureFile;
+use stripwatch::decode::DefragLimits;
+use stripwatch::detect::CorrelatorConfig;
+use stripwatch::detect::certs::CertJudge;
+use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
+use stripwatch::dns::DnsConfig;
+use stripwatch::enrich::Databases;
+use stripwatch::flow::reassembly::ReassemblyLimits;
+use stripwatch::pipeline::{self, Judges, PipelineConfig};
+use stripwatch::pipeline::{FlowConfig, PortSet};
+use stripwatch::report::summary::{Summary, Tally, TallySink};
+use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseReport, ClickHouseSink};
+use stripwatch::sink::ndjson::NdjsonSink;
+use stripwatch::sink::{Fanout, SessionSink};
+use stripwatch::smtp::SmtpConfig;
+use stripwatch::state::{Baseline, NoBaseline, StateStore};
+use stripwatch::tls::dane::TlsaStore;
+use stripwatch::tls::verify::Validator;
+
+/// Runs `analyze`. Everything that can fail on bad input (options, databases, captures, the
+/// output directory, trust anchors, TLSA and MX files, the state file) fails before the first
+/// packet is read.
+pub fn run(args: AnalyzeArgs) -> Result<()> {
+    check(&args)?;
+    let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
+    // Open every input first: a missing file fails before any work is done.
+    let inputs = args
+        .captures
+        .iter()
+        .map(|path| CaptureFile::open(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    let cfg = pipeline_config(&args, enrich);
+    let judges = judges(&args)?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut sinks: Vec<Box<dyn SessionSink>> = vec![
+        Box::new(NdjsonSink::create(&args.out)?),
+        Box::new(TallySink(tally.clone())),
+    ];
+    let stop = stop_on_signal()?;
+    let clickhouse = match &args.clickhouse {
+        Some(url) => {
+            let (sink, report) = clickhouse_sink(&args, url, &cfg.flow.sensor, &stop)?;
+            sinks.push(Box::new(sink));
+            Some(report)
+        }
+        None => None,
+    };
+    let total: Option<u64> = inputs.iter().map(|i| i.size()).sum();
+    let mut progress = Progress::new(!args.no_progress, total);
+    let started = Instant::now();
+    let stats = pipeline::run(
+        inputs,
+        &cfg,
+        Box::new(Fanout(sinks)),
+        judges,
+        stop,
+        &mut |name: &str, consumed: u64| progress.update(name, consumed),
+    )?;
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
+    let mut summary = Summary::new(&stats, &tally, elapsed);
+    summary.clickhouse = clickhouse.as_ref().map(|r| r.snapshot());
+    write_summary(&summary, &args.out, args.json)?;
+    if let Some(ch) = &summary.clickhouse
+        && ch.rows_dropped > 0
+    {
+        bail!(
+            "ClickHouse: {} rows were dropped ({}); the ndjson files in {} have them",
+            ch.rows_dropped,
+            ch.last_error.as_deref().unwrap_or("spool full"),
+            args.out.display()
+        );
+    }
+    if !args.no_report {
+        super::report::after_analyze(&args.out, args.json)?;
+    }
+    Ok(())
+}
+
+/// The checks clap cannot express.
+fn check(args: &AnalyzeArgs) -> Result<()> {
+    if args.smtp_ports.is_empty() {
+        bail!("--smtp-ports needs at least one port");
+    }
+    if args.max_flows == 0 || args.max_held_sessions == 0 {
+        bail!("--max-flows and --max-held-sessions must be at least 1");
+    }
+    if args.captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
+        bail!("standard input ('-') can be read only once");
+    }
+    Ok(())
+}
+
+/// Seconds on the command line, microseconds of capture time inside (saturating, as a huge
+/// window means "never").
+fn micros(seconds: u64) -> i64 {
+    (seconds as i64).saturating_mul(1_000_000)
+}
+
+/// The pipeline's configuration: ports, limits (`--max-flows` is shared out among the
+/// workers) and windows in the pipeline's units.
+fn pipeline_config(args: &AnalyzeArgs, enrich: Arc<Databases>) -> PipelineConfig {
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    // Packets are sharded by client; port 53 marks the resolver's end, so that a client's DNS
+    // lookups and its SMTP connections meet on one worker.
+    let mut server_ports = args.smtp_ports.clone();
+    server_ports.push(53);
+    PipelineConfig {
+        workers,
+        flow: FlowConfig {
+            smtp_ports: PortSet::new(&args.smtp_ports),
+            implicit_tls_ports: PortSet::new(&args.implicit_tls_ports),
+            probe_other_ports: !args.no_content_detection,
+            max_flows: (args.max_flows / workers).max(1),
+            idle_timeout_us: micros(args.idle_timeout),
+            reassembly: ReassemblyLimits {
+                max_pending_bytes: args.max_flow_buffer,
+                ..ReassemblyLimits::default()
+            },
+            smtp: SmtpConfig {
+                log_envelope: args.log_envelope,
+                ..SmtpConfig::default()
+            },
+            sensor: args.sensor.clone().unwrap_or_else(hostname),
+            dns: DnsConfig {
+                link_window_us: micros(args.mx_window),
+                ..DnsConfig::default()
+            },
+        },
+        correlator: CorrelatorConfig {
+            max_held: args.max_held_sessions,
+            fallback_window_us: micros(args.fallback_window),
+            ..CorrelatorConfig::default()
+        },
+        defrag: DefragLimits::default(),
+        server_ports: PortSet::new(&server_ports),
+        enrich,
+    }
+}
+
+/// The sensor name when `--sensor` is not given.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stripwatch".to_string())
+}
+
+/// The certificate, DNS and baseline judges, from the trust anchors, TLSA records, known MX
+/// sets and state file the arguments name.
+fn judges(args: &AnalyzeArgs) -> Result<Judges> {
+    let certs = CertJudge::new(validator(&args.trust_anchors)?, tlsa(args.tlsa.as_deref())?);
+    let dns = DnsJudge::new(
+        DnsJudgeConfig {
+            mx_window_us: micros(args.mx_compare_window),
+            ..DnsJudgeConfig::default()
+        },
+        known_mx(args.known_mx.as_deref())?,
+    );
+    Ok(Judges {
+        certs,
+        dns,
+        baseline: baseline(args.state.as_deref(), args.state_retention)?,
+        save_baseline: args.state.is_some(),
+    })
+}
+
+/// The Mozilla roots plus the `--trust-anchors` PEM files.
+fn validator(pem_files: &[PathBuf]) -> Result<Validator> {
+    let mut pems = Vec::new();
+    for path in pem_files {
+        pems.push(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
+    }
+    Validator::new(&pems).map_err(|e| anyhow::anyhow!("--trust-anchors: {e}"))
+}
+
+/// A text file the user named, with the path in the error.
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The `--tlsa` records (none without the option).
+fn tlsa(path: Option<&Path>) -> Result<TlsaStore> {
+    let Some(path) = path else {
+        return Ok(TlsaStore::default());
+    };
+    TlsaStore::parse(&read_text(path)?).with_context(|| format!("{}", path.display()))
+}
+
+/// The `--known-mx` sets (none without the option).
+fn known_mx(path: Option<&Path>) -> Result<KnownMx> {
+    let Some(path) = path else {
+        return Ok(KnownMx::default());
+    };
+    KnownMx::parse(&read_text(path)?).map_err(|(line, text)| {
+        anyhow::anyhow!(
+            "{}: line {line}: expected `domain mx-host...`, found `{text}`",
+            path.display()
+        )
+    })
+}
+
+/// The `--state` baseline, whose entries expire after `retention_days` of capture time; without
+/// the option, one that knows nothing and keeps nothing.
+fn baseline(path: Option<&Path>, retention_days: u64) -> Result<Box<dyn Baseline>> {
+    Ok(match path {
+        Some(path) => Box::new(
+            StateStore::open(path, (retention_days as i64).saturating_mul(86_400_000_000))
+                .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+        ),
+        None => Box::new(NoBaseline),
+    })
+}
+
+/// The flag that Ctrl-C and SIGTERM raise: the pipeline stops reading, and what was read is
+/// still judged, written and summarised.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("cannot install the signal handler")?;
+    Ok(stop)
+}
+
+/// The ClickHouse sink for `--clickhouse URL`, spooling under OUT unless `--spool` says where.
+fn clickhouse_sink(
+    args: &AnalyzeArgs,
+    url: &str,
+    sensor: &str,
+    stop: &Arc<AtomicBool>,
+) -> Result<(ClickHouseSink, ClickHouseReport)> {
+    let opts = ClickHouseOptions {
+        target: args.clickhouse_access.target(url)?,
+        spool_dir: args
+            .spool
+            .clone()
+            .unwrap_or_else(|| args.out.join("clickhouse-spool")),
+        spool_max_bytes: args.spool_max_bytes,
+        batch_rows: args.clickhouse_batch_rows as usize,
+        flush_interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(args.clickhouse_drain_timeout),
+        sensor: sensor.to_string(),
+        stop: Some(stop.clone()),
+    };
+    Ok(ClickHouseSink::start(opts)?)
+}
+
+/// The progress bar over all inputs together, shown only on a terminal and only for more than
+/// 50 MB of known size (smaller runs end before a bar is worth reading).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    /// Bytes of the inputs finished before the current one.
+    done_before: u64,
+    /// The current input's name and bytes read so far.
+    current: String,
+    last_value: u64,
+}
+
+impl Progress {
+    fn new(wanted: bool, total: Option<u64>) -> Progress {
+        let show =
+            wanted && std::io::stderr().is_terminal() && total.is_some_and(|t| t > 50_000_000);
+        let bar = show.then(|| {
+            let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            done_before: 0,
+            current: String::new(),
+            last_value: 0,
+        }
+    }
+
+    /// The pipeline read `consumed` bytes of input `name` so far.
+    fn update(&mut self, name: &str, consumed: u64) {
+        if let Some(bar) = &self.bar {
+            if name != self.current {
+                self.done_before += self.last_value;
+                self.current = name.to_string();
+                bar.set_message(name.to_string());
+            }
+            self.last_value = consumed;
+            bar.set_position(self.done_before + consumed);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Writes OUT/summary.json and prints the summary: as that JSON with `--json`, else as text.
+fn write_summary(summary: &Summary, out: &Path, json_only: bool) -> Result<()> {
+    let json = serde_json::to_string_pretty(summary)?;
+    let summary_path = out.join("summary.json");
+    std::fs::write(&summary_path, format!("{json}\n"))
+        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    if json_only {
+        println!("{json}");
+    } else {
+        print!("{}", summary.render());
+        println!(
+            "\nwrote {}/{{sessions,findings}}.ndjson and summary.json",
+            out.display()
+        );
+    }
+    Ok(())
+}
