@@ -198,6 +198,144 @@ enum ServerMode {
     Ignore,
 }
 
+/// Why a direction changed mode: what was seen on the wire. Every change of `client_mode` or
+/// `server_mode` after construction goes through `SmtpSession::set_client_mode` or
+/// `SmtpSession::set_server_mode` with one of these; the tables of which reason may take which
+/// mode to which are on `client_step_allowed` and `server_step_allowed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transition {
+    /// The client sent DATA: its next bytes wait for the server's 354.
+    DataSent,
+    /// The client sent BDAT with a non-zero size: that many bytes of chunk follow.
+    BdatSent,
+    /// The client sent more than the hold buffer takes without waiting for 354: it is sending
+    /// the body.
+    BodyWithout354,
+    /// The server answered DATA with 354: a body follows.
+    DataAccepted,
+    /// The server answered DATA with something other than 354: no body follows.
+    DataRefused,
+    /// The body ended with CRLF.CRLF.
+    BodyEnded,
+    /// The server replied while the body seemed to go on: its end fell into a hole.
+    ReplyDuringBody,
+    /// Bytes of a BDAT chunk went by, some of it is still to come.
+    BdatBytes,
+    /// The last byte of a BDAT chunk went by.
+    BdatChunkDone,
+    /// A hole shorter than the rest of the BDAT chunk.
+    GapInChunk,
+    /// A hole that reaches past the end of the BDAT chunk: where commands start again is lost.
+    GapPastChunk,
+    /// The server answered STARTTLS with 220: TLS or cleartext is next.
+    StarttlsAccepted,
+    /// The client's opening bytes are a TLS record where SMTP was expected.
+    ClientOpenedWithTls,
+    /// The first bytes after the switch are a TLS record.
+    TlsStarted,
+    /// The client's first bytes after the switch are an SMTP command: the session goes on in the
+    /// clear.
+    CommandInsteadOfTls,
+    /// The server's first bytes after the switch are an SMTP reply: the session goes on in the
+    /// clear.
+    ReplyInsteadOfTls,
+    /// The first bytes after the switch are neither a TLS record nor SMTP.
+    NeitherTlsNorSmtp,
+    /// A safeguard: the first bytes after the switch were looked at and left undecided.
+    OpeningUndecided,
+    /// A line that looks like a TLS record before any SMTP was seen: not a mail dialog.
+    TlsLineBeforeSmtp,
+    /// A hole where the first bytes after the switch or TLS records were due: records can no
+    /// longer be followed.
+    GapInTls,
+    /// A TLS record that does not parse.
+    TlsMalformed,
+    /// Application data went both ways: the handshake has nothing more to tell.
+    BothSidesEncrypted,
+}
+
+/// Whether the client may go from `from` to `to` for `why`. The table:
+///
+/// | from | to | why |
+/// |---|---|---|
+/// | Command | DataPending | DataSent |
+/// | Command | Bdat | BdatSent |
+/// | Command | TlsExpect | StarttlsAccepted, ClientOpenedWithTls |
+/// | Command | Ignore | TlsLineBeforeSmtp |
+/// | Command, DataPending, Bdat | DataBody | DataAccepted (1) |
+/// | DataPending | DataBody | BodyWithout354 |
+/// | DataPending | Command | DataRefused |
+/// | DataBody | Command | BodyEnded, ReplyDuringBody |
+/// | Bdat(n) | Bdat(m), 0 < m < n | BdatBytes |
+/// | Bdat(n) | Bdat(m), 0 < m <= n | GapInChunk (a hole may be empty) |
+/// | Bdat | Command | BdatChunkDone, GapPastChunk |
+/// | TlsExpect | Tls | TlsStarted |
+/// | TlsExpect | Command | CommandInsteadOfTls, ReplyInsteadOfTls |
+/// | TlsExpect | Ignore | NeitherTlsNorSmtp, OpeningUndecided, GapInTls |
+/// | Tls | Ignore | TlsMalformed, BothSidesEncrypted, GapInTls |
+///
+/// Nothing leaves `Ignore`. (1) A 354 may come after the client stopped waiting for it: the
+/// body overflowed the hold buffer and ended, and the client went on with commands or a chunk.
+fn client_step_allowed(from: ClientMode, to: ClientMode, why: Transition) -> bool {
+    use ClientMode as C;
+    use Transition as T;
+    match (from, to, why) {
+        (C::Command, C::DataPending, T::DataSent)
+        | (C::Command, C::Bdat(_), T::BdatSent)
+        | (C::Command, C::TlsExpect, T::StarttlsAccepted | T::ClientOpenedWithTls)
+        | (C::Command, C::Ignore, T::TlsLineBeforeSmtp)
+        | (C::Command | C::DataPending | C::Bdat(_), C::DataBody, T::DataAccepted)
+        | (C::DataPending, C::DataBody, T::BodyWithout354)
+        | (C::DataPending, C::Command, T::DataRefused)
+        | (C::DataBody, C::Command, T::BodyEnded | T::ReplyDuringBody)
+        | (C::Bdat(_), C::Command, T::BdatChunkDone | T::GapPastChunk)
+        | (C::TlsExpect, C::Tls, T::TlsStarted)
+        | (C::TlsExpect, C::Command, T::CommandInsteadOfTls | T::ReplyInsteadOfTls)
+        | (C::TlsExpect, C::Ignore, T::NeitherTlsNorSmtp | T::OpeningUndecided | T::GapInTls)
+        | (C::Tls, C::Ignore, T::TlsMalformed | T::BothSidesEncrypted | T::GapInTls) => true,
+        (C::Bdat(n), C::Bdat(m), T::BdatBytes) => 0 < m && m < n,
+        (C::Bdat(n), C::Bdat(m), T::GapInChunk) => 0 < m && m <= n,
+        _ => false,
+    }
+}
+
+/// Whether the server may go from `from` to `to` for `why`. The table:
+///
+/// | from | to | why |
+/// |---|---|---|
+/// | Reply | TlsExpect | StarttlsAccepted, ClientOpenedWithTls |
+/// | Reply | Ignore | TlsLineBeforeSmtp |
+/// | TlsExpect | Tls | TlsStarted |
+/// | TlsExpect | Reply | ReplyInsteadOfTls, CommandInsteadOfTls (the client went on in the clear) |
+/// | TlsExpect | Ignore | NeitherTlsNorSmtp, GapInTls |
+/// | Tls | Ignore | TlsMalformed, BothSidesEncrypted, GapInTls |
+///
+/// Nothing leaves `Ignore`.
+fn server_step_allowed(from: ServerMode, to: ServerMode, why: Transition) -> bool {
+    use ServerMode as S;
+    use Transition as T;
+    matches!(
+        (from, to, why),
+        (
+            S::Reply,
+            S::TlsExpect,
+            T::StarttlsAccepted | T::ClientOpenedWithTls
+        ) | (S::Reply, S::Ignore, T::TlsLineBeforeSmtp)
+            | (S::TlsExpect, S::Tls, T::TlsStarted)
+            | (
+                S::TlsExpect,
+                S::Reply,
+                T::ReplyInsteadOfTls | T::CommandInsteadOfTls
+            )
+            | (S::TlsExpect, S::Ignore, T::NeitherTlsNorSmtp | T::GapInTls)
+            | (
+                S::Tls,
+                S::Ignore,
+                T::TlsMalformed | T::BothSidesEncrypted | T::GapInTls
+            )
+    )
+}
+
 /// The reply being assembled from its lines.
 #[derive(Default)]
 struct ReplyInProgress {
@@ -245,8 +383,16 @@ impl SmtpSession {
             cfg,
             client_lines: LineSplitter::new(cfg.max_line),
             server_lines: LineSplitter::new(cfg.max_line),
-            client_mode: ClientMode::Command,
-            server_mode: ServerMode::Reply,
+            client_mode: if implicit_tls {
+                ClientMode::TlsExpect
+            } else {
+                ClientMode::Command
+            },
+            server_mode: if implicit_tls {
+                ServerMode::TlsExpect
+            } else {
+                ServerMode::Reply
+            },
             pending: VecDeque::new(),
             greeting_done: false,
             reply: ReplyInProgress::default(),
@@ -265,10 +411,34 @@ impl SmtpSession {
         if implicit_tls {
             s.facts.implicit_tls = true;
             s.facts.tls_expected = true;
-            s.client_mode = ClientMode::TlsExpect;
-            s.server_mode = ServerMode::TlsExpect;
         }
         s
+    }
+
+    /// The one place the client's mode changes after construction. `why` is what was seen on
+    /// the wire; the hook for a trace of transitions goes here.
+    fn set_client_mode(&mut self, to: ClientMode, why: Transition) {
+        debug_assert!(
+            client_step_allowed(self.client_mode, to, why),
+            "client {:?} -> {:?} for {:?}",
+            self.client_mode,
+            to,
+            why
+        );
+        self.client_mode = to;
+    }
+
+    /// The one place the server's mode changes after construction. `why` is what was seen on
+    /// the wire; the hook for a trace of transitions goes here.
+    fn set_server_mode(&mut self, to: ServerMode, why: Transition) {
+        debug_assert!(
+            server_step_allowed(self.server_mode, to, why),
+            "server {:?} -> {:?} for {:?}",
+            self.server_mode,
+            to,
+            why
+        );
+        self.server_mode = to;
     }
 
     /// Whether the reassembler should keep recent bytes of this side for overlap comparison:
@@ -322,19 +492,19 @@ impl SmtpSession {
                     self.client_lines.reset();
                 }
                 ClientMode::Bdat(left) if len < left => {
-                    self.client_mode = ClientMode::Bdat(left - len)
+                    self.set_client_mode(ClientMode::Bdat(left - len), Transition::GapInChunk)
                 }
                 ClientMode::Bdat(_) => {
                     self.facts.dialog_gaps += 1;
                     self.client_lines.reset();
-                    self.client_mode = ClientMode::Command;
+                    self.set_client_mode(ClientMode::Command, Transition::GapPastChunk);
                 }
                 // A hole in a body may have swallowed the terminator; the server's next reply
                 // will tell (see `server_reply`).
                 ClientMode::DataBody => self.body_tail_len = 0,
                 ClientMode::TlsExpect | ClientMode::Tls => {
                     self.facts.dialog_gaps += u32::from(self.client_mode == ClientMode::TlsExpect);
-                    self.client_mode = ClientMode::Ignore;
+                    self.set_client_mode(ClientMode::Ignore, Transition::GapInTls);
                 }
                 ClientMode::Ignore => {}
             },
@@ -346,7 +516,7 @@ impl SmtpSession {
                 }
                 ServerMode::TlsExpect | ServerMode::Tls => {
                     self.facts.dialog_gaps += u32::from(self.server_mode == ServerMode::TlsExpect);
-                    self.server_mode = ServerMode::Ignore;
+                    self.set_server_mode(ServerMode::Ignore, Transition::GapInTls);
                 }
                 ServerMode::Ignore => {}
             },
@@ -391,7 +561,7 @@ impl SmtpSession {
                     if bytes.len() > room {
                         // The client is not waiting for 354: it must be sending the body.
                         let held = std::mem::take(&mut self.held);
-                        self.client_mode = ClientMode::DataBody;
+                        self.set_client_mode(ClientMode::DataBody, Transition::BodyWithout354);
                         self.body_tail = *b"\0\0\r\n";
                         self.body_tail_len = 4;
                         self.client_bytes(&held, ts_us);
@@ -403,7 +573,7 @@ impl SmtpSession {
                 ClientMode::DataBody => match self.find_body_end(bytes) {
                     Some(end) => {
                         bytes = &bytes[end..];
-                        self.client_mode = ClientMode::Command;
+                        self.set_client_mode(ClientMode::Command, Transition::BodyEnded);
                         self.client_lines.reset();
                     }
                     None => return,
@@ -411,11 +581,11 @@ impl SmtpSession {
                 ClientMode::Bdat(left) => {
                     let n = (bytes.len() as u64).min(left);
                     bytes = &bytes[n as usize..];
-                    self.client_mode = if n == left {
-                        ClientMode::Command
+                    if n == left {
+                        self.set_client_mode(ClientMode::Command, Transition::BdatChunkDone);
                     } else {
-                        ClientMode::Bdat(left - n)
-                    };
+                        self.set_client_mode(ClientMode::Bdat(left - n), Transition::BdatBytes);
+                    }
                 }
                 ClientMode::TlsExpect => {
                     let Some((head, rest)) = gather_first(&mut self.first[0], bytes) else {
@@ -423,7 +593,7 @@ impl SmtpSession {
                     };
                     self.client_first_after_220(&head, ts_us);
                     if self.client_mode == ClientMode::TlsExpect {
-                        self.client_mode = ClientMode::Ignore;
+                        self.set_client_mode(ClientMode::Ignore, Transition::OpeningUndecided);
                     }
                     self.client_bytes(&head, ts_us);
                     bytes = rest;
@@ -431,11 +601,12 @@ impl SmtpSession {
                 ClientMode::Tls => {
                     self.tls_client.feed(bytes, &mut self.tls_history);
                     self.facts.tls_client = self.tls_client.summary;
-                    if self.tls_client.summary.malformed
-                        || (self.tls_client.summary.application_data
-                            && self.tls_server.summary.application_data)
+                    if self.tls_client.summary.malformed {
+                        self.set_client_mode(ClientMode::Ignore, Transition::TlsMalformed);
+                    } else if self.tls_client.summary.application_data
+                        && self.tls_server.summary.application_data
                     {
-                        self.client_mode = ClientMode::Ignore;
+                        self.set_client_mode(ClientMode::Ignore, Transition::BothSidesEncrypted);
                     }
                     return;
                 }
@@ -492,7 +663,7 @@ impl SmtpSession {
         let Some(cmd) = reply::parse_command(line) else {
             self.facts.malformed_lines += 1;
             if !self.facts.recognised && crate::tls::record::looks_like_tls(line) {
-                self.client_mode = ClientMode::Ignore;
+                self.set_client_mode(ClientMode::Ignore, Transition::TlsLineBeforeSmtp);
             }
             return;
         };
@@ -534,13 +705,15 @@ impl SmtpSession {
             }
             Verb::Data => {
                 self.facts.data_commands += 1;
-                self.client_mode = ClientMode::DataPending;
+                self.set_client_mode(ClientMode::DataPending, Transition::DataSent);
             }
             Verb::Bdat => {
                 self.facts.bdat_commands += 1;
                 match reply::parse_bdat(cmd.args) {
                     Some((0, _)) => {}
-                    Some((size, _)) => self.client_mode = ClientMode::Bdat(size),
+                    Some((size, _)) => {
+                        self.set_client_mode(ClientMode::Bdat(size), Transition::BdatSent)
+                    }
                     None => self.facts.malformed_lines += 1,
                 }
             }
@@ -560,11 +733,11 @@ impl SmtpSession {
     fn client_speaks_tls_first(&mut self) {
         self.facts.implicit_tls = true;
         self.facts.tls_expected = true;
-        self.client_mode = ClientMode::TlsExpect;
+        self.set_client_mode(ClientMode::TlsExpect, Transition::ClientOpenedWithTls);
         if self.greeting_done {
             self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
         } else if self.server_mode == ServerMode::Reply && !self.server_lines.has_partial() {
-            self.server_mode = ServerMode::TlsExpect;
+            self.set_server_mode(ServerMode::TlsExpect, Transition::ClientOpenedWithTls);
         }
     }
 
@@ -572,7 +745,7 @@ impl SmtpSession {
         if record::looks_like_tls(bytes) {
             self.facts.tls_started = true;
             self.facts.recognised = true;
-            self.client_mode = ClientMode::Tls;
+            self.set_client_mode(ClientMode::Tls, Transition::TlsStarted);
             return;
         }
         if reply::parse_command(bytes.split(|b| *b == b'\n').next().unwrap_or(bytes)).is_some() {
@@ -594,16 +767,16 @@ impl SmtpSession {
                 self.facts.implicit_tls = false;
                 self.facts.tls_expected = false;
             }
-            self.client_mode = ClientMode::Command;
+            self.set_client_mode(ClientMode::Command, Transition::CommandInsteadOfTls);
             if matches!(self.server_mode, ServerMode::TlsExpect) {
-                self.server_mode = ServerMode::Reply;
+                self.set_server_mode(ServerMode::Reply, Transition::CommandInsteadOfTls);
             }
             return;
         }
         if self.facts.tls_expected && !self.facts.implicit_tls {
             self.facts.handshake_failure = Some(HandshakeFailure::NonTlsClientBytes);
         }
-        self.client_mode = ClientMode::Ignore;
+        self.set_client_mode(ClientMode::Ignore, Transition::NeitherTlsNorSmtp);
     }
 
     fn server_bytes(&mut self, mut bytes: &[u8], ts_us: i64) {
@@ -642,10 +815,10 @@ impl SmtpSession {
                     {
                         self.facts.handshake_failure = Some(HandshakeFailure::Alert);
                     }
-                    if s.malformed
-                        || (s.application_data && self.tls_client.summary.application_data)
-                    {
-                        self.server_mode = ServerMode::Ignore;
+                    if s.malformed {
+                        self.set_server_mode(ServerMode::Ignore, Transition::TlsMalformed);
+                    } else if s.application_data && self.tls_client.summary.application_data {
+                        self.set_server_mode(ServerMode::Ignore, Transition::BothSidesEncrypted);
                     }
                     return;
                 }
@@ -658,7 +831,7 @@ impl SmtpSession {
     fn server_first_after_220(&mut self, head: &[u8], ts_us: i64) {
         if record::looks_like_tls(head) {
             self.facts.recognised = true;
-            self.server_mode = ServerMode::Tls;
+            self.set_server_mode(ServerMode::Tls, Transition::TlsStarted);
             return;
         }
         let first = head.split(|b| *b == b'\n').next().unwrap_or(head);
@@ -672,7 +845,7 @@ impl SmtpSession {
                 self.facts.implicit_tls = self.tls_client.summary.client_hello;
                 self.facts.tls_expected = self.facts.implicit_tls;
                 if self.client_mode == ClientMode::TlsExpect {
-                    self.client_mode = ClientMode::Command;
+                    self.set_client_mode(ClientMode::Command, Transition::ReplyInsteadOfTls);
                     let held = std::mem::take(&mut self.first[0]);
                     if !held.is_empty() {
                         self.client_bytes(&held, ts_us);
@@ -687,13 +860,13 @@ impl SmtpSession {
                     ts_us,
                 });
             }
-            self.server_mode = ServerMode::Reply;
+            self.set_server_mode(ServerMode::Reply, Transition::ReplyInsteadOfTls);
             return;
         }
         if self.facts.tls_expected && self.facts.handshake_failure.is_none() {
             self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
         }
-        self.server_mode = ServerMode::Ignore;
+        self.set_server_mode(ServerMode::Ignore, Transition::NeitherTlsNorSmtp);
     }
 
     fn server_line(&mut self, line: &[u8], ts_us: i64) {
@@ -702,7 +875,7 @@ impl SmtpSession {
                 self.facts.malformed_lines += 1;
             }
             if !self.facts.recognised && record::looks_like_tls(line) {
-                self.server_mode = ServerMode::Ignore;
+                self.set_server_mode(ServerMode::Ignore, Transition::TlsLineBeforeSmtp);
             }
             return;
         };
@@ -740,7 +913,7 @@ impl SmtpSession {
         }
         if self.client_mode == ClientMode::DataBody {
             // The server answered while we thought the body went on: its end fell into a hole.
-            self.client_mode = ClientMode::Command;
+            self.set_client_mode(ClientMode::Command, Transition::ReplyDuringBody);
             self.client_lines.reset();
         }
         let Some(verb) = self.pending.pop_front() else {
@@ -763,12 +936,12 @@ impl SmtpSession {
                 }
                 if code == 220 {
                     self.facts.tls_expected = true;
-                    self.server_mode = ServerMode::TlsExpect;
+                    self.set_server_mode(ServerMode::TlsExpect, Transition::StarttlsAccepted);
                     // Commands pipelined after STARTTLS were consumed by the server in the
                     // clear; their replies (if any) are now inside TLS.
                     self.pending.clear();
                     if self.client_mode == ClientMode::Command {
-                        self.client_mode = ClientMode::TlsExpect;
+                        self.set_client_mode(ClientMode::TlsExpect, Transition::StarttlsAccepted);
                         self.client_lines.reset();
                     }
                 }
@@ -778,11 +951,11 @@ impl SmtpSession {
                 if code == 354 {
                     // The reply to the end of the body is still owed.
                     self.pending.push_front(Verb::Data);
-                    self.client_mode = ClientMode::DataBody;
+                    self.set_client_mode(ClientMode::DataBody, Transition::DataAccepted);
                     self.body_tail = *b"\0\0\r\n";
                     self.body_tail_len = 4;
                 } else if self.client_mode == ClientMode::DataPending {
-                    self.client_mode = ClientMode::Command;
+                    self.set_client_mode(ClientMode::Command, Transition::DataRefused);
                 }
                 if !held.is_empty() {
                     self.client_bytes(&held, ts_us);
@@ -947,7 +1120,12 @@ mod tests {
 
     /// Plays a dialog: each step is (side, bytes).
     fn play(steps: &[(Side, &[u8])]) -> SmtpSession {
-        let mut s = SmtpSession::new(SmtpConfig::default(), false);
+        play_with(SmtpConfig::default(), steps)
+    }
+
+    /// `play` with other limits.
+    fn play_with(cfg: SmtpConfig, steps: &[(Side, &[u8])]) -> SmtpSession {
+        let mut s = SmtpSession::new(cfg, false);
         let mut offsets = [0u64; 2];
         for (i, (side, bytes)) in steps.iter().enumerate() {
             let k = usize::from(*side == Side::Server);
@@ -1033,6 +1211,31 @@ mod tests {
         assert_eq!(f.bdat_commands, 1);
         assert!(f.starttls_offered);
         assert_eq!(f.unmatched_replies, 0);
+    }
+
+    #[test]
+    fn late_354_after_the_client_went_on() {
+        // The client did not wait for 354: its body overflowed the hold buffer and ended, and a
+        // BDAT chunk began before the 354 came. The late 354 starts a body again (the
+        // `Bdat -> DataBody` row of `client_step_allowed`, checked in debug builds).
+        let cfg = SmtpConfig {
+            max_held: 4,
+            ..SmtpConfig::default()
+        };
+        let s = play_with(
+            cfg,
+            &[
+                (S, b"220 mx ESMTP\r\n"),
+                (C, b"EHLO c\r\n"),
+                (S, b"250 mx\r\n"),
+                (C, b"DATA\r\n"),
+                (C, b"hello world\r\n.\r\nBDAT 100\r\n"),
+                (S, b"354 go\r\n"),
+            ],
+        );
+        assert_eq!(s.facts.data_commands, 1);
+        assert_eq!(s.facts.bdat_commands, 1);
+        assert_eq!(s.client_mode, ClientMode::DataBody);
     }
 
     #[test]
