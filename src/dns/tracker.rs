@@ -431,8 +431,7 @@ impl DnsTracker {
                 "sender_hops": hop_distance(settled),
             });
             record.findings.push(FindingKind::InjectedSegment);
-            let finding =
-                record.finding(FindingKind::InjectedSegment, 3, record.ts.clone(), evidence);
+            let finding = record.finding(FindingKind::InjectedSegment, 3, record.ts_us, evidence);
             record.finding_details.push(finding);
         }
         record.responses = responses.len() as u32;
@@ -456,12 +455,7 @@ impl DnsTracker {
                     "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
-            let finding = record.finding(
-                FindingKind::DnsInjection,
-                0,
-                rfc3339_micros(first.ts_us),
-                evidence,
-            );
+            let finding = record.finding(FindingKind::DnsInjection, 0, first.ts_us, evidence);
             record.findings.push(FindingKind::DnsInjection);
             record.findings.sort();
             record.finding_details.push(finding);

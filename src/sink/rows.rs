@@ -1,7 +1,8 @@
 //! The rows stripwatch inserts into ClickHouse, one struct per table of `queries/schema.sql`,
 //! made from the same records the ndjson files are made from. Field names are the column names
 //! (which are the JSON field names); times become DateTime seconds plus a microseconds column,
-//! enumerations their JSON strings, lists of objects Nested columns. The rows also serialize to
+//! taken from the integer times the records carry (`ts_us`, `first_us`, ...), never parsed back
+//! from their text; enumerations become their JSON strings, lists of objects Nested columns. The rows also serialize to
 //! the disk spool and back (serde), so a replayed row is the row that would have been sent.
 
 use crate::record::CertificateRecord;
@@ -27,54 +28,6 @@ pub fn split_micros(ts_us: i64) -> (u32, u32) {
 /// Clamps seconds since the epoch to DateTime's range.
 fn clamp_secs(s: i64) -> u32 {
     s.clamp(0, u32::MAX as i64) as u32
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of `util::civil_from_days`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses the RFC 3339 UTC form every record uses (`2026-03-02T10:00:00.123456Z`, fraction
-/// optional) into microseconds since the epoch. `None` for anything else.
-pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let rest = s.get(19..)?;
-    let rest = rest.strip_suffix('Z')?;
-    let micros = match rest.strip_prefix('.') {
-        None if rest.is_empty() => 0,
-        Some(frac) if !frac.is_empty() && frac.len() <= 9 => {
-            let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-            if !frac.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            digits.parse::<i64>().ok()?
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000 + micros)
 }
 
 /// The JSON string form of a serde enum (`EndReason::CaptureEnd` -> `capture-end`).
@@ -294,11 +247,9 @@ pub struct FindingRow {
 }
 
 impl FindingRow {
-    /// The row of one finding. Its time is the record's RFC 3339 text (findings carry no
-    /// number); an unreadable text falls back to `fallback_us`, the session's or transaction's
-    /// time.
-    pub fn new(f: &Finding, fallback_us: i64, geo: Geo) -> FindingRow {
-        let (ts, ts_usec) = split_micros(parse_rfc3339_micros(&f.ts).unwrap_or(fallback_us));
+    /// The row of one finding.
+    pub fn new(f: &Finding, geo: Geo) -> FindingRow {
+        let (ts, ts_usec) = split_micros(f.ts_us);
         FindingRow {
             finding_id: f.finding_id.clone(),
             kind: f.kind.as_str().to_string(),
@@ -444,10 +395,8 @@ pub struct CertificateRow {
 impl CertificateRow {
     /// The row of one distinct certificate seen by `sensor`.
     pub fn new(c: &CertificateRecord, sensor: &str) -> CertificateRow {
-        let (first_seen, first_seen_usec) =
-            split_micros(parse_rfc3339_micros(&c.first_seen).unwrap_or(0));
-        let (last_seen, last_seen_usec) =
-            split_micros(parse_rfc3339_micros(&c.last_seen).unwrap_or(0));
+        let (first_seen, first_seen_usec) = split_micros(c.first_us);
+        let (last_seen, last_seen_usec) = split_micros(c.last_us);
         let i = &c.info;
         CertificateRow {
             fingerprint: i.fingerprint.clone(),
@@ -731,6 +680,7 @@ mod tests {
             kind: FindingKind::StarttlsStripped,
             session_id: Some("S".into()),
             ts: "2026-03-02T10:00:00.000000Z".into(),
+            ts_us: 1_772_445_600_000_000,
             sensor: "t".into(),
             client_ip: ip("192.0.2.1"),
             client_port: 40000,
@@ -920,7 +870,7 @@ mod tests {
             (
                 "findings",
                 record_keys("findings", &f),
-                row_columns("findings", &FindingRow::new(&f, 0, Geo::default())),
+                row_columns("findings", &FindingRow::new(&f, Geo::default())),
             ),
             (
                 "dns",
@@ -960,33 +910,6 @@ mod tests {
             !schema_columns("sessions").contains("day"),
             "sessions_daily is not sessions"
         );
-    }
-
-    #[test]
-    fn rfc3339_round_trips_with_the_record_format() {
-        for us in [
-            0i64,
-            1,
-            999_999,
-            1_700_000_000_123_456,
-            951_782_400_000_000, // 2000-02-29
-            4_102_444_800_000_001,
-        ] {
-            let s = crate::util::rfc3339_micros(us);
-            assert_eq!(parse_rfc3339_micros(&s), Some(us), "{s}");
-        }
-        assert_eq!(
-            parse_rfc3339_micros("2026-03-02T10:00:00Z"),
-            parse_rfc3339_micros("2026-03-02T10:00:00.000000Z")
-        );
-        for bad in [
-            "",
-            "2026-03-02",
-            "2026-13-02T10:00:00Z",
-            "2026-03-02T10:00:00.x1Z",
-        ] {
-            assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
-        }
     }
 
     #[test]
