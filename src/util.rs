@@ -3,35 +3,34 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use std::net::IpAddr;
+use time::OffsetDateTime;
+
+/// 400 Gregorian years in microseconds: the calendar repeats after exactly 146 097 days.
+const GREGORIAN_CYCLE_US: i64 = 146_097 * 86_400 * 1_000_000;
 
 /// Formats microseconds since the epoch as RFC 3339 UTC with microseconds
 /// (`2026-03-02T10:00:00.123456Z`), the form every record uses.
+///
+/// Every `i64` has a text, even outside the years 0000..9999 that RFC 3339 and the `time` crate
+/// cover (a corrupt capture timestamp must not panic a worker): the time is moved by whole
+/// 400-year cycles into 1970..2370, `time` gives the calendar there, and the cycles go back
+/// into the year, printed as `{:04}` (`-001-…`, `10000-…`).
 pub fn rfc3339_micros(ts_us: i64) -> String {
-    let secs = ts_us.div_euclid(1_000_000);
-    let micros = ts_us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let cycles = ts_us.div_euclid(GREGORIAN_CYCLE_US);
+    let in_cycle = ts_us.rem_euclid(GREGORIAN_CYCLE_US);
+    // 1970..2370 is inside time's range, so this never falls back.
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(in_cycle) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        i64::from(t.year()) + cycles * 400,
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so
@@ -132,6 +131,29 @@ mod tests {
         assert_eq!(c.now(), 20_000_000_000_001);
     }
 
+    /// The hand-written formatter `rfc3339_micros` replaced (Howard Hinnant's days-to-civil),
+    /// kept as the reference the `time`-based one must match byte for byte.
+    fn reference_rfc3339_micros(ts_us: i64) -> String {
+        let secs = ts_us.div_euclid(1_000_000);
+        let micros = ts_us.rem_euclid(1_000_000);
+        let z = secs.div_euclid(86_400) + 719_468;
+        let sod = secs.rem_euclid(86_400);
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        )
+    }
+
     #[test]
     fn formats_times() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
@@ -143,6 +165,49 @@ mod tests {
             rfc3339_micros(951_782_400_000_000),
             "2000-02-29T00:00:00.000000Z"
         );
+        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            rfc3339_micros(-62_167_219_200_000_001),
+            "-001-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            rfc3339_micros(253_402_300_800_000_000),
+            "10000-01-01T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn formats_every_i64_as_before() {
+        let mut edges = vec![
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            i64::MAX - 1,
+            0,
+            -1,
+            1,
+            -62_167_219_200_000_000, // 0000-01-01
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000,
+            GREGORIAN_CYCLE_US,
+            GREGORIAN_CYCLE_US - 1,
+            -GREGORIAN_CYCLE_US,
+            -GREGORIAN_CYCLE_US - 1,
+            i64::from(u32::MAX) * 1_000_000,
+        ];
+        // A fixed pseudo-random walk over the whole range and over the years captures have.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            edges.push(x as i64);
+            edges.push((x % 8_000_000_000_000_000) as i64 - 2_000_000_000_000_000);
+        }
+        for ts in edges {
+            assert_eq!(rfc3339_micros(ts), reference_rfc3339_micros(ts), "{ts}");
+        }
     }
 
     #[test]

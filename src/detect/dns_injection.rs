@@ -8,7 +8,6 @@
 use crate::dns::tracker::{ClosedTransaction, UnlistedAddress};
 use crate::flow::lineage::hop_distance;
 use crate::record::{DnsRecord, FindingKind, SessionRecord};
-use crate::util::rfc3339_micros;
 use serde_json::json;
 
 /// The record of a closed transaction with its findings. Finding ids are the transaction id
@@ -31,7 +30,7 @@ pub fn judge_transaction(t: ClosedTransaction) -> DnsRecord {
             "sender_hops": hop_distance(settled),
         });
         record.findings.push(FindingKind::InjectedSegment);
-        let finding = record.finding(FindingKind::InjectedSegment, 3, record.ts.clone(), evidence);
+        let finding = record.finding(FindingKind::InjectedSegment, 3, record.ts_us, evidence);
         record.finding_details.push(finding);
     }
     let first = &responses[0];
@@ -51,12 +50,7 @@ pub fn judge_transaction(t: ClosedTransaction) -> DnsRecord {
                 "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        let finding = record.finding(
-            FindingKind::DnsInjection,
-            0,
-            rfc3339_micros(first.ts_us),
-            evidence,
-        );
+        let finding = record.finding(FindingKind::DnsInjection, 0, first.ts_us, evidence);
         record.findings.push(FindingKind::DnsInjection);
         record.findings.sort();
         record.finding_details.push(finding);

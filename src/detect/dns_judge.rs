@@ -410,7 +410,7 @@ fn add_finding(rec: &mut DnsRecord, kind: FindingKind, n: u8, evidence: serde_js
     }
     rec.findings.push(kind);
     rec.findings.sort();
-    let finding = rec.finding(kind, n, rec.ts.clone(), evidence);
+    let finding = rec.finding(kind, n, rec.ts_us, evidence);
     rec.finding_details.push(finding);
 }
 

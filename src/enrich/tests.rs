@@ -278,6 +278,7 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
         kind: crate::record::FindingKind::DnsInjection,
         session_id: None,
         ts: String::new(),
+        ts_us: 0,
         sensor: String::new(),
         client_ip: ip(client),
         client_port: 40000,

@@ -119,20 +119,21 @@ pub struct DnsRecord {
 }
 
 impl DnsRecord {
-    /// A finding on this transaction; `n` makes its id (`<transaction>-<n>`) unique per kind:
-    /// 0 dns-injection, 1 mx-mismatch, 2 dnssec-stripped, 3 injected-segment.
+    /// A finding on this transaction, seen at `ts_us`; `n` makes its id (`<transaction>-<n>`)
+    /// unique per kind: 0 dns-injection, 1 mx-mismatch, 2 dnssec-stripped, 3 injected-segment.
     pub fn finding(
         &self,
         kind: FindingKind,
         n: u8,
-        ts: String,
+        ts_us: i64,
         evidence: serde_json::Value,
     ) -> Finding {
         Finding {
             finding_id: format!("{}-{n}", self.transaction_id),
             kind,
             session_id: None,
-            ts,
+            ts: crate::util::rfc3339_micros(ts_us),
+            ts_us,
             sensor: self.sensor.clone(),
             client_ip: self.client_ip,
             client_port: self.client_port,

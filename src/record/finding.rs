@@ -132,6 +132,9 @@ pub struct Finding {
     pub session_id: Option<String>,
     /// When the evidence was seen, RFC 3339.
     pub ts: String,
+    /// When the evidence was seen, microseconds since the epoch (`ts` as a number).
+    #[serde(skip)]
+    pub ts_us: i64,
     /// The sensor.
     pub sensor: String,
     /// Client address.

@@ -189,6 +189,7 @@ impl SessionRecord {
             kind,
             session_id: Some(self.session_id.clone()),
             ts: crate::util::rfc3339_micros(ts_us),
+            ts_us,
             sensor: self.sensor.clone(),
             client_ip: self.client_ip,
             client_port: self.client_port,

@@ -305,7 +305,7 @@ impl SessionSink for ClickHouseSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
         self.send(Msg::Session(Box::new(SessionRow::new(rec, geo!(rec)))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
+            self.send(Msg::Finding(FindingRow::new(f, geo!(f))))?;
         }
         Ok(())
     }
@@ -313,7 +313,7 @@ impl SessionSink for ClickHouseSink {
     fn dns(&mut self, rec: &DnsRecord) -> Result<(), SinkError> {
         self.send(Msg::Dns(DnsRow::new(rec, geo!(rec))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, rec.ts_us, geo!(f))))?;
+            self.send(Msg::Finding(FindingRow::new(f, geo!(f))))?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The rows stripwatch inserts into ClickHouse, one struct per table of `queries/schema.sql`,
 //! made from the same records the ndjson files are made from. Field names are the column names
 //! (which are the JSON field names); times become DateTime seconds plus a microseconds column,
-//! enumerations their JSON strings, lists of objects Nested columns. The rows also serialize to
+//! taken from the integer times the records carry (`ts_us`, `first_us`, ...), never parsed back
+//! from their text; enumerations become their JSON strings, lists of objects Nested columns. The rows also serialize to
 //! the disk spool and back (serde), so a replayed row is the row that would have been sent.
 
 use crate::record::CertificateRecord;
@@ -27,54 +28,6 @@ pub fn split_micros(ts_us: i64) -> (u32, u32) {
 /// Clamps seconds since the epoch to DateTime's range.
 fn clamp_secs(s: i64) -> u32 {
     s.clamp(0, u32::MAX as i64) as u32
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of `util::civil_from_days`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses the RFC 3339 UTC form every record uses (`2026-03-02T10:00:00.123456Z`, fraction
-/// optional) into microseconds since the epoch. `None` for anything else.
-pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let rest = s.get(19..)?;
-    let rest = rest.strip_suffix('Z')?;
-    let micros = match rest.strip_prefix('.') {
-        None if rest.is_empty() => 0,
-        Some(frac) if !frac.is_empty() && frac.len() <= 9 => {
-            let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-            if !frac.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            digits.parse::<i64>().ok()?
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000 + micros)
 }
 
 /// The JSON string form of a serde enum (`EndReason::CaptureEnd` -> `capture-end`).
@@ -294,11 +247,9 @@ pub struct FindingRow {
 }
 
 impl FindingRow {
-    /// The row of one finding. Its time is the record's RFC 3339 text (findings carry no
-    /// number); an unreadable text falls back to `fallback_us`, the session's or transaction's
-    /// time.
-    pub fn new(f: &Finding, fallback_us: i64, geo: Geo) -> FindingRow {
-        let (ts, ts_usec) = split_micros(parse_rfc3339_micros(&f.ts).unwrap_or(fallback_us));
+    /// The row of one finding.
+    pub fn new(f: &Finding, geo: Geo) -> FindingRow {
+        let (ts, ts_usec) = split_micros(f.ts_us);
         FindingRow {
             finding_id: f.finding_id.clone(),
             kind: f.kind.as_str().to_string(),
@@ -444,10 +395,8 @@ pub struct CertificateRow {
 impl CertificateRow {
     /// The row of one distinct certificate seen by `sensor`.
     pub fn new(c: &CertificateRecord, sensor: &str) -> CertificateRow {
-        let (first_seen, first_seen_usec) =
-            split_micros(parse_rfc3339_micros(&c.first_seen).unwrap_or(0));
-        let (last_seen, last_seen_usec) =
-            split_micros(parse_rfc3339_micros(&c.last_seen).unwrap_or(0));
+        let (first_seen, first_seen_usec) = split_micros(c.first_us);
+        let (last_seen, last_seen_usec) = split_micros(c.last_us);
         let i = &c.info;
         CertificateRow {
             fingerprint: i.fingerprint.clone(),
@@ -528,32 +477,439 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{
+        AnswerText, CertInfo, EndReason, FindingKind, HandshakeFailure, Tlsa, Verb, verdict,
+    };
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+
+    // One key set for each table: the keys of the ndjson record, the columns of the row struct
+    // (what the insert names) and the columns of `CREATE TABLE` in queries/schema.sql must agree,
+    // up to the differences listed here. A field added in one place only fails
+    // `records_rows_and_schema_have_one_key_set`.
+
+    /// Columns only ClickHouse has: `(table, column, why)`.
+    const CLICKHOUSE_ONLY: &[(&str, &str, &str)] = &[
+        // Times: ClickHouse 18.16's DateTime holds whole seconds, so the microseconds of each
+        // time get a column of their own; the ndjson text carries them in the RFC 3339 string.
+        ("sessions", "ts_usec", "microseconds of ts"),
+        ("sessions", "ts_end_usec", "microseconds of ts_end"),
+        ("findings", "ts_usec", "microseconds of ts"),
+        ("dns", "ts_usec", "microseconds of ts"),
+        (
+            "certificates",
+            "first_seen_usec",
+            "microseconds of first_seen",
+        ),
+        (
+            "certificates",
+            "last_seen_usec",
+            "microseconds of last_seen",
+        ),
+        // certificates.ndjson is the output of one run of one sensor; the table gathers the
+        // certificates of every sensor and keys on the sensor (ORDER BY fingerprint, sensor, ...).
+        ("certificates", "sensor", "one table for every sensor"),
+    ];
+
+    /// Record keys holding a list of objects, which ClickHouse stores as a Nested column: the
+    /// key `name` of the record is the columns `name.<key>` for every key of its objects
+    /// (schema.sql: "lists of objects: Nested"). `(table, key)`.
+    const NESTED: &[(&str, &str)] = &[("sessions", "mx_tlsa"), ("dns", "answers")];
+
+    // No key exists only in the ndjson records: every record key is a column.
+
+    /// The keys a record writes, with the lists of objects named in `NESTED` spelled as their
+    /// Nested columns. Any other list of objects fails: it needs a decision (Nested or a JSON
+    /// string) and an entry in `NESTED`.
+    fn record_keys(table: &str, record: &impl Serialize) -> BTreeSet<String> {
+        let Value::Object(map) = serde_json::to_value(record).unwrap() else {
+            panic!("{table}: a record serializes to a JSON object");
+        };
+        let mut keys = BTreeSet::new();
+        for (k, v) in &map {
+            let objects = match v {
+                Value::Array(items) if items.iter().any(Value::is_object) => Some(items),
+                _ => None,
+            };
+            match (objects, NESTED.contains(&(table, k.as_str()))) {
+                (None, false) => {
+                    keys.insert(k.clone());
+                }
+                (Some(items), true) => {
+                    let Some(Value::Object(first)) = items.first() else {
+                        panic!("{table}.{k}: a list of objects");
+                    };
+                    keys.extend(first.keys().map(|sub| format!("{k}.{sub}")));
+                }
+                (None, true) => panic!("{table}.{k} is in NESTED: give the sample one object"),
+                (Some(_), false) => panic!("{table}.{k} is a list of objects: add it to NESTED"),
+            }
+        }
+        keys
+    }
+
+    /// The column names of a row struct: what the insert sends (`Row::COLUMN_NAMES`, from the
+    /// derive, which reads the serde names) and, checked equal, the keys its serde form has
+    /// (what the spool writes).
+    fn row_columns<R: Row + Serialize>(table: &str, row: &R) -> BTreeSet<String> {
+        let names: BTreeSet<String> = R::COLUMN_NAMES.iter().map(|c| c.to_string()).collect();
+        let Value::Object(map) = serde_json::to_value(row).unwrap() else {
+            panic!("{table}: a row serializes to a JSON object");
+        };
+        let serde_names: BTreeSet<String> = map.keys().cloned().collect();
+        assert_eq!(
+            names, serde_names,
+            "{table}: COLUMN_NAMES and the row's serde keys differ"
+        );
+        names
+    }
+
+    /// The columns of `CREATE TABLE IF NOT EXISTS <table>` in queries/schema.sql, Nested
+    /// columns as `name.<sub>`.
+    fn schema_columns(table: &str) -> BTreeSet<String> {
+        let sql = include_str!("../../queries/schema.sql");
+        let head = format!("CREATE TABLE IF NOT EXISTS {table}\n(");
+        let start = sql
+            .find(&head)
+            .unwrap_or_else(|| panic!("schema.sql has no `{head}`"))
+            + head.len();
+        let mut items = Vec::new();
+        let mut item = String::new();
+        let mut depth = 1;
+        for c in sql[start..].chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                ',' if depth == 1 => {
+                    items.push(std::mem::take(&mut item));
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        items.push(item);
+        let mut columns = BTreeSet::new();
+        for item in items {
+            let item: String = item
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let (name, ty) = item
+                .trim()
+                .split_once(char::is_whitespace)
+                .unwrap_or_else(|| panic!("{table}: no column in {item:?}"));
+            match ty.trim().strip_prefix("Nested(") {
+                Some(inner) => {
+                    for sub in inner.trim_end_matches(')').split(',') {
+                        let sub = sub.split_whitespace().next().unwrap();
+                        columns.insert(format!("{name}.{sub}"));
+                    }
+                }
+                None => {
+                    columns.insert(name.to_string());
+                }
+            }
+        }
+        columns
+    }
+
+    /// What keeps one table's three key sets from being one, as sentences (empty: in step).
+    fn key_set_problems(
+        table: &str,
+        record: BTreeSet<String>,
+        row: BTreeSet<String>,
+        schema: BTreeSet<String>,
+    ) -> Vec<String> {
+        let diff = |a: &BTreeSet<String>, b: &BTreeSet<String>| -> Vec<String> {
+            a.difference(b).cloned().collect()
+        };
+        let mut problems = Vec::new();
+        if row != schema {
+            problems.push(format!(
+                "{table}: row struct and schema.sql differ: only in the row {:?}, only in schema.sql {:?}",
+                diff(&row, &schema),
+                diff(&schema, &row)
+            ));
+        }
+        let only_ch: BTreeSet<String> = CLICKHOUSE_ONLY
+            .iter()
+            .filter(|(t, _, _)| *t == table)
+            .map(|(_, c, _)| c.to_string())
+            .collect();
+        let stale = diff(&only_ch, &schema);
+        if !stale.is_empty() {
+            problems.push(format!(
+                "{table}: CLICKHOUSE_ONLY names columns schema.sql lacks: {stale:?}"
+            ));
+        }
+        let both: Vec<&String> = only_ch.intersection(&record).collect();
+        if !both.is_empty() {
+            problems.push(format!(
+                "{table}: CLICKHOUSE_ONLY names keys the record has: {both:?}"
+            ));
+        }
+        let expected: BTreeSet<String> = schema.difference(&only_ch).cloned().collect();
+        if record != expected {
+            problems.push(format!(
+                "{table}: record and schema.sql differ (beyond CLICKHOUSE_ONLY): only in the record {:?}, only in schema.sql {:?}",
+                diff(&record, &expected),
+                diff(&expected, &record)
+            ));
+        }
+        problems
+    }
+
+    fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
+    }
+
+    // The samples are struct literals with every optional field set and every list filled, so
+    // that a new record field must be written here (the test does not compile otherwise) and
+    // shows up in the record's keys.
+
+    fn sample_finding() -> Finding {
+        Finding {
+            finding_id: "S-0".into(),
+            kind: FindingKind::StarttlsStripped,
+            session_id: Some("S".into()),
+            ts: "2026-03-02T10:00:00.000000Z".into(),
+            ts_us: 1_772_445_600_000_000,
+            sensor: "t".into(),
+            client_ip: ip("192.0.2.1"),
+            client_port: 40000,
+            server_ip: ip("198.51.100.7"),
+            server_port: 25,
+            client_country: "DE".into(),
+            client_asn: 1,
+            client_as_org: "a".into(),
+            server_country: "FR".into(),
+            server_asn: 2,
+            server_as_org: "b".into(),
+            community_id: "1:x".into(),
+            evidence: json!({"k": "v"}),
+        }
+    }
+
+    fn sample_session() -> SessionRecord {
+        SessionRecord {
+            session_id: "S".into(),
+            ts: "2026-03-02T10:00:00.000000Z".into(),
+            ts_us: 1_772_445_600_000_000,
+            ts_end: "2026-03-02T10:00:01.000000Z".into(),
+            ts_end_us: 1_772_445_601_000_000,
+            sensor: "t".into(),
+            client_ip: ip("192.0.2.1"),
+            client_port: 40000,
+            server_ip: ip("198.51.100.7"),
+            server_port: 25,
+            client_country: "DE".into(),
+            client_asn: 1,
+            client_as_org: "a".into(),
+            server_country: "FR".into(),
+            server_asn: 2,
+            server_as_org: "b".into(),
+            community_id: "1:x".into(),
+            verdict: verdict::TLS_OK,
+            findings: vec![FindingKind::StarttlsStripped],
+            banner_code: Some(220),
+            banner: Some("mx".into()),
+            middlebox_traits: vec!["banner-masked"],
+            greeting_verb: Some(Verb::Ehlo),
+            ehlo_name: Some("client".into()),
+            ehlo_reply_code: Some(250),
+            ehlo_reply_name: Some("mx".into()),
+            ehlo_capabilities: vec!["STARTTLS".into()],
+            starttls_offered: true,
+            starttls_sent: true,
+            starttls_reply_code: Some(220),
+            starttls_reply_text: Some("go".into()),
+            implicit_tls: false,
+            tls_started: true,
+            tls_client_hello: true,
+            tls_server_hello: true,
+            tls_alert: Some("fatal/handshake_failure".into()),
+            tls_version: Some("TLSv1.2".into()),
+            tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+            tls_sni: Some("mx.example".into()),
+            tls_client_versions: vec!["TLSv1.2".into()],
+            tls_alpn: vec!["smtp".into()],
+            tls_history: "Cs".into(),
+            tls_handshake_completed: true,
+            cert_fingerprint: Some("ab".into()),
+            cert_chain_fingerprints: vec!["ab".into()],
+            handshake_failure: Some(HandshakeFailure::Alert),
+            mail_transactions: 1,
+            rcpt_commands: 1,
+            data_commands: 1,
+            auth_commands: 1,
+            mail_from: vec!["a@example".into()],
+            rcpt_to: vec!["b@example".into()],
+            gaps: 1,
+            gap_bytes: 1,
+            dialog_gaps: 1,
+            mid_stream: true,
+            end_reason: EndReason::Fin,
+            client_packets: 1,
+            server_packets: 1,
+            client_bytes: 1,
+            server_bytes: 1,
+            retransmissions: 1,
+            recipient_domain: Some("example".into()),
+            mx_host: Some("mx.example".into()),
+            mx_addresses: vec![ip("198.51.100.7")],
+            dns_transaction_ids: vec!["D".into()],
+            dns_finding_ids: vec!["D-0".into()],
+            mx_tlsa: vec![Tlsa {
+                usage: 3,
+                selector: 1,
+                matching_type: 1,
+                data: vec![0xab],
+            }],
+            cert_chain: vec![vec![0]],
+            tls_ids: (Some(0x0303), Some(0x1301)),
+            finding_details: vec![sample_finding()],
+            correlation: Default::default(),
+        }
+    }
+
+    fn sample_dns() -> DnsRecord {
+        DnsRecord {
+            transaction_id: "D".into(),
+            ts: "2026-03-02T10:00:00.000000Z".into(),
+            ts_us: 1_772_445_600_000_000,
+            sensor: "t".into(),
+            client_ip: ip("192.0.2.1"),
+            client_port: 40000,
+            server_ip: ip("192.0.2.53"),
+            server_port: 53,
+            client_country: "DE".into(),
+            client_asn: 1,
+            client_as_org: "a".into(),
+            server_country: "FR".into(),
+            server_asn: 2,
+            server_as_org: "b".into(),
+            transport: "udp",
+            community_id: "1:x".into(),
+            id: 1,
+            qname: "example".into(),
+            qtype: "MX".into(),
+            query_seen: true,
+            query_do: true,
+            rcode: Some("NOERROR".into()),
+            aa: true,
+            tc: true,
+            ra: true,
+            ad: true,
+            rrsig: true,
+            nsec: true,
+            answers: vec![AnswerText {
+                name: "example".into(),
+                rtype: "MX".into(),
+                ttl: 60,
+                data: "10 mx.example".into(),
+            }],
+            rtt_ms: Some(1.5),
+            responses: 1,
+            response_ip_ttl: Some(64),
+            findings: vec![FindingKind::DnsInjection],
+            finding_details: vec![sample_finding()],
+        }
+    }
+
+    fn sample_certificate() -> CertificateRecord {
+        CertificateRecord {
+            info: CertInfo {
+                fingerprint: "ab".into(),
+                spki_sha256: "cd".into(),
+                subject: "CN=mx.example".into(),
+                issuer: "CN=ca".into(),
+                subject_cn: Some("mx.example".into()),
+                san_dns: vec!["mx.example".into()],
+                not_before: "2026-01-01T00:00:00.000000Z".into(),
+                not_after: "2027-01-01T00:00:00.000000Z".into(),
+                not_before_s: 1_767_225_600,
+                not_after_s: 1_798_761_600,
+                serial: "01".into(),
+                key_type: "EC".into(),
+                key_bits: Some(256),
+                signature_algorithm: "ecdsa-with-SHA256".into(),
+                self_signed: true,
+                is_ca: true,
+            },
+            first_seen: "2026-03-02T10:00:00.000000Z".into(),
+            last_seen: "2026-03-02T10:00:01.000000Z".into(),
+            sessions: 2,
+            servers: vec!["198.51.100.7:25".into()],
+            leaf: true,
+            first_us: 1_772_445_600_000_000,
+            last_us: 1_772_445_601_000_000,
+        }
+    }
 
     #[test]
-    fn rfc3339_round_trips_with_the_record_format() {
-        for us in [
-            0i64,
-            1,
-            999_999,
-            1_700_000_000_123_456,
-            951_782_400_000_000, // 2000-02-29
-            4_102_444_800_000_001,
-        ] {
-            let s = crate::util::rfc3339_micros(us);
-            assert_eq!(parse_rfc3339_micros(&s), Some(us), "{s}");
-        }
-        assert_eq!(
-            parse_rfc3339_micros("2026-03-02T10:00:00Z"),
-            parse_rfc3339_micros("2026-03-02T10:00:00.000000Z")
+    fn records_rows_and_schema_have_one_key_set() {
+        let (s, f, d, c) = (
+            sample_session(),
+            sample_finding(),
+            sample_dns(),
+            sample_certificate(),
         );
-        for bad in [
-            "",
-            "2026-03-02",
-            "2026-13-02T10:00:00Z",
-            "2026-03-02T10:00:00.x1Z",
+        let tables = [
+            (
+                "sessions",
+                record_keys("sessions", &s),
+                row_columns("sessions", &SessionRow::new(&s, Geo::default())),
+            ),
+            (
+                "findings",
+                record_keys("findings", &f),
+                row_columns("findings", &FindingRow::new(&f, Geo::default())),
+            ),
+            (
+                "dns",
+                record_keys("dns", &d),
+                row_columns("dns", &DnsRow::new(&d, Geo::default())),
+            ),
+            (
+                "certificates",
+                record_keys("certificates", &c),
+                row_columns("certificates", &CertificateRow::new(&c, "t")),
+            ),
+        ];
+        assert_eq!(tables.each_ref().map(|t| t.0), TABLES);
+        let problems: Vec<String> = tables
+            .into_iter()
+            .flat_map(|(table, record, row)| {
+                key_set_problems(table, record, row, schema_columns(table))
+            })
+            .collect();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_schema_parser_reads_nested_columns() {
+        let dns = schema_columns("dns");
+        for c in [
+            "answers.name",
+            "answers.rtype",
+            "answers.ttl",
+            "answers.data",
+            "ts",
         ] {
-            assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
+            assert!(dns.contains(c), "{c} in {dns:?}");
         }
+        assert!(!dns.contains("answers"));
+        assert!(
+            !schema_columns("sessions").contains("day"),
+            "sessions_daily is not sessions"
+        );
     }
 
     #[test]
