@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS sessions
     dns_transaction_ids Array(String),
     dns_finding_ids Array(String),
     mx_tlsa Nested(usage UInt8, selector UInt8, matching_type UInt8, data String),
+    pkix Array(String),
+    dane Nullable(String),
     client_country String DEFAULT '',
     client_asn UInt32 DEFAULT 0,
     client_as_org String DEFAULT '',

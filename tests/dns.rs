@@ -3,6 +3,7 @@
 
 mod common;
 
+use serde_json::{Value, json};
 use std::collections::HashSet;
 
 #[test]
@@ -95,4 +96,86 @@ fn real_postfix_dane_delivery_over_udp() {
 #[test]
 fn real_postfix_dane_delivery_over_tcp() {
     common::check_real_dns(&common::root().join("pcaps"), "dns-tcp");
+}
+
+/// Sessions, findings and DNS records of one of the TLS 1.2 DANE captures, and its facts.
+fn dane_tls12(capture: &str) -> (std::path::PathBuf, Value, Vec<Value>, Vec<Value>) {
+    let pcaps = common::root().join("pcaps");
+    let facts: Value = serde_json::from_str(
+        &std::fs::read_to_string(pcaps.join(format!("{capture}.facts.json"))).unwrap(),
+    )
+    .unwrap();
+    let out = common::tempdir(&format!("dns-{capture}"));
+    common::analyze(&[&pcaps.join(format!("{capture}.pcap"))], &out, &[]);
+    let sessions = common::ndjson(&out.join("sessions.ndjson"));
+    assert_eq!(sessions.len(), 1, "{capture}: one delivery session");
+    let s = sessions[0].clone();
+    let link = &facts["linkage"][0];
+    assert_eq!(s["mx_host"], link["mx_host"], "{capture}");
+    assert_eq!(s["tls_version"], "TLSv1.2", "{capture}");
+    // The chain stripwatch judged is the one on the wire.
+    assert_eq!(
+        s["cert_chain_fingerprints"], facts["smtp"][0]["tls"]["certificates_sha256"],
+        "{capture}"
+    );
+    let findings = common::ndjson(&out.join("findings.ndjson"));
+    let dns = common::ndjson(&out.join("dns.ndjson"));
+    (out, s, findings, dns)
+}
+
+#[test]
+fn real_postfix_dane_ee_match_authenticates_a_private_ca_certificate() {
+    // Postfix verified mx3 by its TLSA 3 1 1 record from DNS (RFC 7672 §3.1.1): PKIX's
+    // objections (a private CA) are facts in the record, not findings.
+    let (out, s, findings, _) = dane_tls12("dns-dane-tls12-match");
+    assert_eq!(s["verdict"], "tls-ok");
+    assert_eq!(s["findings"], json!([]));
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(s["pkix"], json!(["not-trusted"]));
+    assert_eq!(s["dane"], "dane-ee");
+    // TLS-RPT: a tlsa policy, and the session succeeded.
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("tlsrpt/ee-match.dns.test.json")).unwrap(),
+    )
+    .unwrap();
+    let p = &r["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "tlsa");
+    assert_eq!(p["summary"]["total-successful-session-count"], 1);
+    assert_eq!(p["summary"]["total-failure-session-count"], 0);
+}
+
+#[test]
+fn real_postfix_dane_mismatch_from_dns_is_tlsa_invalid() {
+    // The TLSA record the client got in DNS pins another key: tlsa-invalid, although no
+    // --tlsa file was given. The evidence says the record came from DNS, and from which
+    // transaction.
+    let (out, s, findings, dns) = dane_tls12("dns-dane-tls12-mismatch");
+    assert_eq!(s["verdict"], "tlsa-invalid");
+    assert_eq!(s["dane"], "tlsa-invalid");
+    assert_eq!(s["pkix"], json!(["not-trusted"]));
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "tlsa-invalid")
+        .expect("a tlsa-invalid finding");
+    let tlsa_tx = dns
+        .iter()
+        .find(|d| d["qtype"] == "TLSA")
+        .expect("the TLSA lookup");
+    let records = f["evidence"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["source"], "dns");
+    assert_eq!(records[0]["transaction_id"], tlsa_tx["transaction_id"]);
+    assert_eq!(records[0]["usage"], 3);
+    assert_eq!(
+        records[0]["data"],
+        json!(common::ndjson(&out.join("sessions.ndjson"))[0]["mx_tlsa"][0]["data"])
+    );
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("tlsrpt/ee-mismatch.dns.test.json")).unwrap(),
+    )
+    .unwrap();
+    let p = &r["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "tlsa");
+    assert_eq!(p["summary"]["total-failure-session-count"], 1);
+    assert_eq!(p["failure-details"][0]["result-type"], "tlsa-invalid");
 }

@@ -30,10 +30,16 @@ the zone's); plus what --check names:
   dane       every query has DO, every answer is NOERROR with AD, every non-empty answer
              carries RRSIGs, a TLSA answer for the host was seen, SNI names that host
   kdig       six queries (MX, A, TLSA, TXT, TXT, DNSKEY), all with DO, AD and RRSIGs, no SMTP
+  tls12      the ServerHello chose TLS 1.2 and the server's Certificate message is visible
+             (leaf and issuing CA)
+  tlsa-match / tlsa-mismatch
+             a TLSA answer for the host is (is not) `3 1 1 <SHA-256 of the SPKI of the leaf
+             the server sent>`; the leaf's SPKI is computed with openssl from the wire bytes
 """
 
 import argparse
 import base64
+import hashlib
 import datetime
 import json
 import re
@@ -397,7 +403,18 @@ SMTP_FIELDS = ["frame.number", "frame.time_epoch", "tcp.stream", "ip.src", "tcp.
                "smtp.command_line", "smtp.response.code", "smtp.rsp.parameter",
                "tls.handshake.type", "tls.handshake.extensions_server_name",
                "tls.handshake.extensions.supported_version", "tls.handshake.version", "tls.handshake.ciphersuite",
-               "tls.alert_message.desc"]
+               "tls.alert_message.desc", "tls.handshake.certificate"]
+
+
+def spki_sha256_of_der(der):
+    """SHA-256 of a DER certificate's SubjectPublicKeyInfo (what TLSA selector 1 hashes)."""
+    pem = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-pubkey"], input=der,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False).stdout
+    spki = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False).stdout
+    if not spki:
+        fail("openssl could not read the public key of a certificate on the wire")
+    return hashlib.sha256(spki).hexdigest()
 
 
 def cipher_table():
@@ -470,7 +487,8 @@ def smtp_sessions(pcap):
         if hs:
             if s["tls"] is None:
                 s["tls"] = {"client_hello": False, "sni": None, "server_hello": False, "version": None,
-                            "cipher": None, "alert": None}
+                            "cipher": None, "alert": None, "certificates_sha256": [],
+                            "leaf_spki_sha256": None}
             t = s["tls"]
             if to_server and "1" in hs:
                 t["client_hello"] = True
@@ -485,6 +503,12 @@ def smtp_sessions(pcap):
                 if cs:
                     n = int(cs[0], 16)
                     t["cipher"] = ciphers.get(n, "0x%04x" % n)
+        certs = L("tls.handshake.certificate")
+        if certs and not to_server and s["tls"] is not None and not s["tls"]["certificates_sha256"]:
+            # visible only below TLS 1.3: the server's chain as sent, leaf first
+            ders = [bytes.fromhex(c.replace(":", "")) for c in certs]
+            s["tls"]["certificates_sha256"] = [hashlib.sha256(d).hexdigest() for d in ders]
+            s["tls"]["leaf_spki_sha256"] = spki_sha256_of_der(ders[0])
         alerts = L("tls.alert_message.desc")
         if alerts and s["tls"] is not None and s["tls"]["alert"] is None:
             s["tls"]["alert"] = int(alerts[0])
@@ -602,6 +626,22 @@ def run_checks(checks, txs, sessions, links, spki):
                 fail("session %d: MX/A/TLSA answers not all AD" % l["session"])
             if not s["tls"] or s["tls"]["sni"] != l["mx_host"]:
                 fail("session %d: SNI %s, expected the MX host %s" % (l["session"], s["tls"] and s["tls"]["sni"], l["mx_host"]))
+    if "tls12" in cs:
+        for s in sessions:
+            t = s["tls"] or {}
+            if t.get("version") != "TLSv1.2":
+                fail("session %d: TLS version %s, expected TLSv1.2" % (s["tcp_stream"], t.get("version")))
+            if len(t.get("certificates_sha256") or []) < 2:
+                fail("session %d: no server chain (leaf + CA) on the wire" % s["tcp_stream"])
+    for want in ("tlsa-match", "tlsa-mismatch"):
+        if want not in cs:
+            continue
+        for s, l in zip(sessions, links):
+            leaf = (s["tls"] or {}).get("leaf_spki_sha256")
+            hit = leaf is not None and any(r[3] == "3 1 1 " + leaf for r in l["tlsa"])
+            if hit != (want == "tlsa-match"):
+                fail("session %d: TLSA %s, the leaf's SPKI is %s: expected %s" % (
+                    l["session"], [r[3] for r in l["tlsa"]], leaf, want))
     if "kdig" in cs:
         got = [t["qtype"] for t in txs]
         if got != ["MX", "A", "TLSA", "TXT", "TXT", "DNSKEY"]:

@@ -4,7 +4,10 @@
 # looks the MX up itself (DNSSEC + DANE), each in its own network namespace, captured with
 # tcpdump on the client side. Writes pcaps/dns-NAME.pcap with dns-NAME.facts.json.
 #
-#   sudo scripts/dns-captures/make.sh [--out DIR] [--keep-logs DIR]
+#   sudo scripts/dns-captures/make.sh [--out DIR] [--keep-logs DIR] [CAPTURE...]
+#
+# With CAPTURE names (e.g. dns-dane-tls12-match), only those captures are written; the others
+# in --out are left as they are (every run makes new keys, so a capture made again differs).
 #
 # Debian bookworm, run as root. Installs what it needs. Uses only addresses inside the
 # namespaces it creates (10.79.0.0/24 on a bridge between them). See README.md beside this file.
@@ -14,7 +17,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/netns.sh
 . "$HERE/../lib/netns.sh"
 LOG_TAG="dns make.sh"
-capture_script_args "$@"
+# capture names are ours; every other argument is the shared command line
+ONLY=()
+ARGS=()
+for a in "$@"; do
+    case "$a" in
+        dns-*) ONLY+=("$a") ;;
+        *) ARGS+=("$a") ;;
+    esac
+done
+capture_script_args "${ARGS[@]}"
 
 NS_L=swdns-lan        # holds only the bridge every other namespace is plugged into
 NS_A=swdns-auth       # NSD, authoritative for dns.test (signed)
@@ -25,10 +37,17 @@ ALL_NS=("$NS_C" "$NS_M" "$NS_R" "$NS_A" "$NS_L")
 C_IP=10.79.0.10
 MX1_IP=10.79.0.25
 MX2_IP=10.79.0.26
+MX3_IP=10.79.0.27     # mx3/mx4: TLS 1.2 only, a certificate from a private CA
+MX4_IP=10.79.0.28
 R_IP=10.79.0.53
 A_IP=10.79.0.54
 ZONE=dns.test
-CAPTURES=(dns-mx-delivery dns-tcp dns-kdig-do)  # the only files this script writes in --out
+# the only files this script writes in --out
+CAPTURES=(dns-mx-delivery dns-tcp dns-kdig-do dns-dane-tls12-match dns-dane-tls12-mismatch)
+for a in "${ONLY[@]}"; do
+    printf '%s\n' "${CAPTURES[@]}" | grep -qx -- "$a" || { echo "unknown capture: $a" >&2; exit 2; }
+done
+wanted() { [ ${#ONLY[@]} = 0 ] || printf '%s\n' "${ONLY[@]}" | grep -qx -- "$1"; }
 FAILURE_LOGS="client/maillog mx/maillog unbound.log nsd.log tcpdump.err kdig.out"
 
 ensure_packages() {
@@ -58,6 +77,8 @@ keep_logs() {
     rm -rf "$1/zone"; cp -r "$W"/zone "$1/" 2>/dev/null
     cp "$W"/unbound.conf "$W"/nsd.conf "$1/" 2>/dev/null
     cp "$W"/tls/server.crt "$1/mx.crt" 2>/dev/null
+    cp "$W"/tls/ca.crt "$1/private-ca.crt" 2>/dev/null
+    cp "$W"/tls/tls12-chain.crt "$1/mx3-chain.crt" 2>/dev/null
 }
 
 remove_partial() {
@@ -97,6 +118,8 @@ setup_network() {
         ip -n "$ns" link set "$dev" up
     done
     ip -n $NS_M addr add "$MX2_IP/24" dev swd-m
+    ip -n $NS_M addr add "$MX3_IP/24" dev swd-m
+    ip -n $NS_M addr add "$MX4_IP/24" dev swd-m
     wait_for 5 "veths up" links_up
 }
 
@@ -114,8 +137,29 @@ make_cert() {
         -keyout "$W/tls/server.key" -out "$W/tls/server.crt" >/dev/null 2>&1
     chmod 644 "$W/tls/server.crt"; chmod 600 "$W/tls/server.key"
     # TLSA 3 1 1: SHA-256 of the DER SubjectPublicKeyInfo of the leaf
-    SPKI_SHA256=$(openssl x509 -in "$W/tls/server.crt" -noout -pubkey \
-        | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)
+    SPKI_SHA256=$(spki_sha256 "$W/tls/server.crt")
+    # mx3 and mx4 (TLS 1.2 only): a leaf issued by a private CA that no root store holds,
+    # sent with that CA as its chain
+    local t=$W/tls
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 365 -subj "/CN=swdns private test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$t/ca.key" -out "$t/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=mx3.$ZONE" -keyout "$t/tls12.key" -out "$t/tls12.csr" >/dev/null 2>&1
+    printf 'subjectAltName=DNS:mx3.%s,DNS:mx4.%s\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
+        "$ZONE" "$ZONE" > "$t/tls12.ext"
+    openssl x509 -req -in "$t/tls12.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -days 365 -sha256 \
+        -extfile "$t/tls12.ext" -out "$t/tls12.crt" >/dev/null 2>&1
+    cat "$t/tls12.crt" "$t/ca.crt" > "$t/tls12-chain.crt"
+    chmod 644 "$t/tls12-chain.crt" "$t/ca.crt"; chmod 600 "$t/tls12.key" "$t/ca.key"
+    TLS12_SPKI_SHA256=$(spki_sha256 "$t/tls12.crt")
+    # the key mx4's TLSA record pins: one the server does not use (a key rolled over without
+    # updating DNS)
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$t/old.key" >/dev/null 2>&1
+    OLD_SPKI_SHA256=$(openssl pkey -in "$t/old.key" -pubout -outform DER | sha256sum | cut -d' ' -f1)
+}
+# spki_sha256 CERT: SHA-256 of the DER SubjectPublicKeyInfo of a PEM certificate (TLSA 3 1 1)
+spki_sha256() {
+    openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1
 }
 
 make_zone() {
@@ -132,6 +176,12 @@ ns1          A     $A_IP
 mx1          A     $MX1_IP
 mx2          A     $MX2_IP
 _25._tcp.mx1 TLSA  3 1 1 $SPKI_SHA256
+ee-match     MX    10 mx3.$ZONE.
+ee-mismatch  MX    10 mx4.$ZONE.
+mx3          A     $MX3_IP
+mx4          A     $MX4_IP
+_25._tcp.mx3 TLSA  3 1 1 $TLS12_SPKI_SHA256
+_25._tcp.mx4 TLSA  3 1 1 $OLD_SPKI_SHA256
 _mta-sts     TXT   "v=STSv1; id=1"
 _smtp._tls   TXT   "v=TLSRPTv1; rua=mailto:tlsrpt@dns.test"
 EOF
@@ -258,6 +308,14 @@ setup_postfix() {
     chown postfix "$c/data" "$m/data"
     write_master_cf "$c/etc/master.cf"
     write_master_cf "$m/etc/master.cf"
+    # mx3 and mx4: TLS 1.2 at most (the certificate is visible on the wire), the private-CA chain
+    local a h
+    for a in "$MX3_IP mx3" "$MX4_IP mx4"; do
+        read -r a h <<<"$a"
+        echo "$a:smtp inet n - n - - smtpd -o myhostname=$h.$ZONE" \
+            "-o smtpd_tls_protocols=!SSLv2,!SSLv3,!TLSv1,!TLSv1.1,!TLSv1.3" \
+            "-o smtpd_tls_cert_file=$W/tls/tls12-chain.crt -o smtpd_tls_key_file=$W/tls/tls12.key" >> "$m/etc/master.cf"
+    done
     { common_main_cf "$c"; cat <<EOF
 myhostname = client.$ZONE
 myorigin = \$myhostname
@@ -280,7 +338,7 @@ EOF
     { common_main_cf "$m"; cat <<EOF
 myhostname = mx1.$ZONE
 myorigin = \$myhostname
-mydestination = $ZONE, mx1.$ZONE, mx2.$ZONE
+mydestination = $ZONE, mx1.$ZONE, mx2.$ZONE, ee-match.$ZONE, ee-mismatch.$ZONE
 inet_interfaces = $MX1_IP, $MX2_IP
 inet_protocols = ipv4
 smtp_dns_support_level = disabled
@@ -294,12 +352,16 @@ smtpd_tls_key_file = $W/tls/server.key
 smtpd_tls_loglevel = 1
 EOF
     } > "$m/etc/main.cf"
-    log "starting the receiving Postfix on $MX1_IP and $MX2_IP"
+    log "starting the receiving Postfix on $MX1_IP, $MX2_IP, $MX3_IP and $MX4_IP"
     nsx $NS_M postfix -c "$m/etc" start >"$W/postfix-start.log" 2>&1 \
         || { cat "$W/postfix-start.log" >&2; die "receiving Postfix did not start"; }
     wait_for 10 "receiving smtpd listening" smtpd_listening
 }
-smtpd_listening() { nsx $NS_M ss -Hltn "sport = :25" | grep -q "$MX2_IP:25" && nsx $NS_M ss -Hltn "sport = :25" | grep -q "$MX1_IP:25"; }
+smtpd_listening() {
+    local l
+    l=$(nsx $NS_M ss -Hltn "sport = :25")
+    for a in "$MX1_IP" "$MX2_IP" "$MX3_IP" "$MX4_IP"; do grep -q "$a:25" <<<"$l" || return 1; done
+}
 
 start_client_postfix() {
     # "ip netns exec" bind-mounts the namespace's resolv.conf at exec time: the sender is
@@ -350,15 +412,17 @@ final_after() { [ "$(final_count)" -gt "$1" ]; }
 no_smtp_conn() { [ -z "$(nsx $NS_C ss -Htn state connected exclude time-wait "dport = :25")" ]; }
 
 N_MSG=0
-deliver() { # deliver: one message to user@dns.test from the sending Postfix
-    local before_final before_sent
+# deliver DOMAIN EXPECT: one message to user@DOMAIN from the sending Postfix; EXPECT is the
+# status it must end with (sent, or deferred when DANE authentication is meant to fail)
+deliver() {
+    local domain=$1 expect=$2 before_final before_sent
     N_MSG=$((N_MSG + 1))
     before_final=$(final_count)
     before_sent=$(sent_count)
-    log "delivery $N_MSG: Postfix -> user@$ZONE"
-    nsx $NS_C sendmail -C "$W/client/etc" -f alice@client.$ZONE user@$ZONE <<EOF
+    log "delivery $N_MSG: Postfix -> user@$domain"
+    nsx $NS_C sendmail -C "$W/client/etc" -f alice@client.$ZONE "user@$domain" <<EOF
 From: Alice Example <alice@client.$ZONE>
-To: User Example <user@$ZONE>
+To: User Example <user@$domain>
 Subject: stripwatch DNS capture test $N_MSG
 Message-ID: <swdns-$N_MSG-$$@client.$ZONE>
 
@@ -370,6 +434,12 @@ It contains nothing of interest.
 Alice
 EOF
     wait_for 30 "delivery $N_MSG to finish" final_after "$before_final"
+    if [ "$expect" = deferred ]; then
+        grep -E ' status=' "$W/client/maillog" | tail -n 1 | sed 's/^/    postfix: /' >&2
+        grep -E ' status=' "$W/client/maillog" | tail -n 1 | grep -q ' status=deferred' \
+            || die "delivery $N_MSG was not deferred"
+        return 0
+    fi
     if [ "$(sent_count)" -le "$before_sent" ]; then
         grep -E ' status=' "$W/client/maillog" | tail -n 3 >&2
         die "delivery $N_MSG was not sent"
@@ -385,7 +455,7 @@ finish_capture() {
     local name=$1 desc=$2 checks=$3 report=${4:-}
     local tmp="$OUT/.$name.pcap.tmp" pcap="$OUT/$name.pcap" json="$OUT/$name.facts.json"
     local args=(--name "$name" --description "$desc" --zone "$W/zone/$ZONE.zone.canonical"
-                --trust-anchor "$W/zone/trust-anchor.ds" --spki-sha256 "$SPKI_SHA256"
+                --trust-anchor "$W/zone/trust-anchor.ds" --spki-sha256 "${PINNED_SPKI:-$SPKI_SHA256}"
                 --check "$checks" --out "$OUT/.$name.json.tmp")
     [ -n "$report" ] && args+=(--client-report "$report")
     /usr/bin/python3 "$HERE/facts.py" "$tmp" "${args[@]}" || die "$name: facts.py rejected the capture"
@@ -393,35 +463,46 @@ finish_capture() {
     log "    -> $pcap ($(stat -c %s "$pcap") bytes), $json"
 }
 
+# The recipient domain, the status the delivery must end with, the line the smtp client must log
+# and the key the TLSA answer pins; capture_postfix uses them (the defaults are mx1's delivery)
+RCPT_DOMAIN=$ZONE
+EXPECT=sent
+EXPECT_LOG='Verified TLS connection established to mx1'
+PINNED_SPKI=""
+
 capture_postfix() { # capture_postfix NAME DESCRIPTION CHECKS [RESOLV_OPTIONS...]
     local name=$1 desc=$2 checks=$3; shift 3
     local log0 attempt
+    wanted "$name" || return 0
     log "=== $name"
     for attempt in 1 2; do
         set_resolv_conf "$@"
         start_client_postfix
         log0=$(wc -l < "$W/client/maillog")
         start_capture "$OUT/.$name.pcap.tmp"
-        deliver
-        wait_for 10 "sender queue to be empty" queue_empty
+        deliver "$RCPT_DOMAIN" "$EXPECT"
+        [ "$EXPECT" = deferred ] || wait_for 10 "sender queue to be empty" queue_empty
         wait_for 10 "SMTP connection closed" no_smtp_conn
         stop_capture
         stop_client_postfix
+        # a deferred message would be tried again by the next capture's sender: drop it
+        postsuper -c "$W/client/etc" -d ALL >/dev/null 2>&1 || true
         set_resolv_conf
         again_if_dropped "$name" "$attempt" || break
     done
     # the smtp client's own report of this delivery (DANE verified or not), for the facts
     tail -n +"$((log0 + 1))" "$W/client/maillog" | grep ' postfix/smtp\[' \
         | sed -E 's/^.* (postfix\/smtp)\[[0-9]+\]: /\1: /' > "$W/$name.report"
-    if ! grep -q 'Verified TLS connection established to mx1' "$W/$name.report"; then
+    if ! grep -qE "$EXPECT_LOG" "$W/$name.report"; then
         cat "$W/$name.report" >&2
-        die "$name: Postfix did not verify mx1 with DANE"
+        die "$name: the smtp client did not log /$EXPECT_LOG/"
     fi
     finish_capture "$name" "$desc" "$checks" "$W/$name.report"
 }
 
 capture_kdig() { # capture_kdig NAME DESCRIPTION CHECKS
     local name=$1 desc=$2 checks=$3 attempt
+    wanted "$name" || return 0
     log "=== $name"
     for attempt in 1 2; do
         start_capture "$OUT/.$name.pcap.tmp"
@@ -458,5 +539,16 @@ capture_postfix dns-tcp \
 capture_kdig dns-kdig-do \
     "kdig (Knot 3.2) asks the validating Unbound, over UDP with the DO bit set (+dnssec), for dns.test MX, mx1.dns.test A, _25._tcp.mx1.dns.test TLSA, _mta-sts.dns.test TXT, _smtp._tls.dns.test TXT and dns.test DNSKEY; every answer carries its RRSIG records and the AD bit." \
     "udp kdig"
+
+# mx3 and mx4 speak TLS 1.2 at most, so the server's certificate chain is on the wire
+RCPT_DOMAIN=ee-match.$ZONE EXPECT=sent EXPECT_LOG='Verified TLS connection established to mx3' \
+PINNED_SPKI=$TLS12_SPKI_SHA256 capture_postfix dns-dane-tls12-match \
+    "Postfix 3.7 (smtp_tls_security_level = dane) delivers one message to user@ee-match.dns.test: MX mx3.dns.test, A 10.79.0.27 and TLSA _25._tcp.mx3.dns.test 3 1 1 through the validating Unbound, then STARTTLS to mx3, which allows TLS 1.2 at most, so its certificate chain is visible: a leaf for mx3/mx4.dns.test issued by a private CA that no public root store holds. The TLSA record pins the leaf's key: DANE-EE authenticates the server, although PKIX would not." \
+    "udp smtp dane tls12 tlsa-match"
+
+RCPT_DOMAIN=ee-mismatch.$ZONE EXPECT=deferred EXPECT_LOG='status=deferred' \
+PINNED_SPKI=$OLD_SPKI_SHA256 capture_postfix dns-dane-tls12-mismatch \
+    "Postfix 3.7 (smtp_tls_security_level = dane) tries to deliver one message to user@ee-mismatch.dns.test: MX mx4.dns.test, A 10.79.0.28 and TLSA _25._tcp.mx4.dns.test 3 1 1 through the validating Unbound, then STARTTLS to mx4 (TLS 1.2 at most, the same private-CA chain as mx3). The TLSA record pins a key the server does not use, so DANE authentication fails and Postfix defers the message." \
+    "udp smtp dane tls12 tlsa-mismatch"
 
 log "all captures written to $OUT"

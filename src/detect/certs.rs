@@ -3,7 +3,7 @@
 //! intermediates learned from one session help validate another, keeps one record per distinct
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
-use crate::record::{CertificateRecord, FindingKind, SessionRecord};
+use crate::record::{CertificateRecord, FindingKind, SessionRecord, Tlsa};
 use crate::state::{Baseline, Learned, Seen};
 use crate::tls::cert;
 use crate::tls::dane::{self, DaneOutcome, TlsaStore};
@@ -75,6 +75,38 @@ pub fn intended_host(rec: &SessionRecord) -> Option<(String, &'static str)> {
     first_word(&rec.ehlo_reply_name).map(|h| (h, "ehlo"))
 }
 
+/// The TLSA records that apply to a session: the `--tlsa` records for `host` and the port,
+/// then those the client received in DNS for its MX host (`mx_tlsa`). Returns the distinct
+/// records, for the check, and every record with where it came from, for the evidence.
+fn applicable_tlsa(
+    store: &TlsaStore,
+    rec: &SessionRecord,
+    host: &str,
+) -> (Vec<Tlsa>, Vec<serde_json::Value>) {
+    let mut records: Vec<Tlsa> = Vec::new();
+    let mut evidence = Vec::new();
+    let mut add = |t: &Tlsa, source: serde_json::Value| {
+        if !records.contains(t) {
+            records.push(t.clone());
+        }
+        let mut e = json!(t);
+        if let (Some(e), Some(source)) = (e.as_object_mut(), source.as_object()) {
+            e.extend(source.clone());
+        }
+        evidence.push(e);
+    };
+    for t in store.lookup(host, rec.server_port).unwrap_or_default() {
+        add(t, json!({"source": "file"}));
+    }
+    // `DnsTracker::link` pushes the TLSA lookup's id last, after the MX and address lookups,
+    // and only when it fills `mx_tlsa`.
+    let tlsa_tx = rec.dns_transaction_ids.last();
+    for t in &rec.mx_tlsa {
+        add(t, json!({"source": "dns", "transaction_id": tlsa_tx}));
+    }
+    (records, evidence)
+}
+
 impl CertJudge {
     /// A judge with the given validator and TLSA records.
     pub fn new(validator: Validator, tlsa: TlsaStore) -> CertJudge {
@@ -134,6 +166,7 @@ impl CertJudge {
             .or_else(|| cert::parse(&chain[0]))
         else {
             self.stats.unparseable += 1;
+            rec.pkix = vec!["unparseable"];
             rec.add_finding(FindingKind::CertificateNotTrusted,
                 rec.ts_us,
                 json!({"fingerprint": fingerprints[0], "reason": "the leaf certificate cannot be parsed"}),
@@ -162,7 +195,36 @@ impl CertJudge {
             }
         }
         let capture_time = rfc3339_micros(rec.ts_us);
-        if at_s > leaf.not_after_s || at_s < leaf.not_before_s {
+        // DANE first (RFC 7672 §3.1.1): a usable TLSA record that authenticates the chain makes
+        // the PKIX outcomes below facts (`pkix`), not findings.
+        let host = intended_host(rec);
+        let dane_outcome = host.as_ref().map(|(h, _)| {
+            let (records, evidence) = applicable_tlsa(&self.tlsa, rec, h);
+            let outcome = dane::check(&records, chain, h, at_s, &self.validator);
+            (outcome, evidence)
+        });
+        let dane_valid = match &dane_outcome {
+            Some((DaneOutcome::Valid { record }, _)) => Some(record.usage),
+            _ => None,
+        };
+        rec.dane = match &dane_outcome {
+            Some((DaneOutcome::Valid { record }, _)) if record.usage == 3 => Some("dane-ee"),
+            Some((DaneOutcome::Valid { .. }, _)) => Some("dane-ta"),
+            Some((DaneOutcome::Invalid { .. }, _)) => Some("tlsa-invalid"),
+            _ => None,
+        };
+        let pkix_findings = dane_valid.is_none();
+        // PKIX outcomes, in the order of the findings below.
+        let mut pkix: Vec<&'static str> = Vec::new();
+        let expired = at_s > leaf.not_after_s || at_s < leaf.not_before_s;
+        if expired {
+            pkix.push(if at_s > leaf.not_after_s {
+                "expired"
+            } else {
+                "not-yet-valid"
+            });
+        }
+        if expired && pkix_findings {
             rec.add_finding(FindingKind::CertificateExpired,
                 rec.ts_us,
                 json!({
@@ -172,6 +234,9 @@ impl CertJudge {
             );
         }
         if leaf.self_signed {
+            pkix.push("self-signed");
+        }
+        if leaf.self_signed && pkix_findings {
             rec.add_finding(
                 FindingKind::CertificateSelfSigned,
                 rec.ts_us,
@@ -181,7 +246,18 @@ impl CertJudge {
         // Trust is judged inside the leaf's validity so that expiry is not counted twice.
         let trust_at = at_s.clamp(leaf.not_before_s, leaf.not_after_s.max(leaf.not_before_s));
         let chain_key = fingerprints.join(",");
-        if let Trust::NotTrusted(reason) = self.validator.trust(chain, &chain_key, trust_at) {
+        let trust = self.validator.trust(chain, &chain_key, trust_at);
+        pkix.insert(
+            0,
+            if matches!(trust, Trust::Trusted { .. }) {
+                "trusted"
+            } else {
+                "not-trusted"
+            },
+        );
+        if let Trust::NotTrusted(reason) = trust
+            && pkix_findings
+        {
             rec.add_finding(
                 FindingKind::CertificateNotTrusted,
                 rec.ts_us,
@@ -191,7 +267,11 @@ impl CertJudge {
                 }),
             );
         }
-        let weak = cert::weaknesses(&leaf);
+        let mut weak = cert::weaknesses(&leaf);
+        if dane_valid == Some(3) {
+            // DANE-EE never checks the leaf's signature: only a weak key still matters.
+            weak.retain(|w| !w.ends_with("-signature"));
+        }
         if !weak.is_empty() {
             rec.add_finding(
                 FindingKind::CertificateWeak,
@@ -202,9 +282,15 @@ impl CertJudge {
                 }),
             );
         }
-        let host = intended_host(rec);
+        let host_mismatch = host.as_ref().is_some_and(|(host, _)| {
+            !names::covers(&leaf.san_dns, leaf.subject_cn.as_deref(), host)
+        });
+        if host_mismatch {
+            pkix.push("host-mismatch");
+        }
         if let Some((host, source)) = &host
-            && !names::covers(&leaf.san_dns, leaf.subject_cn.as_deref(), host)
+            && host_mismatch
+            && pkix_findings
         {
             rec.add_finding(
                 FindingKind::CertificateHostMismatch,
@@ -215,10 +301,9 @@ impl CertJudge {
                 }),
             );
         }
+        rec.pkix = pkix;
         if let Some((host, source)) = host
-            && let Some(records) = self.tlsa.lookup(&host, rec.server_port)
-            && let DaneOutcome::Invalid { reasons } =
-                dane::check(records, chain, &host, at_s, &self.validator)
+            && let Some((DaneOutcome::Invalid { reasons }, records)) = dane_outcome
         {
             rec.add_finding(FindingKind::TlsaInvalid,
                 rec.ts_us,
@@ -342,10 +427,8 @@ impl CertJudge {
         if (plaintext || stripped)
             && (rec.ehlo_reply_code.is_some() || rec.mail_transactions > 0)
             && let Some((host, source)) = intended_host(rec)
-            && let Some(records) = (!rec.mx_tlsa.is_empty())
-                .then_some(rec.mx_tlsa.as_slice())
-                .or_else(|| self.tlsa.lookup(&host, rec.server_port))
-            && records.iter().any(|r| r.usable())
+            && let (usable, records) = applicable_tlsa(&self.tlsa, rec, &host)
+            && usable.iter().any(|r| r.usable())
         {
             rec.add_finding(
                 FindingKind::DaneRequired,
@@ -445,6 +528,112 @@ mod tests {
         assert!(
             first.cert_chain.is_empty(),
             "the DER chain is dropped after judging"
+        );
+    }
+
+    /// A `3 1 1` record for `der`'s key.
+    fn dane_ee(der: &[u8]) -> Tlsa {
+        use sha2::Digest;
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching_type: 1,
+            data: sha2::Sha256::digest(cert::spki_der(der).unwrap()).to_vec(),
+        }
+    }
+
+    /// A session linked to the client's lookups, the TLSA answer among them.
+    fn linked(chain: Vec<Vec<u8>>, tlsa: Vec<Tlsa>) -> SessionRecord {
+        let mut rec = session(1_780_000_000, chain, 0x0303, 0xc030);
+        rec.mx_host = Some("mx.example.com".into());
+        rec.dns_transaction_ids = vec!["Dmx".into(), "Daddr".into(), "Dtlsa".into()];
+        rec.mx_tlsa = tlsa;
+        rec
+    }
+
+    #[test]
+    fn a_dane_ee_match_from_dns_turns_pkix_outcomes_into_facts() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        // Self-signed, not trusted and for another name: all waived by DANE-EE.
+        let params = CertificateParams::new(vec!["other.example.net".to_string()]).unwrap();
+        let der = params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec();
+        let mut rec = linked(vec![der.clone()], vec![dane_ee(&der)]);
+        judge.judge(&mut rec);
+        assert_eq!(kinds(&rec), Vec::<&str>::new());
+        assert_eq!(rec.dane, Some("dane-ee"));
+        assert_eq!(
+            rec.pkix,
+            vec!["not-trusted", "self-signed", "host-mismatch"]
+        );
+        // Without the record, the same chain gets the PKIX findings as before.
+        let mut plain = linked(vec![der], Vec::new());
+        judge.judge(&mut plain);
+        assert_eq!(plain.dane, None);
+        assert_eq!(
+            kinds(&plain),
+            vec![
+                "certificate-self-signed",
+                "certificate-not-trusted",
+                "certificate-host-mismatch"
+            ]
+        );
+    }
+
+    #[test]
+    fn tlsa_records_from_the_file_and_from_dns_both_apply() {
+        let (der, other) = (self_signed(), self_signed());
+        let store = TlsaStore::parse(&format!(
+            "_25._tcp.mx.example.com. IN TLSA 3 1 1 {}\n",
+            hex::encode(dane_ee(&other).data)
+        ))
+        .unwrap();
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), store);
+        // Neither matches: tlsa-invalid, each record with its source.
+        let mut rec = linked(
+            vec![der.clone()],
+            vec![dane_ee(&other), dane_ee(&self_signed())],
+        );
+        judge.judge(&mut rec);
+        assert!(kinds(&rec).contains(&"tlsa-invalid"), "{:?}", kinds(&rec));
+        assert_eq!(rec.dane, Some("tlsa-invalid"));
+        let f = rec
+            .finding_details
+            .iter()
+            .find(|f| f.kind == FindingKind::TlsaInvalid)
+            .unwrap();
+        let sources: Vec<(String, Option<String>)> = f.evidence["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["source"].as_str().unwrap().to_string(),
+                    r["transaction_id"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                ("file".to_string(), None),
+                ("dns".to_string(), Some("Dtlsa".to_string())),
+                ("dns".to_string(), Some("Dtlsa".to_string())),
+            ]
+        );
+        // The DNS record matches although the file's does not: DANE-EE authenticates.
+        let mut rec = linked(vec![der.clone()], vec![dane_ee(&der)]);
+        judge.judge(&mut rec);
+        assert_eq!(rec.dane, Some("dane-ee"));
+        assert!(
+            !kinds(&rec)
+                .iter()
+                .any(|k| k.starts_with("certificate-") || *k == "tlsa-invalid"),
+            "{:?}",
+            kinds(&rec)
         );
     }
 

@@ -112,6 +112,8 @@ pub fn build_record(
         dns_transaction_ids: Vec::new(),
         dns_finding_ids: Vec::new(),
         mx_tlsa: Vec::new(),
+        pkix: Vec::new(),
+        dane: None,
         cert_chain: std::mem::take(&mut facts.tls_server_hello_info.chain),
         tls_ids: (
             facts.tls_server_hello_info.version,

@@ -152,6 +152,13 @@ pub struct SessionRecord {
     pub dns_finding_ids: Vec<String>,
     /// TLSA records the client received for `_port._tcp.<mx_host>`.
     pub mx_tlsa: Vec<Tlsa>,
+    /// PKIX outcomes of the server's chain (`trusted`/`not-trusted`, then `expired`,
+    /// `not-yet-valid`, `self-signed`, `host-mismatch`); empty when no chain was seen. Findings
+    /// too, unless DANE authenticated the chain.
+    pub pkix: Vec<&'static str>,
+    /// DANE outcome: `dane-ee`, `dane-ta`, `tlsa-invalid`; None when no usable TLSA record
+    /// applies or no chain was seen.
+    pub dane: Option<&'static str>,
     /// The server's certificate chain (DER, leaf first), handed from the worker to the
     /// certificate judge and dropped there: records never carry certificates.
     #[serde(skip)]

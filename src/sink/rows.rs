@@ -133,6 +133,8 @@ pub struct SessionRow {
     pub mx_tlsa_matching_type: Vec<u8>,
     #[serde(rename = "mx_tlsa.data")]
     pub mx_tlsa_data: Vec<String>,
+    pub pkix: Vec<String>,
+    pub dane: Option<String>,
     pub client_country: String,
     pub client_asn: u32,
     pub client_as_org: String,
@@ -212,6 +214,8 @@ impl SessionRow {
             mx_tlsa_selector: r.mx_tlsa.iter().map(|t| t.selector).collect(),
             mx_tlsa_matching_type: r.mx_tlsa.iter().map(|t| t.matching_type).collect(),
             mx_tlsa_data: r.mx_tlsa.iter().map(|t| hex::encode(&t.data)).collect(),
+            pkix: r.pkix.iter().map(|p| p.to_string()).collect(),
+            dane: r.dane.map(str::to_string),
             client_country: geo.client_country,
             client_asn: geo.client_asn,
             client_as_org: geo.client_as_org,
