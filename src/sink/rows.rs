@@ -749,6 +749,8 @@ mod tests {
             cert_fingerprint: Some("ab".into()),
             cert_chain_fingerprints: vec!["ab".into()],
             handshake_failure: Some(HandshakeFailure::Alert),
+            pkix: vec!["not-trusted", "expired"],
+            dane: Some("dane-ee"),
             mail_transactions: 1,
             rcpt_commands: 1,
             data_commands: 1,
