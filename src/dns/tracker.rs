@@ -102,8 +102,6 @@ pub struct ClosedTransaction {
     pub responses: Vec<Response>,
 }
 
-type Answered = ClosedTransaction;
-
 /// What one client learned from DNS recently.
 #[derive(Default)]
 struct ClientMemory {
@@ -159,7 +157,7 @@ pub struct DnsTracker {
     /// IP TTL lineage of each resolver's responses to each client, with the last time seen.
     lineage: AHashMap<(IpAddr, IpAddr), (Lineage, i64)>,
     pending: AHashMap<TxKey, Pending>,
-    answered: AHashMap<TxKey, Answered>,
+    answered: AHashMap<TxKey, ClosedTransaction>,
     clients: AHashMap<IpAddr, ClientMemory>,
     /// Counters.
     pub stats: DnsStats,
@@ -338,7 +336,7 @@ impl DnsTracker {
         };
         self.answered.insert(
             key,
-            Answered {
+            ClosedTransaction {
                 ttl_out: ttl_out.map(|(t, s)| (t, s, 1)),
                 record,
                 query_ts: query.map(|q| q.ts_us),
@@ -417,7 +415,7 @@ impl DnsTracker {
             .filter(|(_, a)| all || now_us - a.responses[0].ts_us > window)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut finished: Vec<Answered> = done
+        let mut finished: Vec<ClosedTransaction> = done
             .into_iter()
             .filter_map(|k| self.answered.remove(&k))
             .collect();
