@@ -256,6 +256,60 @@ capture() {
     log "    -> $pcap ($(stat -c %s "$pcap") bytes), verdicts: $got"
 }
 
+# capture_one_sided NAME DESCRIPTION: Postfix's smtp-source sends two messages of two recipients
+# each over one session (it never uses STARTTLS) through the proxy in pass mode, while two
+# tcpdumps run on the client's link: one sees both directions, the other only the client's
+# packets, as a one-way tap or asymmetric routing would. The expected result of the one-sided
+# capture is expect.py's view of the two-sided one, less what only the server's side can show.
+capture_one_sided() {
+    local name=$1 desc=$2
+    local full="$W/$name.both.pcap" tmp="$OUT/.$name.pcap.tmp" one_pid
+    log "=== $name"
+    start_proxy pass
+    PROXY_OPEN0=$(count_in "$W/proxy.log" '"ev": "open"')
+    start_capture "$full"
+    rm -f "$W/tcpdump-one.err"
+    ip netns exec $NS_C tcpdump -i swc-c -s 262144 --immediate-mode -U -n -w "$tmp" \
+        "tcp port 25 and src host $C_IP" 2>"$W/tcpdump-one.err" &
+    one_pid=$!
+    wait_for 10 "one-sided tcpdump listening" grep -q "listening on" "$W/tcpdump-one.err"
+    nsx $NS_C timeout 30 smtp-source -d -m 2 -r 2 -M client.swcap.test \
+        -f alice@client.swcap.test -t bob@swcap.test "$S_IP:25" \
+        || die "smtp-source failed"
+    wait_for 15 "the proxy's connections to close" proxy_idle
+    stop_capture
+    sleep 0.3
+    stop_pid "$one_pid" TERM 10
+    stop_proxy
+    /usr/bin/python3 "$HERE/expect.py" "$full" --description "$desc" --out "$W/$name.both.json"
+    /usr/bin/python3 - "$W/$name.both.json" > "$OUT/.$name.json.tmp" <<'PY' \
+        || die "$name: the two-sided capture is not one plaintext session of two transactions"
+import json, sys
+both = json.load(open(sys.argv[1]))
+[s] = both["sessions"]
+# The two-sided capture: smtp-source greets with HELO (so no offer is seen) and sends two
+# transactions in the clear.
+assert not s["starttls_sent"] and not s["tls_started"], s
+assert s["mail_transactions"] == 2, s
+# One side shows the mail in the clear, not the offer: no finding can be proved.
+both["sessions"] = [{
+    "server_port": s["server_port"],
+    "missing_side": "server",
+    "verdict": "plaintext",
+    "findings": [],
+    "starttls_sent": False,
+    "tls_started": False,
+    "mail_transactions": 2,
+    "rcpt_commands": 4,
+    "data_commands": 2,
+}]
+both["finding_counts"] = {}
+print(json.dumps(both, indent=2))
+PY
+    publish "$OUT/.$name.json.tmp" "$OUT/$name.expected.json" "$tmp" "$OUT/$name.pcap"
+    log "    -> $OUT/$name.pcap ($(stat -c %s "$OUT/$name.pcap") bytes)"
+}
+
 # ---------------------------------------------------------------- main
 
 run_start /run/swcap-make.lock /tmp/swcap-make
@@ -283,5 +337,8 @@ capture real-postfix-break-tls \
 capture real-postfix-reject \
     "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that answers the client's STARTTLS with 454 4.7.0 itself; the client continues the session and sends the mail in plaintext." \
     "plaintext-fallback" reject-starttls
+
+capture_one_sided real-smtp-source-client-only \
+    "Postfix smtp-source sending two messages of two recipients each over one plaintext HELO session to Postfix 3.7, captured with tcpdump on the client's link keeping only the client's packets, as a one-way tap or asymmetric routing shows it."
 
 log "all captures written to $OUT"
