@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS sessions
     mx_tlsa Nested(usage UInt8, selector UInt8, matching_type UInt8, data String),
     pkix Array(String),
     dane Nullable(String),
+    missing_side Nullable(String),
+    truncated Array(String),
     client_country String DEFAULT '',
     client_asn UInt32 DEFAULT 0,
     client_as_org String DEFAULT '',

@@ -3,7 +3,7 @@
 //! intermediates learned from one session help validate another, keeps one record per distinct
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
-use crate::record::{CertificateRecord, FindingKind, SessionRecord, Tlsa};
+use crate::record::{CertificateRecord, FindingKind, SessionRecord, Side, Tlsa};
 use crate::state::{Baseline, Learned, Seen};
 use crate::tls::cert;
 use crate::tls::dane::{self, DaneOutcome, TlsaStore};
@@ -146,6 +146,17 @@ impl CertJudge {
             } else {
                 self.judge_chain(rec, &chain);
             }
+        } else if rec.missing_side == Some(Side::Server)
+            && rec.tls_handshake_completed
+            && rec.handshake_failure.is_none()
+        {
+            // A client-only capture of a completed upgrade: the certificate went by on the
+            // direction the capture does not show.
+            rec.add_finding(
+                FindingKind::CertificateNotObservable,
+                rec.ts_us,
+                json!({"reason": "server-side-not-captured", "tls_version": rec.tls_version}),
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::flow::FlowSummary;
 use crate::flow::lineage::{OutOfLine, hop_distance};
-use crate::record::{CorrelationFacts, EndReason, FindingKind, SessionRecord, verdict};
+use crate::record::{CorrelationFacts, EndReason, FindingKind, SessionRecord, Side, verdict};
 use crate::smtp::SessionFacts;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
@@ -114,6 +114,8 @@ pub fn build_record(
         mx_tlsa: Vec::new(),
         pkix: Vec::new(),
         dane: None,
+        missing_side: missing_side(flow),
+        truncated: std::mem::take(&mut facts.truncated),
         cert_chain: std::mem::take(&mut facts.tls_server_hello_info.chain),
         tls_ids: (
             facts.tls_server_hello_info.version,
@@ -227,18 +229,30 @@ pub fn build_record(
             .then(|| at(facts.starttls_ts)),
         plaintext_mail: facts.mail_transactions > 0 && !rejected,
     };
-    rec.verdict = base_verdict(&facts);
+    rec.verdict = base_verdict(&facts, rec.missing_side);
     rec
 }
 
+/// The direction of which not one packet was seen although the other side sent data: the
+/// other side can only send data once the TCP handshake has been answered.
+fn missing_side(flow: &FlowSummary) -> Option<Side> {
+    match (flow.packets, flow.bytes) {
+        ([_, 0], [sent, _]) if sent > 0 => Some(Side::Server),
+        ([0, _], [_, sent]) if sent > 0 => Some(Side::Client),
+        _ => None,
+    }
+}
+
 /// The verdict a session has when no finding applies.
-fn base_verdict(facts: &SessionFacts) -> &'static str {
+fn base_verdict(facts: &SessionFacts, missing: Option<Side>) -> &'static str {
     if facts.tls_started && facts.tls_handshake_completed && facts.handshake_failure.is_none() {
         verdict::TLS_OK
     } else if facts.tls_expected {
         verdict::INCOMPLETE
     } else if facts.ehlo_reply_code.is_some()
         || (facts.greeting_verb == Some(crate::record::Verb::Helo) && facts.banner_code.is_some())
+        // Only the client's side was captured, and it sent mail in the clear.
+        || (missing == Some(Side::Server) && facts.mail_transactions > 0)
     {
         verdict::PLAINTEXT
     } else {

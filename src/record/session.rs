@@ -2,7 +2,7 @@
 //! in it. Field names are the contract with users, with ClickHouse and with later tools; they
 //! only ever grow.
 
-use super::{EndReason, Finding, FindingKind, HandshakeFailure, Tlsa, Verb};
+use super::{EndReason, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -159,6 +159,13 @@ pub struct SessionRecord {
     /// DANE outcome: `dane-ee`, `dane-ta`, `tlsa-invalid`; None when no usable TLSA record
     /// applies or no chain was seen.
     pub dane: Option<&'static str>,
+    /// The direction the capture does not show at all (`server` when the client sent data and
+    /// not one packet of the server was seen; `client` the other way round): asymmetric
+    /// routing or a one-way tap. The session is judged on what the other side shows.
+    pub missing_side: Option<Side>,
+    /// Fields whose value was cut at its limit (`ehlo_name`, `banner`, `ehlo_capabilities`,
+    /// `starttls_reply_text`, `mail_from`, `rcpt_to`).
+    pub truncated: Vec<&'static str>,
     /// The server's certificate chain (DER, leaf first), handed from the worker to the
     /// certificate judge and dropped there: records never carry certificates.
     #[serde(skip)]

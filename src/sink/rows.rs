@@ -135,6 +135,8 @@ pub struct SessionRow {
     pub mx_tlsa_data: Vec<String>,
     pub pkix: Vec<String>,
     pub dane: Option<String>,
+    pub missing_side: Option<String>,
+    pub truncated: Vec<String>,
     pub client_country: String,
     pub client_asn: u32,
     pub client_as_org: String,
@@ -216,6 +218,8 @@ impl SessionRow {
             mx_tlsa_data: r.mx_tlsa.iter().map(|t| hex::encode(&t.data)).collect(),
             pkix: r.pkix.iter().map(|p| p.to_string()).collect(),
             dane: r.dane.map(str::to_string),
+            missing_side: r.missing_side.as_ref().map(text),
+            truncated: r.truncated.iter().map(|t| t.to_string()).collect(),
             client_country: geo.client_country,
             client_asn: geo.client_asn,
             client_as_org: geo.client_as_org,
@@ -482,7 +486,7 @@ impl Rows {
 mod tests {
     use super::*;
     use crate::record::{
-        AnswerText, CertInfo, EndReason, FindingKind, HandshakeFailure, Tlsa, Verb, verdict,
+        AnswerText, CertInfo, EndReason, FindingKind, HandshakeFailure, Side, Tlsa, Verb, verdict,
     };
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
@@ -751,6 +755,8 @@ mod tests {
             handshake_failure: Some(HandshakeFailure::Alert),
             pkix: vec!["not-trusted", "expired"],
             dane: Some("dane-ee"),
+            missing_side: Some(Side::Server),
+            truncated: vec!["ehlo_name"],
             mail_transactions: 1,
             rcpt_commands: 1,
             data_commands: 1,

@@ -43,7 +43,9 @@ impl Default for SmtpConfig {
 pub struct CleartextEvent {
     /// Who sent the cleartext.
     pub side: Side,
-    /// `after-starttls` (pipelined before the 220) or `after-220`.
+    /// `after-starttls` (the client pipelined it before the 220) or `after-220` (after the 220,
+    /// before the client's first TLS byte: bytes that answer a ClientHello are not in the
+    /// window, they are the handshake's failure).
     pub phase: &'static str,
     /// The command verb or reply code that was sent in the clear (never arguments).
     pub what: String,
@@ -166,12 +168,29 @@ pub struct SessionFacts {
     pub conflicts_dropped: u32,
     /// The server spoke SMTP or the client spoke SMTP or TLS: this flow is mail.
     pub recognised: bool,
+    /// Fields whose value was cut at its limit (`ehlo_name`, `banner`, `ehlo_capabilities`,
+    /// `starttls_reply_text`, `mail_from`, `rcpt_to`), each named once, in the order met: a
+    /// reader comparing with another tool must know the value is not whole.
+    pub truncated: Vec<&'static str>,
+}
+
+impl SessionFacts {
+    /// Notes that `field` was cut at its limit.
+    fn mark_truncated(&mut self, field: &'static str) {
+        if !self.truncated.contains(&field) {
+            self.truncated.push(field);
+        }
+    }
 }
 
 /// How many cleartext events and conflicts are kept per session; the rest are counted.
 const MAX_EVENTS: usize = 16;
 /// Envelope entries kept per session with `log_envelope`.
 const MAX_ENVELOPE: usize = 64;
+/// Bytes kept of one envelope address (RFC 5321 §4.5.3.1.3 allows a path of 256).
+const MAX_ADDRESS: usize = 256;
+/// Bytes kept of the EHLO/HELO name (a domain is at most 255).
+const MAX_EHLO_NAME: usize = 255;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ClientMode {
@@ -213,6 +232,14 @@ enum Transition {
     BodyWithout354,
     /// The server answered DATA with 354: a body follows.
     DataAccepted,
+    /// The client sent DATA and nothing of the server was ever seen: a one-sided capture, so
+    /// the body follows at once.
+    DataWithoutServerSide,
+    /// The client sent TLS after STARTTLS and nothing of the server was ever seen: the 220
+    /// went by on the direction the capture does not show.
+    TlsWithoutServerSide,
+    /// The flow ended while DATA waited for a 354: the held bytes are judged as the body.
+    EndedWaitingFor354,
     /// The server answered DATA with something other than 354: no body follows.
     DataRefused,
     /// The body ended with CRLF.CRLF.
@@ -263,7 +290,9 @@ enum Transition {
 /// | Command | TlsExpect | StarttlsAccepted, ClientOpenedWithTls |
 /// | Command | Ignore | TlsLineBeforeSmtp |
 /// | Command, DataPending, Bdat | DataBody | DataAccepted (1) |
-/// | DataPending | DataBody | BodyWithout354 |
+/// | Command | DataBody | DataWithoutServerSide |
+/// | Command | Tls | TlsWithoutServerSide |
+/// | DataPending | DataBody | BodyWithout354, EndedWaitingFor354 |
 /// | DataPending | Command | DataRefused |
 /// | DataBody | Command | BodyEnded, ReplyDuringBody |
 /// | Bdat(n) | Bdat(m), 0 < m < n | BdatBytes |
@@ -285,7 +314,9 @@ fn client_step_allowed(from: ClientMode, to: ClientMode, why: Transition) -> boo
         | (C::Command, C::TlsExpect, T::StarttlsAccepted | T::ClientOpenedWithTls)
         | (C::Command, C::Ignore, T::TlsLineBeforeSmtp)
         | (C::Command | C::DataPending | C::Bdat(_), C::DataBody, T::DataAccepted)
-        | (C::DataPending, C::DataBody, T::BodyWithout354)
+        | (C::Command, C::DataBody, T::DataWithoutServerSide)
+        | (C::Command, C::Tls, T::TlsWithoutServerSide)
+        | (C::DataPending, C::DataBody, T::BodyWithout354 | T::EndedWaitingFor354)
         | (C::DataPending, C::Command, T::DataRefused)
         | (C::DataBody, C::Command, T::BodyEnded | T::ReplyDuringBody)
         | (C::Bdat(_), C::Command, T::BdatChunkDone | T::GapPastChunk)
@@ -342,6 +373,8 @@ struct ReplyInProgress {
     code: Option<u16>,
     keep_lines: bool,
     lines: Vec<String>,
+    /// A kept line was cut at the line limit (or lines beyond the limit were dropped).
+    cut: bool,
 }
 
 /// One SMTP conversation.
@@ -353,6 +386,9 @@ pub struct SmtpSession {
     server_mode: ServerMode,
     pending: VecDeque<Verb>,
     greeting_done: bool,
+    /// Some byte of the server's dialog was seen. Until then a capture may be one-sided, and
+    /// nothing should wait for a reply.
+    server_spoke: bool,
     reply: ReplyInProgress,
     held: Vec<u8>,
     /// SASL lines the client still owes after a 334.
@@ -395,6 +431,7 @@ impl SmtpSession {
             },
             pending: VecDeque::new(),
             greeting_done: false,
+            server_spoke: false,
             reply: ReplyInProgress::default(),
             held: Vec::new(),
             sasl_lines: 0,
@@ -541,6 +578,19 @@ impl SmtpSession {
                         bytes = rest;
                         continue;
                     }
+                    if !self.server_spoke
+                        && self.pending.back() == Some(&Verb::Starttls)
+                        && !self.client_lines.has_partial()
+                        && record::looks_like_tls(bytes)
+                    {
+                        // A one-sided capture: the 220 to STARTTLS went by unseen, and the
+                        // client started TLS.
+                        self.facts.tls_expected = true;
+                        self.facts.tls_started = true;
+                        self.pending.clear();
+                        self.set_client_mode(ClientMode::Tls, Transition::TlsWithoutServerSide);
+                        continue;
+                    }
                     let Some(line) = self.client_lines.next_line(bytes) else {
                         return;
                     };
@@ -684,7 +734,11 @@ impl SmtpSession {
             Verb::Ehlo | Verb::Helo => {
                 if self.facts.greeting_verb.is_none() {
                     self.facts.greeting_verb = Some(cmd.verb);
-                    self.facts.ehlo_name = Some(printable(cmd.args, 255));
+                    let (name, cut) = bounded_text(cmd.args, MAX_EHLO_NAME);
+                    self.facts.ehlo_name = Some(name);
+                    if cut {
+                        self.facts.mark_truncated("ehlo_name");
+                    }
                 }
             }
             Verb::Starttls => {
@@ -693,19 +747,28 @@ impl SmtpSession {
             }
             Verb::Mail => {
                 self.facts.mail_transactions += 1;
-                if self.cfg.log_envelope && self.facts.mail_from.len() < MAX_ENVELOPE {
-                    self.facts.mail_from.push(envelope_address(cmd.args));
+                if self.cfg.log_envelope {
+                    self.keep_envelope(Verb::Mail, cmd.args);
                 }
             }
             Verb::Rcpt => {
                 self.facts.rcpt_commands += 1;
-                if self.cfg.log_envelope && self.facts.rcpt_to.len() < MAX_ENVELOPE {
-                    self.facts.rcpt_to.push(envelope_address(cmd.args));
+                if self.cfg.log_envelope {
+                    self.keep_envelope(Verb::Rcpt, cmd.args);
                 }
             }
             Verb::Data => {
                 self.facts.data_commands += 1;
-                self.set_client_mode(ClientMode::DataPending, Transition::DataSent);
+                if self.server_spoke {
+                    self.set_client_mode(ClientMode::DataPending, Transition::DataSent);
+                } else {
+                    // Nothing of the server was ever seen, not even its greeting: the capture
+                    // shows one direction only (asymmetric routing, a one-way tap), so no 354
+                    // will come to wait for. What follows DATA is the body.
+                    self.set_client_mode(ClientMode::DataBody, Transition::DataWithoutServerSide);
+                    self.body_tail = *b"\0\0\r\n";
+                    self.body_tail_len = 4;
+                }
             }
             Verb::Bdat => {
                 self.facts.bdat_commands += 1;
@@ -725,6 +788,24 @@ impl SmtpSession {
             self.pending.pop_front();
         }
         self.pending.push_back(cmd.verb);
+    }
+
+    /// Keeps the envelope address of a MAIL or RCPT command (only with `log_envelope`), and
+    /// notes a list or an address cut at its limit.
+    fn keep_envelope(&mut self, verb: Verb, args: &[u8]) {
+        let (field, list) = match verb {
+            Verb::Mail => ("mail_from", &mut self.facts.mail_from),
+            _ => ("rcpt_to", &mut self.facts.rcpt_to),
+        };
+        if list.len() >= MAX_ENVELOPE {
+            self.facts.mark_truncated(field);
+            return;
+        }
+        let (address, cut) = envelope_address(args);
+        list.push(address);
+        if cut {
+            self.facts.mark_truncated(field);
+        }
     }
 
     /// The client opened with TLS where SMTP was expected: implicit TLS on a port not configured
@@ -780,6 +861,7 @@ impl SmtpSession {
     }
 
     fn server_bytes(&mut self, mut bytes: &[u8], ts_us: i64) {
+        self.server_spoke |= !bytes.is_empty();
         while !bytes.is_empty() {
             match self.server_mode {
                 ServerMode::Reply => {
@@ -789,6 +871,7 @@ impl SmtpSession {
                     let consumed = line.consumed;
                     if line.overlong {
                         self.facts.overlong_lines += 1;
+                        self.reply.cut = true;
                     }
                     let mut text = std::mem::take(&mut self.scratch);
                     text.clear();
@@ -851,6 +934,13 @@ impl SmtpSession {
                         self.client_bytes(&held, ts_us);
                     }
                 }
+            } else if self.facts.tls_started {
+                // The client's ClientHello came first: this line answers it (a server or a box
+                // on the path that refuses TLS with `421 …`). That is the handshake's failure,
+                // not cleartext in the injection window, which closes at the ClientHello.
+                if self.facts.handshake_failure.is_none() {
+                    self.facts.handshake_failure = Some(HandshakeFailure::NonTlsServerBytes);
+                }
             } else if self.facts.cleartext.len() < MAX_EVENTS {
                 self.facts.cleartext.push(CleartextEvent {
                     side: Side::Server,
@@ -892,19 +982,29 @@ impl SmtpSession {
                 .push(printable(parsed.text, self.cfg.max_line));
         } else if self.reply.keep_lines {
             self.facts.ehlo_capabilities_dropped += 1;
+            self.reply.cut = true;
         }
         if parsed.more {
             return;
         }
         let done = std::mem::take(&mut self.reply);
         self.facts.replies += 1;
-        self.server_reply(done.code.unwrap_or(parsed.code), done.lines, ts_us);
+        self.server_reply(
+            done.code.unwrap_or(parsed.code),
+            done.lines,
+            done.cut,
+            ts_us,
+        );
     }
 
-    fn server_reply(&mut self, code: u16, lines: Vec<String>, ts_us: i64) {
+    /// Handles one complete reply; `cut` says a kept line of it was cut at a limit.
+    fn server_reply(&mut self, code: u16, lines: Vec<String>, cut: bool, ts_us: i64) {
         if !self.greeting_done {
             self.greeting_done = true;
             self.facts.banner_code = Some(code);
+            if cut {
+                self.facts.mark_truncated("banner");
+            }
             if let Some(first) = lines.into_iter().next() {
                 self.facts.banner_masked = capability::is_masked_banner(&first);
                 self.facts.banner = Some(first);
@@ -924,6 +1024,9 @@ impl SmtpSession {
             Verb::Ehlo if self.facts.ehlo_reply_code.is_none() => {
                 self.facts.ehlo_reply_code = Some(code);
                 if (200..300).contains(&code) {
+                    if cut {
+                        self.facts.mark_truncated("ehlo_capabilities");
+                    }
                     self.ehlo_reply(lines, ts_us);
                 } else {
                     self.facts.ehlo_reply_ts = Some(ts_us);
@@ -933,6 +1036,9 @@ impl SmtpSession {
                 if self.facts.starttls_reply_code.is_none() {
                     self.facts.starttls_reply_code = Some(code);
                     self.facts.starttls_reply_text = lines.into_iter().next();
+                    if cut {
+                        self.facts.mark_truncated("starttls_reply_text");
+                    }
                 }
                 if code == 220 {
                     self.facts.tls_expected = true;
@@ -993,6 +1099,11 @@ impl SmtpSession {
     /// (TLS 1.2 and earlier), or encrypted records each way after a TLS 1.3 ServerHello.
     fn handshake_completed(&self) -> bool {
         let (c, s) = (&self.tls_client.summary, &self.tls_server.summary);
+        if !self.server_spoke {
+            // One-sided capture: a client sends application data (or, in TLS 1.3, its
+            // encrypted Finished) only after the server's whole flight.
+            return self.facts.tls_started && c.application_data;
+        }
         if !s.server_hello {
             return false;
         }
@@ -1006,6 +1117,16 @@ impl SmtpSession {
 
     /// Closes the session: whatever the upgrade was waiting for will not come.
     pub fn finish(&mut self, end: EndReason) {
+        if self.client_mode == ClientMode::DataPending && !self.held.is_empty() {
+            // No 354 came (a one-sided capture, or the flow ended): what the client sent after
+            // DATA is the body and the commands after it, not something to drop.
+            let held = std::mem::take(&mut self.held);
+            self.set_client_mode(ClientMode::DataBody, Transition::EndedWaitingFor354);
+            self.body_tail = *b"\0\0\r\n";
+            self.body_tail_len = 4;
+            let ts = self.facts.ehlo_reply_ts.unwrap_or(0);
+            self.client_bytes(&held, ts);
+        }
         // A flow that ended before five bytes arrived: decide on what there is.
         let ts = self.facts.ehlo_reply_ts.unwrap_or(0);
         let head = std::mem::take(&mut self.first[0]);
@@ -1093,25 +1214,43 @@ fn gather_first<'a>(buf: &mut Vec<u8>, bytes: &'a [u8]) -> Option<(Vec<u8>, &'a 
 /// Lossy, bounded text for evidence: control characters are escaped so that a hostile server
 /// cannot smuggle terminal escapes into a report.
 fn printable(bytes: &[u8], max: usize) -> String {
+    bounded_text(bytes, max).0
+}
+
+/// `printable`, and whether the bytes were cut at `max`.
+fn bounded_text(bytes: &[u8], max: usize) -> (String, bool) {
+    let cut = bytes.len() > max;
     let bytes = &bytes[..bytes.len().min(max)];
     let text = String::from_utf8_lossy(bytes);
-    if text.chars().any(|c| c.is_control()) {
+    let text = if text.chars().any(|c| c.is_control()) {
         text.chars()
             .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
             .collect()
     } else {
         text.into_owned()
-    }
+    };
+    (text, cut)
 }
 
 /// The address inside `FROM:<...>` / `TO:<...>`, bounded.
-fn envelope_address(args: &[u8]) -> String {
-    let start = args.iter().position(|b| *b == b'<').map_or(0, |p| p + 1);
-    let end = args[start..]
+/// Also when a lenient client leaves out the brackets (`MAIL FROM: a@b`, which Zeek's test traces
+/// show): then the address is the first word after the colon. Returns whether it was cut.
+fn envelope_address(args: &[u8]) -> (String, bool) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    // The `FROM` / `TO` keyword, an optional colon, blanks.
+    let keyword = args
         .iter()
-        .position(|b| *b == b'>')
-        .map_or(args.len(), |p| start + p);
-    printable(&args[start..end], 256)
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(args.len());
+    let rest = &args[keyword..];
+    let rest = &rest[rest.iter().take_while(|b| blank(b)).count()..];
+    let rest = rest.strip_prefix(b":").unwrap_or(rest);
+    let rest = &rest[rest.iter().take_while(|b| blank(b)).count()..];
+    let path = match rest.strip_prefix(b"<") {
+        Some(inner) => &inner[..inner.iter().position(|b| *b == b'>').unwrap_or(inner.len())],
+        None => &rest[..rest.iter().position(blank).unwrap_or(rest.len())],
+    };
+    bounded_text(path, MAX_ADDRESS)
 }
 
 #[cfg(test)]
@@ -1322,5 +1461,160 @@ mod tests {
             s.facts.handshake_failure, None,
             "a capture that just ends proves nothing"
         );
+    }
+
+    /// A client-only capture (the Zeek trace `smtp-one-side-only` has this shape): two
+    /// transactions, the second after the first body, then QUIT; nothing waits for a 354.
+    #[test]
+    fn client_only_capture_keeps_every_transaction() {
+        let cfg = SmtpConfig {
+            log_envelope: true,
+            ..SmtpConfig::default()
+        };
+        let mut s = play_with(
+            cfg,
+            &[
+                (C, b"EHLO c.example\r\n"),
+                (
+                    C,
+                    b"MAIL FROM:<a@example>\r\nRCPT TO:<b@example>\r\nDATA\r\n",
+                ),
+                (C, b"Subject: one\r\n\r\nbody\r\n.\r\n"),
+                (C, b"MAIL FROM: x@example\r\nRCPT TO: y@example\r\n"),
+                (
+                    C,
+                    b"RCPT TO:<z@example>\r\nDATA\r\nbody two\r\n.\r\nQUIT\r\n",
+                ),
+            ],
+        );
+        s.finish(EndReason::Fin);
+        let f = &s.facts;
+        assert_eq!(f.mail_transactions, 2);
+        assert_eq!(f.rcpt_commands, 3);
+        assert_eq!(f.data_commands, 2);
+        assert!(f.quit_sent);
+        assert_eq!(f.mail_from, ["a@example", "x@example"]);
+        assert_eq!(f.rcpt_to, ["b@example", "y@example", "z@example"]);
+    }
+
+    /// A flow that ends while DATA waits for its 354: the held bytes are judged, not dropped.
+    #[test]
+    fn bytes_held_for_a_354_are_judged_at_the_end() {
+        let mut s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<b@x>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\nbody\r\n.\r\nMAIL FROM:<c@x>\r\nQUIT\r\n"),
+        ]);
+        assert_eq!(s.facts.mail_transactions, 1, "held while the 354 is due");
+        s.finish(EndReason::Fin);
+        assert_eq!(s.facts.mail_transactions, 2);
+        assert!(s.facts.quit_sent);
+    }
+
+    /// Client-only STARTTLS: the 220 went by unseen; the client's TLS is recognised, and its
+    /// application data shows the handshake completed.
+    #[test]
+    fn client_only_starttls_is_recognised() {
+        let hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00];
+        let app = [0x17, 0x03, 0x03, 0x00, 0x02, 0xaa, 0xbb];
+        let mut s = play(&[
+            (C, b"EHLO c\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (C, &hello),
+            (C, &app),
+        ]);
+        s.finish(EndReason::Fin);
+        assert!(s.facts.tls_started);
+        assert!(s.facts.tls_expected);
+        assert!(s.facts.tls_handshake_completed);
+        assert_eq!(s.facts.malformed_lines, 0);
+    }
+
+    #[test]
+    fn envelope_addresses_with_and_without_brackets() {
+        for (args, want) in [
+            (&b"FROM:<a@b>"[..], "a@b"),
+            (b"FROM:<a@b> SIZE=10", "a@b"),
+            (b"FROM: <a@b>", "a@b"),
+            (b"FROM: a@b", "a@b"),
+            (b"from:a@b BODY=8BITMIME", "a@b"),
+            (b"TO: a@b", "a@b"),
+            (b"FROM:<>", ""),
+            (b"FROM <a@b>", "a@b"),
+            (b"FROM:", ""),
+            (b"", ""),
+        ] {
+            assert_eq!(
+                envelope_address(args),
+                (want.to_string(), false),
+                "{}",
+                String::from_utf8_lossy(args)
+            );
+        }
+        let long = [b"TO:<".as_slice(), &[b'a'; 300], b">"].concat();
+        let (address, cut) = envelope_address(&long);
+        assert_eq!(address.len(), MAX_ADDRESS);
+        assert!(cut);
+    }
+
+    #[test]
+    fn values_cut_at_their_limit_are_named() {
+        let cfg = SmtpConfig {
+            max_line: 64,
+            ..SmtpConfig::default()
+        };
+        let name = "n".repeat(300);
+        let ehlo = format!("EHLO {name}\r\n");
+        let banner = format!("220 {}\r\n", "b".repeat(100));
+        let s = play_with(
+            SmtpConfig {
+                max_line: 2048,
+                ..cfg
+            },
+            &[(S, b"220 mx\r\n"), (C, ehlo.as_bytes())],
+        );
+        assert_eq!(s.facts.ehlo_name.as_deref().map(str::len), Some(255));
+        assert_eq!(s.facts.truncated, ["ehlo_name"]);
+        let s = play_with(cfg, &[(S, banner.as_bytes()), (C, b"EHLO c\r\n")]);
+        assert_eq!(s.facts.truncated, ["banner"]);
+        let s = play(&[(S, b"220 mx\r\n"), (C, b"EHLO c\r\n")]);
+        assert!(s.facts.truncated.is_empty());
+    }
+
+    /// Issue 10 item 3: a cleartext reply that answers the ClientHello is a failed handshake;
+    /// the same reply before the ClientHello is cleartext in the injection window.
+    #[test]
+    fn reply_to_the_client_hello_is_not_in_the_injection_window() {
+        let hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00];
+        let opening: [(Side, &[u8]); 5] = [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 go ahead\r\n"),
+        ];
+        let mut answered = opening.to_vec();
+        answered.extend([(C, &hello[..]), (S, b"421 4.7.0 TLS not available\r\n")]);
+        let mut s = play(&answered);
+        s.finish(EndReason::Fin);
+        assert!(s.facts.cleartext.is_empty());
+        assert_eq!(
+            s.facts.handshake_failure,
+            Some(HandshakeFailure::NonTlsServerBytes)
+        );
+        let mut before = opening.to_vec();
+        before.extend([
+            (S, &b"421 4.7.0 TLS not available\r\n"[..]),
+            (C, &hello[..]),
+        ]);
+        let s = play(&before);
+        assert_eq!(s.facts.cleartext.len(), 1);
+        assert_eq!(s.facts.cleartext[0].side, Side::Server);
+        assert_eq!(s.facts.cleartext[0].phase, "after-220");
     }
 }

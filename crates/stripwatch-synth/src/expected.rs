@@ -88,6 +88,31 @@ impl ExpectedSession {
         }
     }
 
+    /// What a capture of the client's direction alone shows (one-sided captures in DESIGN.md):
+    /// an upgrade that completed, whose certificate went by unseen, or mail in the clear; never a
+    /// finding about the offer, which only the server's side shows.
+    pub fn client_only(server_port: u16, facts: &Facts) -> ExpectedSession {
+        let (verdict, findings) = if facts.tls_completed {
+            (
+                "certificate-not-observable",
+                vec!["certificate-not-observable"],
+            )
+        } else if facts.mail_transactions > 0 {
+            ("plaintext", Vec::new())
+        } else {
+            ("incomplete", Vec::new())
+        };
+        ExpectedSession {
+            verdict,
+            finding_events: findings.clone(),
+            findings,
+            starttls_sent: Some(facts.starttls_sent),
+            tls_started: Some(facts.tls_started),
+            mail_transactions: Some(facts.mail_transactions),
+            ..ExpectedSession::incomplete(server_port)
+        }
+    }
+
     /// A session the capture shows too little of to judge.
     pub fn incomplete(server_port: u16) -> ExpectedSession {
         ExpectedSession {

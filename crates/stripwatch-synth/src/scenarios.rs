@@ -415,10 +415,10 @@ impl Capture {
             }
         }
         self.frames.extend(frames);
-        let mut expected = if s.keep == Keep::All {
-            ExpectedSession::complete(s.port, &s.dialog.facts(), &s.findings)
-        } else {
-            ExpectedSession::incomplete(s.port)
+        let mut expected = match s.keep {
+            Keep::All => ExpectedSession::complete(s.port, &s.dialog.facts(), &s.findings),
+            Keep::ClientOnly => ExpectedSession::client_only(s.port, &s.dialog.facts()),
+            Keep::FromStep(_) => ExpectedSession::incomplete(s.port),
         };
         if let Some((domain, host)) = s.linked {
             expected.recipient_domain = Some(domain);
@@ -1389,7 +1389,8 @@ mod tests {
     fn synth_partial_captures_keep_what_they_say() {
         let (frames, e) = scenario("client-only").render();
         assert!(frames.iter().all(|f| f.side == Side::Client));
-        assert_eq!(e.sessions[0].verdict, "incomplete");
+        assert_eq!(e.sessions[0].verdict, "certificate-not-observable");
+        assert_eq!(e.sessions[0].tls_started, Some(true));
         let (frames, _) = scenario("mid-stream").render();
         let first = &segments(&frames)[0];
         assert!(first.0 && first.2.starts_with(b"MAIL FROM:"));
