@@ -11,7 +11,7 @@
 # C_IP S_IP M_IP R_IP (sender, proxy's client side = S, proxy's server side, receiver),
 # CAPTURE_SOURCE (the "source" written into each expected JSON), and defines
 #   deliver MODE      one delivery through the proxy in MODE (start_proxy ... stop_proxy)
-#   queue_empty       true once the sender has nothing left to send
+#   sender_done       true once the sender has nothing left to do
 #
 # The functions:
 #   rig_network                the three namespaces and their two veth pairs (checksum
@@ -169,7 +169,7 @@ capture() {
     start_capture "$tmp"
     for mode in "$@"; do deliver "$mode"; done
     stop_capture
-    wait_for 10 "sender queue to be empty" queue_empty
+    wait_for 10 "the sender to be done" sender_done
     /usr/bin/python3 "$RIG_DIR/expect.py" "$tmp" --description "$desc" --summary \
         --source "$CAPTURE_SOURCE" --out "$OUT/.$name.json.tmp"
     got=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(s["verdict"] for s in json.load(open(sys.argv[1]))["sessions"]))' "$OUT/.$name.json.tmp")

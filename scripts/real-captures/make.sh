@@ -129,7 +129,7 @@ EOF
     grep -E ' status=sent' "$W/client/maillog" | tail -n 1 | sed 's/^/    postfix: /' >&2
 }
 
-queue_empty() { [ -z "$(find "$W/client/queue/deferred" "$W/client/queue/active" "$W/client/queue/incoming" -type f 2>/dev/null)" ]; }
+sender_done() { [ -z "$(find "$W/client/queue/deferred" "$W/client/queue/active" "$W/client/queue/incoming" -type f 2>/dev/null)" ]; }
 
 # ---------------------------------------------------------------- main
 
