@@ -86,7 +86,10 @@ fn fresh_exim_and_opensmtpd_captures_match_their_expected_results() {
     }
     let out = make_captures("sender-captures");
     let (checked, failures) = check_expected_dir(&out);
-    assert_eq!(checked, 12, "sender-captures/make.sh should produce twelve captures");
+    assert_eq!(
+        checked, 12,
+        "sender-captures/make.sh should produce twelve captures"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
