@@ -1,5 +1,6 @@
-//! End to end with real software: runs `scripts/real-captures/make.sh`, which delivers mail with
-//! real Postfix through a stripping proxy in network namespaces and captures it with tcpdump,
+//! End to end with real software: runs `scripts/real-captures/make.sh` and
+//! `scripts/sender-captures/make.sh`, which deliver mail with real Postfix, Exim and OpenSMTPD
+//! through a stripping proxy in network namespaces and capture it with tcpdump,
 //! then checks the analyzer against the expected results that `expect.py` derives from each new
 //! capture independently of stripwatch.
 //!
@@ -42,15 +43,12 @@ fn make_captures(name: &str) -> std::path::PathBuf {
     out
 }
 
-#[test]
-fn fresh_postfix_captures_match_their_expected_results() {
-    if !require_root() {
-        return;
-    }
-    let out = make_captures("real-captures");
+/// Analyses every `NAME.pcap` in `out` that has a `NAME.expected.json` and compares; returns
+/// the number of captures checked and the differences.
+fn check_expected_dir(out: &std::path::Path) -> (usize, Vec<String>) {
     let mut checked = 0;
     let mut failures = Vec::new();
-    for entry in std::fs::read_dir(&out).unwrap() {
+    for entry in std::fs::read_dir(out).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let Some(stem) = name.strip_suffix(".expected.json") else {
@@ -67,7 +65,31 @@ fn fresh_postfix_captures_match_their_expected_results() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 6, "make.sh should produce six captures");
+    (checked, failures)
+}
+
+#[test]
+fn fresh_postfix_captures_match_their_expected_results() {
+    if !require_root() {
+        return;
+    }
+    let out = make_captures("real-captures");
+    let (checked, failures) = check_expected_dir(&out);
+    assert_eq!(checked, 8, "make.sh should produce eight captures");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn fresh_exim_and_opensmtpd_captures_match_their_expected_results() {
+    if !require_root() {
+        return;
+    }
+    let out = make_captures("sender-captures");
+    let (checked, failures) = check_expected_dir(&out);
+    assert_eq!(
+        checked, 12,
+        "sender-captures/make.sh should produce twelve captures"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -46,6 +46,7 @@
 #   no_offload NS DEV          switch checksum offload off, so that captures hold real checksums
 #   nsx NS CMD...              run CMD inside namespace NS
 #   wait_for SECS WHAT CMD...  poll CMD every 0.1 s; die after SECS
+#   poll_for SECS CMD...       poll CMD every 0.1 s; false (not fatal) after SECS
 #   stop_pid PID SIG SECS      signal a child of this shell, wait (bounded) for it to end, reap it
 #   count_in FILE REGEX        lines matching (0 if there is no file)
 #   postfix_services           the master.cf lines every instance shares (all unchrooted)
@@ -218,6 +219,15 @@ wait_for() {
     local end=$(( $(date +%s%N) / 1000000 + secs * 1000 ))
     while ! "$@" >/dev/null 2>&1; do
         [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || die "timeout after ${secs}s waiting for $what"
+        sleep 0.1
+    done
+}
+
+poll_for() {
+    local secs=$1; shift
+    local end=$(( $(date +%s%N) / 1000000 + secs * 1000 ))
+    until "$@" >/dev/null 2>&1; do
+        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || return 1
         sleep 0.1
     done
 }

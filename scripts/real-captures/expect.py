@@ -18,6 +18,15 @@ after a 220 reply to STARTTLS, and applies the stripwatch finding rules:
   plaintext-fallback         MAIL in clear after an earlier failed upgrade
                              (tls-handshake-failed / starttls-command-rejected) by the
                              same client address to the same server
+  cleartext-after-starttls   bytes in the upgrade window, before that side's first TLS
+                             byte (see upgrade_window): from the client after STARTTLS
+                             (pipelined before the reply, or after the 220 before its
+                             ClientHello), or from the server after its 220 before it had
+                             the client's ClientHello. Server bytes that answer a
+                             ClientHello (the segment acknowledges its first byte) belong
+                             to the failed handshake, not to this finding. Only text
+                             counts (the first line printable: a command or a reply);
+                             binary bytes that are not TLS fail the handshake only.
 
 The verdict is the most severe finding (order in SEVERITY), else tls-ok or plaintext.
 mail_transactions counts the MAIL commands the client sent in cleartext.
@@ -70,7 +79,7 @@ def read_pcap(path):
 
 
 def decode(linktype, pkt):
-    """-> (src, dst, sport, dport, seq, flags, payload) or None."""
+    """-> (src, dst, sport, dport, seq, flags, payload, ack) or None."""
     if linktype == 1:            # Ethernet
         etype = struct.unpack("!H", pkt[12:14])[0]
         off = 14
@@ -104,10 +113,10 @@ def decode(linktype, pkt):
         off += 40
     else:
         return None
-    sport, dport, seq, _ack, doff_flags = struct.unpack("!HHIIH", pkt[off:off + 14])
+    sport, dport, seq, ack, doff_flags = struct.unpack("!HHIIH", pkt[off:off + 14])
     doff = (doff_flags >> 12) * 4
     flags = doff_flags & 0x3F
-    return src, dst, sport, dport, seq, flags, pkt[off + doff:end]
+    return src, dst, sport, dport, seq, flags, pkt[off + doff:end], ack
 
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -118,14 +127,28 @@ class Flow:
         self.client, self.server, self.first = client, server, t
         self.isn = {}       # direction -> initial sequence number
         self.segs = {"c": [], "s": []}
+        self.acks = {"c": [], "s": []}   # (stream offset of the segment's end, ack) per segment
         self.rst = {"c": False, "s": False}
         self.fin = {"c": False, "s": False}
 
-    def stream(self, d):
+    def base(self, d):
         if d not in self.isn:
-            base = min((s for s, _ in self.segs[d]), default=0)
-        else:
-            base = (self.isn[d] + 1) & 0xFFFFFFFF
+            return min((s for s, _ in self.segs[d]), default=0)
+        return (self.isn[d] + 1) & 0xFFFFFFFF
+
+    def sent_before(self, d, other_offset):
+        """How far into direction d's stream the bytes go that d sent before it had received
+        the other direction's byte at other_offset: the end of the furthest segment whose
+        ACK does not cover that byte."""
+        base, obase = self.base(d), self.base("s" if d == "c" else "c")
+        end = 0
+        for seq, payload, ack in self.acks[d]:
+            if (ack - obase) & 0xFFFFFFFF <= other_offset:
+                end = max(end, ((seq - base) & 0xFFFFFFFF) + len(payload))
+        return end
+
+    def stream(self, d):
+        base = self.base(d)
         out = bytearray()
         nxt = 0
         for seq, payload in sorted(((s - base) & 0xFFFFFFFF, p) for s, p in self.segs[d]):
@@ -144,7 +167,7 @@ def flows_of(path):
         d = decode(lt, pkt)
         if d is None:
             continue
-        src, dst, sport, dport, seq, flags, payload = d
+        src, dst, sport, dport, seq, flags, payload, ack = d
         a, b = (src, sport), (dst, dport)
         key = (a, b) if (a, b) in flows else (b, a) if (b, a) in flows else None
         if key is None:
@@ -170,6 +193,8 @@ def flows_of(path):
             fl.fin[direction] = True
         if payload:
             fl.segs[direction].append((seq, payload))
+            if flags & ACK:
+                fl.acks[direction].append((seq, payload, ack))
     return [flows[k] for k in order]
 
 
@@ -228,6 +253,58 @@ def server_sent_certificate(data):
     return False
 
 
+def first_tls_record(data):
+    """Offset of the first TLS handshake record header at a line start in data, else None."""
+    pos = 0
+    while pos + 5 <= len(data):
+        if data[pos] == 22 and data[pos + 1] == 3:
+            return pos
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return None
+        pos = nl + 1
+    return None
+
+
+def is_text(data):
+    """Window bytes count as cleartext when their first line is printable text (a command or
+    a reply); binary bytes that are neither TLS nor text only fail the handshake."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    return bool(first) and all(32 <= b < 127 or b == 9 for b in first)
+
+
+def upgrade_window(fl, cs, ss, c_tls_at, reply_end, reply_code):
+    """The cleartext in the STARTTLS upgrade window, per side.
+
+    c_tls_at: client stream offset just after the STARTTLS line; reply_end: server stream
+    offset just after the reply to it. Returns (client_bytes, server_bytes, ch_start,
+    s_tls_at): the cleartext each side sent in its window, the client stream offset of its
+    first TLS byte (None if it sent none) and the server stream offset where its bytes after
+    the window start.
+
+    - Client: with a 220, every byte after STARTTLS before its first TLS record (pipelined
+      before the 220 or sent after it); with any other reply, only the bytes it sent before
+      it had received the whole reply (its segments' ACKs do not cover the reply's end).
+    - Server, after a 220: the bytes after the 220 it sent before it had received the first
+      byte of the client's ClientHello (its segments' ACKs do not cover that byte), or all of
+      them if the client sent no TLS. Bytes that answer the ClientHello are not in it.
+    """
+    if reply_code is None:
+        return b"", b"", None, reply_end
+    rest = cs[c_tls_at:]
+    if reply_code != 220:
+        sent = fl.sent_before("c", reply_end - 1)
+        return rest[:max(0, sent - c_tls_at)], b"", None, reply_end
+    p = first_tls_record(rest)
+    client = rest if p is None else rest[:p]
+    ch_start = None if p is None else c_tls_at + p
+    s_end = len(ss) if ch_start is None else fl.sent_before("s", ch_start)
+    server = ss[reply_end:max(reply_end, s_end)]
+    if server and tls_records(server):
+        server = b""        # TLS before the ClientHello: not cleartext
+    return client, server, ch_start, reply_end + len(server)
+
+
 def analyze_flow(fl):
     cs, ss = fl.stream("c"), fl.stream("s")
     replies, _ = parse_replies(ss)
@@ -251,6 +328,10 @@ def analyze_flow(fl):
         cmds.append(verb)
         if verb == "DATA":
             in_data = True
+        if verb == "BDAT":
+            # BDAT n [LAST]: the next n bytes are the chunk (Exim pipelines it)
+            size = line.split()[1] if len(line.split()) > 1 else b""
+            pos += int(size) if size.isdigit() else 0
         if verb == "STARTTLS":
             c_tls_at = pos
             break
@@ -275,17 +356,24 @@ def analyze_flow(fl):
     tls_started = False
     tls_complete = False
     cert_seen = False
+    window = (b"", b"")
     mail_transactions = sum(1 for v in cmds if v == "MAIL")
-    if starttls_sent and reply_code == 220:
-        # server bytes after the 220 reply
+    if starttls_sent:
         r_end = sum(len(l) for r in replies[:len(cmds) + 1] for l in r)
+        c_clear, s_clear, ch_start, s_tls_at = upgrade_window(fl, cs, ss, c_tls_at, r_end,
+                                                              reply_code)
+        window = (c_clear, s_clear)
+    if starttls_sent and reply_code == 220:
         c_types = tls_records(cs[c_tls_at:])
-        s_types = tls_records(ss[r_end:])
+        s_types = tls_records(ss[s_tls_at:])
         # tls_started: the client's first bytes after the 220 are a TLS handshake record;
-        # the upgrade completed only if the server answered with one too.
+        # the upgrade completed only if both sides sent handshake records after their
+        # cleartext windows (if any).
         tls_started = bool(c_types) and c_types[0] == 22
-        tls_complete = tls_started and bool(s_types) and s_types[0] == 22
-        cert_seen = server_sent_certificate(ss[r_end:])
+        c_after = tls_records(cs[ch_start:]) if ch_start is not None else []
+        tls_complete = (bool(c_after) and c_after[0] == 22
+                        and bool(s_types) and s_types[0] == 22)
+        cert_seen = server_sent_certificate(ss[s_tls_at:])
         # client commands after a failed upgrade would be cleartext again
         if not c_types:
             rest = cs[c_tls_at:]
@@ -309,7 +397,7 @@ def analyze_flow(fl):
         "client": fl.client, "server": fl.server, "first": fl.first,
         "offered": offered, "masked": masked, "sent": starttls_sent,
         "reply_code": reply_code, "tls_started": tls_started, "tls_complete": tls_complete,
-        "cert_seen": cert_seen,
+        "cert_seen": cert_seen, "window": window,
         "mail": mail_transactions, "rst": fl.rst, "caps": [c.decode("latin-1") for c in caps],
         "banner": replies[0][0].decode("latin-1").rstrip() if replies else None,
     }
@@ -335,6 +423,8 @@ def judge(infos):
         if s["sent"] and s["reply_code"] not in (None, 220) and s["mail"] > 0:
             # refused upgrade, mail sent anyway in the same connection
             findings.add("plaintext-fallback")
+        if any(is_text(w) for w in s["window"]):
+            findings.add("cleartext-after-starttls")
         if s["offered"] and not s["sent"] and s["mail"] > 0:
             findings.add("plaintext-by-client")
         if s["mail"] > 0 and not s["tls_started"] and pair in failed_upgrade:
@@ -384,10 +474,12 @@ def main():
     text = json.dumps(doc, indent=2) + "\n"
     if args.summary:
         for i, s in zip(infos, sessions):
-            print("  %s:%d -> %s:%d banner=%r caps=%s sent=%s code=%s tls=%s/%s mail=%d rst=%s => %s %s"
+            print("  %s:%d -> %s:%d banner=%r caps=%s sent=%s code=%s tls=%s/%s mail=%d rst=%s"
+                  " window=%r/%r => %s %s"
                   % (i["client"] + i["server"] + (i["banner"], ",".join(i["caps"]), i["sent"],
                      i["reply_code"], i["tls_started"], i["tls_complete"], i["mail"],
-                     i["rst"], s["verdict"], s["findings"])), file=sys.stderr)
+                     i["rst"], i["window"][0][:40], i["window"][1][:40], s["verdict"],
+                     s["findings"])), file=sys.stderr)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)

@@ -12,6 +12,8 @@ set -Eeuo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/netns.sh
 . "$HERE/../lib/netns.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/relay.sh
+. "$HERE/../lib/relay.sh"
 LOG_TAG="make.sh"
 capture_script_args "$@"
 
@@ -22,6 +24,8 @@ C_IP=10.77.0.1      # Postfix sender (swcap-client)
 S_IP=10.77.0.2      # the server address S the client connects to (proxy on swcap-mid)
 M_IP=10.77.1.1      # swcap-mid, server-facing side
 R_IP=10.77.1.2      # the real receiving Postfix (swcap-server)
+VETH=swc
+CAPTURE_SOURCE=scripts/real-captures/make.sh
 FAILURE_LOGS="client/maillog server/maillog proxy.log proxy.out tcpdump.err"
 
 ensure_packages() {
@@ -46,61 +50,13 @@ keep_logs() {
 
 remove_partial() { rm -f "$OUT"/.real-*.tmp 2>/dev/null; }
 
-# ---------------------------------------------------------------- network
+# ---------------------------------------------------------------- the sending Postfix
 
-setup_network() {
-    log "creating namespaces $NS_C, $NS_M, $NS_S"
-    netns_add "$(printf '127.0.0.1 localhost\n%s client.swcap.test\n%s mx.swcap.test' "$C_IP" "$R_IP")" \
-        $NS_C $NS_M $NS_S
-    ip link add swc-c netns $NS_C type veth peer name swc-mc netns $NS_M
-    ip link add swc-ms netns $NS_M type veth peer name swc-s netns $NS_S
-    ip -n $NS_C addr add $C_IP/24 dev swc-c
-    ip -n $NS_M addr add $S_IP/24 dev swc-mc
-    ip -n $NS_M addr add $M_IP/24 dev swc-ms
-    ip -n $NS_S addr add $R_IP/24 dev swc-s
-    local pair ns dev
-    for pair in "$NS_C swc-c" "$NS_M swc-mc" "$NS_M swc-ms" "$NS_S swc-s"; do
-        read -r ns dev <<<"$pair"
-        no_offload "$ns" "$dev"
-        ip -n "$ns" link set "$dev" up
-    done
-    wait_for 5 "veth up" link_up
-}
-smtpd_listening() { nsx $NS_S ss -Hltn "sport = :25" | grep -q "$R_IP:25"; }
-link_up() { ip -n $NS_C link show swc-c | grep -q 'state UP'; }
-
-# ---------------------------------------------------------------- TLS + Postfix
-
-make_cert() {
-    mkdir -p "$W/tls"
-    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 365 \
-        -subj "/CN=mx.swcap.test" -addext "subjectAltName=DNS:mx.swcap.test" \
-        -keyout "$W/tls/server.key" -out "$W/tls/server.crt" >/dev/null 2>&1
-    chmod 644 "$W/tls/server.crt"; chmod 600 "$W/tls/server.key"
-}
-
-write_master_cf() { # every service unchrooted (the instances live in a temp dir)
-    {
-        echo "smtp      inet  n       -       n       -       -       smtpd"
-        postfix_services
-    } > "$1"
-}
-
-common_main_cf() { # common_main_cf INSTANCE_DIR
-    postfix_main_cf "$1"
-    cat <<EOF2
-mydomain = swcap.test
-inet_protocols = ipv4
-smtp_dns_support_level = disabled
-smtp_connection_cache_on_demand = no
-EOF2
-}
 setup_postfix() {
-    local c=$W/client s=$W/server
-    mkdir -p "$c/etc" "$c/queue" "$c/data" "$s/etc" "$s/queue" "$s/data"
-    chown postfix "$c/data" "$s/data"
+    local c=$W/client
+    mkdir -p "$c/etc" "$c/queue" "$c/data"
+    chown postfix "$c/data"
     write_master_cf "$c/etc/master.cf"
-    write_master_cf "$s/etc/master.cf"
     { common_main_cf "$c"; cat <<EOF
 myhostname = client.swcap.test
 myorigin = \$myhostname
@@ -118,70 +74,14 @@ maximal_backoff_time = 2s
 queue_run_delay = 1s
 EOF
     } > "$c/etc/main.cf"
-    { common_main_cf "$s"; cat <<EOF
-myhostname = mx.swcap.test
-myorigin = \$myhostname
-mydestination = swcap.test, mx.swcap.test
-inet_interfaces = $R_IP
-local_recipient_maps =
-local_transport = discard:
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_banner = \$myhostname ESMTP
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = $W/tls/server.crt
-smtpd_tls_key_file = $W/tls/server.key
-smtpd_tls_loglevel = 1
-EOF
-    } > "$s/etc/main.cf"
-    log "starting Postfix instances"
-    nsx $NS_S postfix -c "$s/etc" start >"$W/postfix-start.log" 2>&1 \
-        || { cat "$W/postfix-start.log" >&2; die "receiving Postfix did not start"; }
+    start_receiver
+    log "starting the sending Postfix"
     nsx $NS_C postfix -c "$c/etc" start >>"$W/postfix-start.log" 2>&1 \
         || { cat "$W/postfix-start.log" >&2; die "sending Postfix did not start"; }
-    wait_for 10 "receiving smtpd listening" smtpd_listening
     wait_for 10 "sending Postfix pickup" test -S "$c/queue/public/pickup"
 }
 
 # ---------------------------------------------------------------- proxy, capture, delivery
-
-PROXY_PID=""
-start_proxy() { # start_proxy MODE
-    rm -f "$W/proxy.ready"
-    echo "{\"ev\": \"start\", \"mode\": \"$1\"}" >> "$W/proxy.log"
-    ip netns exec $NS_M /usr/bin/python3 "$HERE/strip_proxy.py" --listen "$S_IP:25" --upstream "$R_IP:25" \
-        --mode "$1" --log "$W/proxy.log" --ready-file "$W/proxy.ready" --max-runtime 120 \
-        >>"$W/proxy.out" 2>&1 &
-    PROXY_PID=$!
-    wait_for 10 "proxy ($1) listening" test -s "$W/proxy.ready"
-}
-
-stop_proxy() {
-    [ -n "$PROXY_PID" ] || return 0
-    stop_pid "$PROXY_PID" TERM 10
-    PROXY_PID=""
-}
-
-TCPDUMP_PID=""
-start_capture() { # start_capture FILE
-    rm -f "$W/tcpdump.err"
-    ip netns exec $NS_C tcpdump -i swc-c -s 262144 --immediate-mode -U -n -w "$1" 'tcp port 25' 2>"$W/tcpdump.err" &
-    TCPDUMP_PID=$!
-    wait_for 10 "tcpdump listening" grep -q "listening on" "$W/tcpdump.err"
-}
-
-stop_capture() {
-    [ -n "$TCPDUMP_PID" ] || return 0
-    sleep 0.3   # last ACKs
-    stop_pid "$TCPDUMP_PID" TERM 10
-    TCPDUMP_PID=""
-}
-
-proxy_idle() { # every connection the proxy opened is closed again, and there was one
-    local opened closed
-    opened=$(count_in "$W/proxy.log" '"ev": "open"')
-    closed=$(count_in "$W/proxy.log" '"ev": "close"')
-    [ "$opened" -gt "$PROXY_OPEN0" ] && [ "$opened" = "$closed" ]
-}
 
 final_status_count() { count_in "$W/client/maillog" ' status=(sent|bounced|deferred)'; }
 sent_or_flush() { # sent_or_flush SENT0 FINAL0: true once a sent/bounced line is new
@@ -202,7 +102,6 @@ deliver() { # deliver MODE: one message through the proxy in MODE; waits for the
     local mode=$1 before_final before_sent
     N_MSG=$((N_MSG + 1))
     start_proxy "$mode"
-    PROXY_OPEN0=$(count_in "$W/proxy.log" '"ev": "open"')
     before_final=$(final_status_count)
     before_sent=$(sent_count)
     log "delivery $N_MSG through the proxy in mode '$mode'"
@@ -230,31 +129,7 @@ EOF
     grep -E ' status=sent' "$W/client/maillog" | tail -n 1 | sed 's/^/    postfix: /' >&2
 }
 
-queue_empty() { [ -z "$(find "$W/client/queue/deferred" "$W/client/queue/active" "$W/client/queue/incoming" -type f 2>/dev/null)" ]; }
-
-# capture NAME "DESCRIPTION" EXPECTED_VERDICTS MODE...
-# EXPECTED_VERDICTS (an extended regex over the space-separated session verdicts) is what
-# the scenario is meant to produce; the
-# expected JSON itself is derived from the capture and the run fails if they differ.
-capture() {
-    local name=$1 desc=$2 want=$3; shift 3
-    local pcap="$OUT/$name.pcap" json="$OUT/$name.expected.json"
-    local tmp="$OUT/.$name.pcap.tmp" got
-    log "=== $name"
-    start_capture "$tmp"
-    for mode in "$@"; do deliver "$mode"; done
-    stop_capture
-    wait_for 10 "sender queue to be empty" queue_empty
-    /usr/bin/python3 "$HERE/expect.py" "$tmp" --description "$desc" --summary \
-        --out "$OUT/.$name.json.tmp"
-    got=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(s["verdict"] for s in json.load(open(sys.argv[1]))["sessions"]))' "$OUT/.$name.json.tmp")
-    if ! [[ "$got" =~ ^($want)$ ]]; then
-        rm -f "$OUT/.$name.json.tmp"
-        die "$name: sessions in the capture have verdicts '$got', expected '$want'"
-    fi
-    publish "$OUT/.$name.json.tmp" "$json" "$tmp" "$pcap"
-    log "    -> $pcap ($(stat -c %s "$pcap") bytes), verdicts: $got"
-}
+sender_done() { [ -z "$(find "$W/client/queue/deferred" "$W/client/queue/active" "$W/client/queue/incoming" -type f 2>/dev/null)" ]; }
 
 # capture_one_sided NAME DESCRIPTION: Postfix's smtp-source sends two messages of two recipients
 # each over one session (it never uses STARTTLS) through the proxy in pass mode, while two
@@ -315,7 +190,7 @@ PY
 run_start /run/swcap-make.lock /tmp/swcap-make
 : > "$W/proxy.log"
 
-setup_network
+rig_network
 make_cert
 setup_postfix
 
@@ -337,6 +212,12 @@ capture real-postfix-break-tls \
 capture real-postfix-reject \
     "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that answers the client's STARTTLS with 454 4.7.0 itself; the client continues the session and sends the mail in plaintext." \
     "plaintext-fallback" reject-starttls
+capture real-postfix-garbage-after-220 \
+    "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that passes STARTTLS and appends its own cleartext line '250 injected by the path' to the 220, in the same segment, then drops the server's TLS bytes; the handshake fails, Postfix defers, retries (same again) and then falls back to plaintext on a new connection." \
+    "(cleartext-after-starttls )+plaintext-fallback" garbage-after-220
+capture real-postfix-answer-clienthello-421 \
+    "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that passes STARTTLS and its 220, then answers the ClientHello with a cleartext '421 4.7.0 TLS not available' and closes; a failed handshake (not cleartext in the upgrade window). Postfix defers, retries and then falls back to plaintext on a new connection." \
+    "(tls-handshake-failed )+plaintext-fallback" answer-clienthello-421
 
 capture_one_sided real-smtp-source-client-only \
     "Postfix smtp-source sending two messages of two recipients each over one plaintext HELO session to Postfix 3.7, captured with tcpdump on the client's link keeping only the client's packets, as a one-way tap or asymmetric routing shows it."

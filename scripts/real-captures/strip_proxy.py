@@ -14,6 +14,21 @@ readable, else --mode):
                    client's first TLS bytes (ClientHello) with a TCP reset
   reject-starttls  answer the client's STARTTLS with "454 4.7.0 TLS not available"
                    without forwarding it
+  garbage-after-220
+                   pass the dialog; append the cleartext line INJECTED ("250 injected by
+                   the path\r\n", an SMTP-shaped reply as a response injection would
+                   send) to the server's 220 reply to STARTTLS, in the same write, so it
+                   reaches the client before its ClientHello. Nothing more of the server's
+                   is forwarded (the line stands instead of the server's TLS bytes); the
+                   client's bytes still go to the server. When the client has sent its
+                   first bytes after the 220, both connections are closed (FIN) after
+                   GRACE seconds unless the client closed first.
+  answer-clienthello-421
+                   pass the dialog and the 220; answer the client's first bytes after the
+                   220 (its ClientHello, not forwarded) with a cleartext
+                   "421 4.7.0 TLS not available\r\n" and close both connections (FIN).
+                   The 421 answers the ClientHello: it is a failed handshake, not
+                   cleartext in the upgrade window.
 
 Server replies are line-buffered while the SMTP dialog is in cleartext, so a reply that
 arrives in several reads is still rewritten. Client commands are interpreted only until
@@ -33,8 +48,12 @@ import struct
 import sys
 import time
 
-MODES = ("pass", "overwrite", "delete", "break-tls", "reject-starttls")
+MODES = ("pass", "overwrite", "delete", "break-tls", "reject-starttls",
+         "garbage-after-220", "answer-clienthello-421")
 MASK = b"XXXXXXXA"
+INJECTED = b"250 injected by the path\r\n"
+ANSWER_421 = b"421 4.7.0 TLS not available\r\n"
+GRACE = 1.0
 READ_SIZE = 65536
 CONNECT_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
@@ -82,6 +101,9 @@ class Conn:
         self.c_commands = True        # still interpreting client commands
         self.pending_starttls = False  # client sent STARTTLS, reply not yet seen
         self.break_armed = False      # break-tls: reset on the next client bytes
+        self.answer_armed = False     # answer-clienthello-421: answer the next client bytes
+        self.drop_s2c = False         # garbage-after-220: the server's bytes go nowhere
+        self.close_soon = False       # garbage-after-220: close after the client's bytes
         self.done = False
         self.bytes_c2s = 0
         self.bytes_s2c = 0
@@ -99,6 +121,32 @@ class Conn:
         if self.swriter is not None:
             self.swriter.transport.abort()
         self.done = True
+
+    async def answer_and_close(self, data):
+        """answer-clienthello-421: a cleartext 421 for the ClientHello, then FIN both ways."""
+        self.log(ev="client-bytes-after-220", conn=self.cid, n=len(data),
+                 tls_handshake=data[:1] == b"\x16")
+        self.cwriter.write(ANSWER_421)
+        await self.cwriter.drain()
+        self.log(ev="answered-421", conn=self.cid)
+        self.close_both()
+
+    def close_both(self):
+        for w in (self.cwriter, self.swriter):
+            try:
+                if w.can_write_eof():
+                    w.write_eof()
+                w.close()
+            except OSError:
+                pass
+        self.done = True
+
+    async def close_after_grace(self):
+        """garbage-after-220: give the client GRACE seconds to give up by itself."""
+        await asyncio.sleep(GRACE)
+        if not self.done:
+            self.log(ev="closing-after-garbage", conn=self.cid)
+            self.close_both()
 
     # ---------- server -> client
 
@@ -138,6 +186,9 @@ class Conn:
             if not data:
                 break
             self.bytes_s2c += len(data)
+            if self.drop_s2c:
+                self.log(ev="server-bytes-dropped", conn=self.cid, n=len(data))
+                continue
             if self.raw:
                 self.cwriter.write(buf + data)
                 buf = b""
@@ -162,10 +213,24 @@ class Conn:
                     if code == "220":
                         if self.mode == "break-tls":
                             self.break_armed = True
+                        elif self.mode == "answer-clienthello-421":
+                            self.answer_armed = True
+                        elif self.mode == "garbage-after-220":
+                            # in the same write as the 220, so it cannot come after the
+                            # client's ClientHello
+                            out += INJECTED
+                            self.log(ev="injected", conn=self.cid,
+                                     line=INJECTED.decode("latin-1").rstrip())
+                            self.drop_s2c = True
+                            self.close_soon = True
+                            self.raw = True
                         else:
                             self.raw = True
             if self.raw and buf:
-                out += buf
+                if self.drop_s2c:
+                    self.log(ev="server-bytes-dropped", conn=self.cid, n=len(buf))
+                else:
+                    out += buf
                 buf = b""
             if out:
                 self.cwriter.write(out)
@@ -185,6 +250,14 @@ class Conn:
                          tls_handshake=data[:1] == b"\x16")
                 self.reset_client("break-tls")
                 return
+            if self.answer_armed:
+                await self.answer_and_close(data)
+                return
+            if self.close_soon:
+                self.close_soon = False
+                self.log(ev="client-bytes-after-220", conn=self.cid, n=len(data),
+                         tls_handshake=data[:1] == b"\x16")
+                asyncio.ensure_future(self.close_after_grace())
             if self.raw or not self.c_commands:
                 self.swriter.write(buf + data)
                 buf = b""
@@ -284,6 +357,7 @@ class Proxy:
                 if pending:
                     await asyncio.wait(pending, timeout=5.0)
         finally:
+            conn.done = True
             for t in tasks:
                 if not t.done():
                     t.cancel()

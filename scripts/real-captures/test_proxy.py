@@ -17,6 +17,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 EHLO_MID = [b"250-mx.example.test", b"250-PIPELINING", b"250-STARTTLS", b"250 8BITMIME"]
 EHLO_LAST = [b"250-mx.example.test", b"250-PIPELINING", b"250 STARTTLS"]
+FAKE_CLIENT_HELLO = b"\x16\x03\x01\x00\x05hello"
+FAKE_SERVER_HELLO = b"\x16\x03\x03\x00\x05shell"
 
 
 def free_port():
@@ -50,7 +52,9 @@ def fake_server(lsock, ehlo_lines, seen):
                 send_slowly(b"".join(l + b"\r\n" for l in ehlo_lines))
             elif verb == b"STARTTLS":
                 conn.sendall(b"220 2.0.0 Ready to start TLS\r\n")
-                f.read(5)  # the fake ClientHello header; nothing more to do
+                seen.append(f.read(5))  # the fake ClientHello header
+                conn.sendall(FAKE_SERVER_HELLO)
+                time.sleep(0.2)
                 break
             elif verb == b"QUIT":
                 conn.sendall(b"221 2.0.0 Bye\r\n")
@@ -101,13 +105,24 @@ def run(mode, ehlo_lines, use_starttls):
         result["ehlo"] = read_reply(f)
         if use_starttls:
             c.sendall(b"STARTTLS\r\n")
-            result["starttls"] = read_reply(f)
-            if result["starttls"] and result["starttls"][0].startswith(b"220"):
-                c.sendall(b"\x16\x03\x01\x00\x05hello")
+            # the raw socket, so that what came with the 220 is seen as it came: everything
+            # that arrives before the client sends anything more
+            time.sleep(0.3)
+            first = c.recv(4096)
+            result["starttls"] = [first.split(b"\r\n", 1)[0]]
+            result["with_220"] = first.split(b"\r\n", 1)[1] if b"\r\n" in first else b""
+            if first.startswith(b"220"):
+                c.sendall(FAKE_CLIENT_HELLO)
+                after = b""
                 try:
-                    result["after"] = c.recv(100)
+                    while True:
+                        data = c.recv(4096)
+                        if not data:
+                            break
+                        after += data
                 except ConnectionResetError:
-                    result["after"] = "reset"
+                    after = "reset"
+                result["after"] = after
         else:
             c.sendall(b"QUIT\r\n")
             result["quit"] = read_reply(f)
@@ -151,7 +166,24 @@ def main():
     r = run("break-tls", EHLO_MID, True)
     check("break-tls passes the 220", r["starttls"] == [b"220 2.0.0 Ready to start TLS"])
     check("break-tls resets on the ClientHello", r.get("after") in ("reset", b""))
-    print("%d passed, %d failed" % (10 - failures, failures))
+    r = run("pass", EHLO_MID, True)
+    check("pass forwards the ClientHello and the server's answer",
+          r["seen"][-1] == FAKE_CLIENT_HELLO[:5] and r.get("after") == FAKE_SERVER_HELLO)
+    r = run("garbage-after-220", EHLO_MID, True)
+    check("garbage-after-220 passes the 220", r["starttls"] == [b"220 2.0.0 Ready to start TLS"])
+    check("garbage-after-220 sends the injected line before any client byte",
+          r["with_220"] == b"250 injected by the path\r\n")
+    check("garbage-after-220 forwards the ClientHello", r["seen"][-1] == FAKE_CLIENT_HELLO[:5])
+    check("garbage-after-220 drops the server's TLS bytes and closes", r.get("after") == b"")
+    r = run("answer-clienthello-421", EHLO_MID, True)
+    check("answer-clienthello-421 passes the 220 alone",
+          r["starttls"] == [b"220 2.0.0 Ready to start TLS"] and r["with_220"] == b"")
+    check("answer-clienthello-421 answers the ClientHello with 421 and closes",
+          r.get("after") == b"421 4.7.0 TLS not available\r\n")
+    check("answer-clienthello-421 does not forward the ClientHello",
+          FAKE_CLIENT_HELLO[:5] not in r["seen"])
+    total = 18
+    print("%d passed, %d failed" % (total - failures, failures))
     return 1 if failures else 0
 
 
