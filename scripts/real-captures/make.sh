@@ -141,14 +141,13 @@ capture_one_sided() {
     local full="$W/$name.both.pcap" tmp="$OUT/.$name.pcap.tmp" one_pid
     log "=== $name"
     start_proxy pass
-    PROXY_OPEN0=$(count_in "$W/proxy.log" '"ev": "open"')
     start_capture "$full"
     rm -f "$W/tcpdump-one.err"
-    ip netns exec $NS_C tcpdump -i swc-c -s 262144 --immediate-mode -U -n -w "$tmp" \
+    ip netns exec "$NS_C" tcpdump -i "$VETH-c" -s 262144 --immediate-mode -U -n -w "$tmp" \
         "tcp port 25 and src host $C_IP" 2>"$W/tcpdump-one.err" &
     one_pid=$!
     wait_for 10 "one-sided tcpdump listening" grep -q "listening on" "$W/tcpdump-one.err"
-    nsx $NS_C timeout 30 smtp-source -d -m 2 -r 2 -M client.swcap.test \
+    nsx "$NS_C" timeout 30 smtp-source -d -m 2 -r 2 -M client.swcap.test \
         -f alice@client.swcap.test -t bob@swcap.test "$S_IP:25" \
         || die "smtp-source failed"
     wait_for 15 "the proxy's connections to close" proxy_idle
