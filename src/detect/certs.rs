@@ -468,19 +468,12 @@ mod tests {
     use rcgen::{CertificateParams, KeyPair};
 
     fn session(ts_s: i64, chain: Vec<Vec<u8>>, version: u16, cipher: u16) -> SessionRecord {
-        let flow = FlowSummary {
-            client: ("192.0.2.1".parse().unwrap(), 40000 + ts_s as u16),
-            server: ("198.51.100.7".parse().unwrap(), 25),
-            first_us: ts_s * 1_000_000,
-            last_us: ts_s * 1_000_000 + 1,
-            mid_stream: false,
-            packets: [1, 1],
-            bytes: [1, 1],
-            gaps: 0,
-            gap_bytes: 0,
-            retransmissions: 0,
-            lineage: Default::default(),
-        };
+        let flow = FlowSummary::for_test(
+            ("192.0.2.1".parse().unwrap(), 40000 + ts_s as u16),
+            ("198.51.100.7".parse().unwrap(), 25),
+            ts_s * 1_000_000,
+            ts_s * 1_000_000 + 1,
+        );
         let mut rec = crate::detect::rules::build_record(
             &flow,
             SessionFacts::default(),

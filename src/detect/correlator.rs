@@ -8,7 +8,8 @@
 //! worker writes a few seconds after the answer), and asks the persistent baseline (`--state`)
 //! what earlier runs saw.
 //!
-//! Sessions that can still gain such a finding (no STARTTLS offered; mail sent in plaintext) are
+//! Sessions that can still gain such a finding (no STARTTLS offered; mail or AUTH sent in
+//! plaintext: `auth-in-cleartext`, judged last by `auth.rs`) are
 //! held for a while, bounded by count and by capture time, so that evidence from sessions that
 //! end later can still count; in offline analysis the window is the whole run. Every other
 //! session is judged and released at once, which keeps memory flat on TLS-heavy traffic.
@@ -86,6 +87,7 @@ struct Failure {
     at_us: i64,
     session_id: String,
     kind: FindingKind,
+    finding_id: String,
 }
 
 /// Cross-session state.
@@ -268,15 +270,26 @@ impl Correlator {
             if list.len() >= FAILURES_PER_PAIR {
                 list.remove(0);
             }
+            let finding_id = rec
+                .finding_details
+                .iter()
+                .find(|f| f.kind == kind)
+                .map(|f| f.finding_id.clone())
+                .unwrap_or_default();
             list.push(Failure {
                 at_us,
                 session_id: rec.session_id.clone(),
                 kind,
+                finding_id,
             });
         }
-        if rec.correlation.not_offered || rec.correlation.plaintext_mail {
+        if rec.correlation.not_offered
+            || rec.correlation.plaintext_mail
+            || rec.correlation.cleartext_auth.is_some()
+        {
             // Only these can still gain a finding from sessions yet to come (an offer elsewhere
-            // makes this one `starttls-missing`; a failed upgrade makes it a fallback).
+            // makes this one `starttls-missing`; a failed upgrade makes it a fallback, and its
+            // cleartext AUTH `auth-in-cleartext`).
             self.held.push_back(rec);
         } else {
             self.release(rec, out);
@@ -327,6 +340,10 @@ impl Correlator {
         {
             self.stats.baseline_findings += 1;
         }
+        let earlier = self
+            .earlier_failure(&rec)
+            .map(|f| (f.kind, f.finding_id.as_str()));
+        super::auth::judge(&mut rec, earlier);
         finish_verdict(&mut rec);
         out(rec);
     }
@@ -375,28 +392,35 @@ impl Correlator {
             }
         }
         if rec.correlation.plaintext_mail
-            && let Some(list) = self.failures.get(&(rec.client_ip, rec.server_ip))
+            && let Some(f) = self.earlier_failure(rec)
         {
-            let window = self.cfg.fallback_window_us;
-            let earlier = list.iter().rev().find(|f| {
+            rec.add_finding(
+                FindingKind::PlaintextFallback,
+                rec.ts_us,
+                json!({
+                    "same_session": false,
+                    "failed_session": f.session_id,
+                    "failed_upgrade": f.kind,
+                    "delay_seconds": (rec.ts_us - f.at_us) as f64 / 1e6,
+                    "mail_transactions": rec.mail_transactions,
+                }),
+            );
+        }
+    }
+
+    /// The newest failed upgrade of another session between the same two addresses that
+    /// started at most `--fallback-window` before this session.
+    fn earlier_failure(&self, rec: &SessionRecord) -> Option<&Failure> {
+        let window = self.cfg.fallback_window_us;
+        self.failures
+            .get(&(rec.client_ip, rec.server_ip))?
+            .iter()
+            .rev()
+            .find(|f| {
                 f.session_id != rec.session_id
                     && f.at_us <= rec.ts_us
                     && rec.ts_us - f.at_us <= window
-            });
-            if let Some(f) = earlier {
-                rec.add_finding(
-                    FindingKind::PlaintextFallback,
-                    rec.ts_us,
-                    json!({
-                        "same_session": false,
-                        "failed_session": f.session_id,
-                        "failed_upgrade": f.kind,
-                        "delay_seconds": (rec.ts_us - f.at_us) as f64 / 1e6,
-                        "mail_transactions": rec.mail_transactions,
-                    }),
-                );
-            }
-        }
+            })
     }
 
     /// What this run learned, for the persistent baseline.

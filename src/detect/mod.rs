@@ -2,6 +2,7 @@
 //! what only several sessions together can show (a server that offered STARTTLS before; a
 //! plaintext retry after a failed upgrade).
 
+pub mod auth;
 pub mod certs;
 pub mod correlator;
 pub mod dns_injection;

@@ -228,6 +228,7 @@ pub fn build_record(
         failed_upgrade_at: (rejected || facts.handshake_failure.is_some())
             .then(|| at(facts.starttls_ts)),
         plaintext_mail: facts.mail_transactions > 0 && !rejected,
+        cleartext_auth: facts.cleartext_auth.take(),
     };
     rec.verdict = base_verdict(&facts, rec.missing_side);
     rec

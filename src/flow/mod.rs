@@ -35,3 +35,28 @@ pub struct FlowSummary {
     /// IP TTL / IP ID lineage [client→server, server→client], for `injected-segment`.
     pub lineage: [lineage::Lineage; 2],
 }
+
+#[cfg(test)]
+impl FlowSummary {
+    /// A complete flow of one packet each way, without holes, for the tests of the judges.
+    pub fn for_test(
+        client: (IpAddr, u16),
+        server: (IpAddr, u16),
+        first_us: i64,
+        last_us: i64,
+    ) -> FlowSummary {
+        FlowSummary {
+            client,
+            server,
+            first_us,
+            last_us,
+            mid_stream: false,
+            packets: [1, 1],
+            bytes: [1, 1],
+            gaps: 0,
+            gap_bytes: 0,
+            retransmissions: 0,
+            lineage: Default::default(),
+        }
+    }
+}

@@ -9,6 +9,10 @@ use std::net::IpAddr;
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     // Declaration order is severity order: most severe first.
+    /// The client sent AUTH in cleartext after a downgrade of this session (stripped, missing,
+    /// refused or failed upgrade) or of an earlier one it fell back from: its credential went
+    /// to the path.
+    AuthInCleartext,
     /// The EHLO reply's STARTTLS token was overwritten.
     StarttlsStripped,
     /// Cleartext bytes where only TLS may be (command injection window).
@@ -65,6 +69,7 @@ impl FindingKind {
     /// The stable string.
     pub fn as_str(self) -> &'static str {
         match self {
+            FindingKind::AuthInCleartext => "auth-in-cleartext",
             FindingKind::StarttlsStripped => "starttls-stripped",
             FindingKind::CleartextAfterStarttls => "cleartext-after-starttls",
             FindingKind::TcpOverlapConflict => "tcp-overlap-conflict",
@@ -93,7 +98,8 @@ impl FindingKind {
     }
 
     /// Every kind, most severe first.
-    pub const ALL: [FindingKind; 24] = [
+    pub const ALL: [FindingKind; 25] = [
+        FindingKind::AuthInCleartext,
         FindingKind::StarttlsStripped,
         FindingKind::CleartextAfterStarttls,
         FindingKind::TcpOverlapConflict,

@@ -18,4 +18,4 @@ pub use dns::{AnswerText, DnsRecord, Tlsa};
 pub use finding::{Finding, FindingKind, verdict};
 pub use flow::{EndReason, Side};
 pub use session::{CorrelationFacts, SessionRecord};
-pub use smtp::{HandshakeFailure, Verb};
+pub use smtp::{CleartextAuth, HandshakeFailure, Verb};

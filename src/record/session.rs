@@ -2,7 +2,7 @@
 //! in it. Field names are the contract with users, with ClickHouse and with later tools; they
 //! only ever grow.
 
-use super::{EndReason, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb};
+use super::{CleartextAuth, EndReason, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -182,7 +182,7 @@ pub struct SessionRecord {
 }
 
 /// What the cross-session rules need to know about a session.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CorrelationFacts {
     /// An EHLO reply without STARTTLS and without an overwritten token: missing or never
     /// supported, which only history can tell.
@@ -192,6 +192,8 @@ pub struct CorrelationFacts {
     pub failed_upgrade_at: Option<i64>,
     /// Mail went in cleartext.
     pub plaintext_mail: bool,
+    /// The client sent AUTH in cleartext (mechanism and counts only, never the credential).
+    pub cleartext_auth: Option<CleartextAuth>,
 }
 
 impl SessionRecord {

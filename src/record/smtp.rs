@@ -48,3 +48,19 @@ pub enum HandshakeFailure {
     /// Nothing more happened until the flow timed out.
     Stalled,
 }
+
+/// What the client's AUTH commands in cleartext showed (RFC 4954), never the credential: the
+/// SASL mechanism is kept only as a validated name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleartextAuth {
+    /// The mechanism of the last cleartext AUTH: a SASL mechanism name (RFC 4422 §3.1: 1 to 20
+    /// of `A-Z`, `0-9`, `-`, `_`), else `invalid`.
+    pub mechanism: String,
+    /// Capture time of the last cleartext AUTH command.
+    pub last_ts_us: i64,
+    /// Cleartext lines that carried client SASL data: an initial response on the AUTH line, or
+    /// a response line after a `334` (a `*` cancel is not counted).
+    pub credential_lines: u32,
+    /// The server's final reply to the last AUTH (`235` accepted, `535` refused, ...).
+    pub reply_code: Option<u16>,
+}

@@ -119,6 +119,7 @@ fn verdict_colour(verdict: &str, i: usize) -> RGBColor {
         "certificate-not-observable" => RGBColor(0x82, 0xc9, 0x9a),
         "plaintext" => RGBColor(0x95, 0xa5, 0xa6),
         "incomplete" => RGBColor(0xd5, 0xdb, 0xdb),
+        "auth-in-cleartext" => RGBColor(0x78, 0x1d, 0x14),
         "starttls-stripped" => RGBColor(0xc0, 0x39, 0x2b),
         "starttls-missing" => RGBColor(0xe7, 0x4c, 0x3c),
         "starttls-not-supported" => RGBColor(0xf3, 0x9c, 0x12),

@@ -38,7 +38,9 @@ pub const NON_PROBLEM_VERDICTS: [&str; 4] = [
 /// one (findings are stored most severe first). Our kind goes into `failure-reason-code`. Kinds
 /// not listed (`tcp-overlap-conflict`, `smtp-to-unlisted-ip`, `plaintext-by-client`,
 /// `certificate-changed`, `certificate-not-observable`) do not fail a session in TLS-RPT terms:
-/// they say nothing about whether the TLS policy could be met.
+/// they say nothing about whether the TLS policy could be met. `auth-in-cleartext` is not listed
+/// either: it always comes with the downgrade it followed (or after another session's failed
+/// upgrade), and that downgrade's kind is the reason TLS-RPT gives.
 pub const TLSRPT_RESULT_TYPES: [(&str, &str); 15] = [
     ("starttls-stripped", "starttls-not-supported"),
     ("cleartext-after-starttls", "validation-failure"),

@@ -4,6 +4,7 @@
 pub mod capability;
 pub mod line;
 pub mod reply;
+pub mod sasl;
 pub mod session;
 
 pub use session::{SessionFacts, SmtpConfig, SmtpSession};

@@ -6,8 +6,9 @@
 use super::capability::{self, TokenClass};
 use super::line::LineSplitter;
 use super::reply;
+use super::sasl;
 use crate::flow::reassembly::{OverlapConflict, StreamEvent};
-use crate::record::{EndReason, HandshakeFailure, Side, Verb};
+use crate::record::{CleartextAuth, EndReason, HandshakeFailure, Side, Verb};
 use crate::tls::record::{self, RecordScanner};
 use std::collections::VecDeque;
 
@@ -144,6 +145,8 @@ pub struct SessionFacts {
     pub bdat_commands: u32,
     /// AUTH commands sent in cleartext (credentials are never recorded).
     pub auth_commands: u32,
+    /// The last cleartext AUTH: mechanism name, credential lines counted, reply (`sasl.rs`).
+    pub cleartext_auth: Option<CleartextAuth>,
     /// The client said QUIT.
     pub quit_sent: bool,
     /// Commands seen.
@@ -705,6 +708,7 @@ impl SmtpSession {
         if self.sasl_lines > 0 {
             // A SASL response: opaque, possibly a credential. Never parsed or kept.
             self.sasl_lines -= 1;
+            sasl::on_response(&mut self.facts.cleartext_auth, line);
             return;
         }
         if line.is_empty() {
@@ -780,7 +784,10 @@ impl SmtpSession {
                     None => self.facts.malformed_lines += 1,
                 }
             }
-            Verb::Auth => self.facts.auth_commands += 1,
+            Verb::Auth => {
+                self.facts.auth_commands += 1;
+                sasl::on_command(&mut self.facts.cleartext_auth, cmd.args, ts_us);
+            }
             Verb::Quit => self.facts.quit_sent = true,
             Verb::Rset | Verb::Other => {}
         }
@@ -1071,6 +1078,7 @@ impl SmtpSession {
                 self.sasl_lines += 1;
                 self.pending.push_front(Verb::Auth);
             }
+            Verb::Auth => sasl::on_reply(&mut self.facts.cleartext_auth, code),
             _ => {}
         }
     }
