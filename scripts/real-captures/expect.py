@@ -27,6 +27,11 @@ after a 220 reply to STARTTLS, and applies the stripwatch finding rules:
                              to the failed handshake, not to this finding. Only text
                              counts (the first line printable: a command or a reply);
                              binary bytes that are not TLS fail the handshake only.
+  auth-in-cleartext          AUTH in clear after a downgrade: in a session that is
+                             starttls-stripped or starttls-missing, after the STARTTLS of a
+                             session that is starttls-command-rejected or
+                             tls-handshake-failed, or without STARTTLS after an earlier
+                             failed upgrade of the same pair (see auth_in_cleartext)
 
 The verdict is the most severe finding (order in SEVERITY), else tls-ok or plaintext.
 mail_transactions counts the MAIL commands the client sent in cleartext.
@@ -41,6 +46,7 @@ import sys
 
 SMTP_PORTS = (25, 587)
 SEVERITY = [
+    "auth-in-cleartext",
     "starttls-stripped",
     "cleartext-after-starttls",
     "tcp-overlap-conflict",
@@ -398,9 +404,47 @@ def analyze_flow(fl):
         "offered": offered, "masked": masked, "sent": starttls_sent,
         "reply_code": reply_code, "tls_started": tls_started, "tls_complete": tls_complete,
         "cert_seen": cert_seen, "window": window,
+        "auth": cleartext_auth(cs, c_tls_at, tls_started),
         "mail": mail_transactions, "rst": fl.rst, "caps": [c.decode("latin-1") for c in caps],
         "banner": replies[0][0].decode("latin-1").rstrip() if replies else None,
     }
+
+
+def cleartext_auth(cs, c_tls_at, tls_started):
+    """Where the client sent AUTH in clear: (before its STARTTLS, after it). The clear part of
+    the client stream is all of it, unless TLS started after STARTTLS; DATA bodies are skipped.
+    SASL response lines are base64 or '*' and never read as AUTH."""
+    clear = cs[:c_tls_at] if tls_started else cs
+    before = after = False
+    pos, in_data = 0, False
+    for line in clear.split(b"\n"):
+        s = line.rstrip(b"\r")
+        pos += len(line) + 1
+        if in_data:
+            in_data = s != b"."
+            continue
+        verb = s.strip().split(b" ", 1)[0].upper() if s.strip() else b""
+        if verb == b"DATA":
+            in_data = True
+        if verb == b"AUTH":
+            if c_tls_at is not None and pos > c_tls_at:
+                after = True
+            else:
+                before = True
+    return before, after
+
+
+def auth_in_cleartext(s, findings, failed_before):
+    """AUTH in clear that followed a downgrade: of this session (stripped or missing offer:
+    any AUTH; refused or failed upgrade: AUTH after the STARTTLS), or of an earlier session of
+    the same pair when this one did not send STARTTLS. A server that never offered STARTTLS,
+    or a client that ignored the offer, is no downgrade."""
+    before, after = s["auth"]
+    if {"starttls-stripped", "starttls-missing"} & findings:
+        return before or after
+    if {"starttls-command-rejected", "tls-handshake-failed"} & findings:
+        return after
+    return before and failed_before and not s["sent"]
 
 
 def judge(infos):
@@ -429,6 +473,8 @@ def judge(infos):
             findings.add("plaintext-by-client")
         if s["mail"] > 0 and not s["tls_started"] and pair in failed_upgrade:
             findings.add("plaintext-fallback")
+        if auth_in_cleartext(s, findings, pair in failed_upgrade):
+            findings.add("auth-in-cleartext")
         if s["tls_complete"] and not s["cert_seen"]:
             # TLS 1.3 (Postfix to Postfix): the certificate is encrypted; never a pass.
             findings.add("certificate-not-observable")
