@@ -9,16 +9,19 @@
 #
 # The caller sets NS_C NS_M NS_S (namespace names), VETH (a short prefix of the veth names),
 # C_IP S_IP M_IP R_IP (sender, proxy's client side = S, proxy's server side, receiver),
-# CAPTURE_SOURCE (the "source" written into each expected JSON), and defines
+# CAPTURE_SOURCE (the "source" written into each expected JSON), optionally RIG_PORT (the SMTP
+# port of the receiver, the proxy and the capture filter; default 25), and defines
 #   deliver MODE      one delivery through the proxy in MODE (start_proxy ... stop_proxy)
 #   sender_done       true once the sender has nothing left to do
+#   receiver_main_cf_extra
+#                     (optional) more main.cf lines for the receiving Postfix
 #
 # The functions:
 #   rig_network                the three namespaces and their two veth pairs (checksum
 #                              offload off), /etc/hosts naming client.swcap.test and
 #                              mx.swcap.test
 #   make_cert                  $W/tls/server.{crt,key}, self-signed RSA for mx.swcap.test
-#   write_master_cf FILE       a master.cf with smtpd on port 25 and every service unchrooted
+#   write_master_cf FILE       a master.cf with smtpd on RIG_PORT and every service unchrooted
 #   common_main_cf INSTDIR     main.cf lines of every instance of the rig
 #   receiver_main_cf INSTDIR   the receiving Postfix's main.cf (mx.swcap.test on R_IP, TLS may,
 #                              mail for swcap.test discarded)
@@ -32,6 +35,7 @@
 #                              extended regex WANT, and publish both into $OUT
 
 RIG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../real-captures" && pwd)
+RIG_PORT=${RIG_PORT:-25}
 
 # ---------------------------------------------------------------- network
 
@@ -54,7 +58,7 @@ rig_network() {
     wait_for 5 "veth up" rig_link_up
 }
 rig_link_up() { ip -n "$NS_C" link show "$VETH-c" | grep -q 'state UP'; }
-rig_smtpd_listening() { nsx "$NS_S" ss -Hltn "sport = :25" | grep -q "$R_IP:25"; }
+rig_smtpd_listening() { nsx "$NS_S" ss -Hltn "sport = :$RIG_PORT" | grep -q "$R_IP:$RIG_PORT"; }
 
 # ---------------------------------------------------------------- TLS + receiving Postfix
 
@@ -67,8 +71,10 @@ make_cert() {
 }
 
 write_master_cf() { # every service unchrooted (the instances live in a temp dir)
+    local service=smtp
+    [ "$RIG_PORT" = 25 ] || service=$RIG_PORT
     {
-        echo "smtp      inet  n       -       n       -       -       smtpd"
+        printf '%-9s inet  n       -       n       -       -       smtpd\n' "$service"
         postfix_services
     } > "$1"
 }
@@ -106,7 +112,10 @@ start_receiver() {
     mkdir -p "$s/etc" "$s/queue" "$s/data"
     chown postfix "$s/data"
     write_master_cf "$s/etc/master.cf"
-    receiver_main_cf "$s" > "$s/etc/main.cf"
+    {
+        receiver_main_cf "$s"
+        if declare -F receiver_main_cf_extra >/dev/null; then receiver_main_cf_extra; fi
+    } > "$s/etc/main.cf"
     log "starting the receiving Postfix"
     nsx "$NS_S" postfix -c "$s/etc" start >>"$W/postfix-start.log" 2>&1 \
         || { cat "$W/postfix-start.log" >&2; die "receiving Postfix did not start"; }
@@ -120,8 +129,8 @@ PROXY_OPEN0=0
 start_proxy() { # start_proxy MODE
     rm -f "$W/proxy.ready"
     echo "{\"ev\": \"start\", \"mode\": \"$1\"}" >> "$W/proxy.log"
-    ip netns exec "$NS_M" /usr/bin/python3 "$RIG_DIR/strip_proxy.py" --listen "$S_IP:25" \
-        --upstream "$R_IP:25" --mode "$1" --log "$W/proxy.log" --ready-file "$W/proxy.ready" \
+    ip netns exec "$NS_M" /usr/bin/python3 "$RIG_DIR/strip_proxy.py" --listen "$S_IP:$RIG_PORT" \
+        --upstream "$R_IP:$RIG_PORT" --mode "$1" --log "$W/proxy.log" --ready-file "$W/proxy.ready" \
         --max-runtime 180 >>"$W/proxy.out" 2>&1 &
     PROXY_PID=$!
     wait_for 10 "proxy ($1) listening" test -s "$W/proxy.ready"
@@ -137,7 +146,7 @@ stop_proxy() {
 TCPDUMP_PID=""
 start_capture() { # start_capture FILE
     rm -f "$W/tcpdump.err"
-    ip netns exec "$NS_C" tcpdump -i "$VETH-c" -s 262144 --immediate-mode -U -n -w "$1" 'tcp port 25' \
+    ip netns exec "$NS_C" tcpdump -i "$VETH-c" -s 262144 --immediate-mode -U -n -w "$1" "tcp port $RIG_PORT" \
         2>"$W/tcpdump.err" &
     TCPDUMP_PID=$!
     wait_for 10 "tcpdump listening" grep -q "listening on" "$W/tcpdump.err"
