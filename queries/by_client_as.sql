@@ -37,7 +37,7 @@ FROM
         arrayExists(k -> has(['starttls-stripped', 'starttls-missing'], k), findings) AS is_stripped,
         arrayExists(k -> has(['starttls-stripped', 'starttls-missing', 'starttls-command-rejected',
                               'tls-handshake-failed', 'plaintext-fallback',
-                              'cleartext-after-starttls', 'dane-required'], k), findings) AS is_downgraded,
+                              'cleartext-after-starttls', 'dane-required', 'auth-in-cleartext'], k), findings) AS is_downgraded,
         starttls_offered = 1 AS is_offered,
         tls_handshake_completed = 1 AS is_tls,
         NOT has(['tls-ok', 'plaintext', 'incomplete', 'certificate-not-observable'], verdict) AS is_problem

@@ -13,7 +13,8 @@ pub const STRIPPED_KINDS: [&str; 2] = ["starttls-stripped", "starttls-missing"];
 /// Kinds whose presence makes a session count as *downgraded*: mail that should have been
 /// protected in transit went, or could have gone, in cleartext because of something on the path
 /// or a failed upgrade. A superset of [`STRIPPED_KINDS`].
-pub const DOWNGRADE_KINDS: [&str; 7] = [
+pub const DOWNGRADE_KINDS: [&str; 8] = [
+    "auth-in-cleartext",
     "starttls-stripped",
     "starttls-missing",
     "starttls-command-rejected",
