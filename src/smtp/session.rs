@@ -392,6 +392,9 @@ pub struct SmtpSession {
     /// Some byte of the server's dialog was seen. Until then a capture may be one-sided, and
     /// nothing should wait for a reply.
     server_spoke: bool,
+    /// Some byte of the client was seen: until then replies may answer commands the capture
+    /// does not show (`unseen_command`).
+    client_spoke: bool,
     reply: ReplyInProgress,
     held: Vec<u8>,
     /// SASL lines the client still owes after a 334.
@@ -435,6 +438,7 @@ impl SmtpSession {
             pending: VecDeque::new(),
             greeting_done: false,
             server_spoke: false,
+            client_spoke: false,
             reply: ReplyInProgress::default(),
             held: Vec::new(),
             sasl_lines: 0,
@@ -564,6 +568,7 @@ impl SmtpSession {
     }
 
     fn client_bytes(&mut self, mut bytes: &[u8], ts_us: i64) {
+        self.client_spoke |= !bytes.is_empty();
         while !bytes.is_empty() {
             match self.client_mode {
                 ClientMode::Command => {
@@ -980,8 +985,11 @@ impl SmtpSession {
         if self.reply.code.is_none() {
             let for_verb = self.pending.front().copied();
             self.reply.code = Some(parsed.code);
-            self.reply.keep_lines =
-                !self.greeting_done || matches!(for_verb, Some(Verb::Ehlo) | Some(Verb::Starttls));
+            // Lines are kept for the greeting, EHLO and STARTTLS, and for any reply while the
+            // client is unseen (`unseen_command` reads their shape).
+            self.reply.keep_lines = !self.greeting_done
+                || matches!(for_verb, Some(Verb::Ehlo) | Some(Verb::Starttls))
+                || (for_verb.is_none() && !self.client_spoke);
         }
         if self.reply.keep_lines && self.reply.lines.len() <= self.cfg.max_capabilities {
             self.reply
@@ -1023,7 +1031,11 @@ impl SmtpSession {
             self.set_client_mode(ClientMode::Command, Transition::ReplyDuringBody);
             self.client_lines.reset();
         }
-        let Some(verb) = self.pending.pop_front() else {
+        let Some(verb) = self
+            .pending
+            .pop_front()
+            .or_else(|| self.unseen_command(code, &lines))
+        else {
             self.facts.unmatched_replies += 1;
             return;
         };
@@ -1080,6 +1092,27 @@ impl SmtpSession {
             }
             Verb::Auth => sasl::on_reply(&mut self.facts.cleartext_auth, code),
             _ => {}
+        }
+    }
+
+    /// The command a reply answers when the capture shows none of the client (a server-only
+    /// capture: asymmetric routing, a one-way tap). Only what the reply's shape proves: the first
+    /// multi-line `250` after the greeting is the EHLO reply (its capabilities are where a
+    /// stripped STARTTLS shows), and a `220` to an EHLO that offered STARTTLS is its acceptance
+    /// (what follows is the server's TLS). Anything else stays unmatched.
+    fn unseen_command(&self, code: u16, lines: &[String]) -> Option<Verb> {
+        if self.client_spoke {
+            return None;
+        }
+        if self.facts.ehlo_reply_code.is_none() && code == 250 && lines.len() > 1 {
+            Some(Verb::Ehlo)
+        } else if self.facts.starttls_offered
+            && self.facts.starttls_reply_code.is_none()
+            && code == 220
+        {
+            Some(Verb::Starttls)
+        } else {
+            None
         }
     }
 
@@ -1624,5 +1657,37 @@ mod tests {
         assert_eq!(s.facts.cleartext.len(), 1);
         assert_eq!(s.facts.cleartext[0].side, Side::Server);
         assert_eq!(s.facts.cleartext[0].phase, "after-220");
+    }
+
+    /// A server-only capture: the overwritten STARTTLS shows in the EHLO reply alone, and a 220
+    /// after an offer starts the server's TLS.
+    #[test]
+    fn server_only_capture_shows_the_capabilities() {
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (S, b"250-mx\r\n250-PIPELINING\r\n250 XXXXXXXA\r\n"),
+            (S, b"250 2.1.0 Ok\r\n"),
+        ]);
+        assert_eq!(s.facts.ehlo_reply_code, Some(250));
+        assert_eq!(s.facts.overwritten_tokens.len(), 1);
+        assert_eq!(s.facts.unmatched_replies, 1);
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (S, b"220 2.0.0 Ready to start TLS\r\n"),
+            (S, &[0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00]),
+        ]);
+        assert!(s.facts.starttls_offered);
+        assert_eq!(s.facts.starttls_reply_code, Some(220));
+        assert!(s.facts.tls_expected);
+        assert!(s.facts.tls_server.server_hello);
+        // With the client seen, a reply without a command stays unmatched.
+        let s = play(&[
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+        ]);
+        assert_eq!(s.facts.ehlo_reply_code, None);
     }
 }
