@@ -521,7 +521,7 @@ pub const DEFINITIONS: &str = "\
 - **Session**: one SMTP connection (a line of `sessions.ndjson`), counted on the UTC day of its first packet (`ts`).
 - **EHLO session**: the client sent `EHLO` and the capture shows the server's reply (any code). This is the population of every rate; HELO-only, implicit-TLS (port 465) and incomplete sessions are not in it.
 - **Stripped**: an EHLO session whose findings include `starttls-stripped` (the advertisement was overwritten) or `starttls-missing` (a server that offered STARTTLS in other sessions did not here). **Stripping rate** = stripped / EHLO sessions.
-- **Downgraded**: an EHLO session whose findings include any of `starttls-stripped`, `starttls-missing`, `starttls-command-rejected`, `tls-handshake-failed`, `plaintext-fallback`, `cleartext-after-starttls`, `dane-required`. **Downgrade rate** = downgraded / EHLO sessions.
+- **Downgraded**: an EHLO session whose findings include any of `auth-in-cleartext`, `starttls-stripped`, `starttls-missing`, `starttls-command-rejected`, `tls-handshake-failed`, `plaintext-fallback`, `cleartext-after-starttls`, `dane-required`. **Downgrade rate** = downgraded / EHLO sessions.
 - **STARTTLS offered**: an EHLO session whose EHLO reply listed STARTTLS. **Offer rate** = offered / EHLO sessions.
 - **TLS used**: an EHLO session that was offered STARTTLS and completed the TLS handshake. **STARTTLS adoption** = TLS used / EHLO sessions.
 - **Problem session**: any session whose verdict is not `tls-ok`, `plaintext`, `incomplete` or `certificate-not-observable`.
