@@ -4,6 +4,7 @@
 
 pub mod analyze;
 pub mod live;
+pub mod metrics;
 pub mod report;
 pub mod schema;
 pub mod state;
@@ -123,6 +124,9 @@ pub struct LiveArgs {
     /// `analyze` waits for the whole run.
     #[arg(long, value_name = "SECS", default_value_t = 2)]
     pub hold: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub shared: SharedArgs,
 }

@@ -16,8 +16,10 @@ fn main() {
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
         // An unusable database is bad input like a bad option: exit status 2.
-        // So is an interface that cannot be opened or filtered (`live`, before any capture).
+        // So are an interface that cannot be opened or filtered and a metrics address that
+        // cannot be bound (`live`, before any capture).
         let usage = e.is::<stripwatch::enrich::EnrichError>()
+            || e.is::<cli::metrics::BindError>()
             || matches!(
                 e.downcast_ref::<stripwatch::capture::CaptureError>(),
                 Some(stripwatch::capture::CaptureError::Live { .. })

@@ -2,8 +2,9 @@
 //! captures replayed onto one end with tcpreplay, `stripwatch live` on the other. The sessions it
 //! writes must carry the same verdicts and findings as `analyze` gives on the same files, they
 //! must reach sessions.ndjson within 5 s of the last packet while live keeps running on the now
-//! silent link (the wall-clock tick), and SIGTERM must end it with status 0, the summary, every
-//! packet counted and none dropped.
+//! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
+//! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
+//! and none dropped.
 //!
 //! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
 //! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
@@ -161,6 +162,41 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
+/// Scrapes `http://ADDR/metrics` inside the namespace (python3, which the tests need anyway) and
+/// parses the exposition text: every line is a comment or `name{labels} value`.
+fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
+    let o = ns
+        .exec()
+        .args([
+            "python3",
+            "-c",
+            "import sys, urllib.request; \
+             sys.stdout.write(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', \
+             timeout=10).read().decode())",
+            addr,
+        ])
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        o.status.success(),
+        "scraping {addr}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).expect("UTF-8 metrics");
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        let value = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a counter value: {line}"));
+        assert!(
+            samples.insert(name.to_string(), value).is_none(),
+            "twice: {line}"
+        );
+    }
+    samples
+}
+
 /// Frames in a capture, as the file reader counts them.
 fn frames(capture: &Path) -> u64 {
     let out = common::tempdir("live-count");
@@ -203,6 +239,8 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             "live-test",
             "--no-report",
             "--json",
+            "--metrics",
+            "127.0.0.1:9187",
         ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -269,6 +307,33 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     );
     let before_stop = judgements(&common::ndjson(&sessions_path));
 
+    // The metrics endpoint, scraped while live runs, says the same.
+    let metrics = scrape(&ns, "127.0.0.1:9187");
+    assert_eq!(
+        metrics.get("stripwatch_capture_packets_total{interface=\"swl1\"}"),
+        Some(&want_packets),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics.get("stripwatch_capture_kernel_drops_total{interface=\"swl1\"}"),
+        Some(&0)
+    );
+    let by_verdict: u64 = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("stripwatch_sessions_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_verdict, want.len() as u64, "{metrics:?}");
+    assert!(
+        metrics.contains_key("stripwatch_findings_total{kind=\"starttls-stripped\"}"),
+        "{metrics:?}"
+    );
+    assert!(
+        metrics
+            .keys()
+            .any(|k| k.starts_with("stripwatch_build_info{"))
+    );
+
     sh(&["kill", "-TERM", &live.id().to_string()]);
     let status = wait_bounded(&mut live, Duration::from_secs(30))
         .expect("stripwatch live did not stop within 30 s of SIGTERM");
@@ -303,7 +368,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
 }
 
 #[test]
-fn live_refuses_an_unknown_interface_in_one_line_with_status_2() {
+fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     let out = common::tempdir("live-bad");
     let o = common::run(&["live", "-i", "swnosuchif0", "--out", out.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -312,4 +377,21 @@ fn live_refuses_an_unknown_interface_in_one_line_with_status_2() {
     assert!(stderr.contains("swnosuchif0"), "{stderr}");
     let o = common::run(&["live", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "no interface");
+
+    // A metrics address already in use, before any capture starts.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = common::run(&[
+        "live",
+        "-i",
+        "lo",
+        "--metrics",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--metrics"), "{stderr}");
 }

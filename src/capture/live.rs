@@ -55,17 +55,19 @@ impl Default for LiveOptions {
     }
 }
 
-/// Counters another thread may read while the capture runs (a periodic log line, metrics).
-/// Written only by the reader.
+/// One interface's counters, which another thread may read while the capture runs (a periodic
+/// log line, metrics). Written only by the reader.
 #[derive(Debug, Default)]
-pub struct LiveCounters {
+pub struct InterfaceCounters {
+    /// The interface.
+    pub interface: String,
     /// Packets handed to the pipeline.
     pub packets: AtomicU64,
     /// Captured bytes handed to the pipeline.
     pub bytes: AtomicU64,
-    /// Kernel drops (`ps_drop`) over all interfaces, as of the last read.
+    /// Kernel drops (`ps_drop`), as of the last read.
     pub kernel_drops: AtomicU64,
-    /// Interface drops (`ps_ifdrop`) over all interfaces, as of the last read.
+    /// Interface drops (`ps_ifdrop`), as of the last read.
     pub interface_drops: AtomicU64,
 }
 
@@ -74,6 +76,7 @@ struct Handle {
     interface: String,
     cap: pcap::Capture<pcap::Active>,
     linktype: LinkType,
+    counters: Arc<InterfaceCounters>,
     /// The last `pcap_stats` values (cumulative u32 counters that wrap).
     last_drop: u32,
     last_ifdrop: u32,
@@ -83,7 +86,6 @@ struct Handle {
 pub struct LiveCapture {
     name: String,
     handles: Vec<Handle>,
-    counters: Arc<LiveCounters>,
 }
 
 impl LiveCapture {
@@ -116,6 +118,10 @@ impl LiveCapture {
                 interface: interface.clone(),
                 cap,
                 linktype,
+                counters: Arc::new(InterfaceCounters {
+                    interface: interface.clone(),
+                    ..InterfaceCounters::default()
+                }),
                 last_drop: 0,
                 last_ifdrop: 0,
             });
@@ -123,13 +129,12 @@ impl LiveCapture {
         Ok(LiveCapture {
             name: opts.interfaces.join(","),
             handles,
-            counters: Arc::new(LiveCounters::default()),
         })
     }
 
-    /// The counters, for another thread to read while the capture runs.
-    pub fn counters(&self) -> Arc<LiveCounters> {
-        self.counters.clone()
+    /// Each interface's counters, for other threads to read while the capture runs.
+    pub fn counters(&self) -> Vec<Arc<InterfaceCounters>> {
+        self.handles.iter().map(|h| h.counters.clone()).collect()
     }
 
     /// Reads `pcap_stats` of every interface and adds what grew since the last read. The
@@ -140,17 +145,17 @@ impl LiveCapture {
                 interface: h.interface.clone(),
                 message: format!("pcap_stats: {e}"),
             })?;
-            stats.kernel_drops += u64::from(s.dropped.wrapping_sub(h.last_drop));
-            stats.interface_drops += u64::from(s.if_dropped.wrapping_sub(h.last_ifdrop));
+            let drops = u64::from(s.dropped.wrapping_sub(h.last_drop));
+            let ifdrops = u64::from(s.if_dropped.wrapping_sub(h.last_ifdrop));
             h.last_drop = s.dropped;
             h.last_ifdrop = s.if_dropped;
+            stats.kernel_drops += drops;
+            stats.interface_drops += ifdrops;
+            h.counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
+            h.counters
+                .interface_drops
+                .fetch_add(ifdrops, Ordering::Relaxed);
         }
-        self.counters
-            .kernel_drops
-            .store(stats.kernel_drops, Ordering::Relaxed);
-        self.counters
-            .interface_drops
-            .store(stats.interface_drops, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -206,7 +211,7 @@ impl PacketSource for LiveCapture {
             }
             for h in &mut self.handles {
                 let linktype = h.linktype;
-                let counters = &self.counters;
+                let counters = &h.counters;
                 let stats = &mut stats;
                 let on_event = &mut on_event;
                 let stopped = &mut stop;

@@ -7,7 +7,7 @@ mod file;
 pub mod live;
 
 pub use file::{CaptureFile, Compression};
-pub use live::{LiveCapture, LiveCounters, LiveOptions};
+pub use live::{InterfaceCounters, LiveCapture, LiveOptions};
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

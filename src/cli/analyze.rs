@@ -98,6 +98,16 @@ pub(super) fn sinks(
 }
 
 impl RunOutputs {
+    /// The tally the summary is made from, as it grows.
+    pub(super) fn tally(&self) -> Arc<Mutex<Tally>> {
+        self.tally.clone()
+    }
+
+    /// ClickHouse's counters, with `--clickhouse`.
+    pub(super) fn clickhouse(&self) -> Option<ClickHouseReport> {
+        self.clickhouse.clone()
+    }
+
     /// Writes and prints the summary (with what `extra` adds), fails when ClickHouse dropped
     /// rows, and writes the report unless `--no-report`.
     pub(super) fn finish(

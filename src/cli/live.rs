@@ -6,9 +6,9 @@ use super::LiveArgs;
 use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, stop_on_signal};
 use anyhow::{Context, Result};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use stripwatch::capture::{LiveCapture, LiveCounters, LiveOptions, PacketSource, SourceStats};
+use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
 use stripwatch::pipeline;
 
@@ -25,9 +25,11 @@ pub fn run(args: LiveArgs) -> Result<()> {
         snaplen,
         no_promiscuous,
         hold,
+        metrics,
         shared: args,
     } = args;
     check(&args)?;
+    let metrics = metrics.as_deref().map(super::metrics::bind).transpose()?;
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
     let capture = LiveCapture::open(&LiveOptions {
         interfaces,
@@ -50,6 +52,14 @@ pub fn run(args: LiveArgs) -> Result<()> {
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
     let logger = log_periodically(capture.counters(), name.clone(), done.clone());
+    let server = metrics.map(|listener| {
+        let sources = super::metrics::Sources {
+            interfaces: capture.counters(),
+            tally: outputs.tally(),
+            clickhouse: outputs.clickhouse(),
+        };
+        super::metrics::serve(listener, sources, done.clone())
+    });
     eprintln!(
         "stripwatch: capturing on {name} ({} workers); SIGTERM or Ctrl-C stops",
         cfg.workers
@@ -65,6 +75,9 @@ pub fn run(args: LiveArgs) -> Result<()> {
     );
     done.store(true, Ordering::Relaxed);
     let _ = logger.join();
+    if let Some(server) = server {
+        let _ = server.join();
+    }
     let stats = result?;
     let source = stats.sources.first().map(|(_, s)| *s).unwrap_or_default();
     outputs.finish(
@@ -97,7 +110,7 @@ fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
 /// A thread that writes the capture counters to standard error every [`LOG_EVERY`], so loss is
 /// visible while the sensor runs, until `done`.
 fn log_periodically(
-    counters: Arc<LiveCounters>,
+    counters: Vec<Arc<InterfaceCounters>>,
     name: String,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -107,12 +120,15 @@ fn log_periodically(
             std::thread::sleep(Duration::from_millis(200));
             if last.elapsed() >= LOG_EVERY {
                 last = Instant::now();
+                let sum = |f: fn(&InterfaceCounters) -> &AtomicU64| -> u64 {
+                    counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+                };
                 eprintln!(
                     "stripwatch: capture on {name}: {} packets, {} bytes, {} kernel drops, {} interface drops",
-                    counters.packets.load(Ordering::Relaxed),
-                    counters.bytes.load(Ordering::Relaxed),
-                    counters.kernel_drops.load(Ordering::Relaxed),
-                    counters.interface_drops.load(Ordering::Relaxed),
+                    sum(|c| &c.packets),
+                    sum(|c| &c.bytes),
+                    sum(|c| &c.kernel_drops),
+                    sum(|c| &c.interface_drops),
                 );
             }
         }
