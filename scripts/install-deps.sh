@@ -15,14 +15,17 @@ case "${1:-}" in
     *) echo "install-deps: unknown argument: $1 (only --build-only)" >&2; exit 2 ;;
 esac
 
-# The build: a C compiler and linker. ring and zstd-sys compile bundled C sources with the cc
-# crate; no crate links a system library, so no -dev package and no pkg-config are needed.
-# Running stripwatch needs nothing more.
-packages=(build-essential)
+# The build: a C compiler and linker (ring and zstd-sys compile bundled C sources with the cc
+# crate), and libpcap for `stripwatch live`: the pcap crate links the system libpcap and finds
+# it with pkg-config. Running stripwatch needs only libpcap's shared library, which libpcap-dev
+# brings.
+packages=(build-essential libpcap-dev pkg-config)
 if [ -z "$build_only" ]; then
     # the tests: tcpdump, ip and openssl in the end-to-end captures; python3 for their scripts;
-    # clickhouse-server/-client because the tests start a real server (Debian ships 18.16)
+    # clickhouse-server/-client because the tests start a real server (Debian ships 18.16);
+    # tcpreplay and ethtool for the live-capture test (tests/live.rs)
     packages+=(tcpdump iproute2 openssl python3 clickhouse-server clickhouse-client)
+    packages+=(tcpreplay ethtool)
     packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
 fi
 SUDO=""

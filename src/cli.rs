@@ -3,6 +3,8 @@
 //! binary, not to the library: nothing here is an API, and `main.rs` only dispatches to it.
 
 pub mod analyze;
+pub mod live;
+pub mod metrics;
 pub mod report;
 pub mod schema;
 pub mod state;
@@ -25,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Analyse capture files (pcap/pcapng, gzip/zstd; `-` for standard input).
     Analyze(Box<AnalyzeArgs>),
+    /// Capture from network interfaces (libpcap) and judge as `analyze` does, writing records
+    /// while traffic flows, until SIGTERM or SIGINT.
+    Live(Box<LiveArgs>),
     /// Render the report (terminal, Markdown, HTML, CSV, TLS-RPT) of an analysis.
     Report(ReportArgs),
     /// The ClickHouse schema (queries/schema.sql).
@@ -87,6 +92,49 @@ pub struct AnalyzeArgs {
     /// Capture files, read in the order given; `-` reads standard input.
     #[arg(required = true)]
     pub captures: Vec<String>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+#[derive(Args)]
+pub struct LiveArgs {
+    /// Interface to capture on; repeat for more (one reader polls them all).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+    /// Kernel BPF filter. SMTP on other ports (content detection) is seen only if the filter lets
+    /// it through: widen it, e.g. `tcp or port 53`.
+    #[arg(long, value_name = "EXPR", default_value = stripwatch::capture::live::DEFAULT_BPF)]
+    pub bpf: String,
+    /// Kernel capture buffer per interface (bytes; K, M, G suffixes; 1M up to 2G).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_buffer_size)]
+    pub buffer_size: u32,
+    /// Bytes kept of each packet (1 to 262144).
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u32).range(1..=262_144))]
+    pub snaplen: u32,
+    /// Do not put the interfaces in promiscuous mode (then frames not addressed to this host are
+    /// missed, and the kernel does not count interface drops).
+    #[arg(long)]
+    pub no_promiscuous: bool,
+    /// Seconds (packet time) a session that may still gain a cross-session finding
+    /// (`starttls-missing`, `plaintext-fallback`) waits for later sessions before it is written;
+    /// `analyze` waits for the whole run.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub hold: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+/// The options `analyze` and `live` share: outputs, judgement windows, limits, enrichment and
+/// ClickHouse. One struct, so the two commands cannot drift apart.
+#[derive(Args)]
+pub struct SharedArgs {
     /// Output directory for sessions.ndjson, findings.ndjson and summary.json.
     #[arg(long, short)]
     pub out: PathBuf,
@@ -154,9 +202,6 @@ pub struct AnalyzeArgs {
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
-    /// Never show a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
     /// Also send sessions, findings, DNS transactions and certificates to ClickHouse at this
     /// HTTP URL (create the tables first with `stripwatch schema apply`).
     #[arg(long, value_name = "URL")]
@@ -241,6 +286,18 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// A kernel capture buffer: at least 1 MiB, and below 2 GiB (libpcap takes an `int`).
+fn parse_buffer_size(s: &str) -> Result<u32, String> {
+    let n = parse_bytes(s)?;
+    if n < 1 << 20 {
+        return Err(format!("{s:?} is below 1M"));
+    }
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n <= i32::MAX as u32)
+        .ok_or_else(|| format!("{s:?} is 2G or more"))
 }
 
 impl Cli {

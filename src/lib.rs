@@ -22,7 +22,7 @@
 //! | 5 | `tls` | TLS records and handshakes, certificates, DANE matching |
 //! | 4 | `flow` | TCP connections and reassembly, knowing no protocol above TCP |
 //! | 3 | `decode` | link, IP (with defragmentation), TCP and UDP headers |
-//! | 2 | `capture` | packet sources: pcap and pcapng files, compressed or not, standard input |
+//! | 2 | `capture` | packet sources behind one trait: pcap and pcapng files, compressed or not, standard input, live interfaces (libpcap) |
 //! | 1 | `record` | the records written and the words they are made of |
 //! | 0 | `util` | time formatting, Community ID, the capture clock |
 //!

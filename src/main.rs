@@ -8,6 +8,7 @@ use cli::{Cli, Command};
 fn main() {
     let result = match Cli::parse_or_exit().command {
         Command::Analyze(args) => cli::analyze::run(*args),
+        Command::Live(args) => cli::live::run(*args),
         Command::Report(args) => cli::report::run(args),
         Command::Schema { what } => cli::schema::run(what),
         Command::State { what } => cli::state::run(what),
@@ -15,7 +16,14 @@ fn main() {
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
         // An unusable database is bad input like a bad option: exit status 2.
-        let usage = e.is::<stripwatch::enrich::EnrichError>();
+        // So are an interface that cannot be opened or filtered and a metrics address that
+        // cannot be bound (`live`, before any capture).
+        let usage = e.is::<stripwatch::enrich::EnrichError>()
+            || e.is::<cli::metrics::BindError>()
+            || matches!(
+                e.downcast_ref::<stripwatch::capture::CaptureError>(),
+                Some(stripwatch::capture::CaptureError::Live { .. })
+            );
         std::process::exit(if usage { 2 } else { 1 });
     }
 }

@@ -15,24 +15,6 @@ use base64::Engine;
 use std::path::Path;
 use std::process::Command;
 
-/// Skips (explicitly) or insists on root; true when the test should run.
-fn require_root() -> bool {
-    if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping a real-software end-to-end test");
-        return false;
-    }
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .expect("cannot run id");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "real-software tests need root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip them"
-    );
-    true
-}
-
 /// Runs `scripts/NAME/make.sh --out DIR` into a fresh directory and returns the directory.
 fn make_captures(name: &str) -> std::path::PathBuf {
     let out = common::tempdir(&format!("real-{name}"));
@@ -74,7 +56,7 @@ fn check_expected_dir(out: &std::path::Path) -> (usize, Vec<String>) {
 
 #[test]
 fn fresh_postfix_captures_match_their_expected_results() {
-    if !require_root() {
+    if !common::require_root() {
         return;
     }
     let out = make_captures("real-captures");
@@ -85,7 +67,7 @@ fn fresh_postfix_captures_match_their_expected_results() {
 
 #[test]
 fn fresh_exim_and_opensmtpd_captures_match_their_expected_results() {
-    if !require_root() {
+    if !common::require_root() {
         return;
     }
     let out = make_captures("sender-captures");
@@ -204,7 +186,7 @@ fn fresh_auth_captures_match_their_expected_results() {
 
 #[test]
 fn fresh_tls_handshakes_match_their_facts() {
-    if !require_root() {
+    if !common::require_root() {
         return;
     }
     let out = make_captures("tls-captures");
@@ -215,7 +197,7 @@ fn fresh_tls_handshakes_match_their_facts() {
 
 #[test]
 fn fresh_dns_and_dane_deliveries_match_their_facts() {
-    if !require_root() {
+    if !common::require_root() {
         return;
     }
     let out = make_captures("dns-captures");

@@ -1,7 +1,7 @@
 //! Capture files and standard input, in pcap or pcapng, plain or gzip/zstd-compressed. The format
 //! and the compression are detected from the content, never from the name.
 
-use super::{CaptureError, LinkType, RawPacket, SourceStats};
+use super::{CaptureError, LinkType, PacketSource, RawPacket, SourceEvent, SourceStats};
 use pcap_parser::pcapng::Block;
 use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
 use std::io::{BufRead, BufReader, Read};
@@ -258,6 +258,23 @@ impl CaptureFile {
             }
         }
         Ok(stats)
+    }
+}
+
+impl PacketSource for CaptureFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn progress_counter(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.consumed.clone())
+    }
+
+    fn for_each_event<F>(self, mut on_event: F) -> Result<SourceStats, CaptureError>
+    where
+        F: FnMut(SourceEvent<'_>) -> ControlFlow<()>,
+    {
+        self.for_each_packet(|pkt| on_event(SourceEvent::Packet(pkt)))
     }
 }
 

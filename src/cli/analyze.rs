@@ -1,7 +1,7 @@
 //! `stripwatch analyze`: the pipeline, the judges and the sinks, each built from the arguments by
 //! its own function, then the run, the summary and (unless `--no-report`) the report.
 
-use super::AnalyzeArgs;
+use super::{AnalyzeArgs, SharedArgs};
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
 use stripwatch::dns::DnsConfig;
 use stripwatch::enrich::Databases;
 use stripwatch::flow::reassembly::ReassemblyLimits;
-use stripwatch::pipeline::{self, Judges, PipelineConfig};
+use stripwatch::pipeline::{self, Judges, PipelineConfig, RunStats};
 use stripwatch::pipeline::{FlowConfig, PortSet};
 use stripwatch::report::summary::{Summary, Tally, TallySink};
 use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseReport, ClickHouseSink};
@@ -31,11 +31,18 @@ use stripwatch::tls::verify::Validator;
 /// output directory, trust anchors, TLSA and MX files, the state file) fails before the first
 /// packet is read.
 pub fn run(args: AnalyzeArgs) -> Result<()> {
+    let AnalyzeArgs {
+        captures,
+        no_progress,
+        shared: args,
+    } = args;
     check(&args)?;
+    if captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
+        bail!("standard input ('-') can be read only once");
+    }
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
     // Open every input first: a missing file fails before any work is done.
-    let inputs = args
-        .captures
+    let inputs = captures
         .iter()
         .map(|path| CaptureFile::open(path))
         .collect::<Result<Vec<_>, _>>()?;
@@ -43,76 +50,114 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let cfg = pipeline_config(&args, enrich);
     let judges = judges(&args)?;
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut sinks: Vec<Box<dyn SessionSink>> = vec![
-        Box::new(NdjsonSink::create(&args.out)?),
-        Box::new(TallySink(tally.clone())),
-    ];
     let stop = stop_on_signal()?;
-    let clickhouse = match &args.clickhouse {
-        Some(url) => {
-            let (sink, report) = clickhouse_sink(&args, url, &cfg.flow.sensor, &stop)?;
-            sinks.push(Box::new(sink));
-            Some(report)
-        }
-        None => None,
-    };
+    let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
     let total: Option<u64> = inputs.iter().map(|i| i.size()).sum();
-    let mut progress = Progress::new(!args.no_progress, total);
+    let mut progress = Progress::new(!no_progress, total);
     let started = Instant::now();
     let stats = pipeline::run(
         inputs,
         &cfg,
-        Box::new(Fanout(sinks)),
+        sink,
         judges,
         stop,
         &mut |name: &str, consumed: u64| progress.update(name, consumed),
     )?;
     progress.finish();
-    let elapsed = started.elapsed().as_secs_f64();
-    let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
-    let mut summary = Summary::new(&stats, &tally, elapsed);
-    summary.clickhouse = clickhouse.as_ref().map(|r| r.snapshot());
-    write_summary(&summary, &args.out, args.json)?;
-    if let Some(ch) = &summary.clickhouse
-        && ch.rows_dropped > 0
-    {
-        bail!(
-            "ClickHouse: {} rows were dropped ({}); the ndjson files in {} have them",
-            ch.rows_dropped,
-            ch.last_error.as_deref().unwrap_or("spool full"),
-            args.out.display()
-        );
+    outputs.finish(&args, &stats, started.elapsed().as_secs_f64(), None)
+}
+
+/// What a run's outputs need after the pipeline ends: the tally the summary is made from, and
+/// ClickHouse's report with `--clickhouse`.
+pub(super) struct RunOutputs {
+    tally: Arc<Mutex<Tally>>,
+    clickhouse: Option<ClickHouseReport>,
+}
+
+/// The sinks of a run, all behind one: the NDJSON files in OUT, the tally for the summary, and
+/// ClickHouse with `--clickhouse` (which `stop` tells to stop waiting for the server).
+pub(super) fn sinks(
+    args: &SharedArgs,
+    sensor: &str,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Box<dyn SessionSink>, RunOutputs)> {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut sinks: Vec<Box<dyn SessionSink>> = vec![
+        Box::new(NdjsonSink::create(&args.out)?),
+        Box::new(TallySink(tally.clone())),
+    ];
+    let clickhouse = match &args.clickhouse {
+        Some(url) => {
+            let (sink, report) = clickhouse_sink(args, url, sensor, stop)?;
+            sinks.push(Box::new(sink));
+            Some(report)
+        }
+        None => None,
+    };
+    Ok((Box::new(Fanout(sinks)), RunOutputs { tally, clickhouse }))
+}
+
+impl RunOutputs {
+    /// The tally the summary is made from, as it grows.
+    pub(super) fn tally(&self) -> Arc<Mutex<Tally>> {
+        self.tally.clone()
     }
-    if !args.no_report {
-        super::report::after_analyze(&args.out, args.json)?;
+
+    /// ClickHouse's counters, with `--clickhouse`.
+    pub(super) fn clickhouse(&self) -> Option<ClickHouseReport> {
+        self.clickhouse.clone()
     }
-    Ok(())
+
+    /// Writes and prints the summary (with what `extra` adds), fails when ClickHouse dropped
+    /// rows, and writes the report unless `--no-report`.
+    pub(super) fn finish(
+        self,
+        args: &SharedArgs,
+        stats: &RunStats,
+        elapsed: f64,
+        extra: Option<&SummaryExtra>,
+    ) -> Result<()> {
+        let tally = self.tally.lock().map(|t| t.clone()).unwrap_or_default();
+        let mut summary = Summary::new(stats, &tally, elapsed);
+        summary.clickhouse = self.clickhouse.as_ref().map(|r| r.snapshot());
+        write_summary(&summary, extra, &args.out, args.json)?;
+        if let Some(ch) = &summary.clickhouse
+            && ch.rows_dropped > 0
+        {
+            bail!(
+                "ClickHouse: {} rows were dropped ({}); the ndjson files in {} have them",
+                ch.rows_dropped,
+                ch.last_error.as_deref().unwrap_or("spool full"),
+                args.out.display()
+            );
+        }
+        if !args.no_report {
+            super::report::after_analyze(&args.out, args.json)?;
+        }
+        Ok(())
+    }
 }
 
 /// The checks clap cannot express.
-fn check(args: &AnalyzeArgs) -> Result<()> {
+pub(super) fn check(args: &SharedArgs) -> Result<()> {
     if args.smtp_ports.is_empty() {
         bail!("--smtp-ports needs at least one port");
     }
     if args.max_flows == 0 || args.max_held_sessions == 0 {
         bail!("--max-flows and --max-held-sessions must be at least 1");
     }
-    if args.captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
-        bail!("standard input ('-') can be read only once");
-    }
     Ok(())
 }
 
 /// Seconds on the command line, microseconds of capture time inside (saturating, as a huge
 /// window means "never").
-fn micros(seconds: u64) -> i64 {
+pub(super) fn micros(seconds: u64) -> i64 {
     (seconds as i64).saturating_mul(1_000_000)
 }
 
 /// The pipeline's configuration: ports, limits (`--max-flows` is shared out among the
 /// workers) and windows in the pipeline's units.
-fn pipeline_config(args: &AnalyzeArgs, enrich: Arc<Databases>) -> PipelineConfig {
+pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> PipelineConfig {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -165,7 +210,7 @@ fn hostname() -> String {
 
 /// The certificate, DNS and baseline judges, from the trust anchors, TLSA records, known MX
 /// sets and state file the arguments name.
-fn judges(args: &AnalyzeArgs) -> Result<Judges> {
+pub(super) fn judges(args: &SharedArgs) -> Result<Judges> {
     let certs = CertJudge::new(validator(&args.trust_anchors)?, tlsa(args.tlsa.as_deref())?);
     let dns = DnsJudge::new(
         DnsJudgeConfig {
@@ -231,7 +276,7 @@ fn baseline(path: Option<&Path>, retention_days: u64) -> Result<Box<dyn Baseline
 
 /// The flag that Ctrl-C and SIGTERM raise: the pipeline stops reading, and what was read is
 /// still judged, written and summarised.
-fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+pub(super) fn stop_on_signal() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
@@ -241,7 +286,7 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>> {
 
 /// The ClickHouse sink for `--clickhouse URL`, spooling under OUT unless `--spool` says where.
 fn clickhouse_sink(
-    args: &AnalyzeArgs,
+    args: &SharedArgs,
     url: &str,
     sensor: &str,
     stop: &Arc<AtomicBool>,
@@ -315,9 +360,35 @@ impl Progress {
     }
 }
 
+/// What `live` adds to the summary: the capture's own counters (`capture` in summary.json) and
+/// the lines that say them in the text.
+pub(super) struct SummaryExtra {
+    pub capture: serde_json::Value,
+    pub text: String,
+}
+
+/// The summary with `capture` after its own fields, in their order.
+#[derive(serde::Serialize)]
+struct WithCapture<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    capture: &'a serde_json::Value,
+}
+
 /// Writes OUT/summary.json and prints the summary: as that JSON with `--json`, else as text.
-fn write_summary(summary: &Summary, out: &Path, json_only: bool) -> Result<()> {
-    let json = serde_json::to_string_pretty(summary)?;
+pub(super) fn write_summary(
+    summary: &Summary,
+    extra: Option<&SummaryExtra>,
+    out: &Path,
+    json_only: bool,
+) -> Result<()> {
+    let json = match extra {
+        None => serde_json::to_string_pretty(summary)?,
+        Some(extra) => serde_json::to_string_pretty(&WithCapture {
+            summary,
+            capture: &extra.capture,
+        })?,
+    };
     let summary_path = out.join("summary.json");
     std::fs::write(&summary_path, format!("{json}\n"))
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
@@ -325,6 +396,9 @@ fn write_summary(summary: &Summary, out: &Path, json_only: bool) -> Result<()> {
         println!("{json}");
     } else {
         print!("{}", summary.render());
+        if let Some(extra) = extra {
+            print!("{}", extra.text);
+        }
         println!(
             "\nwrote {}/{{sessions,findings}}.ndjson and summary.json",
             out.display()

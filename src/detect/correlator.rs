@@ -298,6 +298,23 @@ impl Correlator {
             self.stats.released_early += 1;
             self.release_front(out);
         }
+        self.release_held(out);
+    }
+
+    /// Moves capture time to `now_us` without a record (live capture, where the output stage's
+    /// watermark moves with the wall clock on a quiet link): held sessions whose hold has passed,
+    /// and sessions that waited too long for their lookups, are released.
+    pub fn advance<F: FnMut(SessionRecord)>(&mut self, now_us: i64, out: &mut F) {
+        if now_us <= self.watermark_us {
+            return;
+        }
+        self.watermark_us = now_us;
+        self.release_overdue(out);
+        self.release_held(out);
+    }
+
+    /// Releases the held sessions whose hold (`hold_us` after their end) has passed.
+    fn release_held<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
         while self
             .held
             .front()

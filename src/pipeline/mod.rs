@@ -8,7 +8,7 @@ pub mod worker;
 
 pub use worker::{FlowConfig, FlowStats, PortSet};
 
-use crate::capture::{CaptureError, CaptureFile, SourceStats};
+use crate::capture::{CaptureError, PacketSource, SourceEvent, SourceStats};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
 use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
@@ -95,6 +95,15 @@ const BATCH_BYTES: usize = 512 * 1024;
 const QUEUE_BATCHES: usize = 16;
 /// Capture time after which partial batches are sent anyway, so idle workers see time pass.
 const TICK_US: i64 = 1_000_000;
+/// Live capture: how far behind the wall clock a tick puts capture time on a quiet link, so that
+/// a packet still waiting in the kernel ring (at most the read timeout) is not older than what
+/// the workers were told they had seen.
+const LIVE_SLACK_US: i64 = 500_000;
+/// Live capture: the capture-order merge's bucket. Offline it is 10 s (longer than the delay with
+/// which DNS records are written, so lookups meet in answer order); live, records must reach the
+/// files within seconds, and a session that arrives before its lookup's record waits for it in
+/// the correlator instead.
+const LIVE_BUCKET_US: i64 = 1_000_000;
 
 struct Batch {
     metas: Vec<PacketMeta>,
@@ -142,8 +151,12 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u64);
 
 /// Runs the whole pipeline over `inputs` (read in order) and hands judged sessions to `sink`.
 /// `stop` ends the run early (signal handling); what was read so far is still judged and written.
-pub fn run(
-    inputs: Vec<CaptureFile>,
+///
+/// A live source (see [`PacketSource::live`]) also moves capture time with the wall clock on a
+/// quiet link, and the output stage then releases records within seconds and flushes the sinks,
+/// instead of holding them for the whole run.
+pub fn run<S: PacketSource>(
+    inputs: Vec<S>,
     cfg: &PipelineConfig,
     sink: Box<dyn SessionSink>,
     judges: Judges,
@@ -151,6 +164,7 @@ pub fn run(
     progress: ProgressFn<'_>,
 ) -> Result<RunStats, PipelineError> {
     let workers = cfg.workers.max(1);
+    let live = inputs.iter().any(PacketSource::live);
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
     let (out_tx, out_rx) = bounded::<(usize, Outputs)>(256);
     let mut batch_txs = Vec::with_capacity(workers);
@@ -169,7 +183,15 @@ pub fn run(
     let correlator_cfg = cfg.correlator;
     let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
     let output = std::thread::spawn(move || {
-        output_thread(out_rx, workers, correlator_cfg, judges, enricher, sink)
+        output_thread(
+            out_rx,
+            workers,
+            correlator_cfg,
+            judges,
+            enricher,
+            sink,
+            live,
+        )
     });
 
     let mut stats = RunStats::default();
@@ -185,15 +207,40 @@ pub fn run(
     'inputs: for input in inputs {
         let name = input.name().to_string();
         let counter = input.progress_counter();
+        let consumed = || counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
         let mut since_progress = 0u32;
-        let result = input.for_each_packet(|pkt| {
+        let result = input.for_each_event(|event| {
             if stop.load(Ordering::Relaxed) {
                 return ControlFlow::Break(());
             }
+            // Once a second of capture time: partial batches go out, so idle workers see time
+            // pass, and old fragments expire.
+            macro_rules! tick {
+                () => {
+                    if now >= last_tick.saturating_add(TICK_US) {
+                        last_tick = now;
+                        decoder.expire(now);
+                        if !send_partials(&mut batches, &batch_txs, &recycle_rx, now) {
+                            disconnected = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                };
+            }
+            let pkt = match event {
+                SourceEvent::Packet(pkt) => pkt,
+                SourceEvent::Tick(wall_us) => {
+                    // A live source's packets carry the wall clock's time, so on a quiet link
+                    // capture time moves with it: idle flows close, finished sessions go out.
+                    now = now.max(wall_us.saturating_sub(LIVE_SLACK_US));
+                    tick!();
+                    return ControlFlow::Continue(());
+                }
+            };
             since_progress += 1;
             if since_progress >= 8192 {
                 since_progress = 0;
-                progress(&name, counter.load(Ordering::Relaxed));
+                progress(&name, consumed());
             }
             now = now.max(clock.observe(pkt.ts_us));
             if let Ok(d) = decoder.decode(pkt) {
@@ -213,24 +260,12 @@ pub fn run(
                     }
                 }
             }
-            if now >= last_tick.saturating_add(TICK_US) {
-                last_tick = now;
-                decoder.expire(now);
-                for (shard, b) in batches.iter_mut().enumerate() {
-                    let fresh = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
-                    let mut partial = std::mem::replace(b, fresh);
-                    partial.watermark_us = now;
-                    if batch_txs[shard].send(partial).is_err() {
-                        disconnected = true;
-                        return ControlFlow::Break(());
-                    }
-                }
-            }
+            tick!();
             ControlFlow::Continue(())
         });
         match result {
             Ok(s) => {
-                progress(&name, counter.load(std::sync::atomic::Ordering::Relaxed));
+                progress(&name, consumed());
                 stats.sources.push((name, s));
             }
             Err(e) => {
@@ -275,6 +310,25 @@ pub fn run(
     Ok(stats)
 }
 
+/// Sends every worker its partial batch stamped with the watermark `now_us`, so idle workers see
+/// capture time pass. False when a worker is gone.
+fn send_partials(
+    batches: &mut [Batch],
+    batch_txs: &[Sender<Batch>],
+    recycle_rx: &Receiver<Batch>,
+    now_us: i64,
+) -> bool {
+    for (shard, b) in batches.iter_mut().enumerate() {
+        let fresh = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
+        let mut partial = std::mem::replace(b, fresh);
+        partial.watermark_us = now_us;
+        if batch_txs[shard].send(partial).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 fn worker(
     index: usize,
     rx: Receiver<Batch>,
@@ -317,6 +371,12 @@ fn worker(
     worker.stats()
 }
 
+/// What the output stage does next: take a record, or (live) let capture time pass.
+enum Step {
+    Record(Produced),
+    Advance(i64),
+}
+
 /// What the output stage hands back.
 struct OutputDone {
     correlator: CorrelatorStats,
@@ -335,6 +395,7 @@ fn output_thread(
     judges: Judges,
     mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
+    live: bool,
 ) -> Result<OutputDone, PipelineError> {
     let Judges {
         certs,
@@ -343,7 +404,12 @@ fn output_thread(
         save_baseline,
     } = judges;
     let mut correlator = Correlator::new(cfg, certs, dns, baseline);
-    let mut order = CaptureOrder::new(workers);
+    let mut order = if live {
+        CaptureOrder::with_bucket(workers, LIVE_BUCKET_US)
+    } else {
+        CaptureOrder::new(workers)
+    };
+
     let mut written = 0u64;
     let mut failure: Option<SinkError> = None;
     // One closure shape for handing judged sessions to the sink, made anew where needed so
@@ -362,8 +428,8 @@ fn output_thread(
         };
     }
     let mut dns_failure: Option<SinkError> = None;
-    let mut handle = |p: Produced, correlator: &mut Correlator| match p {
-        Produced::Dns(mut rec) => {
+    let mut handle = |step: Step, correlator: &mut Correlator| match step {
+        Step::Record(Produced::Dns(mut rec)) => {
             correlator.push_dns(&mut rec, &mut emitter!());
             if dns_failure.is_none() && failure.is_none() {
                 enricher.dns(&mut rec);
@@ -372,12 +438,27 @@ fn output_thread(
                 }
             }
         }
-        Produced::Session(rec) => correlator.push(*rec, &mut emitter!()),
+        Step::Record(Produced::Session(rec)) => correlator.push(*rec, &mut emitter!()),
+        Step::Advance(now_us) => {
+            correlator.advance(now_us, &mut emitter!());
+            // After every chunk: a flush with nothing buffered makes no system call, and under
+            // load a chunk comes per batch of 512 packets, so this costs little.
+            if failure.is_none()
+                && let Err(e) = sink.flush()
+            {
+                failure = Some(e);
+            }
+        }
     };
     for (worker, chunk) in rx {
         order.push(worker, chunk);
         while let Some(p) = order.pop_ready() {
-            handle(p, &mut correlator);
+            handle(Step::Record(p), &mut correlator);
+        }
+        if live {
+            // Nothing may come for a while on a quiet link: what waits on time alone (held
+            // sessions, lookups that never came) is released by the workers' watermarks.
+            handle(Step::Advance(order.low_watermark()), &mut correlator);
         }
     }
     // Every worker has finished (or died, which the caller reports): release the rest.
@@ -391,7 +472,7 @@ fn output_thread(
         );
     }
     while let Some(p) = order.pop_ready() {
-        handle(p, &mut correlator);
+        handle(Step::Record(p), &mut correlator);
     }
     correlator.flush(&mut emitter!());
     if let Some(e) = failure.or(dns_failure) {

@@ -59,6 +59,7 @@ impl Ord for Item {
 
 /// The merge of all workers' streams.
 pub struct CaptureOrder {
+    bucket_us: i64,
     watermarks: Vec<i64>,
     seqs: Vec<u64>,
     heap: BinaryHeap<Reverse<Item>>,
@@ -67,7 +68,14 @@ pub struct CaptureOrder {
 impl CaptureOrder {
     /// A merge of `workers` streams, none of which has reported yet.
     pub fn new(workers: usize) -> CaptureOrder {
+        CaptureOrder::with_bucket(workers, BUCKET_US)
+    }
+
+    /// As [`CaptureOrder::new`] with buckets of `bucket_us` (live capture uses shorter ones, so
+    /// that records reach the files within seconds).
+    pub fn with_bucket(workers: usize, bucket_us: i64) -> CaptureOrder {
         CaptureOrder {
+            bucket_us: bucket_us.max(1),
             watermarks: vec![i64::MIN; workers],
             seqs: vec![0; workers],
             heap: BinaryHeap::new(),
@@ -104,7 +112,7 @@ impl CaptureOrder {
         let seq = self.seqs[worker];
         self.seqs[worker] += 1;
         self.heap.push(Reverse(Item {
-            bucket: at_us.div_euclid(BUCKET_US),
+            bucket: at_us.div_euclid(self.bucket_us),
             event_us,
             worker,
             seq,
@@ -114,12 +122,12 @@ impl CaptureOrder {
 
     /// The next record every worker has read past, if any.
     pub fn pop_ready(&mut self) -> Option<Produced> {
-        let low = self.watermarks.iter().copied().min().unwrap_or(i64::MAX);
+        let low = self.low_watermark();
         let passed = |bucket: i64| {
             low == i64::MAX
                 || bucket
                     .saturating_add(1)
-                    .saturating_mul(BUCKET_US)
+                    .saturating_mul(self.bucket_us)
                     .saturating_sub(1)
                     <= low
         };
@@ -128,6 +136,11 @@ impl CaptureOrder {
         } else {
             None
         }
+    }
+
+    /// The capture time every worker has read past (`i64::MIN` before all have reported).
+    pub fn low_watermark(&self) -> i64 {
+        self.watermarks.iter().copied().min().unwrap_or(i64::MAX)
     }
 
     /// Records waiting for a slower worker.

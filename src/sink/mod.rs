@@ -24,6 +24,12 @@ pub trait SessionSink: Send {
     }
     /// Flushes at the end of the run.
     fn finish(&mut self) -> Result<(), SinkError>;
+
+    /// Pushes what is buffered to its destination without ending (live capture, where records
+    /// must reach the files within seconds). Sinks that send on their own schedule need not.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// A sink failed; the run stops with this error.
@@ -54,5 +60,9 @@ impl SessionSink for Fanout {
 
     fn finish(&mut self) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.finish())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
     }
 }

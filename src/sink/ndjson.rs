@@ -83,6 +83,10 @@ impl SessionSink for NdjsonSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
         self.dns.flush().map_err(|source| SinkError {
             what: format!("cannot write {}", self.dns_path.display()),
             source,

@@ -18,6 +18,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Skips (explicitly) or insists on root; true when the test should run.
+pub fn require_root() -> bool {
+    if std::env::var("STRIPWATCH_SKIP_REAL").as_deref() == Ok("1") {
+        eprintln!("STRIPWATCH_SKIP_REAL=1: skipping a real-software end-to-end test");
+        return false;
+    }
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("cannot run id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "real-software tests need root (network namespaces); set STRIPWATCH_SKIP_REAL=1 to skip them"
+    );
+    true
+}
+
 /// A fresh temporary directory under target/ (kept on failure for inspection).
 pub fn tempdir(name: &str) -> PathBuf {
     let dir = root()

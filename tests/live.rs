@@ -1,0 +1,397 @@
+//! `stripwatch live` on a real interface: a veth pair in a network namespace, the bundled Postfix
+//! captures replayed onto one end with tcpreplay, `stripwatch live` on the other. The sessions it
+//! writes must carry the same verdicts and findings as `analyze` gives on the same files, they
+//! must reach sessions.ndjson within 5 s of the last packet while live keeps running on the now
+//! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
+//! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
+//! and none dropped.
+//!
+//! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
+//! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
+
+mod common;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The captures replayed, in this order: real Postfix through the stripping proxy, every attack
+/// and the clean upgrade, to the same server, so cross-session judgements span files. The order
+/// is that of their own timestamps: replay stamps packets anew, and offline a file whose packets
+/// are older than the previous file's would be judged in another order (a failed upgrade
+/// captured after a plaintext session is no reason for a fallback; replayed before it, it is).
+const CAPTURES: &[&str] = &[
+    "real-postfix-starttls-ok",
+    "real-postfix-overwrite",
+    "real-postfix-delete",
+    "real-postfix-missing",
+    "real-postfix-break-tls",
+    "real-postfix-reject",
+    "real-postfix-garbage-after-220",
+    "real-postfix-answer-clienthello-421",
+];
+
+/// The longest a finished session may take to reach the files on a silent link.
+const FLUSH_BOUND: Duration = Duration::from_secs(5);
+
+/// Panics with the package to install when `tool` cannot be run.
+fn need_tool(tool: &str, package: &str) {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "{tool} not found: install the Debian package {package} (scripts/install-deps.sh does)"
+    );
+}
+
+/// Runs a command and insists it succeeded.
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A network namespace holding the veth pair `swl0` (replay) – `swl1` (capture), deleted (with
+/// whatever still runs in it) when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn new() -> Namespace {
+        let name = format!("swlive-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Namespace(name);
+        sh(&["ip", "-n", &ns.0, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip", "-n", &ns.0, "link", "add", "swl0", "type", "veth", "peer", "name", "swl1",
+        ]);
+        for dev in ["swl0", "swl1"] {
+            // Offloads off, so that frames arrive as they were captured (DESIGN.md, live
+            // capture); IPv6 off, so the link carries nothing but the replay.
+            sh(&[
+                "ip", "netns", "exec", &ns.0, "ethtool", "-K", dev, "tso", "off", "gso", "off",
+                "gro", "off", "tx", "off", "rx", "off",
+            ]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns.0,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
+            ]);
+            sh(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
+        }
+        ns
+    }
+
+    fn exec(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]);
+        c
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            });
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// What must agree between live and offline, per session (keyed by both ends).
+fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
+    sessions
+        .iter()
+        .map(|s| {
+            let key = format!(
+                "{}:{} -> {}:{}",
+                s["client_ip"].as_str().unwrap_or(""),
+                s["client_port"],
+                s["server_ip"].as_str().unwrap_or(""),
+                s["server_port"]
+            );
+            let value = format!(
+                "{} {:?} end={} offered={} tls_completed={} mail={}",
+                s["verdict"].as_str().unwrap_or(""),
+                common::finding_kinds(s),
+                s["end_reason"],
+                s["starttls_offered"],
+                s["tls_handshake_completed"],
+                s["mail_transactions"],
+            );
+            (key, value)
+        })
+        .collect()
+}
+
+/// Lines in `path` (0 while it does not exist).
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// Waits for `child` to end, at most `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Scrapes `http://ADDR/metrics` inside the namespace (python3, which the tests need anyway) and
+/// parses the exposition text: every line is a comment or `name{labels} value`.
+fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
+    let o = ns
+        .exec()
+        .args([
+            "python3",
+            "-c",
+            "import sys, urllib.request; \
+             sys.stdout.write(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', \
+             timeout=10).read().decode())",
+            addr,
+        ])
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        o.status.success(),
+        "scraping {addr}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).expect("UTF-8 metrics");
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        let value = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a counter value: {line}"));
+        assert!(
+            samples.insert(name.to_string(), value).is_none(),
+            "twice: {line}"
+        );
+    }
+    samples
+}
+
+/// Frames in a capture, as the file reader counts them.
+fn frames(capture: &Path) -> u64 {
+    let out = common::tempdir("live-count");
+    let summary = common::analyze(&[capture], &out, &["--no-report"]);
+    summary["packets"].as_u64().expect("packets in the summary")
+}
+
+#[test]
+fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly() {
+    if !common::require_root() {
+        return;
+    }
+    need_tool("tcpreplay", "tcpreplay");
+    need_tool("ethtool", "ethtool");
+    need_tool("ip", "iproute2");
+    let pcaps: Vec<PathBuf> = CAPTURES
+        .iter()
+        .map(|c| common::root().join("pcaps").join(format!("{c}.pcap")))
+        .collect();
+
+    // The offline judgement of the same files in the same order.
+    let offline = common::tempdir("live-offline");
+    let refs: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
+    common::analyze(&refs, &offline, &["--no-report", "--workers", "2"]);
+    let want = judgements(&common::ndjson(&offline.join("sessions.ndjson")));
+    let want_packets: u64 = pcaps.iter().map(|p| frames(p)).sum();
+
+    let ns = Namespace::new();
+    let out = common::tempdir("live-out");
+    let stderr_path = out.with_extension("stderr");
+    let mut live = ns
+        .exec()
+        .arg(common::bin())
+        .args(["live", "-i", "swl1", "--out"])
+        .arg(&out)
+        .args([
+            "--workers",
+            "2",
+            "--sensor",
+            "live-test",
+            "--no-report",
+            "--json",
+            "--metrics",
+            "127.0.0.1:9187",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start stripwatch live");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&stderr_path)
+        .unwrap_or_default()
+        .contains("capturing on swl1")
+    {
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "stripwatch live ended at start: {}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stripwatch live did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    for pcap in &pcaps {
+        let o = ns
+            .exec()
+            .args(["tcpreplay", "-q", "--topspeed", "-i", "swl0"])
+            .arg(pcap)
+            .output()
+            .expect("cannot run tcpreplay");
+        assert!(
+            o.status.success(),
+            "tcpreplay {}: {}",
+            pcap.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let replayed = Instant::now();
+
+    // The link is silent now: only the wall-clock tick can bring the last sessions out.
+    let sessions_path = out.join("sessions.ndjson");
+    let mut appeared = None;
+    while replayed.elapsed() < Duration::from_secs(20) {
+        if lines(&sessions_path) >= want.len() {
+            appeared = Some(replayed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        live.try_wait().unwrap().is_none(),
+        "stripwatch live ended by itself"
+    );
+    let appeared = appeared.unwrap_or_else(|| {
+        panic!(
+            "{} of {} sessions written 20 s after the replay",
+            lines(&sessions_path),
+            want.len()
+        )
+    });
+    eprintln!("every session was in sessions.ndjson {appeared:?} after the last packet");
+    assert!(
+        appeared <= FLUSH_BOUND,
+        "the last session took {appeared:?} to reach the files (bound {FLUSH_BOUND:?})"
+    );
+    let before_stop = judgements(&common::ndjson(&sessions_path));
+
+    // The metrics endpoint, scraped while live runs, says the same.
+    let metrics = scrape(&ns, "127.0.0.1:9187");
+    assert_eq!(
+        metrics.get("stripwatch_capture_packets_total{interface=\"swl1\"}"),
+        Some(&want_packets),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics.get("stripwatch_capture_kernel_drops_total{interface=\"swl1\"}"),
+        Some(&0)
+    );
+    let by_verdict: u64 = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("stripwatch_sessions_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_verdict, want.len() as u64, "{metrics:?}");
+    assert!(
+        metrics.contains_key("stripwatch_findings_total{kind=\"starttls-stripped\"}"),
+        "{metrics:?}"
+    );
+    assert!(
+        metrics
+            .keys()
+            .any(|k| k.starts_with("stripwatch_build_info{"))
+    );
+
+    sh(&["kill", "-TERM", &live.id().to_string()]);
+    let status = wait_bounded(&mut live, Duration::from_secs(30))
+        .expect("stripwatch live did not stop within 30 s of SIGTERM");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(live.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(
+        status.success(),
+        "stripwatch live exited with {status}: {}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+
+    // Same judgements as offline, nothing added or duplicated by the stop.
+    let got = judgements(&common::ndjson(&sessions_path));
+    assert_eq!(lines(&sessions_path), got.len(), "a session written twice");
+    assert_eq!(got, before_stop, "the stop changed or added sessions");
+    assert_eq!(got, want, "live and analyze disagree");
+
+    // The summary: printed (--json) and written, with the capture's own counters.
+    let printed: Value = serde_json::from_str(&stdout).expect("the summary on stdout is JSON");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    let capture = &written["capture"];
+    assert_eq!(capture["interfaces"], "swl1");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    assert_eq!(
+        capture["packets"].as_u64(),
+        Some(want_packets),
+        "every replayed frame captured: {capture}"
+    );
+    assert_eq!(written["packets"].as_u64(), Some(want_packets));
+}
+
+#[test]
+fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
+    let out = common::tempdir("live-bad");
+    let o = common::run(&["live", "-i", "swnosuchif0", "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("swnosuchif0"), "{stderr}");
+    let o = common::run(&["live", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "no interface");
+
+    // A metrics address already in use, before any capture starts.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = common::run(&[
+        "live",
+        "-i",
+        "lo",
+        "--metrics",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--metrics"), "{stderr}");
+}
