@@ -95,7 +95,7 @@ fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn fresh_auth_captures_match_their_expected_results() {
-    if !require_root() {
+    if !common::require_root() {
         return;
     }
     let out = make_captures("auth-captures");
