@@ -4,6 +4,8 @@
 # pcaps/ together (so cross-session judgements and the report see many sessions), with one and
 # with two workers, and compares sessions, findings, DNS, certificates and the CSV report byte
 # for byte. summary.json is compared without its wall-clock field (elapsed_seconds).
+# COMPARE_SORT_KEYS=1 rewrites every .ndjson line with its keys sorted before comparing, for a
+# change that only reorders keys (values and lines must still match exactly).
 #
 # Usage: scripts/compare-outputs.sh BEFORE_BINARY AFTER_BINARY [WORKDIR]
 # Exit status 0 and "identical" when every output matches; otherwise the differing files are
@@ -46,6 +48,14 @@ EOF
         rm "$out/summary.json"
     fi
     rm -rf "$out/report.html" "$out/report.md"
+    if [ "${COMPARE_SORT_KEYS:-}" = 1 ]; then
+        python3 - "$out" <<'EOF'
+import glob, json, sys
+for p in glob.glob(sys.argv[1] + "/*.ndjson"):
+    lines = [json.dumps(json.loads(l), sort_keys=True) for l in open(p)]
+    open(p, "w").write("".join(l + "\n" for l in lines))
+EOF
+    fi
 }
 
 captures=()

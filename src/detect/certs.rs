@@ -95,7 +95,7 @@ fn applicable_tlsa(
         }
         evidence.push(e);
     };
-    for t in store.lookup(host, rec.server_port).unwrap_or_default() {
+    for t in store.lookup(host, rec.server.port).unwrap_or_default() {
         add(t, json!({"source": "file"}));
     }
     // `DnsTracker::link` pushes the TLSA lookup's id last, after the MX and address lookups,
@@ -185,8 +185,8 @@ impl CertJudge {
             return;
         };
         // Keys per server, for certificate-changed (judged when the session is released).
-        if self.keys.len() < MAX_SERVERS || self.keys.contains_key(&rec.server_ip) {
-            let list = self.keys.entry(rec.server_ip).or_default();
+        if self.keys.len() < MAX_SERVERS || self.keys.contains_key(&rec.server.ip) {
+            let list = self.keys.entry(rec.server.ip).or_default();
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
                 k.sessions += 1;
                 k.last_us = k.last_us.max(rec.ts_us);
@@ -319,7 +319,7 @@ impl CertJudge {
             rec.add_finding(FindingKind::TlsaInvalid,
                 rec.ts_us,
                 json!({
-                    "host": host, "host_source": source, "tlsa_owner": format!("_{}._tcp.{host}", rec.server_port),
+                    "host": host, "host_source": source, "tlsa_owner": format!("_{}._tcp.{host}", rec.server.port),
                     "records": records, "reasons": reasons, "fingerprint": leaf.fingerprint,
                 }),
             );
@@ -327,7 +327,7 @@ impl CertJudge {
     }
 
     fn remember(&mut self, der: &[u8], fingerprint: &str, leaf: bool, rec: &SessionRecord) {
-        let server = format!("{}:{}", rec.server_ip, rec.server_port);
+        let server = format!("{}:{}", rec.server.ip, rec.server.port);
         if let Some(c) = self.certs.get_mut(fingerprint) {
             c.sessions += 1;
             c.leaf |= leaf;
@@ -390,7 +390,7 @@ impl CertJudge {
             .and_then(|fp| self.certs.get(fp))
             .map(|c| c.info.spki_sha256.clone());
         let earlier_here = spki.as_ref().and_then(|spki| {
-            self.keys.get(&rec.server_ip).and_then(|list| {
+            self.keys.get(&rec.server.ip).and_then(|list| {
                 list.iter()
                     .filter(|k| k.spki != *spki && k.first_us < rec.ts_us)
                     .min_by_key(|k| k.first_us)
@@ -399,10 +399,10 @@ impl CertJudge {
         if earlier_here.is_none()
             && let Some(spki) = &spki
         {
-            let known = baseline.server_keys(rec.server_ip);
+            let known = baseline.server_keys(rec.server.ip);
             let seen_here_before = self
                 .keys
-                .get(&rec.server_ip)
+                .get(&rec.server.ip)
                 .is_some_and(|l| l.iter().any(|k| k.spki == *spki && k.first_us < rec.ts_us));
             if !known.is_empty() && !seen_here_before && !known.iter().any(|(k, _)| k == spki) {
                 let fp = rec.cert_fingerprint.clone();

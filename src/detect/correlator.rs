@@ -246,7 +246,7 @@ impl Correlator {
         self.certs.judge(&mut rec);
         if rec.starttls_offered {
             self.bound_offers();
-            let entry = self.offers.entry(rec.server_ip).or_insert_with(|| Offer {
+            let entry = self.offers.entry(rec.server.ip).or_insert_with(|| Offer {
                 first_us: rec.ts_us,
                 last_us: rec.ts_us,
                 sessions: 0,
@@ -265,7 +265,7 @@ impl Correlator {
             };
             let list = self
                 .failures
-                .entry((rec.client_ip, rec.server_ip))
+                .entry((rec.client.ip, rec.server.ip))
                 .or_default();
             if list.len() >= FAILURES_PER_PAIR {
                 list.remove(0);
@@ -367,10 +367,10 @@ impl Correlator {
 
     fn judge(&mut self, rec: &mut SessionRecord) {
         if rec.correlation.not_offered {
-            let earlier_run = if self.offers.contains_key(&rec.server_ip) {
+            let earlier_run = if self.offers.contains_key(&rec.server.ip) {
                 None
             } else {
-                self.baseline.starttls_offered(rec.server_ip)
+                self.baseline.starttls_offered(rec.server.ip)
             };
             if let Some(seen) = earlier_run {
                 self.stats.baseline_findings += 1;
@@ -386,7 +386,7 @@ impl Correlator {
                     }),
                 );
             } else {
-                match self.offers.get(&rec.server_ip) {
+                match self.offers.get(&rec.server.ip) {
                     Some(offer) => rec.add_finding(
                         FindingKind::StarttlsMissing,
                         rec.ts_us,
@@ -430,7 +430,7 @@ impl Correlator {
     fn earlier_failure(&self, rec: &SessionRecord) -> Option<&Failure> {
         let window = self.cfg.fallback_window_us;
         self.failures
-            .get(&(rec.client_ip, rec.server_ip))?
+            .get(&(rec.client.ip, rec.server.ip))?
             .iter()
             .rev()
             .find(|f| {

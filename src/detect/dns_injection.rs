@@ -67,7 +67,7 @@ pub fn unlisted_address(rec: &mut SessionRecord, u: &UnlistedAddress) {
         json!({
             "recipient_domain": u.recipient_domain, "mx_hosts": u.mx_hosts,
             "mx_addresses": u.mx_addresses, "mx_transaction": u.mx_transaction,
-            "connected_to": rec.server_ip,
+            "connected_to": rec.server.ip,
         }),
     );
 }

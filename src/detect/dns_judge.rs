@@ -182,7 +182,7 @@ impl DnsJudge {
         set.dedup();
         self.stats.mx_answers += 1;
         let domain = rec.qname.clone();
-        let observer = (rec.client_ip, rec.server_ip);
+        let observer = (rec.client.ip, rec.server.ip);
         let now = rec.ts_us;
         if let Some(known) = self.known.0.get(&domain) {
             if *known != set {
@@ -336,13 +336,13 @@ impl DnsJudge {
                 }));
             }
         }
-        let ad_key = (rec.server_ip, name.0.clone(), name.1.clone());
+        let ad_key = (rec.server.ip, name.0.clone(), name.1.clone());
         if !rec.ad
             && let Some(s) = self.ad.get(&ad_key)
         {
             missing.push(json!({
                 "missing": "ad",
-                "resolver": rec.server_ip,
+                "resolver": rec.server.ip,
                 "validated_first_seen": rfc3339_micros(s.first_us),
                 "validated_last_seen": rfc3339_micros(s.last_us),
                 "validated_in_transaction": s.transaction_id,
@@ -422,8 +422,8 @@ mod tests {
 
     fn mx(ts_s: i64, client: &str, resolver: &str, set: &[&str]) -> DnsRecord {
         let mut r = DnsRecord::for_tests(ts_s * 1_000_000);
-        r.client_ip = client.parse().unwrap();
-        r.server_ip = resolver.parse().unwrap();
+        r.client.ip = client.parse().unwrap();
+        r.server.ip = resolver.parse().unwrap();
         r.answers = set
             .iter()
             .map(|h| AnswerText {

@@ -2,7 +2,9 @@
 
 use crate::flow::FlowSummary;
 use crate::flow::lineage::{OutOfLine, hop_distance};
-use crate::record::{CorrelationFacts, EndReason, FindingKind, SessionRecord, Side, verdict};
+use crate::record::{
+    CorrelationFacts, EndReason, Endpoint, FindingKind, SessionRecord, Side, verdict,
+};
 use crate::smtp::SessionFacts;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
@@ -36,16 +38,8 @@ pub fn build_record(
         ts_end: rfc3339_micros(flow.last_us),
         ts_end_us: flow.last_us,
         sensor: sensor.to_string(),
-        client_ip: flow.client.0,
-        client_port: flow.client.1,
-        server_ip: flow.server.0,
-        server_port: flow.server.1,
-        client_country: String::new(),
-        client_asn: 0,
-        client_as_org: String::new(),
-        server_country: String::new(),
-        server_asn: 0,
-        server_as_org: String::new(),
+        client: Endpoint::new(flow.client.0, flow.client.1),
+        server: Endpoint::new(flow.server.0, flow.server.1),
         community_id: cid,
         verdict: verdict::INCOMPLETE,
         findings: Vec::new(),

@@ -5,7 +5,7 @@
 
 use super::message::DnsMessage;
 use crate::flow::lineage::Lineage;
-use crate::record::{DnsRecord, SessionRecord, Tlsa};
+use crate::record::{DnsRecord, Endpoint, SessionRecord, Tlsa};
 use crate::util::{community_id, rfc3339_micros};
 use ahash::AHashMap;
 use serde::Serialize;
@@ -301,16 +301,8 @@ impl DnsTracker {
             ts: rfc3339_micros(start),
             ts_us: start,
             sensor: self.sensor.clone(),
-            client_ip: key.client.0,
-            client_port: key.client.1,
-            server_ip: key.server.0,
-            server_port: key.server.1,
-            client_country: String::new(),
-            client_asn: 0,
-            client_as_org: String::new(),
-            server_country: String::new(),
-            server_asn: 0,
-            server_as_org: String::new(),
+            client: Endpoint::new(key.client.0, key.client.1),
+            server: Endpoint::new(key.server.0, key.server.1),
             transport,
             community_id: cid,
             id: msg.id,
@@ -460,7 +452,7 @@ impl DnsTracker {
             || (matches!(record.qtype.as_str(), "A" | "AAAA")
                 && self
                     .clients
-                    .get(&record.client_ip)
+                    .get(&record.client.ip)
                     .is_some_and(|m| m.mx.iter().any(|(_, _, ex, _)| ex.contains(&record.qname))));
         if relevant || !record.findings.is_empty() {
             self.stats.transactions_written += 1;
@@ -475,7 +467,7 @@ impl DnsTracker {
     /// addresses are known) do not include the server it connected to (the judge makes that
     /// `smtp-to-unlisted-ip`).
     pub fn link(&mut self, rec: &mut SessionRecord) -> Option<UnlistedAddress> {
-        let mem = self.clients.get(&rec.client_ip)?;
+        let mem = self.clients.get(&rec.client.ip)?;
         let window = self.cfg.link_window_us;
         let recent: Vec<&(i64, String, Vec<String>, String)> = mem
             .mx
@@ -503,12 +495,12 @@ impl DnsTracker {
                     continue;
                 };
                 any_known = true;
-                if addrs.contains(&rec.server_ip) {
+                if addrs.contains(&rec.server.ip) {
                     rec.recipient_domain = Some(domain.clone());
                     rec.mx_host = Some(ex.clone());
                     rec.mx_addresses = addrs.clone();
                     rec.dns_transaction_ids = vec![mx_tx.clone(), addr_tx.clone()];
-                    let owner = format!("_{}._tcp.{ex}", rec.server_port);
+                    let owner = format!("_{}._tcp.{ex}", rec.server.port);
                     if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(&owner) {
                         rec.mx_tlsa = tlsa.clone();
                         rec.dns_transaction_ids.push(tlsa_tx.clone());

@@ -14,7 +14,7 @@ pub mod layout;
 pub use database::{Database, DatabaseInfo, EnrichError, Kind};
 
 use crate::record::DnsRecord;
-use crate::record::{Finding, SessionRecord};
+use crate::record::{Endpoint, Finding, SessionRecord};
 use cache::TwoGenCache;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -230,42 +230,30 @@ impl Enricher {
         (end, country, asn)
     }
 
-    /// Fills the six fields of a session and of its findings (a finding takes its session's
-    /// ends).
+    /// Fills the enrichment of a session's two ends and of its findings (a finding takes its
+    /// session's ends).
     pub fn session(&mut self, rec: &mut SessionRecord) {
-        if !self.stats.enabled {
-            return;
-        }
-        let client = self.end(rec.client_ip);
-        let server = self.end(rec.server_ip);
-        for f in &mut rec.finding_details {
-            fill_finding(f, &client, &server);
-        }
-        rec.client_country = client.country;
-        rec.client_asn = client.asn;
-        rec.client_as_org = client.as_org;
-        rec.server_country = server.country;
-        rec.server_asn = server.asn;
-        rec.server_as_org = server.as_org;
+        self.ends(&mut rec.client, &mut rec.server, &mut rec.finding_details);
     }
 
-    /// Fills the six fields of a DNS transaction (client: the querier; server: the resolver
-    /// asked) and of its findings.
+    /// Fills the enrichment of a DNS transaction's two ends (client: the querier; server: the
+    /// resolver asked) and of its findings.
     pub fn dns(&mut self, rec: &mut DnsRecord) {
+        self.ends(&mut rec.client, &mut rec.server, &mut rec.finding_details);
+    }
+
+    fn ends(&mut self, client: &mut Endpoint, server: &mut Endpoint, findings: &mut [Finding]) {
         if !self.stats.enabled {
             return;
         }
-        let client = self.end(rec.client_ip);
-        let server = self.end(rec.server_ip);
-        for f in &mut rec.finding_details {
-            fill_finding(f, &client, &server);
+        let found_client = self.end(client.ip);
+        let found_server = self.end(server.ip);
+        for f in findings {
+            fill(&mut f.client, &found_client);
+            fill(&mut f.server, &found_server);
         }
-        rec.client_country = client.country;
-        rec.client_asn = client.asn;
-        rec.client_as_org = client.as_org;
-        rec.server_country = server.country;
-        rec.server_asn = server.asn;
-        rec.server_as_org = server.as_org;
+        fill(client, &found_client);
+        fill(server, &found_server);
     }
 
     /// The counters so far.
@@ -289,13 +277,10 @@ fn count(k: &mut KindStats, o: Outcome) {
     k.lookups += 1;
 }
 
-fn fill_finding(f: &mut Finding, client: &End, server: &End) {
-    f.client_country.clone_from(&client.country);
-    f.client_asn = client.asn;
-    f.client_as_org.clone_from(&client.as_org);
-    f.server_country.clone_from(&server.country);
-    f.server_asn = server.asn;
-    f.server_as_org.clone_from(&server.as_org);
+fn fill(endpoint: &mut Endpoint, found: &End) {
+    endpoint.country.clone_from(&found.country);
+    endpoint.asn = found.asn;
+    endpoint.as_org.clone_from(&found.as_org);
 }
 
 impl EnrichStats {

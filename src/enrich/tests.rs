@@ -280,16 +280,8 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
         ts: String::new(),
         ts_us: 0,
         sensor: String::new(),
-        client_ip: ip(client),
-        client_port: 40000,
-        server_ip: ip(server),
-        server_port: 53,
-        client_country: String::new(),
-        client_asn: 0,
-        client_as_org: String::new(),
-        server_country: String::new(),
-        server_asn: 0,
-        server_as_org: String::new(),
+        client: Endpoint::new(ip(client), 40000),
+        server: Endpoint::new(ip(server), 53),
         community_id: String::new(),
         evidence: serde_json::Value::Null,
     };
@@ -298,16 +290,8 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
         ts: String::new(),
         ts_us: 0,
         sensor: String::new(),
-        client_ip: ip(client),
-        client_port: 40000,
-        server_ip: ip(server),
-        server_port: 53,
-        client_country: String::new(),
-        client_asn: 0,
-        client_as_org: String::new(),
-        server_country: String::new(),
-        server_asn: 0,
-        server_as_org: String::new(),
+        client: Endpoint::new(ip(client), 40000),
+        server: Endpoint::new(ip(server), 53),
         transport: "udp",
         community_id: String::new(),
         id: 1,
@@ -336,8 +320,8 @@ fn no_database_means_no_lookups() {
     let mut e = Enricher::new(Arc::new(Databases::default()));
     let mut rec = dns_record("192.0.2.10", "192.0.2.53");
     e.dns(&mut rec);
-    assert_eq!(rec.client_country, "");
-    assert_eq!(rec.server_asn, 0);
+    assert_eq!(rec.client.country, "");
+    assert_eq!(rec.server.asn, 0);
     assert!(!e.stats().enabled);
     assert_eq!(e.stats().country.lookups, 0);
     assert!(e.stats().render_line().contains("off"));
@@ -365,27 +349,27 @@ fn dns_records_and_their_findings_get_both_ends() {
     e.dns(&mut rec);
     assert_eq!(
         (
-            rec.client_country.as_str(),
-            rec.client_asn,
-            rec.client_as_org.as_str()
+            rec.client.country.as_str(),
+            rec.client.asn,
+            rec.client.as_org.as_str()
         ),
         ("NO", 0, "")
     );
     assert_eq!(
         (
-            rec.server_country.as_str(),
-            rec.server_asn,
-            rec.server_as_org.as_str()
+            rec.server.country.as_str(),
+            rec.server.asn,
+            rec.server.as_org.as_str()
         ),
         ("FI", 64_496, "Resolver Co")
     );
     let f = &rec.finding_details[0];
     assert_eq!(
         (
-            f.client_country.as_str(),
-            f.server_country.as_str(),
-            f.server_asn,
-            f.server_as_org.as_str()
+            f.client.country.as_str(),
+            f.server.country.as_str(),
+            f.server.asn,
+            f.server.as_org.as_str()
         ),
         ("NO", "FI", 64_496, "Resolver Co")
     );

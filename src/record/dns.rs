@@ -1,9 +1,8 @@
 //! The DNS records stripwatch writes (`dns.ndjson`) and the answer data that session records
 //! carry: answers as text and TLSA records.
 
-use super::{Finding, FindingKind};
+use super::{Endpoint, Finding, FindingKind};
 use serde::Serialize;
-use std::net::IpAddr;
 
 /// An answer record as text, for evidence and `dns.ndjson`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -55,26 +54,12 @@ pub struct DnsRecord {
     pub ts_us: i64,
     /// The sensor.
     pub sensor: String,
-    /// The querier.
-    pub client_ip: IpAddr,
-    /// The querier's port.
-    pub client_port: u16,
-    /// The server asked.
-    pub server_ip: IpAddr,
-    /// The server's port.
-    pub server_port: u16,
-    /// Country of the querier's address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
-    pub client_country: String,
-    /// Autonomous system of the querier's address (0 when unknown).
-    pub client_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub client_as_org: String,
-    /// Country of the address of the server asked (ISO 3166-1 alpha-2; "" when unknown).
-    pub server_country: String,
-    /// Autonomous system of the address of the server asked (0 when unknown).
-    pub server_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub server_as_org: String,
+    /// The client (the side that opened the connection or asked the question).
+    #[serde(flatten, with = "super::client_prefix")]
+    pub client: Endpoint,
+    /// The server.
+    #[serde(flatten, with = "super::server_prefix")]
+    pub server: Endpoint,
     /// `udp` or `tcp`.
     pub transport: &'static str,
     /// Community ID of the flow.
@@ -135,16 +120,8 @@ impl DnsRecord {
             ts: crate::util::rfc3339_micros(ts_us),
             ts_us,
             sensor: self.sensor.clone(),
-            client_ip: self.client_ip,
-            client_port: self.client_port,
-            server_ip: self.server_ip,
-            server_port: self.server_port,
-            client_country: self.client_country.clone(),
-            client_asn: self.client_asn,
-            client_as_org: self.client_as_org.clone(),
-            server_country: self.server_country.clone(),
-            server_asn: self.server_asn,
-            server_as_org: self.server_as_org.clone(),
+            client: self.client.clone(),
+            server: self.server.clone(),
             community_id: self.community_id.clone(),
             evidence,
         }
@@ -153,6 +130,7 @@ impl DnsRecord {
     /// A bare answered MX transaction at `ts_us`, for unit tests elsewhere.
     #[cfg(test)]
     pub fn for_tests(ts_us: i64) -> DnsRecord {
+        use std::net::IpAddr;
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let server: IpAddr = "192.0.2.53".parse().unwrap();
         DnsRecord {
@@ -160,16 +138,8 @@ impl DnsRecord {
             ts: crate::util::rfc3339_micros(ts_us),
             ts_us,
             sensor: "test".into(),
-            client_ip: client,
-            client_port: 40000,
-            server_ip: server,
-            server_port: 53,
-            client_country: String::new(),
-            client_asn: 0,
-            client_as_org: String::new(),
-            server_country: String::new(),
-            server_asn: 0,
-            server_as_org: String::new(),
+            client: Endpoint::new(client, 40000),
+            server: Endpoint::new(server, 53),
             transport: "udp",
             community_id: String::new(),
             id: 1,

@@ -1,8 +1,8 @@
 //! Findings and their kinds: stable strings (RFC 8460 names where RFC 8460 has one) with a
 //! severity order that decides a session's verdict.
 
+use super::Endpoint;
 use serde::Serialize;
-use std::net::IpAddr;
 
 /// Every kind stripwatch can report. The string form is the contract (see DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -143,26 +143,12 @@ pub struct Finding {
     pub ts_us: i64,
     /// The sensor.
     pub sensor: String,
-    /// Client address.
-    pub client_ip: IpAddr,
-    /// Client port.
-    pub client_port: u16,
-    /// Server address.
-    pub server_ip: IpAddr,
-    /// Server port.
-    pub server_port: u16,
-    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
-    pub client_country: String,
-    /// Autonomous system of the client address (0 when unknown).
-    pub client_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub client_as_org: String,
-    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
-    pub server_country: String,
-    /// Autonomous system of the server address (0 when unknown).
-    pub server_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub server_as_org: String,
+    /// The client (the side that opened the connection or asked the question).
+    #[serde(flatten, with = "super::client_prefix")]
+    pub client: Endpoint,
+    /// The server.
+    #[serde(flatten, with = "super::server_prefix")]
+    pub server: Endpoint,
     /// Community ID of the flow.
     pub community_id: String,
     /// Kind-specific proof.

@@ -8,6 +8,7 @@
 
 mod certificate;
 mod dns;
+mod endpoint;
 mod finding;
 mod flow;
 mod session;
@@ -15,6 +16,8 @@ mod smtp;
 
 pub use certificate::{CertInfo, CertificateRecord};
 pub use dns::{AnswerText, DnsRecord, Tlsa};
+pub use endpoint::Endpoint;
+pub(crate) use endpoint::{client_prefix, server_prefix};
 pub use finding::{Finding, FindingKind, verdict};
 pub use flow::{EndReason, Side};
 pub use session::{CorrelationFacts, SessionRecord};

@@ -2,7 +2,9 @@
 //! in it. Field names are the contract with users, with ClickHouse and with later tools; they
 //! only ever grow.
 
-use super::{CleartextAuth, EndReason, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb};
+use super::{
+    CleartextAuth, EndReason, Endpoint, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb,
+};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -23,26 +25,12 @@ pub struct SessionRecord {
     pub ts_end_us: i64,
     /// The sensor that saw it.
     pub sensor: String,
-    /// SMTP client address.
-    pub client_ip: IpAddr,
-    /// SMTP client port.
-    pub client_port: u16,
-    /// SMTP server address.
-    pub server_ip: IpAddr,
-    /// SMTP server port.
-    pub server_port: u16,
-    /// Country of the client address (ISO 3166-1 alpha-2; "" when unknown or not enriched).
-    pub client_country: String,
-    /// Autonomous system of the client address (0 when unknown).
-    pub client_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub client_as_org: String,
-    /// Country of the server address (ISO 3166-1 alpha-2; "" when unknown).
-    pub server_country: String,
-    /// Autonomous system of the server address (0 when unknown).
-    pub server_asn: u32,
-    /// Organisation of that autonomous system ("" when unknown).
-    pub server_as_org: String,
+    /// The client (the side that opened the connection or asked the question).
+    #[serde(flatten, with = "super::client_prefix")]
+    pub client: Endpoint,
+    /// The server.
+    #[serde(flatten, with = "super::server_prefix")]
+    pub server: Endpoint,
     /// Community ID v1 flow hash, as Zeek and Suricata print it.
     pub community_id: String,
     /// The most severe finding, else `tls-ok`, `plaintext` or `incomplete`.
@@ -207,16 +195,8 @@ impl SessionRecord {
             ts: crate::util::rfc3339_micros(ts_us),
             ts_us,
             sensor: self.sensor.clone(),
-            client_ip: self.client_ip,
-            client_port: self.client_port,
-            server_ip: self.server_ip,
-            server_port: self.server_port,
-            client_country: String::new(),
-            client_asn: 0,
-            client_as_org: String::new(),
-            server_country: String::new(),
-            server_asn: 0,
-            server_as_org: String::new(),
+            client: Endpoint::new(self.client.ip, self.client.port),
+            server: Endpoint::new(self.server.ip, self.server.port),
             community_id: self.community_id.clone(),
             evidence,
         };

@@ -62,11 +62,11 @@ impl Tally {
             *self.findings.entry(f.kind.as_str()).or_default() += 1;
         }
         let n = rec.finding_details.len() as u64;
-        if let Some(e) = self.servers.get_mut(&rec.server_ip) {
+        if let Some(e) = self.servers.get_mut(&rec.server.ip) {
             e.0 += 1;
             e.1 += n;
         } else if self.servers.len() < MAX_SERVERS {
-            self.servers.insert(rec.server_ip, (1, n));
+            self.servers.insert(rec.server.ip, (1, n));
         } else {
             self.servers_untracked += 1;
         }

@@ -8,7 +8,7 @@
 //! ClickHouse (see queries/schema.sql), so a batch that was stored but never acknowledged can
 //! be sent again without counting twice.
 
-use super::rows::{CertificateRow, DnsRow, FindingRow, Geo, Rows, SessionRow, TABLES};
+use super::rows::{CertificateRow, DnsRow, FindingRow, Rows, SessionRow, TABLES};
 use super::spool::{Spool, SpoolError};
 use super::target::{Failure, Target, classify, error_chain};
 use crate::record::CertificateRecord;
@@ -218,21 +218,6 @@ pub struct ClickHouseSink {
     sensor: String,
 }
 
-/// The enrichment fields (country and AS of both ends) of a record: sessions, findings and
-/// DNS records all carry the same six.
-macro_rules! geo {
-    ($r:expr) => {
-        Geo {
-            client_country: $r.client_country.clone(),
-            client_asn: $r.client_asn,
-            client_as_org: $r.client_as_org.clone(),
-            server_country: $r.server_country.clone(),
-            server_asn: $r.server_asn,
-            server_as_org: $r.server_as_org.clone(),
-        }
-    };
-}
-
 impl ClickHouseSink {
     /// Opens the spool, starts the writer thread and checks the server: unreachable is fine
     /// (rows go to the spool until it answers), but a server that answers without the
@@ -303,17 +288,17 @@ impl ClickHouseSink {
 
 impl SessionSink for ClickHouseSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
-        self.send(Msg::Session(Box::new(SessionRow::new(rec, geo!(rec)))))?;
+        self.send(Msg::Session(Box::new(SessionRow::new(rec))))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, geo!(f))))?;
+            self.send(Msg::Finding(FindingRow::new(f)))?;
         }
         Ok(())
     }
 
     fn dns(&mut self, rec: &DnsRecord) -> Result<(), SinkError> {
-        self.send(Msg::Dns(DnsRow::new(rec, geo!(rec))))?;
+        self.send(Msg::Dns(DnsRow::new(rec)))?;
         for f in &rec.finding_details {
-            self.send(Msg::Finding(FindingRow::new(f, geo!(f))))?;
+            self.send(Msg::Finding(FindingRow::new(f)))?;
         }
         Ok(())
     }

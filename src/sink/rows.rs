@@ -43,23 +43,6 @@ fn ips(v: &[std::net::IpAddr]) -> Vec<String> {
     v.iter().map(|ip| ip.to_string()).collect()
 }
 
-/// The country and AS of both ends (the shared enrichment fields; "" and 0 when unknown).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Geo {
-    /// ISO 3166 alpha-2 of the client, "" when unknown.
-    pub client_country: String,
-    /// AS number of the client, 0 when unknown.
-    pub client_asn: u32,
-    /// AS organisation of the client.
-    pub client_as_org: String,
-    /// ISO 3166 alpha-2 of the server.
-    pub server_country: String,
-    /// AS number of the server.
-    pub server_asn: u32,
-    /// AS organisation of the server.
-    pub server_as_org: String,
-}
-
 /// A row of `sessions`.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 #[allow(missing_docs)]
@@ -147,7 +130,7 @@ pub struct SessionRow {
 
 impl SessionRow {
     /// The row of one judged session.
-    pub fn new(r: &SessionRecord, geo: Geo) -> SessionRow {
+    pub fn new(r: &SessionRecord) -> SessionRow {
         let (ts, ts_usec) = split_micros(r.ts_us);
         let (ts_end, ts_end_usec) = split_micros(r.ts_end_us);
         SessionRow {
@@ -157,10 +140,10 @@ impl SessionRow {
             ts_end,
             ts_end_usec,
             sensor: r.sensor.clone(),
-            client_ip: r.client_ip.to_string(),
-            client_port: r.client_port,
-            server_ip: r.server_ip.to_string(),
-            server_port: r.server_port,
+            client_ip: r.client.ip.to_string(),
+            client_port: r.client.port,
+            server_ip: r.server.ip.to_string(),
+            server_port: r.server.port,
             community_id: r.community_id.clone(),
             verdict: r.verdict.to_string(),
             findings: r.findings.iter().map(|k| k.as_str().to_string()).collect(),
@@ -220,12 +203,12 @@ impl SessionRow {
             dane: r.dane.map(str::to_string),
             missing_side: r.missing_side.as_ref().map(text),
             truncated: r.truncated.iter().map(|t| t.to_string()).collect(),
-            client_country: geo.client_country,
-            client_asn: geo.client_asn,
-            client_as_org: geo.client_as_org,
-            server_country: geo.server_country,
-            server_asn: geo.server_asn,
-            server_as_org: geo.server_as_org,
+            client_country: r.client.country.clone(),
+            client_asn: r.client.asn,
+            client_as_org: r.client.as_org.clone(),
+            server_country: r.server.country.clone(),
+            server_asn: r.server.asn,
+            server_as_org: r.server.as_org.clone(),
         }
     }
 }
@@ -256,7 +239,7 @@ pub struct FindingRow {
 
 impl FindingRow {
     /// The row of one finding.
-    pub fn new(f: &Finding, geo: Geo) -> FindingRow {
+    pub fn new(f: &Finding) -> FindingRow {
         let (ts, ts_usec) = split_micros(f.ts_us);
         FindingRow {
             finding_id: f.finding_id.clone(),
@@ -265,18 +248,18 @@ impl FindingRow {
             ts,
             ts_usec,
             sensor: f.sensor.clone(),
-            client_ip: f.client_ip.to_string(),
-            client_port: f.client_port,
-            server_ip: f.server_ip.to_string(),
-            server_port: f.server_port,
+            client_ip: f.client.ip.to_string(),
+            client_port: f.client.port,
+            server_ip: f.server.ip.to_string(),
+            server_port: f.server.port,
             community_id: f.community_id.clone(),
             evidence: f.evidence.to_string(),
-            client_country: geo.client_country,
-            client_asn: geo.client_asn,
-            client_as_org: geo.client_as_org,
-            server_country: geo.server_country,
-            server_asn: geo.server_asn,
-            server_as_org: geo.server_as_org,
+            client_country: f.client.country.clone(),
+            client_asn: f.client.asn,
+            client_as_org: f.client.as_org.clone(),
+            server_country: f.server.country.clone(),
+            server_asn: f.server.asn,
+            server_as_org: f.server.as_org.clone(),
         }
     }
 }
@@ -329,17 +312,17 @@ pub struct DnsRow {
 
 impl DnsRow {
     /// The row of one DNS transaction.
-    pub fn new(r: &DnsRecord, geo: Geo) -> DnsRow {
+    pub fn new(r: &DnsRecord) -> DnsRow {
         let (ts, ts_usec) = split_micros(r.ts_us);
         DnsRow {
             transaction_id: r.transaction_id.clone(),
             ts,
             ts_usec,
             sensor: r.sensor.clone(),
-            client_ip: r.client_ip.to_string(),
-            client_port: r.client_port,
-            server_ip: r.server_ip.to_string(),
-            server_port: r.server_port,
+            client_ip: r.client.ip.to_string(),
+            client_port: r.client.port,
+            server_ip: r.server.ip.to_string(),
+            server_port: r.server.port,
             transport: r.transport.to_string(),
             community_id: r.community_id.clone(),
             id: r.id,
@@ -362,12 +345,12 @@ impl DnsRow {
             responses: r.responses,
             response_ip_ttl: r.response_ip_ttl,
             findings: r.findings.iter().map(|k| k.as_str().to_string()).collect(),
-            client_country: geo.client_country,
-            client_asn: geo.client_asn,
-            client_as_org: geo.client_as_org,
-            server_country: geo.server_country,
-            server_asn: geo.server_asn,
-            server_as_org: geo.server_as_org,
+            client_country: r.client.country.clone(),
+            client_asn: r.client.asn,
+            client_as_org: r.client.as_org.clone(),
+            server_country: r.server.country.clone(),
+            server_asn: r.server.asn,
+            server_as_org: r.server.as_org.clone(),
         }
     }
 }
@@ -486,7 +469,8 @@ impl Rows {
 mod tests {
     use super::*;
     use crate::record::{
-        AnswerText, CertInfo, EndReason, FindingKind, HandshakeFailure, Side, Tlsa, Verb, verdict,
+        AnswerText, CertInfo, EndReason, Endpoint, FindingKind, HandshakeFailure, Side, Tlsa, Verb,
+        verdict,
     };
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
@@ -678,6 +662,28 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// An enriched client end, so that the enrichment columns are filled too.
+    fn client_end() -> Endpoint {
+        Endpoint {
+            ip: ip("192.0.2.1"),
+            port: 40000,
+            country: "DE".into(),
+            asn: 1,
+            as_org: "a".into(),
+        }
+    }
+
+    /// An enriched server end.
+    fn server_end(addr: &str, port: u16) -> Endpoint {
+        Endpoint {
+            ip: ip(addr),
+            port,
+            country: "FR".into(),
+            asn: 2,
+            as_org: "b".into(),
+        }
+    }
+
     // The samples are struct literals with every optional field set and every list filled, so
     // that a new record field must be written here (the test does not compile otherwise) and
     // shows up in the record's keys.
@@ -690,16 +696,8 @@ mod tests {
             ts: "2026-03-02T10:00:00.000000Z".into(),
             ts_us: 1_772_445_600_000_000,
             sensor: "t".into(),
-            client_ip: ip("192.0.2.1"),
-            client_port: 40000,
-            server_ip: ip("198.51.100.7"),
-            server_port: 25,
-            client_country: "DE".into(),
-            client_asn: 1,
-            client_as_org: "a".into(),
-            server_country: "FR".into(),
-            server_asn: 2,
-            server_as_org: "b".into(),
+            client: client_end(),
+            server: server_end("198.51.100.7", 25),
             community_id: "1:x".into(),
             evidence: json!({"k": "v"}),
         }
@@ -713,16 +711,8 @@ mod tests {
             ts_end: "2026-03-02T10:00:01.000000Z".into(),
             ts_end_us: 1_772_445_601_000_000,
             sensor: "t".into(),
-            client_ip: ip("192.0.2.1"),
-            client_port: 40000,
-            server_ip: ip("198.51.100.7"),
-            server_port: 25,
-            client_country: "DE".into(),
-            client_asn: 1,
-            client_as_org: "a".into(),
-            server_country: "FR".into(),
-            server_asn: 2,
-            server_as_org: "b".into(),
+            client: client_end(),
+            server: server_end("198.51.100.7", 25),
             community_id: "1:x".into(),
             verdict: verdict::TLS_OK,
             findings: vec![FindingKind::StarttlsStripped],
@@ -797,16 +787,8 @@ mod tests {
             ts: "2026-03-02T10:00:00.000000Z".into(),
             ts_us: 1_772_445_600_000_000,
             sensor: "t".into(),
-            client_ip: ip("192.0.2.1"),
-            client_port: 40000,
-            server_ip: ip("192.0.2.53"),
-            server_port: 53,
-            client_country: "DE".into(),
-            client_asn: 1,
-            client_as_org: "a".into(),
-            server_country: "FR".into(),
-            server_asn: 2,
-            server_as_org: "b".into(),
+            client: client_end(),
+            server: server_end("192.0.2.53", 53),
             transport: "udp",
             community_id: "1:x".into(),
             id: 1,
@@ -877,17 +859,17 @@ mod tests {
             (
                 "sessions",
                 record_keys("sessions", &s),
-                row_columns("sessions", &SessionRow::new(&s, Geo::default())),
+                row_columns("sessions", &SessionRow::new(&s)),
             ),
             (
                 "findings",
                 record_keys("findings", &f),
-                row_columns("findings", &FindingRow::new(&f, Geo::default())),
+                row_columns("findings", &FindingRow::new(&f)),
             ),
             (
                 "dns",
                 record_keys("dns", &d),
-                row_columns("dns", &DnsRow::new(&d, Geo::default())),
+                row_columns("dns", &DnsRow::new(&d)),
             ),
             (
                 "certificates",
