@@ -460,7 +460,8 @@ impl SmtpSession {
     }
 
     /// The one place the client's mode changes after construction. `why` is what was seen on
-    /// the wire; the hook for a trace of transitions goes here.
+    /// the wire; the hook for a trace of transitions goes here. Entering the body also starts
+    /// the search for its terminator, whichever of the four ways it was entered.
     fn set_client_mode(&mut self, to: ClientMode, why: Transition) {
         debug_assert!(
             client_step_allowed(self.client_mode, to, why),
@@ -469,6 +470,12 @@ impl SmtpSession {
             to,
             why
         );
+        if to == ClientMode::DataBody && self.client_mode != ClientMode::DataBody {
+            // A body begins right after the DATA line (or the 354), so a terminator `.\r\n` at
+            // its very start ends it: prime the tail as if a line end had just been seen.
+            self.body_tail = *b"\0\0\r\n";
+            self.body_tail_len = 4;
+        }
         self.client_mode = to;
     }
 
@@ -620,8 +627,6 @@ impl SmtpSession {
                         // The client is not waiting for 354: it must be sending the body.
                         let held = std::mem::take(&mut self.held);
                         self.set_client_mode(ClientMode::DataBody, Transition::BodyWithout354);
-                        self.body_tail = *b"\0\0\r\n";
-                        self.body_tail_len = 4;
                         self.client_bytes(&held, ts_us);
                         continue;
                     }
@@ -775,8 +780,6 @@ impl SmtpSession {
                     // shows one direction only (asymmetric routing, a one-way tap), so no 354
                     // will come to wait for. What follows DATA is the body.
                     self.set_client_mode(ClientMode::DataBody, Transition::DataWithoutServerSide);
-                    self.body_tail = *b"\0\0\r\n";
-                    self.body_tail_len = 4;
                 }
             }
             Verb::Bdat => {
@@ -1077,8 +1080,6 @@ impl SmtpSession {
                     // The reply to the end of the body is still owed.
                     self.pending.push_front(Verb::Data);
                     self.set_client_mode(ClientMode::DataBody, Transition::DataAccepted);
-                    self.body_tail = *b"\0\0\r\n";
-                    self.body_tail_len = 4;
                 } else if self.client_mode == ClientMode::DataPending {
                     self.set_client_mode(ClientMode::Command, Transition::DataRefused);
                 }
@@ -1163,8 +1164,6 @@ impl SmtpSession {
             // DATA is the body and the commands after it, not something to drop.
             let held = std::mem::take(&mut self.held);
             self.set_client_mode(ClientMode::DataBody, Transition::EndedWaitingFor354);
-            self.body_tail = *b"\0\0\r\n";
-            self.body_tail_len = 4;
             let ts = self.facts.ehlo_reply_ts.unwrap_or(0);
             self.client_bytes(&held, ts);
         }
