@@ -61,9 +61,35 @@ pub enum StateCommand {
 #[derive(Subcommand)]
 pub enum SchemaCommand {
     /// Create the database and every table and view in it (idempotent: IF NOT EXISTS).
-    Apply(ClickHouseArgs),
-    /// Print the schema.
-    Print,
+    Apply(SchemaApplyArgs),
+    /// Print the schema (the statements `apply` runs).
+    Print(SchemaPrintArgs),
+}
+
+#[derive(Args)]
+pub struct SchemaApplyArgs {
+    #[command(flatten)]
+    pub server: ClickHouseArgs,
+    /// Create the schema on every node of this cluster (a `remote_servers` entry of the
+    /// server's config): replicated `*_local` tables ON CLUSTER, `Distributed` tables under the
+    /// names sensors and queries use, rollup views on the local tables.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SchemaPrintArgs {
+    /// Print the cluster form for this cluster (see `schema apply --cluster`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The database the cluster form names (the single-server form names none).
+    #[arg(long, value_name = "NAME", default_value = stripwatch::sink::target::DEFAULT_DATABASE,
+          requires = "cluster")]
+    pub database: String,
+    /// Instead, print the statements that rebuild the rollups from the event tables, to run on
+    /// one replica of each shard after a node died during inserts (README "Scaling out").
+    #[arg(long, requires = "cluster")]
+    pub rebuild_rollups: bool,
 }
 
 /// Where ClickHouse is. The user comes from STRIPWATCH_CLICKHOUSE_USER, the password from
