@@ -201,6 +201,15 @@ pub struct SharedArgs {
     /// signed names from earlier runs count as evidence, and this run's are added.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Use the history every sensor wrote to the --clickhouse database as the baseline
+    /// (STARTTLS offers, server keys, MX sets, signed names), loaded at start; findings it
+    /// convicts name the sensor that saw the fact and when. This run's observations reach the
+    /// others through the normal inserts. Instead of --state.
+    #[arg(long, requires = "clickhouse", conflicts_with = "state")]
+    pub shared_baseline: bool,
+    /// Seconds between reloads of the shared baseline during the run (0: load only at start).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub shared_baseline_refresh: u64,
     /// Days (of capture time) after which a baseline entry not seen again is dropped.
     #[arg(long, default_value_t = 90)]
     pub state_retention: u64,

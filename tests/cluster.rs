@@ -322,3 +322,99 @@ fn two_sensors_write_one_cluster_through_a_replica_kill_exactly_once() {
     }
     assert_eq!(ran, 12, "report queries in queries/");
 }
+
+/// The findings of a run, as (kind, evidence).
+fn findings(out: &Path) -> Vec<(String, Value)> {
+    ndjson(&out.join("findings.ndjson"))
+        .into_iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["evidence"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_sensor_convicts_a_deleted_starttls_line_with_another_sensors_history() {
+    let work = tempdir("cluster-baseline");
+    let Some(cluster) = Cluster::start(&work.join("cluster")) else {
+        return;
+    };
+    let (a_url, b_url) = (cluster.nodes[0].url(), cluster.nodes[3].url());
+    apply_cluster_schema(&a_url);
+    let capture = |name: &str| root().join("pcaps").join(format!("{name}.pcap"));
+    let analyze = |pcap: &str, out: &Path, sensor: &str, url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "analyze",
+            pcap,
+            "--out",
+            out.to_str().unwrap(),
+            "--no-report",
+            "--json",
+            "--sensor",
+            sensor,
+            "--clickhouse",
+            url,
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // Sensor A sees Postfix offer STARTTLS (and use it).
+    let offered = capture("real-postfix-starttls-ok");
+    let out_a = work.join("a");
+    analyze(offered.to_str().unwrap(), &out_a, "sensor-a", &a_url, &[]);
+    let a_sessions = ndjson(&out_a.join("sessions.ndjson"));
+    assert!(a_sessions.iter().all(|s| s["starttls_offered"] == true));
+    let server = a_sessions[0]["server_ip"].as_str().unwrap().to_string();
+
+    // Sensor B, later, sees the same server with the line deleted. Alone it cannot tell that
+    // from a server that never offered STARTTLS.
+    let deleted = capture("real-postfix-delete");
+    let alone = work.join("b-alone");
+    analyze(deleted.to_str().unwrap(), &alone, "sensor-b", &b_url, &[]);
+    let kinds: Vec<String> = findings(&alone).into_iter().map(|(k, _)| k).collect();
+    assert!(
+        kinds.contains(&"starttls-not-supported".to_string())
+            && !kinds.contains(&"starttls-missing".to_string()),
+        "{kinds:?}"
+    );
+
+    // With the shared baseline, A's history convicts it, and the finding names A and when.
+    let shared = work.join("b-shared");
+    analyze(
+        deleted.to_str().unwrap(),
+        &shared,
+        "sensor-b",
+        &b_url,
+        &["--shared-baseline", "--shared-baseline-refresh", "1"],
+    );
+    let b_sessions = ndjson(&shared.join("sessions.ndjson"));
+    assert_eq!(b_sessions[0]["server_ip"], server.as_str());
+    let missing: Vec<Value> = findings(&shared)
+        .into_iter()
+        .filter(|(k, _)| k == "starttls-missing")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(missing.len(), 1, "{:?}", findings(&shared));
+    let e = &missing[0];
+    assert_eq!(e["source"], "baseline", "{e}");
+    assert_eq!(e["seen_by_sensor"], "sensor-a", "{e}");
+    let a_ts = a_sessions[0]["ts"].as_str().unwrap();
+    assert_eq!(e["seen_by_sensor_at"].as_str().unwrap(), a_ts, "{e}");
+    assert_eq!(e["offered_sessions"], 1, "{e}");
+
+    // Bad use: one line, non-zero status.
+    let o = run(&[
+        "analyze",
+        deleted.to_str().unwrap(),
+        "--out",
+        work.join("bad").to_str().unwrap(),
+        "--shared-baseline",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("required"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
