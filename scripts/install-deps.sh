@@ -26,6 +26,9 @@ if [ -z "$build_only" ]; then
     # tcpreplay and ethtool for the live-capture test (tests/live.rs)
     packages+=(tcpdump iproute2 openssl python3 clickhouse-server clickhouse-client)
     packages+=(tcpreplay ethtool)
+    # tests/cluster.rs runs ZooKeeper (zookeeperd's jar, started as a plain java process, not
+    # as the service) under four ClickHouse servers
+    packages+=(zookeeperd)
     packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
 fi
 SUDO=""

@@ -61,9 +61,35 @@ pub enum StateCommand {
 #[derive(Subcommand)]
 pub enum SchemaCommand {
     /// Create the database and every table and view in it (idempotent: IF NOT EXISTS).
-    Apply(ClickHouseArgs),
-    /// Print the schema.
-    Print,
+    Apply(SchemaApplyArgs),
+    /// Print the schema (the statements `apply` runs).
+    Print(SchemaPrintArgs),
+}
+
+#[derive(Args)]
+pub struct SchemaApplyArgs {
+    #[command(flatten)]
+    pub server: ClickHouseArgs,
+    /// Create the schema on every node of this cluster (a `remote_servers` entry of the
+    /// server's config): replicated `*_local` tables ON CLUSTER, `Distributed` tables under the
+    /// names sensors and queries use, rollup views on the local tables.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SchemaPrintArgs {
+    /// Print the cluster form for this cluster (see `schema apply --cluster`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The database the cluster form names (the single-server form names none).
+    #[arg(long, value_name = "NAME", default_value = stripwatch::sink::target::DEFAULT_DATABASE,
+          requires = "cluster")]
+    pub database: String,
+    /// Instead, print the statements that rebuild the rollups from the event tables, to run on
+    /// one replica of each shard after a node died during inserts (README "Scaling out").
+    #[arg(long, requires = "cluster")]
+    pub rebuild_rollups: bool,
 }
 
 /// Where ClickHouse is. The user comes from STRIPWATCH_CLICKHOUSE_USER, the password from
@@ -175,6 +201,15 @@ pub struct SharedArgs {
     /// signed names from earlier runs count as evidence, and this run's are added.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Use the history every sensor wrote to the --clickhouse database as the baseline
+    /// (STARTTLS offers, server keys, MX sets, signed names), loaded at start; findings it
+    /// convicts name the sensor that saw the fact and when. This run's observations reach the
+    /// others through the normal inserts. Instead of --state.
+    #[arg(long, requires = "clickhouse", conflicts_with = "state")]
+    pub shared_baseline: bool,
+    /// Seconds between reloads of the shared baseline during the run (0: load only at start).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub shared_baseline_refresh: u64,
     /// Days (of capture time) after which a baseline entry not seen again is dropped.
     #[arg(long, default_value_t = 90)]
     pub state_retention: u64,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::clickhouse::ClickHouse;
-use common::{analyze, ndjson, root, run, tempdir};
+use common::{analyze, ndjson, report_files, root, run, tempdir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -733,21 +733,6 @@ fn the_html_report_renders_in_chromium_with_its_charts() {
     assert!(white < pixels.len() * 97 / 100, "the page is nearly blank");
     assert!(red > 2_000, "no red bars on the screenshot ({red} pixels)");
     assert!(distinct.len() > 50, "only {} colours", distinct.len());
-}
-
-/// The CSV and TLS-RPT files of a report directory, by relative path.
-fn report_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for sub in ["csv", "tlsrpt"] {
-        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            m.insert(
-                format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()),
-                std::fs::read(&p).unwrap(),
-            );
-        }
-    }
-    m
 }
 
 #[test]

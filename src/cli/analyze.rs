@@ -21,6 +21,7 @@ use stripwatch::pipeline::{FlowConfig, PortSet};
 use stripwatch::report::summary::{Summary, Tally, TallySink};
 use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseReport, ClickHouseSink};
 use stripwatch::sink::ndjson::NdjsonSink;
+use stripwatch::sink::shared_baseline::SharedBaseline;
 use stripwatch::sink::{Fanout, SessionSink};
 use stripwatch::smtp::SmtpConfig;
 use stripwatch::state::{Baseline, NoBaseline, StateStore};
@@ -222,7 +223,11 @@ pub(super) fn judges(args: &SharedArgs) -> Result<Judges> {
     Ok(Judges {
         certs,
         dns,
-        baseline: baseline(args.state.as_deref(), args.state_retention)?,
+        baseline: if args.shared_baseline {
+            shared_baseline(args)?
+        } else {
+            baseline(args.state.as_deref(), args.state_retention)?
+        },
         save_baseline: args.state.is_some(),
     })
 }
@@ -272,6 +277,19 @@ fn baseline(path: Option<&Path>, retention_days: u64) -> Result<Box<dyn Baseline
         ),
         None => Box::new(NoBaseline),
     })
+}
+
+/// The `--shared-baseline` history from the `--clickhouse` database, reloaded every
+/// `--shared-baseline-refresh` seconds.
+fn shared_baseline(args: &SharedArgs) -> Result<Box<dyn Baseline>> {
+    let url = args
+        .clickhouse
+        .as_deref()
+        .context("--shared-baseline needs --clickhouse")?;
+    let target = args.clickhouse_access.target(url)?;
+    let refresh = (args.shared_baseline_refresh > 0)
+        .then(|| Duration::from_secs(args.shared_baseline_refresh));
+    Ok(Box::new(SharedBaseline::start(target, refresh)?))
 }
 
 /// The flag that Ctrl-C and SIGTERM raise: the pipeline stops reading, and what was read is

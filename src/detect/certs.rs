@@ -4,7 +4,7 @@
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
 use crate::record::{CertificateRecord, FindingKind, SessionRecord, Side, Tlsa};
-use crate::state::{Baseline, Learned, Seen};
+use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::tls::cert;
 use crate::tls::dane::{self, DaneOutcome, TlsaStore};
 use crate::tls::handshake::cipher_is_anonymous;
@@ -412,10 +412,15 @@ impl CertJudge {
                     json!({
                         "source": "baseline",
                         "spki_sha256": spki, "fingerprint": fp,
-                        "earlier_runs": known.iter().map(|(k, seen)| json!({
-                            "spki_sha256": k, "first_seen": rfc3339_micros(seen.first_us),
-                            "last_seen": rfc3339_micros(seen.last_us), "sessions": seen.count,
-                        })).collect::<Vec<_>>(),
+                        "earlier_runs": known.iter().map(|(k, seen)| {
+                            let mut run = json!({
+                                "spki_sha256": k, "first_seen": rfc3339_micros(seen.first_us),
+                                "last_seen": rfc3339_micros(seen.last_us), "sessions": seen.count,
+                            });
+                            let witness = baseline.witness(Fact::Key(rec.server_ip, k));
+                            add_witness(&mut run, witness);
+                            run
+                        }).collect::<Vec<_>>(),
                     }),
                 );
             }

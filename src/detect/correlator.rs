@@ -20,7 +20,7 @@ use super::rules::finish_verdict;
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
 use crate::record::SessionRecord;
-use crate::state::{Baseline, Learned, SaveStats, Seen, StateError};
+use crate::state::{Baseline, Fact, Learned, SaveStats, Seen, StateError, add_witness};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde_json::json;
@@ -374,17 +374,18 @@ impl Correlator {
             };
             if let Some(seen) = earlier_run {
                 self.stats.baseline_findings += 1;
-                rec.add_finding(
-                    FindingKind::StarttlsMissing,
-                    rec.ts_us,
-                    json!({
-                        "source": "baseline",
-                        "offered_first_seen": rfc3339_micros(seen.first_us),
-                        "offered_last_seen": rfc3339_micros(seen.last_us),
-                        "offered_sessions": seen.count,
-                        "ehlo_capabilities": rec.ehlo_capabilities,
-                    }),
+                let mut evidence = json!({
+                    "source": "baseline",
+                    "offered_first_seen": rfc3339_micros(seen.first_us),
+                    "offered_last_seen": rfc3339_micros(seen.last_us),
+                    "offered_sessions": seen.count,
+                    "ehlo_capabilities": rec.ehlo_capabilities,
+                });
+                add_witness(
+                    &mut evidence,
+                    self.baseline.witness(Fact::Offered(rec.server_ip)),
                 );
+                rec.add_finding(FindingKind::StarttlsMissing, rec.ts_us, evidence);
             } else {
                 match self.offers.get(&rec.server.ip) {
                     Some(offer) => rec.add_finding(

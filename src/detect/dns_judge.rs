@@ -12,7 +12,7 @@
 
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
-use crate::state::{Baseline, Learned, Seen};
+use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde::Serialize;
@@ -86,7 +86,24 @@ impl KnownMx {
     }
 }
 
-fn canonical(s: &str) -> String {
+/// The MX set an answer to `qname` gives: the exchanges of its MX records for that name
+/// (`answers` as name, type and data text), canonical, sorted, each once.
+pub fn mx_set<'a>(
+    qname: &str,
+    answers: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Vec<String> {
+    let mut set: Vec<String> = answers
+        .filter(|(name, rtype, _)| *rtype == "MX" && *name == qname)
+        .filter_map(|(_, _, data)| data.split_whitespace().last().map(canonical))
+        .collect();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// A DNS name as the judges compare it: lower case, without the final dot (the shared baseline
+/// reads names back from ClickHouse in the same form).
+pub fn canonical(s: &str) -> String {
     s.trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -169,17 +186,15 @@ impl DnsJudge {
     }
 
     fn judge_mx(&mut self, rec: &mut DnsRecord, baseline: &dyn Baseline) {
-        let mut set: Vec<String> = rec
-            .answers
-            .iter()
-            .filter(|a| a.rtype == "MX" && a.name == rec.qname)
-            .filter_map(|a| a.data.split_whitespace().last().map(canonical))
-            .collect();
+        let set = mx_set(
+            &rec.qname,
+            rec.answers
+                .iter()
+                .map(|a| (a.name.as_str(), a.rtype.as_str(), a.data.as_str())),
+        );
         if set.is_empty() {
             return;
         }
-        set.sort();
-        set.dedup();
         self.stats.mx_answers += 1;
         let domain = rec.qname.clone();
         let observer = (rec.client.ip, rec.server.ip);
@@ -215,10 +230,14 @@ impl DnsJudge {
                         "source": "baseline",
                         "domain": domain,
                         "answered": set,
-                        "earlier_runs": earlier.iter().map(|(s, seen)| json!({
-                            "mx_set": s, "first_seen": rfc3339_micros(seen.first_us),
-                            "last_seen": rfc3339_micros(seen.last_us), "answers": seen.count,
-                        })).collect::<Vec<_>>(),
+                        "earlier_runs": earlier.iter().map(|(s, seen)| {
+                            let mut run = json!({
+                                "mx_set": s, "first_seen": rfc3339_micros(seen.first_us),
+                                "last_seen": rfc3339_micros(seen.last_us), "answers": seen.count,
+                            });
+                            add_witness(&mut run, baseline.witness(Fact::Mx(&domain, s)));
+                            run
+                        }).collect::<Vec<_>>(),
                     }),
                 );
             }
@@ -328,12 +347,17 @@ impl DnsJudge {
                     "signed_in_transaction": s.transaction_id,
                 }));
             } else if let Some(seen) = baseline.signed_name(&name.0, &name.1) {
-                missing.push(json!({
+                let mut evidence = json!({
                     "missing": "rrsig",
                     "source": "baseline",
                     "signed_first_seen": rfc3339_micros(seen.first_us),
                     "signed_last_seen": rfc3339_micros(seen.last_us),
-                }));
+                });
+                add_witness(
+                    &mut evidence,
+                    baseline.witness(Fact::Signed(&name.0, &name.1)),
+                );
+                missing.push(evidence);
             }
         }
         let ad_key = (rec.server.ip, name.0.clone(), name.1.clone());

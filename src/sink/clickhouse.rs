@@ -514,6 +514,14 @@ async fn batcher(
     }
 }
 
+/// Sent with every INSERT. On a cluster it makes the `Distributed` table write every shard's
+/// part before it answers, so an acknowledged batch is on every shard (at least one replica
+/// each), and a shard that cannot be reached fails the INSERT: the batch is tried again and
+/// spooled like any failed batch, and the shards that did take their part recognise it when it
+/// comes again (block deduplication). Without it the receiving node would acknowledge once the
+/// batch is queued on its own disk. A single server ignores the setting.
+const INSERT_SETTINGS: [(&str, &str); 1] = [("insert_distributed_sync", "1")];
+
 /// Inserts one batch.
 async fn insert(client: &clickhouse::Client, rows: &Rows) -> clickhouse::error::Result<()> {
     match rows {
@@ -536,6 +544,9 @@ where
         .insert::<T>(table)
         .await?
         .with_timeouts(Some(SEND_TIMEOUT), Some(END_TIMEOUT));
+    for (name, value) in INSERT_SETTINGS {
+        ins = ins.with_setting(name, value);
+    }
     for r in rows {
         ins.write(r).await?;
     }

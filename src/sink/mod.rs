@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod ndjson;
 pub mod rows;
+pub mod shared_baseline;
 pub mod spool;
 pub mod target;
 

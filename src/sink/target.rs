@@ -111,12 +111,7 @@ impl Target {
             .map(str::to_string)
             .or_else(|| (!path_db.is_empty()).then(|| path_db.to_string()))
             .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-        if database.is_empty()
-            || !database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || database.starts_with(|c: char| c.is_ascii_digit())
-        {
+        if !valid_database(&database) {
             return Err(TargetError::Database(database));
         }
         let user = std::env::var(USER_ENV)
@@ -169,6 +164,14 @@ impl Target {
         }
         c
     }
+}
+
+/// True when `name` can be used unquoted as a database name: letters, digits and `_`, not
+/// starting with a digit (it goes into SQL text, so nothing else is allowed).
+pub fn valid_database(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// An error and its causes on one line, each cause once: the HTTP client nests the same text

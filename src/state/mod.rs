@@ -44,6 +44,30 @@ impl Seen {
     }
 }
 
+/// Who saw a fact in a history shared between sensors: the sensor whose sighting is the latest,
+/// and when (capture time). A finding convicted by that history names it, so that an analyst
+/// can go to the sensor that saw the other side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Witness {
+    /// The sensor's name (`--sensor`).
+    pub sensor: String,
+    /// Its last sighting, microseconds since the epoch.
+    pub last_us: i64,
+}
+
+/// A fact a baseline may hold, to ask who saw it.
+#[derive(Clone, Copy, Debug)]
+pub enum Fact<'a> {
+    /// The server offered STARTTLS.
+    Offered(IpAddr),
+    /// The server presented this key (SPKI SHA-256, hex).
+    Key(IpAddr, &'a str),
+    /// The domain was answered with this MX set.
+    Mx(&'a str, &'a [String]),
+    /// The name and type were answered with signatures.
+    Signed(&'a str, &'a str),
+}
+
 /// What one run learned, handed to the store at the end (and, in long runs, periodically).
 #[derive(Clone, Debug, Default)]
 pub struct Learned {
@@ -104,6 +128,23 @@ pub trait Baseline: Send {
     /// Lookups that failed and were answered with "nothing known" (counted, never fatal mid-run).
     fn lookup_errors(&self) -> u64 {
         0
+    }
+    /// Which sensor saw `fact` last, when the history is shared between sensors (a local
+    /// history has only this sensor's runs and names nobody).
+    fn witness(&self, _fact: Fact<'_>) -> Option<Witness> {
+        None
+    }
+}
+
+/// The evidence fields that name a fact's witness: `seen_by_sensor` and `seen_by_sensor_at`,
+/// added to a finding's evidence object (nothing when there is no witness).
+pub fn add_witness(evidence: &mut serde_json::Value, witness: Option<Witness>) {
+    if let (Some(w), Some(obj)) = (witness, evidence.as_object_mut()) {
+        obj.insert("seen_by_sensor".into(), w.sensor.into());
+        obj.insert(
+            "seen_by_sensor_at".into(),
+            crate::util::rfc3339_micros(w.last_us).into(),
+        );
     }
 }
 

@@ -25,6 +25,8 @@ pub struct ClickHouse {
     /// HTTPS port on 127.0.0.1 (certificate for `localhost` from a test CA), when started
     /// with TLS.
     pub https_port: Option<u16>,
+    /// XML added inside `<yandex>` (ports, ZooKeeper, macros, clusters for a cluster node).
+    extra_config: String,
     program: (PathBuf, Vec<String>),
     child: Option<Child>,
 }
@@ -76,6 +78,16 @@ impl ClickHouse {
     /// As `start`, and with `tls` also an HTTPS port whose certificate (for `localhost`)
     /// comes from a private test CA written to `DIR/ca.pem`.
     pub fn start_with(dir: &Path, tls: bool) -> Option<ClickHouse> {
+        Self::start_full(dir, tls, String::new())
+    }
+
+    /// As `start`, with `extra_config` (XML) added to the server's configuration: a node of a
+    /// cluster (`common::cluster`).
+    pub fn start_configured(dir: &Path, extra_config: String) -> Option<ClickHouse> {
+        Self::start_full(dir, false, extra_config)
+    }
+
+    fn start_full(dir: &Path, tls: bool, extra_config: String) -> Option<ClickHouse> {
         if skip() {
             return None;
         }
@@ -92,6 +104,7 @@ impl ClickHouse {
             dir: dir.to_path_buf(),
             http_port: free_port(),
             https_port: tls.then(free_port),
+            extra_config,
             program,
             child: None,
         };
@@ -154,9 +167,11 @@ impl ClickHouse {
     <mark_cache_size>67108864</mark_cache_size>
     <uncompressed_cache_size>67108864</uncompressed_cache_size>
     <max_concurrent_queries>32</max_concurrent_queries>
+    {extra}
 </yandex>
 "#,
-            port = self.http_port
+            port = self.http_port,
+            extra = self.extra_config
         );
         let quota = "<quota>default</quota><profile>default</profile>\
                      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>";

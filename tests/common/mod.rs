@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod cluster;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -338,4 +339,19 @@ pub fn check_real_dns(pcaps: &std::path::Path, capture: &str) {
     // The TLSA record pins the server's key, but TLS 1.3 hides the certificate: not observable,
     // never a DANE pass or failure.
     assert_eq!(finding_kinds(s), vec!["certificate-not-observable"]);
+}
+
+/// The CSV and TLS-RPT files of a report directory, by relative path.
+pub fn report_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for sub in ["csv", "tlsrpt"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            m.insert(
+                format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()),
+                std::fs::read(&p).unwrap(),
+            );
+        }
+    }
+    m
 }
