@@ -417,7 +417,7 @@ impl CertJudge {
                                 "spki_sha256": k, "first_seen": rfc3339_micros(seen.first_us),
                                 "last_seen": rfc3339_micros(seen.last_us), "sessions": seen.count,
                             });
-                            let witness = baseline.witness(Fact::Key(rec.server_ip, k));
+                            let witness = baseline.witness(Fact::Key(rec.server.ip, k));
                             add_witness(&mut run, witness);
                             run
                         }).collect::<Vec<_>>(),

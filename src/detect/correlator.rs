@@ -383,7 +383,7 @@ impl Correlator {
                 });
                 add_witness(
                     &mut evidence,
-                    self.baseline.witness(Fact::Offered(rec.server_ip)),
+                    self.baseline.witness(Fact::Offered(rec.server.ip)),
                 );
                 rec.add_finding(FindingKind::StarttlsMissing, rec.ts_us, evidence);
             } else {
