@@ -3,6 +3,7 @@
 //! binary, not to the library: nothing here is an API, and `main.rs` only dispatches to it.
 
 pub mod analyze;
+pub mod config;
 pub mod live;
 pub mod metrics;
 pub mod report;
@@ -11,6 +12,7 @@ pub mod state;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use stripwatch::sink::target::Target;
 
@@ -42,7 +44,48 @@ pub enum Command {
         #[command(subcommand)]
         what: StateCommand,
     },
+    /// Configuration files (`--config`).
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
 }
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check a file: TOML, every key a long option of the command, every value valid for it.
+    /// Exit status 0 when it is, 2 (and one line saying why) when not.
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// The command the file is for.
+        #[arg(long, value_enum, default_value = "live")]
+        command: ConfigFor,
+    },
+}
+
+/// The commands that take `--config`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConfigFor {
+    Live,
+    Analyze,
+}
+
+impl ConfigFor {
+    /// The subcommand's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigFor::Live => "live",
+            ConfigFor::Analyze => "analyze",
+        }
+    }
+}
+
+/// Bad input found after the arguments were parsed (a configuration file, a user, a directory
+/// the service cannot use): one line on standard error, exit status 2, before any work starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Subcommand)]
 pub enum StateCommand {
@@ -135,6 +178,10 @@ pub struct LiveArgs {
 /// ClickHouse. One struct, so the two commands cannot drift apart.
 #[derive(Args)]
 pub struct SharedArgs {
+    /// TOML file whose keys are the long options (`buffer-size = "256M"`, `interface = ["eth1"]`,
+    /// `no-report = true`); an option on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output directory for sessions.ndjson, findings.ndjson and summary.json.
     #[arg(long, short)]
     pub out: PathBuf,
@@ -305,31 +352,80 @@ impl Cli {
     /// status 0 (2 when help stands in for a missing subcommand); any other mistake is a single
     /// line on standard error and status 2, so that a script's log shows the reason, not a page
     /// of usage.
+    ///
+    /// With `--config FILE` the file's options are added to the command line first (see
+    /// [`config::merge`]); a bad file is one line and status 2 too.
     pub fn parse_or_exit() -> Cli {
-        use clap::error::ErrorKind;
-        let e = match Cli::try_parse() {
-            Ok(cli) => return cli,
-            Err(e) => e,
+        use clap::FromArgMatches;
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let (args, provenance) = match config::merge(args) {
+            Ok(merged) => merged,
+            Err(config::MergeError::Clap(e)) => exit_on(&e, None),
+            Err(config::MergeError::Config(e)) => {
+                eprintln!("stripwatch: error: {e}");
+                std::process::exit(2);
+            }
         };
-        if matches!(
-            e.kind(),
-            ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        ) {
-            let _ = e.print();
-            std::process::exit(
-                if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    2
-                } else {
-                    0
-                },
-            );
+        let parsed = <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m));
+        match parsed {
+            Ok(cli) => cli,
+            Err(e) => exit_on(&e, provenance.as_ref()),
         }
-        let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or("error: invalid arguments");
-        eprintln!("{first} (see 'stripwatch --help')");
-        std::process::exit(2);
+    }
+}
+
+/// Prints help or version (status 0, or 2 when help stands in for a missing subcommand), or the
+/// error in one line (status 2), and exits.
+fn exit_on(e: &clap::Error, provenance: Option<&config::Provenance>) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        std::process::exit(
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            },
+        );
+    }
+    eprintln!("{} (see 'stripwatch --help')", explain(e, provenance));
+    std::process::exit(2);
+}
+
+/// The first line of clap's message (the rest is usage), with the line it announces when it
+/// ends in a colon (`the following required arguments were not provided:`).
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid arguments");
+    match lines.next() {
+        Some(next) if first.ends_with(':') => format!("{first} {next}"),
+        _ => first.to_string(),
+    }
+}
+
+/// The first line of clap's message, saying which file a bad value came from.
+fn explain(e: &clap::Error, provenance: Option<&config::Provenance>) -> String {
+    let line = first_line(e);
+    let arg = e
+        .get(clap::error::ContextKind::InvalidArg)
+        .map(|v| v.to_string());
+    match (provenance, arg) {
+        (Some(p), Some(arg))
+            if p.keys
+                .iter()
+                .any(|k| arg.split([' ', '=']).next() == Some(&format!("--{k}"))) =>
+        {
+            format!("{line} (from config {})", p.path.display())
+        }
+        _ => line,
     }
 }
 

@@ -12,6 +12,9 @@ fn main() {
         Command::Report(args) => cli::report::run(args),
         Command::Schema { what } => cli::schema::run(what),
         Command::State { what } => cli::state::run(what),
+        Command::Config {
+            what: cli::ConfigCommand::Check { file, command },
+        } => cli::config::check(&file, command.name()),
     };
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
@@ -19,6 +22,7 @@ fn main() {
         // So are an interface that cannot be opened or filtered and a metrics address that
         // cannot be bound (`live`, before any capture).
         let usage = e.is::<stripwatch::enrich::EnrichError>()
+            || e.is::<cli::UsageError>()
             || e.is::<cli::metrics::BindError>()
             || matches!(
                 e.downcast_ref::<stripwatch::capture::CaptureError>(),
