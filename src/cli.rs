@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod config;
 pub mod live;
+pub mod logs;
 pub mod metrics;
 pub mod report;
 pub mod schema;
@@ -170,6 +171,10 @@ pub struct LiveArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Seconds between the log events that carry the capture counters (packets, drops).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_interval: u64,
     #[command(flatten)]
     pub shared: SharedArgs,
 }
@@ -274,6 +279,9 @@ pub struct SharedArgs {
     /// Do not write the report (report.md, report.html, csv/, tlsrpt/) into the output directory.
     #[arg(long)]
     pub no_report: bool,
+    /// Log events on standard error as text lines or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: logs::LogFormat,
 }
 
 #[derive(Args)]
@@ -348,6 +356,15 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
 }
 
 impl Cli {
+    /// The log format the command asks for (text for those without the option).
+    pub fn log_format(&self) -> logs::LogFormat {
+        match &self.command {
+            Command::Analyze(a) => a.shared.log_format,
+            Command::Live(l) => l.shared.log_format,
+            _ => logs::LogFormat::default(),
+        }
+    }
+
     /// Parses the process's arguments, or exits. Help and version go to standard output with
     /// status 0 (2 when help stands in for a missing subcommand); any other mistake is a single
     /// line on standard error and status 2, so that a script's log shows the reason, not a page

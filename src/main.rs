@@ -6,7 +6,9 @@ mod cli;
 use cli::{Cli, Command};
 
 fn main() {
-    let result = match Cli::parse_or_exit().command {
+    let cli = Cli::parse_or_exit();
+    cli::logs::init(cli.log_format());
+    let result = match cli.command {
         Command::Analyze(args) => cli::analyze::run(*args),
         Command::Live(args) => cli::live::run(*args),
         Command::Report(args) => cli::report::run(args),

@@ -241,6 +241,10 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             "--json",
             "--metrics",
             "127.0.0.1:9187",
+            "--log-format",
+            "json",
+            "--log-interval",
+            "1",
         ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -365,6 +369,21 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         "every replayed frame captured: {capture}"
     );
     assert_eq!(written["packets"].as_u64(), Some(want_packets));
+
+    // The log: one JSON object per line, and the periodic event carries the counters as fields.
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["message"] == "capture counters"
+            && e["interface"] == "swl1"
+            && e["packets"].as_u64() == Some(want_packets)
+            && e["kernel_drops"] == 0
+            && e["sessions"].as_u64() == Some(want.len() as u64)),
+        "no counters event after the replay: {log}"
+    );
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub struct ConfigFile {
     no_promiscuous: Option<bool>,
     hold: Option<u64>,
     metrics: Option<String>,
+    log_interval: Option<u64>,
     no_progress: Option<bool>,
     out: Option<PathBuf>,
     smtp_ports: Option<Vec<u16>>,
@@ -66,6 +67,7 @@ pub struct ConfigFile {
     clickhouse_batch_rows: Option<u64>,
     clickhouse_drain_timeout: Option<u64>,
     no_report: Option<bool>,
+    log_format: Option<String>,
 }
 
 /// Reads and checks the shape of a configuration file: unreadable, not TOML, an unknown key or a

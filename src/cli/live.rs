@@ -5,15 +5,13 @@
 use super::LiveArgs;
 use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, stop_on_signal};
 use anyhow::{Context, Result};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
 use stripwatch::pipeline;
-
-/// How often a line with the capture counters goes to standard error.
-const LOG_EVERY: Duration = Duration::from_secs(60);
+use stripwatch::report::summary::Tally;
 
 /// Runs `live`. Bad options, an unknown interface, missing permission and a BPF filter that does
 /// not compile all fail before the first packet is read.
@@ -26,6 +24,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
         no_promiscuous,
         hold,
         metrics,
+        log_interval,
         shared: args,
     } = args;
     check(&args)?;
@@ -51,7 +50,12 @@ pub fn run(args: LiveArgs) -> Result<()> {
     let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
-    let logger = log_periodically(capture.counters(), name.clone(), done.clone());
+    let logger = log_periodically(
+        capture.counters(),
+        outputs.tally(),
+        Duration::from_secs(log_interval),
+        done.clone(),
+    );
     let server = metrics.map(|listener| {
         let sources = super::metrics::Sources {
             interfaces: capture.counters(),
@@ -60,9 +64,10 @@ pub fn run(args: LiveArgs) -> Result<()> {
         };
         super::metrics::serve(listener, sources, done.clone())
     });
-    eprintln!(
-        "stripwatch: capturing on {name} ({} workers); SIGTERM or Ctrl-C stops",
-        cfg.workers
+    tracing::info!(
+        interfaces = %name,
+        workers = cfg.workers,
+        "capturing on {name}; SIGTERM or Ctrl-C stops"
     );
     let started = Instant::now();
     let result = pipeline::run(
@@ -107,28 +112,33 @@ fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
     }
 }
 
-/// A thread that writes the capture counters to standard error every [`LOG_EVERY`], so loss is
+/// A thread that logs the capture counters (and the sessions written) every `every`, so loss is
 /// visible while the sensor runs, until `done`.
 fn log_periodically(
     counters: Vec<Arc<InterfaceCounters>>,
-    name: String,
+    tally: Arc<Mutex<Tally>>,
+    every: Duration,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = Instant::now();
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            if last.elapsed() >= LOG_EVERY {
-                last = Instant::now();
-                let sum = |f: fn(&InterfaceCounters) -> &AtomicU64| -> u64 {
-                    counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
-                };
-                eprintln!(
-                    "stripwatch: capture on {name}: {} packets, {} bytes, {} kernel drops, {} interface drops",
-                    sum(|c| &c.packets),
-                    sum(|c| &c.bytes),
-                    sum(|c| &c.kernel_drops),
-                    sum(|c| &c.interface_drops),
+            if last.elapsed() < every {
+                continue;
+            }
+            last = Instant::now();
+            let sessions = tally.lock().map_or(0, |t| t.sessions);
+            for c in &counters {
+                let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+                tracing::info!(
+                    interface = %c.interface,
+                    packets = read(&c.packets),
+                    bytes = read(&c.bytes),
+                    kernel_drops = read(&c.kernel_drops),
+                    interface_drops = read(&c.interface_drops),
+                    sessions,
+                    "capture counters"
                 );
             }
         }
