@@ -7,6 +7,7 @@ pub mod config;
 pub mod live;
 pub mod logs;
 pub mod metrics;
+pub mod privileges;
 pub mod report;
 pub mod schema;
 pub mod state;
@@ -175,6 +176,13 @@ pub struct LiveArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub log_interval: u64,
+    /// After opening the capture (and the metrics port, state file and output directory),
+    /// switch to this user and drop every capability, before any thread starts.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Keep running as root (with its capabilities) when started as root without --user.
+    #[arg(long)]
+    pub allow_root: bool,
     #[command(flatten)]
     pub shared: SharedArgs,
 }

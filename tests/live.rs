@@ -4,7 +4,8 @@
 //! must reach sessions.ndjson within 5 s of the last packet while live keeps running on the now
 //! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
 //! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
-//! and none dropped.
+//! and none dropped. Other tests check the switch to `--user` and the dropped capabilities from
+//! outside (/proc/PID/status), and the refusals at start.
 //!
 //! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
 //! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
@@ -69,7 +70,10 @@ struct Namespace(String);
 
 impl Namespace {
     fn new() -> Namespace {
-        let name = format!("swlive-{}", std::process::id());
+        // One namespace per test: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("swlive-{}-{n}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         sh(&["ip", "netns", "add", &name]);
         let ns = Namespace(name);
@@ -197,6 +201,28 @@ fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
     samples
 }
 
+/// Waits until `live` logged that it captures on `interface` (its privileges are dropped by
+/// then), failing if it ended or took more than 20 s.
+fn wait_started(live: &mut Child, stderr_path: &Path, interface: &str) {
+    let started = Instant::now();
+    let wanted = format!("capturing on {interface}");
+    while !std::fs::read_to_string(stderr_path)
+        .unwrap_or_default()
+        .contains(&wanted)
+    {
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "stripwatch live ended at start: {}",
+            std::fs::read_to_string(stderr_path).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stripwatch live did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Frames in a capture, as the file reader counts them.
 fn frames(capture: &Path) -> u64 {
     let out = common::tempdir("live-count");
@@ -225,7 +251,8 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let want_packets: u64 = pcaps.iter().map(|p| frames(p)).sum();
 
     let ns = Namespace::new();
-    let out = common::tempdir("live-out");
+    // Made by stripwatch itself, so that it hands it to `--user nobody`.
+    let out = common::tempdir("live-out").join("out");
     let stderr_path = out.with_extension("stderr");
     let mut live = ns
         .exec()
@@ -237,6 +264,8 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             "2",
             "--sensor",
             "live-test",
+            "--user",
+            "nobody",
             "--no-report",
             "--json",
             "--metrics",
@@ -250,22 +279,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("cannot start stripwatch live");
-    let started = Instant::now();
-    while !std::fs::read_to_string(&stderr_path)
-        .unwrap_or_default()
-        .contains("capturing on swl1")
-    {
-        assert!(
-            live.try_wait().unwrap().is_none(),
-            "stripwatch live ended at start: {}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "stripwatch live did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_started(&mut live, &stderr_path, "swl1");
 
     for pcap in &pcaps {
         let o = ns
@@ -389,7 +403,14 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
 #[test]
 fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     let out = common::tempdir("live-bad");
-    let o = common::run(&["live", "-i", "swnosuchif0", "--out", out.to_str().unwrap()]);
+    let o = common::run(&[
+        "live",
+        "-i",
+        "swnosuchif0",
+        "--allow-root",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -406,6 +427,7 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
         "lo",
         "--metrics",
         &addr,
+        "--allow-root",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -413,4 +435,107 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--metrics"), "{stderr}");
+}
+
+/// The lines of /proc/PID/status (or of a thread's) as name -> value.
+fn proc_status(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn live_switches_to_the_user_and_drops_every_capability_in_every_thread() {
+    if !common::require_root() {
+        return;
+    }
+    need_tool("ip", "iproute2");
+    need_tool("ethtool", "ethtool");
+    let ns = Namespace::new();
+    let dir = common::tempdir("live-user");
+    let out = dir.join("out");
+    let state = dir.join("state.redb");
+    let stderr_path = dir.join("stderr");
+    let mut live = ns
+        .exec()
+        .arg(common::bin())
+        .args(["live", "-i", "swl1", "--user", "nobody", "--no-report"])
+        .args(["--metrics", "127.0.0.1:9188", "--out"])
+        .arg(&out)
+        .arg("--state")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start stripwatch live");
+    wait_started(&mut live, &stderr_path, "swl1");
+
+    // Checked from outside, for the process and each of its threads (capabilities and ids are
+    // per thread): nobody's ids, no capability in any set, no way back.
+    let nobody = "65534\t65534\t65534\t65534";
+    let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/task", live.id()))
+        .unwrap()
+        .map(|t| t.unwrap().path().join("status"))
+        .collect();
+    assert!(tasks.len() > 2, "the workers run: {tasks:?}");
+    for status in std::iter::once(PathBuf::from(format!("/proc/{}/status", live.id()))).chain(tasks)
+    {
+        let s = proc_status(&status);
+        let ids = |k: &str| s[k].split_whitespace().collect::<Vec<_>>().join("\t");
+        assert_eq!(ids("Uid"), nobody, "{}: {s:?}", status.display());
+        assert_eq!(ids("Gid"), nobody, "{}: {s:?}", status.display());
+        assert_eq!(s["Groups"], "65534", "{}", status.display());
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(s[set], "0000000000000000", "{set} of {}", status.display());
+        }
+        assert_eq!(s["NoNewPrivs"], "1", "{}", status.display());
+    }
+
+    sh(&["kill", "-TERM", &live.id().to_string()]);
+    let status = wait_bounded(&mut live, Duration::from_secs(30)).expect("stopped");
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    // What it made before the switch was handed to the user, and it could write there after.
+    use std::os::unix::fs::MetadataExt;
+    for path in [out.clone(), out.join("summary.json"), state] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.uid(), 65534, "{}", path.display());
+    }
+}
+
+#[test]
+fn live_refuses_root_without_user_an_unknown_user_and_an_unwritable_out() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = common::tempdir("live-root");
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    let refused = |args: &[&str], wanted: &str| {
+        let o = common::run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    };
+    refused(
+        &["live", "-i", "lo", "--out", out],
+        "refusing to run as root",
+    );
+    refused(
+        &["live", "-i", "lo", "--user", "swnosuchuser", "--out", out],
+        "no such user",
+    );
+    // A directory root made before (not stripwatch) stays root's: nobody cannot write it.
+    std::fs::create_dir_all(out).unwrap();
+    refused(
+        &["live", "-i", "lo", "--user", "nobody", "--out", out],
+        "not writable",
+    );
 }

@@ -293,10 +293,7 @@ fn clickhouse_sink(
 ) -> Result<(ClickHouseSink, ClickHouseReport)> {
     let opts = ClickHouseOptions {
         target: args.clickhouse_access.target(url)?,
-        spool_dir: args
-            .spool
-            .clone()
-            .unwrap_or_else(|| args.out.join("clickhouse-spool")),
+        spool_dir: spool_dir(args),
         spool_max_bytes: args.spool_max_bytes,
         batch_rows: args.clickhouse_batch_rows as usize,
         flush_interval: Duration::from_secs(1),
@@ -305,6 +302,13 @@ fn clickhouse_sink(
         stop: Some(stop.clone()),
     };
     Ok(ClickHouseSink::start(opts)?)
+}
+
+/// Where ClickHouse batches wait: `--spool`, else OUT/clickhouse-spool.
+pub(super) fn spool_dir(args: &SharedArgs) -> PathBuf {
+    args.spool
+        .clone()
+        .unwrap_or_else(|| args.out.join("clickhouse-spool"))
 }
 
 /// The progress bar over all inputs together, shown only on a terminal and only for more than

@@ -36,6 +36,8 @@ pub struct ConfigFile {
     hold: Option<u64>,
     metrics: Option<String>,
     log_interval: Option<u64>,
+    user: Option<String>,
+    allow_root: Option<bool>,
     no_progress: Option<bool>,
     out: Option<PathBuf>,
     smtp_ports: Option<Vec<u16>>,

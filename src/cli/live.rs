@@ -2,9 +2,12 @@
 //! functions from the same options), fed by libpcap on live interfaces instead of files. It runs
 //! until SIGTERM or SIGINT, then judges what is held, writes the summary and exits 0.
 
-use super::LiveArgs;
-use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, stop_on_signal};
+use super::analyze::{
+    SummaryExtra, check, judges, micros, pipeline_config, sinks, spool_dir, stop_on_signal,
+};
+use super::{LiveArgs, SharedArgs, UsageError, privileges};
 use anyhow::{Context, Result};
+use nix::unistd::{Uid, User};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,9 +28,13 @@ pub fn run(args: LiveArgs) -> Result<()> {
         hold,
         metrics,
         log_interval,
+        user,
+        allow_root,
         shared: args,
     } = args;
     check(&args)?;
+    privileges::refuse_root(user.as_deref(), allow_root)?;
+    let user = user.as_deref().map(privileges::resolve).transpose()?;
     let metrics = metrics.as_deref().map(super::metrics::bind).transpose()?;
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
     let capture = LiveCapture::open(&LiveOptions {
@@ -37,15 +44,27 @@ pub fn run(args: LiveArgs) -> Result<()> {
         buffer_bytes: buffer_size,
         promiscuous: !no_promiscuous,
     })?;
+    // Everything that needs the privilege or must belong to the user is opened or made now;
+    // then the privileges go, before the first thread starts.
+    let made = Made::before(&args);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    if args.clickhouse.is_some() {
+        std::fs::create_dir_all(spool_dir(&args))
+            .with_context(|| format!("cannot create {}", spool_dir(&args).display()))?;
+    }
     let mut cfg = pipeline_config(&args, enrich);
     // Offline a session waits for the whole run for evidence from later sessions; live it may
     // wait only so long, or it would never reach the files.
     cfg.correlator.hold_us = micros(hold);
     let judges = judges(&args)?;
-    // SIGTERM/SIGINT stop the capture; what was read is judged and written, and ClickHouse's
-    // unsent rows go to the spool for the next start.
+    if !(user.is_none() && Uid::effective().is_root()) {
+        if let Some(user) = &user {
+            made.give(&args, user)?;
+        }
+        privileges::drop_privileges(user.as_ref())?;
+        writable_after_drop(&args)?;
+    }
     let stop = stop_on_signal()?;
     let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
     let name = capture.name().to_string();
@@ -91,6 +110,51 @@ pub fn run(args: LiveArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         Some(&capture_summary(&name, &source)),
     )
+}
+
+/// Which of the paths a run writes did not exist before it started: only those are handed to
+/// `--user` (stripwatch never changes the owner of something it did not create).
+struct Made {
+    out: bool,
+    spool: bool,
+    state: bool,
+}
+
+impl Made {
+    fn before(args: &SharedArgs) -> Made {
+        Made {
+            out: !args.out.exists(),
+            spool: args.clickhouse.is_some() && !spool_dir(args).exists(),
+            state: args.state.as_ref().is_some_and(|s| !s.exists()),
+        }
+    }
+
+    fn give(&self, args: &SharedArgs, user: &User) -> Result<(), UsageError> {
+        if self.out {
+            privileges::give(&args.out, user)?;
+        }
+        if self.spool {
+            privileges::give(&spool_dir(args), user)?;
+        }
+        if let Some(state) = args.state.as_ref().filter(|_| self.state) {
+            privileges::give(state, user)?;
+        }
+        Ok(())
+    }
+}
+
+/// After the switch: the output directory (and the summary an earlier run left there), the
+/// spool and the state file must be writable, or the run fails now rather than at its end.
+fn writable_after_drop(args: &SharedArgs) -> Result<(), UsageError> {
+    privileges::check_writable(&args.out, "--out")?;
+    privileges::check_writable(&args.out.join("summary.json"), "--out")?;
+    if args.clickhouse.is_some() {
+        privileges::check_writable(&spool_dir(args), "--spool")?;
+    }
+    if let Some(state) = &args.state {
+        privileges::check_writable(state, "--state")?;
+    }
+    Ok(())
 }
 
 /// What the capture itself counted, for summary.json (`capture`) and the text summary.
