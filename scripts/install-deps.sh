@@ -26,6 +26,7 @@ if [ -z "$build_only" ]; then
     # tcpreplay and ethtool for the live-capture test (tests/live.rs)
     packages+=(tcpdump iproute2 openssl python3 clickhouse-server clickhouse-client)
     packages+=(tcpreplay ethtool)
+    packages+=(systemd)  # tests/packaging.rs checks the unit with systemd-analyze verify
     packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
 fi
 SUDO=""
