@@ -8,6 +8,7 @@ pub mod live;
 pub mod logs;
 pub mod metrics;
 pub mod privileges;
+pub mod reload;
 pub mod report;
 pub mod schema;
 pub mod state;
@@ -16,6 +17,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use stripwatch::sink::rotating::Rotation;
 use stripwatch::sink::target::Target;
 
 /// Passive monitor for the security of mail transport: finds stripped STARTTLS, failed and
@@ -183,6 +185,14 @@ pub struct LiveArgs {
     /// Keep running as root (with its capabilities) when started as root without --user.
     #[arg(long)]
     pub allow_root: bool,
+    /// When a new set of output files starts: `hourly` (wall clock, UTC), or a size (bytes; K,
+    /// M, G suffixes) that one of the files reached; SIGHUP also starts one.
+    #[arg(long, value_name = "hourly|SIZE", default_value = "hourly", value_parser = parse_rotation)]
+    pub rotate: Rotation,
+    /// Seconds between saves of what the run learned into --state (also saved at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_interval: u64,
     #[command(flatten)]
     pub shared: SharedArgs,
 }
@@ -351,6 +361,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `hourly`, or a size of at least 1K.
+fn parse_rotation(s: &str) -> Result<Rotation, String> {
+    if s.eq_ignore_ascii_case("hourly") {
+        return Ok(Rotation::Hourly);
+    }
+    match parse_bytes(s)? {
+        n if n < 1 << 10 => Err(format!("{s:?} is below 1K")),
+        n => Ok(Rotation::Size(n)),
+    }
+}
+
 /// A kernel capture buffer: at least 1 MiB, and below 2 GiB (libpcap takes an `int`).
 fn parse_buffer_size(s: &str) -> Result<u32, String> {
     let n = parse_bytes(s)?;
@@ -452,6 +473,19 @@ fn explain(e: &clap::Error, provenance: Option<&config::Provenance>) -> String {
         }
         _ => line,
     }
+}
+
+/// The process's arguments with the configuration file merged in again (SIGHUP), or why not.
+pub fn reparse() -> Result<Cli, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let (args, provenance) = config::merge(std::env::args_os().collect()).map_err(|e| match e {
+        config::MergeError::Clap(e) => first_line(&e),
+        config::MergeError::Config(e) => e.to_string(),
+    })?;
+    Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| explain(&e, provenance.as_ref()))
 }
 
 impl ClickHouseAccess {

@@ -149,9 +149,33 @@ fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Lines in `path` (0 while it does not exist).
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+/// The rotated parts `KIND-<time>.ndjson` in `out`, in name order.
+fn parts(out: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    parts.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.starts_with(&format!("{kind}-")) && name.ends_with(".ndjson")
+    });
+    parts.sort();
+    parts
+}
+
+/// Lines in every part of `kind` in `out` (0 while there is none).
+fn lines(out: &Path, kind: &str) -> usize {
+    parts(out, kind)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_or(0, |s| s.lines().count()))
+        .sum()
+}
+
+/// The records in every part of `kind` in `out`.
+fn records(out: &Path, kind: &str) -> Vec<Value> {
+    parts(out, kind)
+        .iter()
+        .flat_map(|p| common::ndjson(p))
+        .collect()
 }
 
 /// Waits for `child` to end, at most `limit`.
@@ -274,7 +298,10 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             "json",
             "--log-interval",
             "1",
+            "--state",
         ])
+        .arg(out.with_extension("redb"))
+        .args(["--state-interval", "1"])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
@@ -298,10 +325,9 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let replayed = Instant::now();
 
     // The link is silent now: only the wall-clock tick can bring the last sessions out.
-    let sessions_path = out.join("sessions.ndjson");
     let mut appeared = None;
     while replayed.elapsed() < Duration::from_secs(20) {
-        if lines(&sessions_path) >= want.len() {
+        if lines(&out, "sessions") >= want.len() {
             appeared = Some(replayed.elapsed());
             break;
         }
@@ -314,7 +340,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let appeared = appeared.unwrap_or_else(|| {
         panic!(
             "{} of {} sessions written 20 s after the replay",
-            lines(&sessions_path),
+            lines(&out, "sessions"),
             want.len()
         )
     });
@@ -323,7 +349,33 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         appeared <= FLUSH_BOUND,
         "the last session took {appeared:?} to reach the files (bound {FLUSH_BOUND:?})"
     );
-    let before_stop = judgements(&common::ndjson(&sessions_path));
+    let before_stop = judgements(&records(&out, "sessions"));
+
+    // SIGHUP: the set of files is closed and a new one started; the sensor goes on.
+    // (More than one only if the hour turned during the test.)
+    let sets = parts(&out, "sessions").len();
+    let first_set = parts(&out, "sessions")[0].clone();
+    let first_len = std::fs::metadata(&first_set).unwrap().len();
+    sh(&["kill", "-HUP", &live.id().to_string()]);
+    let hup = Instant::now();
+    while parts(&out, "sessions").len() <= sets {
+        assert!(
+            hup.elapsed() < Duration::from_secs(5),
+            "no new files 5 s after SIGHUP"
+        );
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "SIGHUP stopped stripwatch live"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for kind in ["sessions", "findings", "dns", "certificates"] {
+        assert_eq!(
+            parts(&out, kind).len(),
+            sets + 1,
+            "{kind}: a new part after SIGHUP"
+        );
+    }
 
     // The metrics endpoint, scraped while live runs, says the same.
     let metrics = scrape(&ns, "127.0.0.1:9187");
@@ -364,10 +416,27 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     );
 
     // Same judgements as offline, nothing added or duplicated by the stop.
-    let got = judgements(&common::ndjson(&sessions_path));
-    assert_eq!(lines(&sessions_path), got.len(), "a session written twice");
+    let got = judgements(&records(&out, "sessions"));
+    assert_eq!(
+        lines(&out, "sessions"),
+        got.len(),
+        "a session written twice"
+    );
     assert_eq!(got, before_stop, "the stop changed or added sessions");
     assert_eq!(got, want, "live and analyze disagree");
+    assert_eq!(
+        std::fs::metadata(&first_set).unwrap().len(),
+        first_len,
+        "a closed file was written again"
+    );
+
+    // The report reads every part of the rotated directory.
+    let o = common::run(&["report", out.to_str().unwrap(), "--format", "csv"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_dir(out.join("csv"))
+        .expect("csv/ written")
+        .count();
+    assert!(csv > 0);
 
     // The summary: printed (--json) and written, with the capture's own counters.
     let printed: Value = serde_json::from_str(&stdout).expect("the summary on stdout is JSON");
@@ -397,6 +466,19 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             && e["kernel_drops"] == 0
             && e["sessions"].as_u64() == Some(want.len() as u64)),
         "no counters event after the replay: {log}"
+    );
+    // --state-interval 1: what the run learned was saved while it ran, not only at the end.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "state saved" && e["written"].as_u64() > Some(0)),
+        "no periodic state save: {log}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "output files rotated"),
+        "{log}"
     );
 }
 

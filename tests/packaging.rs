@@ -63,6 +63,7 @@ fn the_unit_confines_the_service_as_the_issue_asks() {
     assert_eq!(value("ProtectSystem"), "strict");
     assert_eq!(value("StateDirectory"), "stripwatch");
     assert_eq!(value("DynamicUser"), "yes");
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert!(value("ExecStart").contains("live --config /etc/stripwatch/stripwatch.toml"));
     let stop: u64 = value("TimeoutStopSec").parse().unwrap();
     // The stop waits at most --clickhouse-drain-timeout (30 s) for ClickHouse, then writes the

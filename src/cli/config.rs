@@ -38,6 +38,8 @@ pub struct ConfigFile {
     log_interval: Option<u64>,
     user: Option<String>,
     allow_root: Option<bool>,
+    rotate: Option<Text>,
+    state_interval: Option<u64>,
     no_progress: Option<bool>,
     out: Option<PathBuf>,
     smtp_ports: Option<Vec<u16>>,
@@ -145,6 +147,18 @@ impl ConfigFile {
             }
         }
         Ok(args)
+    }
+}
+
+/// The file's keys and values, to tell after a reload which ones changed.
+pub fn snapshot(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, UsageError> {
+    let file = load(path)?;
+    match serde_json::to_value(file) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(UsageError(format!(
+            "config {}: not a table",
+            path.display()
+        ))),
     }
 }
 

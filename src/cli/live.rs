@@ -2,9 +2,8 @@
 //! functions from the same options), fed by libpcap on live interfaces instead of files. It runs
 //! until SIGTERM or SIGINT, then judges what is held, writes the summary and exits 0.
 
-use super::analyze::{
-    SummaryExtra, check, judges, micros, pipeline_config, sinks, spool_dir, stop_on_signal,
-};
+use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, spool_dir};
+use super::reload::{Knobs, Reloader};
 use super::{LiveArgs, SharedArgs, UsageError, privileges};
 use anyhow::{Context, Result};
 use nix::unistd::{Uid, User};
@@ -15,6 +14,7 @@ use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSou
 use stripwatch::enrich::Databases;
 use stripwatch::pipeline;
 use stripwatch::report::summary::Tally;
+use stripwatch::sink::rotating::RotationControl;
 
 /// Runs `live`. Bad options, an unknown interface, missing permission and a BPF filter that does
 /// not compile all fail before the first packet is read.
@@ -30,6 +30,8 @@ pub fn run(args: LiveArgs) -> Result<()> {
         log_interval,
         user,
         allow_root,
+        rotate,
+        state_interval,
         shared: args,
     } = args;
     check(&args)?;
@@ -53,7 +55,13 @@ pub fn run(args: LiveArgs) -> Result<()> {
         std::fs::create_dir_all(spool_dir(&args))
             .with_context(|| format!("cannot create {}", spool_dir(&args).display()))?;
     }
+    let knobs = Knobs {
+        rotation: RotationControl::new(rotate),
+        state_interval: Arc::new(AtomicU64::new(state_interval)),
+        log_interval: Arc::new(AtomicU64::new(log_interval)),
+    };
     let mut cfg = pipeline_config(&args, enrich);
+    cfg.state_interval = Some(knobs.state_interval.clone());
     // Offline a session waits for the whole run for evidence from later sessions; live it may
     // wait only so long, or it would never reach the files.
     cfg.correlator.hold_us = micros(hold);
@@ -65,14 +73,21 @@ pub fn run(args: LiveArgs) -> Result<()> {
         privileges::drop_privileges(user.as_ref())?;
         writable_after_drop(&args)?;
     }
-    let stop = stop_on_signal()?;
-    let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
+    let (stop, hangup) = live_signals()?;
+    let reloader = Reloader::new(knobs, args.config.clone())?;
+    let (sink, outputs) = sinks(
+        &args,
+        &cfg.flow.sensor,
+        &stop,
+        Some(reloader.knobs().rotation.clone()),
+    )?;
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
-    let logger = log_periodically(
+    let logger = housekeeping(
         capture.counters(),
         outputs.tally(),
-        Duration::from_secs(log_interval),
+        reloader,
+        hangup,
         done.clone(),
     );
     let server = metrics.map(|listener| {
@@ -86,7 +101,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
     tracing::info!(
         interfaces = %name,
         workers = cfg.workers,
-        "capturing on {name}; SIGTERM or Ctrl-C stops"
+        "capturing on {name}; SIGTERM or Ctrl-C stops, SIGHUP starts new files and reloads"
     );
     let started = Instant::now();
     let result = pipeline::run(
@@ -176,19 +191,37 @@ fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
     }
 }
 
-/// A thread that logs the capture counters (and the sessions written) every `every`, so loss is
-/// visible while the sensor runs, until `done`.
-fn log_periodically(
+/// SIGTERM and SIGINT raise the first flag (stop: judge, write and leave), SIGHUP the second
+/// (new files, configuration reloaded).
+fn live_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &hangup)] {
+        signal_hook::flag::register(signal, flag.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    Ok((stop, hangup))
+}
+
+/// A thread that, until `done`, logs the capture counters (and the sessions written) every
+/// `--log-interval`, so loss is visible while the sensor runs, and handles SIGHUP.
+fn housekeeping(
     counters: Vec<Arc<InterfaceCounters>>,
     tally: Arc<Mutex<Tally>>,
-    every: Duration,
+    mut reloader: Reloader,
+    hangup: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = Instant::now();
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            if last.elapsed() < every {
+            if hangup.swap(false, Ordering::Relaxed) {
+                reloader.hangup();
+            }
+            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
+            if last.elapsed() < Duration::from_secs(every) {
                 continue;
             }
             last = Instant::now();
