@@ -29,6 +29,7 @@ if [ -z "$build_only" ]; then
     # tests/cluster.rs runs ZooKeeper (zookeeperd's jar, started as a plain java process, not
     # as the service) under four ClickHouse servers
     packages+=(zookeeperd)
+    packages+=(systemd)  # tests/packaging.rs checks the unit with systemd-analyze verify
     packages+=(chromium)  # tests/report.rs renders report.html in headless Chromium
 fi
 SUDO=""

@@ -3,15 +3,21 @@
 //! binary, not to the library: nothing here is an API, and `main.rs` only dispatches to it.
 
 pub mod analyze;
+pub mod config;
 pub mod live;
+pub mod logs;
 pub mod metrics;
+pub mod privileges;
+pub mod reload;
 pub mod report;
 pub mod schema;
 pub mod state;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use stripwatch::sink::rotating::Rotation;
 use stripwatch::sink::target::Target;
 
 /// Passive monitor for the security of mail transport: finds stripped STARTTLS, failed and
@@ -42,7 +48,48 @@ pub enum Command {
         #[command(subcommand)]
         what: StateCommand,
     },
+    /// Configuration files (`--config`).
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
 }
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check a file: TOML, every key a long option of the command, every value valid for it.
+    /// Exit status 0 when it is, 2 (and one line saying why) when not.
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// The command the file is for.
+        #[arg(long, value_enum, default_value = "live")]
+        command: ConfigFor,
+    },
+}
+
+/// The commands that take `--config`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConfigFor {
+    Live,
+    Analyze,
+}
+
+impl ConfigFor {
+    /// The subcommand's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigFor::Live => "live",
+            ConfigFor::Analyze => "analyze",
+        }
+    }
+}
+
+/// Bad input found after the arguments were parsed (a configuration file, a user, a directory
+/// the service cannot use): one line on standard error, exit status 2, before any work starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Subcommand)]
 pub enum StateCommand {
@@ -153,6 +200,25 @@ pub struct LiveArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Seconds between the log events that carry the capture counters (packets, drops).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_interval: u64,
+    /// After opening the capture (and the metrics port, state file and output directory),
+    /// switch to this user and drop every capability, before any thread starts.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Keep running as root (with its capabilities) when started as root without --user.
+    #[arg(long)]
+    pub allow_root: bool,
+    /// When a new set of output files starts: `hourly` (wall clock, UTC), or a size (bytes; K,
+    /// M, G suffixes) that one of the files reached; SIGHUP also starts one.
+    #[arg(long, value_name = "hourly|SIZE", default_value = "hourly", value_parser = parse_rotation)]
+    pub rotate: Rotation,
+    /// Seconds between saves of what the run learned into --state (also saved at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_interval: u64,
     #[command(flatten)]
     pub shared: SharedArgs,
 }
@@ -161,6 +227,10 @@ pub struct LiveArgs {
 /// ClickHouse. One struct, so the two commands cannot drift apart.
 #[derive(Args)]
 pub struct SharedArgs {
+    /// TOML file whose keys are the long options (`buffer-size = "256M"`, `interface = ["eth1"]`,
+    /// `no-report = true`); an option on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output directory for sessions.ndjson, findings.ndjson and summary.json.
     #[arg(long, short)]
     pub out: PathBuf,
@@ -262,6 +332,9 @@ pub struct SharedArgs {
     /// Do not write the report (report.md, report.html, csv/, tlsrpt/) into the output directory.
     #[arg(long)]
     pub no_report: bool,
+    /// Log events on standard error as text lines or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: logs::LogFormat,
 }
 
 #[derive(Args)]
@@ -323,6 +396,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `hourly`, or a size of at least 1K.
+fn parse_rotation(s: &str) -> Result<Rotation, String> {
+    if s.eq_ignore_ascii_case("hourly") {
+        return Ok(Rotation::Hourly);
+    }
+    match parse_bytes(s)? {
+        n if n < 1 << 10 => Err(format!("{s:?} is below 1K")),
+        n => Ok(Rotation::Size(n)),
+    }
+}
+
 /// A kernel capture buffer: at least 1 MiB, and below 2 GiB (libpcap takes an `int`).
 fn parse_buffer_size(s: &str) -> Result<u32, String> {
     let n = parse_bytes(s)?;
@@ -336,36 +420,107 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
 }
 
 impl Cli {
+    /// The log format the command asks for (text for those without the option).
+    pub fn log_format(&self) -> logs::LogFormat {
+        match &self.command {
+            Command::Analyze(a) => a.shared.log_format,
+            Command::Live(l) => l.shared.log_format,
+            _ => logs::LogFormat::default(),
+        }
+    }
+
     /// Parses the process's arguments, or exits. Help and version go to standard output with
     /// status 0 (2 when help stands in for a missing subcommand); any other mistake is a single
     /// line on standard error and status 2, so that a script's log shows the reason, not a page
     /// of usage.
+    ///
+    /// With `--config FILE` the file's options are added to the command line first (see
+    /// [`config::merge`]); a bad file is one line and status 2 too.
     pub fn parse_or_exit() -> Cli {
-        use clap::error::ErrorKind;
-        let e = match Cli::try_parse() {
-            Ok(cli) => return cli,
-            Err(e) => e,
+        use clap::FromArgMatches;
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let (args, provenance) = match config::merge(args) {
+            Ok(merged) => merged,
+            Err(config::MergeError::Clap(e)) => exit_on(&e, None),
+            Err(config::MergeError::Config(e)) => {
+                eprintln!("stripwatch: error: {e}");
+                std::process::exit(2);
+            }
         };
-        if matches!(
-            e.kind(),
-            ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        ) {
-            let _ = e.print();
-            std::process::exit(
-                if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    2
-                } else {
-                    0
-                },
-            );
+        let parsed = <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m));
+        match parsed {
+            Ok(cli) => cli,
+            Err(e) => exit_on(&e, provenance.as_ref()),
         }
-        let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or("error: invalid arguments");
-        eprintln!("{first} (see 'stripwatch --help')");
-        std::process::exit(2);
     }
+}
+
+/// Prints help or version (status 0, or 2 when help stands in for a missing subcommand), or the
+/// error in one line (status 2), and exits.
+fn exit_on(e: &clap::Error, provenance: Option<&config::Provenance>) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        std::process::exit(
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            },
+        );
+    }
+    eprintln!("{} (see 'stripwatch --help')", explain(e, provenance));
+    std::process::exit(2);
+}
+
+/// The first line of clap's message (the rest is usage), with the line it announces when it
+/// ends in a colon (`the following required arguments were not provided:`).
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid arguments");
+    match lines.next() {
+        Some(next) if first.ends_with(':') => format!("{first} {next}"),
+        _ => first.to_string(),
+    }
+}
+
+/// The first line of clap's message, saying which file a bad value came from.
+fn explain(e: &clap::Error, provenance: Option<&config::Provenance>) -> String {
+    let line = first_line(e);
+    let arg = e
+        .get(clap::error::ContextKind::InvalidArg)
+        .map(|v| v.to_string());
+    match (provenance, arg) {
+        (Some(p), Some(arg))
+            if p.keys
+                .iter()
+                .any(|k| arg.split([' ', '=']).next() == Some(&format!("--{k}"))) =>
+        {
+            format!("{line} (from config {})", p.path.display())
+        }
+        _ => line,
+    }
+}
+
+/// The process's arguments with the configuration file merged in again (SIGHUP), or why not.
+pub fn reparse() -> Result<Cli, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let (args, provenance) = config::merge(std::env::args_os().collect()).map_err(|e| match e {
+        config::MergeError::Clap(e) => first_line(&e),
+        config::MergeError::Config(e) => e.to_string(),
+    })?;
+    Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| explain(&e, provenance.as_ref()))
 }
 
 impl ClickHouseAccess {

@@ -6,12 +6,17 @@ mod cli;
 use cli::{Cli, Command};
 
 fn main() {
-    let result = match Cli::parse_or_exit().command {
+    let cli = Cli::parse_or_exit();
+    cli::logs::init(cli.log_format());
+    let result = match cli.command {
         Command::Analyze(args) => cli::analyze::run(*args),
         Command::Live(args) => cli::live::run(*args),
         Command::Report(args) => cli::report::run(args),
         Command::Schema { what } => cli::schema::run(what),
         Command::State { what } => cli::state::run(what),
+        Command::Config {
+            what: cli::ConfigCommand::Check { file, command },
+        } => cli::config::check(&file, command.name()),
     };
     if let Err(e) = result {
         eprintln!("stripwatch: error: {e:#}");
@@ -19,6 +24,7 @@ fn main() {
         // So are an interface that cannot be opened or filtered and a metrics address that
         // cannot be bound (`live`, before any capture).
         let usage = e.is::<stripwatch::enrich::EnrichError>()
+            || e.is::<cli::UsageError>()
             || e.is::<cli::metrics::BindError>()
             || matches!(
                 e.downcast_ref::<stripwatch::capture::CaptureError>(),

@@ -4,7 +4,8 @@
 //! must reach sessions.ndjson within 5 s of the last packet while live keeps running on the now
 //! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
 //! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
-//! and none dropped.
+//! and none dropped. Other tests check the switch to `--user` and the dropped capabilities from
+//! outside (/proc/PID/status), and the refusals at start.
 //!
 //! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
 //! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
@@ -69,7 +70,10 @@ struct Namespace(String);
 
 impl Namespace {
     fn new() -> Namespace {
-        let name = format!("swlive-{}", std::process::id());
+        // One namespace per test: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("swlive-{}-{n}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         sh(&["ip", "netns", "add", &name]);
         let ns = Namespace(name);
@@ -145,9 +149,33 @@ fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Lines in `path` (0 while it does not exist).
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+/// The rotated parts `KIND-<time>.ndjson` in `out`, in name order.
+fn parts(out: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    parts.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.starts_with(&format!("{kind}-")) && name.ends_with(".ndjson")
+    });
+    parts.sort();
+    parts
+}
+
+/// Lines in every part of `kind` in `out` (0 while there is none).
+fn lines(out: &Path, kind: &str) -> usize {
+    parts(out, kind)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_or(0, |s| s.lines().count()))
+        .sum()
+}
+
+/// The records in every part of `kind` in `out`.
+fn records(out: &Path, kind: &str) -> Vec<Value> {
+    parts(out, kind)
+        .iter()
+        .flat_map(|p| common::ndjson(p))
+        .collect()
 }
 
 /// Waits for `child` to end, at most `limit`.
@@ -197,6 +225,28 @@ fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
     samples
 }
 
+/// Waits until `live` logged that it captures on `interface` (its privileges are dropped by
+/// then), failing if it ended or took more than 20 s.
+fn wait_started(live: &mut Child, stderr_path: &Path, interface: &str) {
+    let started = Instant::now();
+    let wanted = format!("capturing on {interface}");
+    while !std::fs::read_to_string(stderr_path)
+        .unwrap_or_default()
+        .contains(&wanted)
+    {
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "stripwatch live ended at start: {}",
+            std::fs::read_to_string(stderr_path).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stripwatch live did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Frames in a capture, as the file reader counts them.
 fn frames(capture: &Path) -> u64 {
     let out = common::tempdir("live-count");
@@ -225,7 +275,8 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let want_packets: u64 = pcaps.iter().map(|p| frames(p)).sum();
 
     let ns = Namespace::new();
-    let out = common::tempdir("live-out");
+    // Made by stripwatch itself, so that it hands it to `--user nobody`.
+    let out = common::tempdir("live-out").join("out");
     let stderr_path = out.with_extension("stderr");
     let mut live = ns
         .exec()
@@ -237,31 +288,25 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
             "2",
             "--sensor",
             "live-test",
+            "--user",
+            "nobody",
             "--no-report",
             "--json",
             "--metrics",
             "127.0.0.1:9187",
+            "--log-format",
+            "json",
+            "--log-interval",
+            "1",
+            "--state",
         ])
+        .arg(out.with_extension("redb"))
+        .args(["--state-interval", "1"])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("cannot start stripwatch live");
-    let started = Instant::now();
-    while !std::fs::read_to_string(&stderr_path)
-        .unwrap_or_default()
-        .contains("capturing on swl1")
-    {
-        assert!(
-            live.try_wait().unwrap().is_none(),
-            "stripwatch live ended at start: {}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "stripwatch live did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_started(&mut live, &stderr_path, "swl1");
 
     for pcap in &pcaps {
         let o = ns
@@ -280,10 +325,9 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let replayed = Instant::now();
 
     // The link is silent now: only the wall-clock tick can bring the last sessions out.
-    let sessions_path = out.join("sessions.ndjson");
     let mut appeared = None;
     while replayed.elapsed() < Duration::from_secs(20) {
-        if lines(&sessions_path) >= want.len() {
+        if lines(&out, "sessions") >= want.len() {
             appeared = Some(replayed.elapsed());
             break;
         }
@@ -296,7 +340,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let appeared = appeared.unwrap_or_else(|| {
         panic!(
             "{} of {} sessions written 20 s after the replay",
-            lines(&sessions_path),
+            lines(&out, "sessions"),
             want.len()
         )
     });
@@ -305,7 +349,33 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         appeared <= FLUSH_BOUND,
         "the last session took {appeared:?} to reach the files (bound {FLUSH_BOUND:?})"
     );
-    let before_stop = judgements(&common::ndjson(&sessions_path));
+    let before_stop = judgements(&records(&out, "sessions"));
+
+    // SIGHUP: the set of files is closed and a new one started; the sensor goes on.
+    // (More than one only if the hour turned during the test.)
+    let sets = parts(&out, "sessions").len();
+    let first_set = parts(&out, "sessions")[0].clone();
+    let first_len = std::fs::metadata(&first_set).unwrap().len();
+    sh(&["kill", "-HUP", &live.id().to_string()]);
+    let hup = Instant::now();
+    while parts(&out, "sessions").len() <= sets {
+        assert!(
+            hup.elapsed() < Duration::from_secs(5),
+            "no new files 5 s after SIGHUP"
+        );
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "SIGHUP stopped stripwatch live"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for kind in ["sessions", "findings", "dns", "certificates"] {
+        assert_eq!(
+            parts(&out, kind).len(),
+            sets + 1,
+            "{kind}: a new part after SIGHUP"
+        );
+    }
 
     // The metrics endpoint, scraped while live runs, says the same.
     let metrics = scrape(&ns, "127.0.0.1:9187");
@@ -346,10 +416,27 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     );
 
     // Same judgements as offline, nothing added or duplicated by the stop.
-    let got = judgements(&common::ndjson(&sessions_path));
-    assert_eq!(lines(&sessions_path), got.len(), "a session written twice");
+    let got = judgements(&records(&out, "sessions"));
+    assert_eq!(
+        lines(&out, "sessions"),
+        got.len(),
+        "a session written twice"
+    );
     assert_eq!(got, before_stop, "the stop changed or added sessions");
     assert_eq!(got, want, "live and analyze disagree");
+    assert_eq!(
+        std::fs::metadata(&first_set).unwrap().len(),
+        first_len,
+        "a closed file was written again"
+    );
+
+    // The report reads every part of the rotated directory.
+    let o = common::run(&["report", out.to_str().unwrap(), "--format", "csv"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_dir(out.join("csv"))
+        .expect("csv/ written")
+        .count();
+    assert!(csv > 0);
 
     // The summary: printed (--json) and written, with the capture's own counters.
     let printed: Value = serde_json::from_str(&stdout).expect("the summary on stdout is JSON");
@@ -365,12 +452,47 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         "every replayed frame captured: {capture}"
     );
     assert_eq!(written["packets"].as_u64(), Some(want_packets));
+
+    // The log: one JSON object per line, and the periodic event carries the counters as fields.
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["message"] == "capture counters"
+            && e["interface"] == "swl1"
+            && e["packets"].as_u64() == Some(want_packets)
+            && e["kernel_drops"] == 0
+            && e["sessions"].as_u64() == Some(want.len() as u64)),
+        "no counters event after the replay: {log}"
+    );
+    // --state-interval 1: what the run learned was saved while it ran, not only at the end.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "state saved" && e["written"].as_u64() > Some(0)),
+        "no periodic state save: {log}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "output files rotated"),
+        "{log}"
+    );
 }
 
 #[test]
 fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     let out = common::tempdir("live-bad");
-    let o = common::run(&["live", "-i", "swnosuchif0", "--out", out.to_str().unwrap()]);
+    let o = common::run(&[
+        "live",
+        "-i",
+        "swnosuchif0",
+        "--allow-root",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -387,6 +509,7 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
         "lo",
         "--metrics",
         &addr,
+        "--allow-root",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -394,4 +517,107 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--metrics"), "{stderr}");
+}
+
+/// The lines of /proc/PID/status (or of a thread's) as name -> value.
+fn proc_status(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn live_switches_to_the_user_and_drops_every_capability_in_every_thread() {
+    if !common::require_root() {
+        return;
+    }
+    need_tool("ip", "iproute2");
+    need_tool("ethtool", "ethtool");
+    let ns = Namespace::new();
+    let dir = common::tempdir("live-user");
+    let out = dir.join("out");
+    let state = dir.join("state.redb");
+    let stderr_path = dir.join("stderr");
+    let mut live = ns
+        .exec()
+        .arg(common::bin())
+        .args(["live", "-i", "swl1", "--user", "nobody", "--no-report"])
+        .args(["--metrics", "127.0.0.1:9188", "--out"])
+        .arg(&out)
+        .arg("--state")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start stripwatch live");
+    wait_started(&mut live, &stderr_path, "swl1");
+
+    // Checked from outside, for the process and each of its threads (capabilities and ids are
+    // per thread): nobody's ids, no capability in any set, no way back.
+    let nobody = "65534\t65534\t65534\t65534";
+    let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/task", live.id()))
+        .unwrap()
+        .map(|t| t.unwrap().path().join("status"))
+        .collect();
+    assert!(tasks.len() > 2, "the workers run: {tasks:?}");
+    for status in std::iter::once(PathBuf::from(format!("/proc/{}/status", live.id()))).chain(tasks)
+    {
+        let s = proc_status(&status);
+        let ids = |k: &str| s[k].split_whitespace().collect::<Vec<_>>().join("\t");
+        assert_eq!(ids("Uid"), nobody, "{}: {s:?}", status.display());
+        assert_eq!(ids("Gid"), nobody, "{}: {s:?}", status.display());
+        assert_eq!(s["Groups"], "65534", "{}", status.display());
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(s[set], "0000000000000000", "{set} of {}", status.display());
+        }
+        assert_eq!(s["NoNewPrivs"], "1", "{}", status.display());
+    }
+
+    sh(&["kill", "-TERM", &live.id().to_string()]);
+    let status = wait_bounded(&mut live, Duration::from_secs(30)).expect("stopped");
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    // What it made before the switch was handed to the user, and it could write there after.
+    use std::os::unix::fs::MetadataExt;
+    for path in [out.clone(), out.join("summary.json"), state] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.uid(), 65534, "{}", path.display());
+    }
+}
+
+#[test]
+fn live_refuses_root_without_user_an_unknown_user_and_an_unwritable_out() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = common::tempdir("live-root");
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    let refused = |args: &[&str], wanted: &str| {
+        let o = common::run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    };
+    refused(
+        &["live", "-i", "lo", "--out", out],
+        "refusing to run as root",
+    );
+    refused(
+        &["live", "-i", "lo", "--user", "swnosuchuser", "--out", out],
+        "no such user",
+    );
+    // A directory root made before (not stripwatch) stays root's: nobody cannot write it.
+    std::fs::create_dir_all(out).unwrap();
+    refused(
+        &["live", "-i", "lo", "--user", "nobody", "--out", out],
+        "not writable",
+    );
 }

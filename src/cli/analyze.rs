@@ -5,7 +5,7 @@ use super::{AnalyzeArgs, SharedArgs};
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::CaptureFile;
@@ -21,6 +21,7 @@ use stripwatch::pipeline::{FlowConfig, PortSet};
 use stripwatch::report::summary::{Summary, Tally, TallySink};
 use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseReport, ClickHouseSink};
 use stripwatch::sink::ndjson::NdjsonSink;
+use stripwatch::sink::rotating::{RotatingNdjsonSink, RotationControl};
 use stripwatch::sink::shared_baseline::SharedBaseline;
 use stripwatch::sink::{Fanout, SessionSink};
 use stripwatch::smtp::SmtpConfig;
@@ -52,7 +53,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let cfg = pipeline_config(&args, enrich);
     let judges = judges(&args)?;
     let stop = stop_on_signal()?;
-    let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
+    let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop, None)?;
     let total: Option<u64> = inputs.iter().map(|i| i.size()).sum();
     let mut progress = Progress::new(!no_progress, total);
     let started = Instant::now();
@@ -77,16 +78,21 @@ pub(super) struct RunOutputs {
 
 /// The sinks of a run, all behind one: the NDJSON files in OUT, the tally for the summary, and
 /// ClickHouse with `--clickhouse` (which `stop` tells to stop waiting for the server).
+///
+/// With `rotation` (long runs) the files are rotated sets (`sink::rotating`); without, one set
+/// with the plain names.
 pub(super) fn sinks(
     args: &SharedArgs,
     sensor: &str,
     stop: &Arc<AtomicBool>,
+    rotation: Option<Arc<RotationControl>>,
 ) -> Result<(Box<dyn SessionSink>, RunOutputs)> {
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut sinks: Vec<Box<dyn SessionSink>> = vec![
-        Box::new(NdjsonSink::create(&args.out)?),
-        Box::new(TallySink(tally.clone())),
-    ];
+    let files: Box<dyn SessionSink> = match rotation {
+        Some(control) => Box::new(RotatingNdjsonSink::create(&args.out, control)?),
+        None => Box::new(NdjsonSink::create(&args.out)?),
+    };
+    let mut sinks: Vec<Box<dyn SessionSink>> = vec![files, Box::new(TallySink(tally.clone()))];
     let clickhouse = match &args.clickhouse {
         Some(url) => {
             let (sink, report) = clickhouse_sink(args, url, sensor, stop)?;
@@ -197,6 +203,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
         defrag: DefragLimits::default(),
         server_ports: PortSet::new(&server_ports),
         enrich,
+        state_interval: None,
     }
 }
 
@@ -292,13 +299,15 @@ fn shared_baseline(args: &SharedArgs) -> Result<Box<dyn Baseline>> {
     Ok(Box::new(SharedBaseline::start(target, refresh)?))
 }
 
-/// The flag that Ctrl-C and SIGTERM raise: the pipeline stops reading, and what was read is
-/// still judged, written and summarised.
+/// The flag that Ctrl-C, SIGTERM and SIGHUP raise: the pipeline stops reading, and what was
+/// read is still judged, written and summarised.
 pub(super) fn stop_on_signal() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("cannot install the signal handler")?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for signal in [SIGTERM, SIGINT, SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the signal handler")?;
+    }
     Ok(stop)
 }
 
@@ -311,10 +320,7 @@ fn clickhouse_sink(
 ) -> Result<(ClickHouseSink, ClickHouseReport)> {
     let opts = ClickHouseOptions {
         target: args.clickhouse_access.target(url)?,
-        spool_dir: args
-            .spool
-            .clone()
-            .unwrap_or_else(|| args.out.join("clickhouse-spool")),
+        spool_dir: spool_dir(args),
         spool_max_bytes: args.spool_max_bytes,
         batch_rows: args.clickhouse_batch_rows as usize,
         flush_interval: Duration::from_secs(1),
@@ -323,6 +329,13 @@ fn clickhouse_sink(
         stop: Some(stop.clone()),
     };
     Ok(ClickHouseSink::start(opts)?)
+}
+
+/// Where ClickHouse batches wait: `--spool`, else OUT/clickhouse-spool.
+pub(super) fn spool_dir(args: &SharedArgs) -> PathBuf {
+    args.spool
+        .clone()
+        .unwrap_or_else(|| args.out.join("clickhouse-spool"))
 }
 
 /// The progress bar over all inputs together, shown only on a terminal and only for more than

@@ -2,18 +2,19 @@
 //! functions from the same options), fed by libpcap on live interfaces instead of files. It runs
 //! until SIGTERM or SIGINT, then judges what is held, writes the summary and exits 0.
 
-use super::LiveArgs;
-use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, stop_on_signal};
+use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, spool_dir};
+use super::reload::{Knobs, Reloader};
+use super::{LiveArgs, SharedArgs, UsageError, privileges};
 use anyhow::{Context, Result};
-use std::sync::Arc;
+use nix::unistd::{Uid, User};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
 use stripwatch::pipeline;
-
-/// How often a line with the capture counters goes to standard error.
-const LOG_EVERY: Duration = Duration::from_secs(60);
+use stripwatch::report::summary::Tally;
+use stripwatch::sink::rotating::RotationControl;
 
 /// Runs `live`. Bad options, an unknown interface, missing permission and a BPF filter that does
 /// not compile all fail before the first packet is read.
@@ -26,9 +27,16 @@ pub fn run(args: LiveArgs) -> Result<()> {
         no_promiscuous,
         hold,
         metrics,
+        log_interval,
+        user,
+        allow_root,
+        rotate,
+        state_interval,
         shared: args,
     } = args;
     check(&args)?;
+    privileges::refuse_root(user.as_deref(), allow_root)?;
+    let user = user.as_deref().map(privileges::resolve).transpose()?;
     let metrics = metrics.as_deref().map(super::metrics::bind).transpose()?;
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
     let capture = LiveCapture::open(&LiveOptions {
@@ -38,20 +46,50 @@ pub fn run(args: LiveArgs) -> Result<()> {
         buffer_bytes: buffer_size,
         promiscuous: !no_promiscuous,
     })?;
+    // Everything that needs the privilege or must belong to the user is opened or made now;
+    // then the privileges go, before the first thread starts.
+    let made = Made::before(&args);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    if args.clickhouse.is_some() {
+        std::fs::create_dir_all(spool_dir(&args))
+            .with_context(|| format!("cannot create {}", spool_dir(&args).display()))?;
+    }
+    let knobs = Knobs {
+        rotation: RotationControl::new(rotate),
+        state_interval: Arc::new(AtomicU64::new(state_interval)),
+        log_interval: Arc::new(AtomicU64::new(log_interval)),
+    };
     let mut cfg = pipeline_config(&args, enrich);
+    cfg.state_interval = Some(knobs.state_interval.clone());
     // Offline a session waits for the whole run for evidence from later sessions; live it may
     // wait only so long, or it would never reach the files.
     cfg.correlator.hold_us = micros(hold);
     let judges = judges(&args)?;
-    // SIGTERM/SIGINT stop the capture; what was read is judged and written, and ClickHouse's
-    // unsent rows go to the spool for the next start.
-    let stop = stop_on_signal()?;
-    let (sink, outputs) = sinks(&args, &cfg.flow.sensor, &stop)?;
+    if !(user.is_none() && Uid::effective().is_root()) {
+        if let Some(user) = &user {
+            made.give(&args, user)?;
+        }
+        privileges::drop_privileges(user.as_ref())?;
+        writable_after_drop(&args)?;
+    }
+    let (stop, hangup) = live_signals()?;
+    let reloader = Reloader::new(knobs, args.config.clone())?;
+    let (sink, outputs) = sinks(
+        &args,
+        &cfg.flow.sensor,
+        &stop,
+        Some(reloader.knobs().rotation.clone()),
+    )?;
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
-    let logger = log_periodically(capture.counters(), name.clone(), done.clone());
+    let logger = housekeeping(
+        capture.counters(),
+        outputs.tally(),
+        reloader,
+        hangup,
+        done.clone(),
+    );
     let server = metrics.map(|listener| {
         let sources = super::metrics::Sources {
             interfaces: capture.counters(),
@@ -60,9 +98,10 @@ pub fn run(args: LiveArgs) -> Result<()> {
         };
         super::metrics::serve(listener, sources, done.clone())
     });
-    eprintln!(
-        "stripwatch: capturing on {name} ({} workers); SIGTERM or Ctrl-C stops",
-        cfg.workers
+    tracing::info!(
+        interfaces = %name,
+        workers = cfg.workers,
+        "capturing on {name}; SIGTERM or Ctrl-C stops, SIGHUP starts new files and reloads"
     );
     let started = Instant::now();
     let result = pipeline::run(
@@ -88,6 +127,51 @@ pub fn run(args: LiveArgs) -> Result<()> {
     )
 }
 
+/// Which of the paths a run writes did not exist before it started: only those are handed to
+/// `--user` (stripwatch never changes the owner of something it did not create).
+struct Made {
+    out: bool,
+    spool: bool,
+    state: bool,
+}
+
+impl Made {
+    fn before(args: &SharedArgs) -> Made {
+        Made {
+            out: !args.out.exists(),
+            spool: args.clickhouse.is_some() && !spool_dir(args).exists(),
+            state: args.state.as_ref().is_some_and(|s| !s.exists()),
+        }
+    }
+
+    fn give(&self, args: &SharedArgs, user: &User) -> Result<(), UsageError> {
+        if self.out {
+            privileges::give(&args.out, user)?;
+        }
+        if self.spool {
+            privileges::give(&spool_dir(args), user)?;
+        }
+        if let Some(state) = args.state.as_ref().filter(|_| self.state) {
+            privileges::give(state, user)?;
+        }
+        Ok(())
+    }
+}
+
+/// After the switch: the output directory (and the summary an earlier run left there), the
+/// spool and the state file must be writable, or the run fails now rather than at its end.
+fn writable_after_drop(args: &SharedArgs) -> Result<(), UsageError> {
+    privileges::check_writable(&args.out, "--out")?;
+    privileges::check_writable(&args.out.join("summary.json"), "--out")?;
+    if args.clickhouse.is_some() {
+        privileges::check_writable(&spool_dir(args), "--spool")?;
+    }
+    if let Some(state) = &args.state {
+        privileges::check_writable(state, "--state")?;
+    }
+    Ok(())
+}
+
 /// What the capture itself counted, for summary.json (`capture`) and the text summary.
 fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
     SummaryExtra {
@@ -107,28 +191,51 @@ fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
     }
 }
 
-/// A thread that writes the capture counters to standard error every [`LOG_EVERY`], so loss is
-/// visible while the sensor runs, until `done`.
-fn log_periodically(
+/// SIGTERM and SIGINT raise the first flag (stop: judge, write and leave), SIGHUP the second
+/// (new files, configuration reloaded).
+fn live_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &hangup)] {
+        signal_hook::flag::register(signal, flag.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    Ok((stop, hangup))
+}
+
+/// A thread that, until `done`, logs the capture counters (and the sessions written) every
+/// `--log-interval`, so loss is visible while the sensor runs, and handles SIGHUP.
+fn housekeeping(
     counters: Vec<Arc<InterfaceCounters>>,
-    name: String,
+    tally: Arc<Mutex<Tally>>,
+    mut reloader: Reloader,
+    hangup: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = Instant::now();
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            if last.elapsed() >= LOG_EVERY {
-                last = Instant::now();
-                let sum = |f: fn(&InterfaceCounters) -> &AtomicU64| -> u64 {
-                    counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
-                };
-                eprintln!(
-                    "stripwatch: capture on {name}: {} packets, {} bytes, {} kernel drops, {} interface drops",
-                    sum(|c| &c.packets),
-                    sum(|c| &c.bytes),
-                    sum(|c| &c.kernel_drops),
-                    sum(|c| &c.interface_drops),
+            if hangup.swap(false, Ordering::Relaxed) {
+                reloader.hangup();
+            }
+            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
+            if last.elapsed() < Duration::from_secs(every) {
+                continue;
+            }
+            last = Instant::now();
+            let sessions = tally.lock().map_or(0, |t| t.sessions);
+            for c in &counters {
+                let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+                tracing::info!(
+                    interface = %c.interface,
+                    packets = read(&c.packets),
+                    bytes = read(&c.bytes),
+                    kernel_drops = read(&c.kernel_drops),
+                    interface_drops = read(&c.interface_drops),
+                    sessions,
+                    "capture counters"
                 );
             }
         }

@@ -41,6 +41,10 @@ pub struct PipelineConfig {
     pub server_ports: PortSet,
     /// Country and ASN databases for the output stage (empty: enrichment off).
     pub enrich: Arc<crate::enrich::Databases>,
+    /// Live: seconds of wall clock between saves of what the run learned into the baseline
+    /// (with `--state`), so a crash loses at most that much; shared, so that a reloaded
+    /// configuration can change it. `None`: at the end only (files).
+    pub state_interval: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Counters of a whole run.
@@ -182,6 +186,7 @@ pub fn run<S: PacketSource>(
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
     let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
+    let state_interval = cfg.state_interval.clone().filter(|_| live);
     let output = std::thread::spawn(move || {
         output_thread(
             out_rx,
@@ -190,7 +195,10 @@ pub fn run<S: PacketSource>(
             judges,
             enricher,
             sink,
-            live,
+            OutputMode {
+                live,
+                state_interval,
+            },
         )
     });
 
@@ -388,6 +396,13 @@ struct OutputDone {
     enrichment: crate::enrich::EnrichStats,
 }
 
+/// How the output stage runs: for files, or live (records released within seconds, and the
+/// baseline saved every `state_interval` seconds of wall clock).
+struct OutputMode {
+    live: bool,
+    state_interval: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
 fn output_thread(
     rx: Receiver<(usize, Outputs)>,
     workers: usize,
@@ -395,8 +410,13 @@ fn output_thread(
     judges: Judges,
     mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
-    live: bool,
+    mode: OutputMode,
 ) -> Result<OutputDone, PipelineError> {
+    let OutputMode {
+        live,
+        state_interval,
+    } = mode;
+    let mut last_save = std::time::Instant::now();
     let Judges {
         certs,
         dns,
@@ -459,6 +479,16 @@ fn output_thread(
             // Nothing may come for a while on a quiet link: what waits on time alone (held
             // sessions, lookups that never came) is released by the workers' watermarks.
             handle(Step::Advance(order.low_watermark()), &mut correlator);
+        }
+        if let Some(every) = state_interval.as_ref().filter(|_| save_baseline)
+            && last_save.elapsed().as_secs() >= every.load(Ordering::Relaxed)
+        {
+            last_save = std::time::Instant::now();
+            // A failure here is logged and the run goes on; the save at the end reports it.
+            match correlator.save_baseline() {
+                Ok(s) => tracing::info!(written = s.written, expired = s.expired, "state saved"),
+                Err(e) => tracing::warn!(error = %e, "state not saved"),
+            }
         }
     }
     // Every worker has finished (or died, which the caller reports): release the rest.

@@ -437,22 +437,49 @@ fn for_each_line(
     }
 }
 
-/// Aggregates `DIR/sessions.ndjson` and (when present) `DIR/dns.ndjson` over `window`.
+/// The files of one record type in an output directory, in name order: `KIND.ndjson` (what
+/// `analyze` writes) and the rotated parts `KIND-<time>.ndjson` (what `live` and
+/// `analyze --follow` write), whatever runs left them there.
+pub fn parts(dir: &Path, kind: &str) -> Result<Vec<std::path::PathBuf>, ReportError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ReportError::io("cannot read", dir, e))?;
+    let rotated = format!("{kind}-");
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ReportError::io("cannot read", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let part = name == format!("{kind}.ndjson")
+            || (name.starts_with(&rotated) && name.ends_with(".ndjson"));
+        if part && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Aggregates the session and DNS records of an output directory over `window`: every part
+/// (see [`parts`]), so a sensor's rotated directory reads as one.
 pub fn from_dir(dir: &Path, window: Window) -> Result<Report, ReportError> {
-    let sessions = dir.join("sessions.ndjson");
-    if !sessions.is_file() {
+    let sessions = if dir.is_dir() {
+        parts(dir, "sessions")?
+    } else {
+        Vec::new()
+    };
+    if sessions.is_empty() {
         return Err(ReportError::NotAnAnalysis(dir.to_path_buf()));
     }
     let mut acc = Acc::new(window);
-    let bad = for_each_line(&sessions, |text| {
-        let s: SessionLine = serde_json::from_str(text).map_err(|_| ())?;
-        acc.session(&s);
-        Ok(())
-    })?;
-    acc.skipped += bad;
-    let dns = dir.join("dns.ndjson");
-    if dns.is_file() {
-        let bad = for_each_line(&dns, |text| {
+    for path in &sessions {
+        let bad = for_each_line(path, |text| {
+            let s: SessionLine = serde_json::from_str(text).map_err(|_| ())?;
+            acc.session(&s);
+            Ok(())
+        })?;
+        acc.skipped += bad;
+    }
+    for path in &parts(dir, "dns")? {
+        let bad = for_each_line(path, |text| {
             let d: DnsLine = serde_json::from_str(text).map_err(|_| ())?;
             acc.dns(&d);
             Ok(())

@@ -1,8 +1,9 @@
-//! Outputs of judged records: newline-delimited JSON files and ClickHouse (with its disk
-//! spool), behind one trait. Several sinks can be combined with `Fanout`.
+//! Outputs of judged records: newline-delimited JSON files (one set per run, or rotated for
+//! long runs) and ClickHouse (with its disk spool), behind one trait. Several sinks can be combined with `Fanout`.
 
 pub mod clickhouse;
 pub mod ndjson;
+pub mod rotating;
 pub mod rows;
 pub mod shared_baseline;
 pub mod spool;

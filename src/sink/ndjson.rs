@@ -20,21 +20,37 @@ pub struct NdjsonSink {
 }
 
 impl NdjsonSink {
-    /// Creates (truncates) `DIR/sessions.ndjson`, `DIR/findings.ndjson` and
+    /// Creates (truncates) `DIR/sessions.ndjson`, `DIR/findings.ndjson`, `DIR/dns.ndjson` and
     /// `DIR/certificates.ndjson`.
     pub fn create(dir: &Path) -> Result<NdjsonSink, SinkError> {
-        let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), SinkError> {
-            let path = dir.join(name);
-            let file = File::create(&path).map_err(|source| SinkError {
+        Self::open(dir, |kind| format!("{kind}.ndjson"), false)
+    }
+
+    /// Creates `DIR/<kind>-<suffix>.ndjson` for each kind, refusing to touch a file that
+    /// exists: a rotated part, once closed, is never written again (see `sink::rotating`).
+    pub fn create_part(dir: &Path, suffix: &str) -> Result<NdjsonSink, SinkError> {
+        Self::open(dir, |kind| format!("{kind}-{suffix}.ndjson"), true)
+    }
+
+    /// The four files, named by `name(kind)`; `new` refuses existing ones.
+    fn open(dir: &Path, name: impl Fn(&str) -> String, new: bool) -> Result<NdjsonSink, SinkError> {
+        let open = |kind: &str| -> Result<(BufWriter<File>, PathBuf), SinkError> {
+            let path = dir.join(name(kind));
+            let file = if new {
+                File::options().write(true).create_new(true).open(&path)
+            } else {
+                File::create(&path)
+            };
+            let file = file.map_err(|source| SinkError {
                 what: format!("cannot create {}", path.display()),
                 source,
             })?;
             Ok((BufWriter::with_capacity(1 << 20, file), path))
         };
-        let (sessions, sessions_path) = open("sessions.ndjson")?;
-        let (findings, findings_path) = open("findings.ndjson")?;
-        let (certificates, certificates_path) = open("certificates.ndjson")?;
-        let (dns, dns_path) = open("dns.ndjson")?;
+        let (sessions, sessions_path) = open("sessions")?;
+        let (findings, findings_path) = open("findings")?;
+        let (certificates, certificates_path) = open("certificates")?;
+        let (dns, dns_path) = open("dns")?;
         Ok(NdjsonSink {
             sessions,
             findings,
@@ -45,6 +61,32 @@ impl NdjsonSink {
             findings_path,
             certificates_path,
         })
+    }
+}
+
+impl NdjsonSink {
+    /// The largest of the four files in bytes, counting what is still buffered.
+    pub fn largest(&self) -> u64 {
+        [
+            &self.sessions,
+            &self.findings,
+            &self.certificates,
+            &self.dns,
+        ]
+        .iter()
+        .map(|w| w.get_ref().metadata().map_or(0, |m| m.len()) + w.buffer().len() as u64)
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// The paths of the four files.
+    pub fn paths(&self) -> [&Path; 4] {
+        [
+            &self.sessions_path,
+            &self.findings_path,
+            &self.dns_path,
+            &self.certificates_path,
+        ]
     }
 }
 

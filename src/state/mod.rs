@@ -123,7 +123,8 @@ pub trait Baseline: Send {
     fn mx_sets(&self, domain: &str) -> Vec<(Vec<String>, Seen)>;
     /// When `name`/`qtype` was answered with signatures.
     fn signed_name(&self, name: &str, qtype: &str) -> Option<Seen>;
-    /// Adds what a run learned.
+    /// Adds what a run learned. A long run calls it periodically with everything it learned so
+    /// far; the sightings counted by an earlier call of the same run are not added again.
     fn save(&mut self, learned: &Learned) -> Result<SaveStats, StateError>;
     /// Lookups that failed and were answered with "nothing known" (counted, never fatal mid-run).
     fn lookup_errors(&self) -> u64 {

@@ -14,6 +14,7 @@
 use super::{Baseline, Learned, SaveStats, Seen, StateError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ pub struct StateStore {
     path: PathBuf,
     retention_us: i64,
     lookup_errors: AtomicU64,
+    /// Per table and key, the sightings of this run already added by an earlier `save`: a
+    /// long run saves its cumulative learning periodically, and each save adds only what grew.
+    saved_counts: HashMap<(usize, String), u64>,
 }
 
 /// Entries per table, for `stripwatch state show` and the run summary.
@@ -63,6 +67,7 @@ impl StateStore {
             path: path.to_path_buf(),
             retention_us,
             lookup_errors: AtomicU64::new(0),
+            saved_counts: HashMap::new(),
         };
         // Create the tables up front so readers never meet a missing table.
         let w = store.db.begin_write().map_err(|e| store.err(e))?;
@@ -207,12 +212,18 @@ impl Baseline for StateStore {
             .chain(learned.signed.iter().map(|e| e.2.last_us))
             .max();
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let path = self.path.clone();
+        let saved_counts = &mut self.saved_counts;
+        let mut table_index = 0;
         let mut write = |def, entries: Vec<(String, Seen)>| -> Result<(), StateError> {
-            let mut t = w.open_table(def).map_err(|e| self.err(e))?;
-            for (key, seen) in entries {
-                merge_into(&mut t, &key, seen).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(def).map_err(|e| store_error(&path, e))?;
+            for (key, mut seen) in entries {
+                let before = saved_counts.insert((table_index, key.clone()), seen.count);
+                seen.count = seen.count.saturating_sub(before.unwrap_or(0));
+                merge_into(&mut t, &key, seen).map_err(|e| store_error(&path, e))?;
                 stats.written += 1;
             }
+            table_index += 1;
             Ok(())
         };
         write(
@@ -292,13 +303,14 @@ mod tests {
             };
             let st = s.save(&learned).unwrap();
             assert_eq!(st.written, 4);
+            // The same run's learning saved again (periodically) counts once.
             s.save(&learned).unwrap();
         }
         let s = StateStore::open(&path, i64::MAX).unwrap();
-        assert_eq!(s.starttls_offered(server), Some(Seen::span(10, 20, 4)));
+        assert_eq!(s.starttls_offered(server), Some(Seen::span(10, 20, 2)));
         assert_eq!(
             s.server_keys(server),
-            vec![("ab12".to_string(), Seen::span(10, 20, 4))]
+            vec![("ab12".to_string(), Seen::span(10, 20, 2))]
         );
         assert_eq!(
             s.mx_sets("example.com")[0].0,
@@ -315,6 +327,27 @@ mod tests {
             (summary.offered, summary.keys, summary.mx, summary.signed),
             (1, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn saving_the_same_run_again_adds_only_what_grew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut store = StateStore::open(&path, i64::MAX).unwrap();
+        let learned = |count, last_us| Learned {
+            offered: vec![(ip, Seen::span(1, last_us, count))],
+            ..Learned::default()
+        };
+        store.save(&learned(3, 10)).unwrap();
+        store.save(&learned(3, 10)).unwrap();
+        store.save(&learned(5, 20)).unwrap();
+        assert_eq!(store.starttls_offered(ip), Some(Seen::span(1, 20, 5)));
+        // The next run starts counting afresh and adds to what is stored.
+        drop(store);
+        let mut store = StateStore::open(&path, i64::MAX).unwrap();
+        store.save(&learned(2, 30)).unwrap();
+        assert_eq!(store.starttls_offered(ip), Some(Seen::span(1, 30, 7)));
     }
 
     #[test]
