@@ -73,7 +73,8 @@ def main():
 
     labels = {
         "stripwatch-1": "stripwatch, 1 worker",
-        "stripwatch-default": f"stripwatch, default workers ({nproc}), not pinned",
+        "stripwatch-2": "stripwatch, 2 workers on 2 cores (`taskset -c {}`)".format(meta.get("cores2", "0,1")),
+        "floor": "decode floor: pcap-parser + etherparse, nothing else",
         "stripwatch-1-held": "stripwatch, 1 worker, `--max-held-sessions {}`".format(meta.get("held", "?")),
         "suricata": "Suricata {}".format(
             meta.get("suricata_version", "").replace("This is Suricata version ", "").replace(" RELEASE", "")
@@ -241,8 +242,81 @@ def main():
         for g in growth:
             p(f"| {tools[g['tool']]['label']} | {fnum(g['small_peak_rss_mib'], 1)} | {fnum(g['main_peak_rss_mib'], 1)} | "
               f"{g['growth']:.2f}× |")
+    # ---- The session-dense set and the targets of issue 11 ---------------------------------
+    def ratio(a, b, field):
+        return round(a[field] / b[field], 3) if a and b and a.get(field) and b.get(field) else None
+
+    targets = {}
+    for key in ("dense", "main"):
+        if key not in captures:
+            continue
+        one, two = stats("stripwatch-1", key), stats("stripwatch-2", key)
+        suri, floor = stats("suricata", key), stats("floor", key)
+        targets[key] = {
+            "stripwatch_1_over_suricata_wall": ratio(one, suri, "mb_per_s"),
+            "stripwatch_1_over_suricata_cpu": ratio(one, suri, "mb_per_cpu_s"),
+            "stripwatch_2_over_1_wall": ratio(two, one, "mb_per_s"),
+            "stripwatch_share_of_floor_wall": ratio(one, floor, "mb_per_s"),
+            "stripwatch_share_of_floor_cpu": ratio(one, floor, "mb_per_cpu_s"),
+        }
+    doc["targets"] = targets
+    doc["by_capture"] = {
+        key: {t: stats(t, key) for t in order if stats(t, key)} for key in captures
+    }
+    with open(out_path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+    def cap_line(key):
+        c = captures[key]
+        return (f"{c['bytes'] / MB:,.0f} MB, {fnum(c['packets'])} packets"
+                + (f", {fnum(c['sessions_requested'])} SMTP sessions" if c["sessions_requested"] else ""))
+
+    if "dense" in captures:
+        p()
+        p(f"Session-dense capture (`stripwatch-synth mixed --dense --seed 1`): {cap_line('dense')}")
+        p()
+        p("| Tool | MB/s | packets/s | wall s | CPU s (user+sys) | MB per CPU s | peak RSS (MiB) | stripwatch (1 core) ÷ tool, wall | stripwatch ÷ tool, CPU |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        base = stats("stripwatch-1", "dense")
+        for tool in order:
+            h = stats(tool, "dense")
+            if not h:
+                continue
+            mine = tool == "stripwatch-1"
+            p(f"| {tools[tool]['label']} | {fnum(h['mb_per_s'], 1)} | {fnum(h['packets_per_s'])} | "
+              f"{h['median_wall_s']:.3f} | {h['median_cpu_s']:.3f} | {fnum(h['mb_per_cpu_s'], 1)} | "
+              f"{fnum(h['peak_rss_mib'], 1)} | {'—' if mine else fratio(ratio(base, h, 'mb_per_s'))} | "
+              f"{'—' if mine else fratio(ratio(base, h, 'mb_per_cpu_s'))} |")
+
+    if targets:
+        p()
+        p("Targets of issue 11 (≥ 15× Suricata on one core, ≥ 1.7× from the second core; aim 30× and 25% of the floor):")
+        p()
+        p("| capture | stripwatch 1 core ÷ Suricata (wall / CPU) | 2 cores ÷ 1 core (wall) | stripwatch share of the decode floor (wall / CPU) |")
+        p("|---|---:|---:|---:|")
+        for key, t in targets.items():
+            def pct(x):
+                return "—" if x is None else f"{100 * x:.1f}%"
+            p(f"| {cap_desc(key)} {'dense' if key == 'dense' else 'mixed'} | "
+              f"{fratio(t['stripwatch_1_over_suricata_wall'])} / {fratio(t['stripwatch_1_over_suricata_cpu'])} | "
+              f"{fratio(t['stripwatch_2_over_1_wall'])} | "
+              f"{pct(t['stripwatch_share_of_floor_wall'])} / {pct(t['stripwatch_share_of_floor_cpu'])} |")
+
+    # Peak RSS at every input size measured, smallest first.
+    sizes = sorted(captures, key=lambda k: captures[k]["bytes"])
+    p()
+    p("Peak RSS (MiB) against input size:")
+    p()
+    p("| Tool | " + " | ".join(f"{cap_desc(k)} {'dense' if k.startswith('dense') else 'mixed'}" for k in sizes) + " |")
+    p("|---|" + "---:|" * len(sizes))
+    for tool in order:
+        cells = [stats(tool, k) for k in sizes]
+        if any(cells):
+            p(f"| {tools[tool]['label']} | " + " | ".join(fnum(c["peak_rss_mib"], 1) if c else "—" for c in cells) + " |")
+
     busy = [e for e in results if e["pinned"] and e["headline"] and e["headline"]["cpu_per_wall"] < 0.85
-            and e["headline"]["median_wall_s"] >= 0.2]
+            and e["headline"]["median_wall_s"] >= 0.2 and e["tool"] != "stripwatch-2"]
     p()
     p(f"Load average at start {meta.get('load_start')}, at end {meta.get('load_end')}.")
     for e in busy:

@@ -7,6 +7,10 @@
 #   bench/run.sh --quick         # ~100 MB capture (plus a ~10 MB one)
 #   bench/run.sh --sessions N    # N SMTP sessions in the main capture (or BENCH_SESSIONS=N)
 #
+# Two capture sets, each at two sizes: `mixed` (stripwatch-synth mixed, ~22 kB/session) and
+# `dense` (stripwatch-synth mixed --dense, ~5 kB and ~28 packets per session, issue 11's
+# shape; BENCH_DENSE_MB, default 256, quick 25). Every tool runs on all four captures.
+#
 # Options:
 #   --quick            ~100 MB instead of ~1 GB
 #   --sessions N       sessions in the main capture (default: calibrated to the target size)
@@ -34,6 +38,7 @@ ROOT=$(dirname "$HERE")
 WORK="$HERE/work"
 SW="$ROOT/target/release/stripwatch"
 SYNTH="$ROOT/target/release/stripwatch-synth"
+FLOOR="$ROOT/target/release/examples/floor"
 
 QUICK=0
 SESSIONS="${BENCH_SESSIONS:-}"
@@ -41,6 +46,7 @@ RUNS="${BENCH_RUNS:-3}"
 CORE="${BENCH_CORE:-}"
 BUDGET="${BENCH_BUDGET:-300}"
 TARGET_MB="${BENCH_TARGET_MB:-}"
+DENSE_MB="${BENCH_DENSE_MB:-}"
 FALLBACK=0
 INSTALL=1
 BUILD=1
@@ -75,6 +81,9 @@ done
 [ -z "$SESSIONS" ] || [[ "$SESSIONS" =~ ^[1-9][0-9]*$ ]] || die "--sessions must be a positive number"
 if [ -z "$TARGET_MB" ]; then
     if [ "$QUICK" = 1 ]; then TARGET_MB=100; else TARGET_MB=1000; fi
+fi
+if [ -z "$DENSE_MB" ]; then
+    if [ "$QUICK" = 1 ]; then DENSE_MB=25; else DENSE_MB=256; fi
 fi
 if [ -z "$CORE" ]; then
     if [ "$(nproc)" -ge 2 ]; then CORE=1; else CORE=0; fi
@@ -148,13 +157,21 @@ HAVE_TSHARK=0; command -v tshark >/dev/null && HAVE_TSHARK=1
 # ---------------------------------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
     say "cargo build --release --workspace"
-    (cd "$ROOT" && cargo build --release --workspace --quiet) || die "cargo build --release failed (use --no-build to bench the existing binary)"
+    (cd "$ROOT" && cargo build --release --workspace --quiet &&
+        cargo build --release -p stripwatch-synth --example floor --quiet) ||
+        die "cargo build --release failed (use --no-build to bench the existing binary)"
 fi
 [ -x "$SW" ] || die "$SW not found (build it, or drop --no-build)"
 # Bench a private copy: other people may rebuild target/release while this runs.
 rm -f "$WORK/stripwatch"
 cp "$SW" "$WORK/stripwatch"
 SW="$WORK/stripwatch"
+HAVE_FLOOR=0
+if [ -x "$FLOOR" ]; then
+    cp "$FLOOR" "$WORK/floor"; FLOOR="$WORK/floor"; HAVE_FLOOR=1
+else
+    say "no $FLOOR (cargo build --release -p stripwatch-synth --example floor): no decode floor"
+fi
 
 if [ "$FALLBACK" = 0 ] && ! "$SYNTH" mixed --help >/dev/null 2>&1; then
     say "no $SYNTH: using the fallback capture (repeated pcaps/real-*.pcap)"
@@ -163,12 +180,12 @@ fi
 
 file_size() { stat -c %s "$1"; }
 
-# Writes $1 with about $2 sessions (synth) or about $3 bytes (fallback).
+# Writes $1 with about $2 sessions (synth) or about $3 bytes (fallback); $4 may be --dense.
 make_capture() {
-    local out=$1 sessions=$2 target_bytes=$3
+    local out=$1 sessions=$2 target_bytes=$3 extra=${4:-}
     rm -f "$out"
     if [ "$FALLBACK" = 0 ]; then
-        "$SYNTH" mixed "$out" --sessions "$sessions" --seed "$SEED" 2>>"$WORK/logs/synth.log" ||
+        "$SYNTH" mixed "$out" --sessions "$sessions" --seed "$SEED" $extra 2>>"$WORK/logs/synth.log" ||
             die "stripwatch-synth mixed failed: $(tail -3 "$WORK/logs/synth.log")"
     else
         make_fallback_capture "$out" "$target_bytes"
@@ -233,11 +250,36 @@ packets_of() {
     echo "${n:-}"
 }
 
+# The session-dense set (issue 11's shape), calibrated the same way.
+declare -A CAPFILE=([main]="$MAIN_CAP" [small]="$SMALL_CAP")
+HAVE_DENSE=0
+if [ "$FALLBACK" = 0 ]; then
+    make_capture "$WORK/calibrate.pcap" 2000 0 --dense
+    per=$(( $(file_size "$WORK/calibrate.pcap") / 2000 ))
+    rm -f "$WORK/calibrate.pcap"
+    DENSE_SESSIONS=$(( DENSE_MB * 1000000 / per ))
+    DENSE_SMALL_SESSIONS=$(( DENSE_SESSIONS / 8 ))
+    [ "$DENSE_SMALL_SESSIONS" -ge 1 ] || DENSE_SMALL_SESSIONS=1
+    say "dense generator writes ~$per bytes/session: $DENSE_SESSIONS sessions for ~$DENSE_MB MB"
+    CAPFILE[dense]="$WORK/dense.pcap"
+    CAPFILE[dense-small]="$WORK/dense-small.pcap"
+    say "generating ${CAPFILE[dense]} and ${CAPFILE[dense-small]}"
+    make_capture "${CAPFILE[dense]}" "$DENSE_SESSIONS" 0 --dense
+    make_capture "${CAPFILE[dense-small]}" "$DENSE_SMALL_SESSIONS" 0 --dense
+    HAVE_DENSE=1
+fi
+
 # Captures table: key, path, bytes, packets (capinfos), sessions.
 CAPS="$WORK/logs/captures.tsv"
 printf 'main\t%s\t%s\t%s\t%s\n' "$MAIN_CAP" "$MAIN_BYTES" "$(packets_of "$MAIN_CAP")" "$SESSIONS" >"$CAPS"
 if [ "$HAVE_SMALL" = 1 ]; then
     printf 'small\t%s\t%s\t%s\t%s\n' "$SMALL_CAP" "$(file_size "$SMALL_CAP")" "$(packets_of "$SMALL_CAP")" "$SMALL_SESSIONS" >>"$CAPS"
+fi
+if [ "$HAVE_DENSE" = 1 ]; then
+    printf 'dense\t%s\t%s\t%s\t%s\n' "${CAPFILE[dense]}" "$(file_size "${CAPFILE[dense]}")" \
+        "$(packets_of "${CAPFILE[dense]}")" "$DENSE_SESSIONS" >>"$CAPS"
+    printf 'dense-small\t%s\t%s\t%s\t%s\n' "${CAPFILE[dense-small]}" "$(file_size "${CAPFILE[dense-small]}")" \
+        "$(packets_of "${CAPFILE[dense-small]}")" "$DENSE_SMALL_SESSIONS" >>"$CAPS"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -257,8 +299,10 @@ build_cmd() {
     case "$tool" in
         stripwatch-1)
             CMD=(taskset -c "$CORE" "$SW" analyze "$file" --out "$WORK/sw-out" --workers 1 --no-progress) ;;
-        stripwatch-default)
-            CMD=("$SW" analyze "$file" --out "$WORK/sw-out-default" --no-progress) ;;
+        stripwatch-2)
+            CMD=(taskset -c "$CORES2" "$SW" analyze "$file" --out "$WORK/sw-out-2" --workers 2 --no-progress) ;;
+        floor)
+            CMD=(taskset -c "$CORE" "$FLOOR" "$file") ;;
         stripwatch-1-held)
             CMD=(taskset -c "$CORE" "$SW" analyze "$file" --out "$WORK/sw-out-held" --workers 1 --no-progress
                  --max-held-sessions "$HELD") ;;
@@ -277,7 +321,7 @@ build_cmd() {
 prepare() {
     case "$1" in
         stripwatch-1) rm -rf "$WORK/sw-out" ;;
-        stripwatch-default) rm -rf "$WORK/sw-out-default" ;;
+        stripwatch-2) rm -rf "$WORK/sw-out-2" ;;
         stripwatch-1-held) rm -rf "$WORK/sw-out-held" ;;
         suricata) rm -rf "$WORK/suri-out"; mkdir -p "$WORK/suri-out" ;;
     esac
@@ -286,7 +330,7 @@ prepare() {
 # measure TOOL CAPKEY RUN: one timed run; appends a line to runs.tsv.
 measure() {
     local tool=$1 key=$2 run=$3 file t0 t1 tfile rc=0
-    if [ "$key" = main ]; then file=$MAIN_CAP; else file=$SMALL_CAP; fi
+    file=${CAPFILE[$key]}
     build_cmd "$tool" "$file"
     prepare "$tool"
     local load
@@ -329,7 +373,11 @@ EOF
 }
 
 # Each tool: label, the command as it is run (for the record), pinned or not.
-TOOLS=(stripwatch-1 stripwatch-default)
+# Two cores for the two-worker run: the pinned core and one other.
+CORES2="${BENCH_CORES2:-0,1}"
+TOOLS=(stripwatch-1)
+[ "$(nproc)" -ge 2 ] && TOOLS+=(stripwatch-2)
+[ "$HAVE_FLOOR" = 1 ] && TOOLS+=(floor)
 # The correlator holds finished sessions for cross-session judgement (offline: for the whole
 # run, up to --max-held-sessions, 200,000 by default), so stripwatch's memory grows with the
 # session count up to that cap. A run with a small cap shows what the rest of the pipeline needs.
@@ -372,8 +420,7 @@ if [ "$WAIT_IDLE" != 0 ]; then
 fi
 
 # Warm the page cache: every tool then reads from memory, so the numbers are CPU, not disk.
-cat "$MAIN_CAP" >/dev/null
-[ "$HAVE_SMALL" = 1 ] && cat "$SMALL_CAP" >/dev/null
+for key in "${!CAPFILE[@]}"; do cat "${CAPFILE[$key]}" >/dev/null; done
 
 # Which capture each tool's headline numbers come from (main, unless it would take too long).
 HEADLINE_TSV="$WORK/logs/headline.tsv"
@@ -413,6 +460,19 @@ for t in "${TOOLS[@]}"; do
     printf '%s\t%s\n' "$t" "$key" >>"$HEADLINE_TSV"
 done
 
+if [ "$HAVE_DENSE" = 1 ]; then
+    # The dense set: every tool on both sizes (small once for peers, for the memory table).
+    for key in dense-small dense; do
+        say "$key capture ($(( $(file_size "${CAPFILE[$key]}") / 1000000 )) MB)"
+        for t in "${TOOLS[@]}"; do
+            if [[ " ${FAILED[*]:-} " == *" $t "* ]]; then continue; fi
+            n=$RUNS
+            [ "$key" = dense-small ] && case "$t" in stripwatch-*) ;; *) n=1 ;; esac
+            for ((r = 1; r <= n; r++)); do measure "$t" "$key" "$r" || { FAILED+=("$t"); break; }; done
+        done
+    done
+fi
+
 # ---------------------------------------------------------------------------------------------
 # 4. Report
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +492,7 @@ done
     echo "runs=$RUNS"
     echo "held=$HELD"
     echo "core=$CORE"
+    echo "cores2=$CORES2"
     echo "budget_s=$BUDGET"
     echo "generator=$GENERATOR"
     echo "failed=${FAILED[*]:-}"
@@ -443,7 +504,7 @@ done
 python3 "$HERE/report.py" "$WORK/logs" "$WORK/results.json"
 
 if [ "$CLEAN" = 1 ]; then
-    rm -f "$MAIN_CAP" "$SMALL_CAP"
-    rm -rf "$WORK/sw-out" "$WORK/sw-out-default" "$WORK/suri-out"
+    for key in "${!CAPFILE[@]}"; do rm -f "${CAPFILE[$key]}"; done
+    rm -rf "$WORK/sw-out" "$WORK/sw-out-2" "$WORK/sw-out-held" "$WORK/suri-out"
 fi
 [ ${#FAILED[@]} -eq 0 ] || die "failed: ${FAILED[*]} (logs in $WORK/logs)"

@@ -46,6 +46,17 @@ fn push_ext(out: &mut Vec<u8>, ext_type: u16, data: &[u8]) {
 /// A TLS 1.2 ClientHello record (record version 0x0301, as most clients send) naming `sni`
 /// and offering to resume `session_id`.
 pub fn client_hello(prng: &mut Prng, sni: &str, session_id: &[u8; 32]) -> Vec<u8> {
+    client_hello_with(prng, sni, session_id, false)
+}
+
+/// A ClientHello as [`client_hello`]; with `tls13` it also offers TLS 1.3
+/// (`supported_versions` and an X25519 `key_share`), as current MTAs do.
+pub fn client_hello_with(
+    prng: &mut Prng,
+    sni: &str,
+    session_id: &[u8; 32],
+    tls13: bool,
+) -> Vec<u8> {
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(&[0x03, 0x03]);
     let mut random = [0u8; 32];
@@ -88,6 +99,10 @@ pub fn client_hello(prng: &mut Prng, sni: &str, session_id: &[u8; 32]) -> Vec<u8
             0x01,
         ],
     ); // signature_algorithms
+    if tls13 {
+        push_ext(&mut ext, 0x002b, &[4, 0x03, 0x04, 0x03, 0x03]); // supported_versions
+        push_ext(&mut ext, 0x0033, &key_share(prng, true)); // key_share
+    }
     body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     body.extend_from_slice(&ext);
 
@@ -99,24 +114,130 @@ pub fn client_hello(prng: &mut Prng, sni: &str, session_id: &[u8; 32]) -> Vec<u8
 /// The server's flight of an abbreviated (resumed) TLS 1.2 handshake: ServerHello echoing
 /// `session_id`, ChangeCipherSpec, encrypted Finished.
 pub fn server_resume_flight(prng: &mut Prng, session_id: &[u8; 32]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(96);
+    let ext = tls12_server_extensions();
+    let mut out = Vec::with_capacity(160);
+    push_record(
+        &mut out,
+        HANDSHAKE,
+        0x0303,
+        &server_hello(prng, session_id, 0xc02f, &ext), // ECDHE-RSA-AES128-GCM-SHA256
+    );
+    out.extend_from_slice(&change_cipher_spec_and_finished(prng));
+    out
+}
+
+/// renegotiation_info and extended_master_secret, as a TLS 1.2 server answers.
+fn tls12_server_extensions() -> Vec<u8> {
+    let mut ext = Vec::new();
+    push_ext(&mut ext, 0xff01, &[0]); // renegotiation_info
+    push_ext(&mut ext, 0x0017, &[]); // extended_master_secret
+    ext
+}
+
+/// An X25519 key share: the client's list form, or the server's single entry.
+fn key_share(prng: &mut Prng, client: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(38);
+    if client {
+        out.extend_from_slice(&36u16.to_be_bytes());
+    }
+    out.extend_from_slice(&[0x00, 0x1d, 0, 32]);
+    let mut key = [0u8; 32];
+    prng.fill(&mut key);
+    out.extend_from_slice(&key);
+    out
+}
+
+/// A ServerHello body: version field 1.2, a fresh random, `session_id`, `suite`, then `ext`.
+fn server_hello(prng: &mut Prng, session_id: &[u8; 32], suite: u16, ext: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(80 + ext.len());
     body.extend_from_slice(&[0x03, 0x03]);
     let mut random = [0u8; 32];
     prng.fill(&mut random);
     body.extend_from_slice(&random);
     body.push(32);
     body.extend_from_slice(session_id);
-    body.extend_from_slice(&0xc02fu16.to_be_bytes()); // ECDHE-RSA-AES128-GCM-SHA256
+    body.extend_from_slice(&suite.to_be_bytes());
     body.push(0);
-    let mut ext = Vec::new();
-    push_ext(&mut ext, 0xff01, &[0]); // renegotiation_info
-    push_ext(&mut ext, 0x0017, &[]); // extended_master_secret
     body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
+    body.extend_from_slice(ext);
+    handshake(2, &body)
+}
 
-    let mut out = Vec::with_capacity(160);
-    push_record(&mut out, HANDSHAKE, 0x0303, &handshake(2, &body));
+/// The server's first flight of a full TLS 1.2 handshake: ServerHello with a new session id,
+/// Certificate carrying `chain` (DER certificates, leaf first), ServerKeyExchange (a random
+/// X25519 key and signature) and ServerHelloDone, in one handshake record.
+pub fn server_full_flight(prng: &mut Prng, chain: &[&[u8]]) -> Vec<u8> {
+    let mut sid = [0u8; 32];
+    prng.fill(&mut sid);
+    let ext = tls12_server_extensions();
+    let mut msgs = server_hello(prng, &sid, 0xc02f, &ext);
+    let mut list = Vec::new();
+    for cert in chain {
+        list.extend_from_slice(&(cert.len() as u32).to_be_bytes()[1..]);
+        list.extend_from_slice(cert);
+    }
+    let mut certs = Vec::with_capacity(list.len() + 3);
+    certs.extend_from_slice(&(list.len() as u32).to_be_bytes()[1..]);
+    certs.extend_from_slice(&list);
+    msgs.extend_from_slice(&handshake(11, &certs));
+    // ServerKeyExchange: named curve x25519, the key, rsa_pss_rsae_sha256, a 256-byte signature.
+    let mut ske = vec![3, 0x00, 0x1d, 32];
+    let mut key = [0u8; 32];
+    prng.fill(&mut key);
+    ske.extend_from_slice(&key);
+    ske.extend_from_slice(&[0x08, 0x04, 0x01, 0x00]);
+    let start = ske.len();
+    ske.resize(start + 256, 0);
+    prng.fill(&mut ske[start..]);
+    msgs.extend_from_slice(&handshake(12, &ske));
+    msgs.extend_from_slice(&handshake(14, &[]));
+    let mut out = Vec::with_capacity(msgs.len() + 5);
+    push_record(&mut out, HANDSHAKE, 0x0303, &msgs);
+    out
+}
+
+/// The client's second flight of a full TLS 1.2 handshake: ClientKeyExchange, then
+/// ChangeCipherSpec and Finished.
+pub fn client_key_exchange_and_finished(prng: &mut Prng) -> Vec<u8> {
+    let mut cke = vec![32u8];
+    let mut key = [0u8; 32];
+    prng.fill(&mut key);
+    cke.extend_from_slice(&key);
+    let mut out = Vec::with_capacity(100);
+    push_record(&mut out, HANDSHAKE, 0x0303, &handshake(16, &cke));
     out.extend_from_slice(&change_cipher_spec_and_finished(prng));
+    out
+}
+
+/// The server's first flight of a TLS 1.3 handshake: ServerHello (echoing `session_id`, with
+/// `supported_versions` 1.3 and a key share), the compatibility ChangeCipherSpec, then the
+/// encrypted EncryptedExtensions/Certificate/CertificateVerify/Finished as application data of
+/// about `encrypted_len` bytes. The certificate is not visible on the wire.
+pub fn server_tls13_flight(
+    prng: &mut Prng,
+    session_id: &[u8; 32],
+    encrypted_len: usize,
+) -> Vec<u8> {
+    let mut ext = Vec::new();
+    push_ext(&mut ext, 0x002b, &[0x03, 0x04]); // supported_versions
+    push_ext(&mut ext, 0x0033, &key_share(prng, false)); // key_share
+    let mut out = Vec::with_capacity(encrypted_len + 200);
+    push_record(
+        &mut out,
+        HANDSHAKE,
+        0x0303,
+        &server_hello(prng, session_id, 0x1301, &ext),
+    );
+    push_record(&mut out, CHANGE_CIPHER_SPEC, 0x0303, &[1]);
+    out.extend_from_slice(&application_data(prng, encrypted_len));
+    out
+}
+
+/// The client's TLS 1.3 Finished: compatibility ChangeCipherSpec and one encrypted record.
+pub fn client_tls13_finished(prng: &mut Prng) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    push_record(&mut out, CHANGE_CIPHER_SPEC, 0x0303, &[1]);
+    out.extend_from_slice(&application_data(prng, 33));
     out
 }
 

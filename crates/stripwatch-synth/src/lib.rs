@@ -102,7 +102,29 @@ pub fn write_scenario(name: &str, dir: &Path) -> Result<PathBuf, SynthError> {
 /// name chooses the format: `.pcapng` for pcapng, a trailing `.gz`/`.zst` for compression,
 /// anything else classic pcap; the link type is Ethernet.
 pub fn write_mixed(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthError> {
-    mixed::write(path, sessions, seed)
+    mixed::write(path, sessions, seed, Profile::Mixed)
+}
+
+/// The shape of a [`write_mixed_profile`] capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// About 22 kB per session: messages up to 256 KB, resumed TLS 1.2, background HTTP(S).
+    Mixed,
+    /// Session-dense, as a busy MX sees it: about 30 packets and 5 kB per session, nearly all
+    /// on port 25, MX, A and TLSA lookups before most deliveries, full TLS 1.2 handshakes with
+    /// a certificate (some TLS 1.3, some resumptions), the same share of attacks, no
+    /// background traffic.
+    Dense,
+}
+
+/// [`write_mixed`] with a choice of [`Profile`].
+pub fn write_mixed_profile(
+    path: &Path,
+    sessions: u64,
+    seed: u64,
+    profile: Profile,
+) -> Result<MixedStats, SynthError> {
+    mixed::write(path, sessions, seed, profile)
 }
 
 #[cfg(test)]

@@ -38,6 +38,10 @@ enum Command {
         /// Seed for the deterministic generator.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Session-dense: ~30 packets and ~5 kB per session, nearly all on port 25, MX/A/TLSA
+        /// lookups, full TLS handshakes with certificates, no background traffic.
+        #[arg(long)]
+        dense: bool,
     },
 }
 
@@ -78,8 +82,14 @@ fn run(command: Command) -> Result<()> {
             file,
             sessions,
             seed,
+            dense,
         } => {
-            let stats = stripwatch_synth::write_mixed(&file, sessions, seed)?;
+            let profile = if dense {
+                stripwatch_synth::Profile::Dense
+            } else {
+                stripwatch_synth::Profile::Mixed
+            };
+            let stats = stripwatch_synth::write_mixed_profile(&file, sessions, seed, profile)?;
             eprintln!(
                 "wrote {}: {} sessions, {} packets, {:.1} MB",
                 file.display(),

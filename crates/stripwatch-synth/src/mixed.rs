@@ -20,10 +20,11 @@ use super::pcap_writer::{CaptureWriter, FileFormat, PacketWrite};
 use super::prng::Prng;
 use super::scenarios::START_US;
 use super::smtp_dialog::{
-    AfterStarttls, Body, Dialog, Greeting, Mail, Upgrade, boring_message, play, repeat_to,
+    AfterStarttls, Body, Dialog, Greeting, Handshake, Mail, Upgrade, boring_message, play,
+    repeat_to,
 };
 use super::tcp::{ConvConfig, Conversation, Endpoint, Frame, Side, Timing};
-use super::{MixedStats, SynthError};
+use super::{MixedStats, Profile, SynthError};
 
 /// Connections open at once.
 const CONCURRENT: usize = 64;
@@ -36,6 +37,11 @@ const BACKGROUND_PER_MILLE: u64 = 250;
 /// Port-25 IPv4 deliveries (per 1000) preceded by their MX and address lookups; the rest use
 /// answers the client had cached.
 const LOOKUPS_PER_MILLE: u64 = 700;
+/// In the dense profile, port-25 IPv4 deliveries (per 1000) preceded by MX, A and TLSA lookups.
+const DENSE_LOOKUPS_PER_MILLE: u64 = 900;
+/// The certificate the dense profile's servers present in full TLS 1.2 handshakes (the
+/// project's test root CA, 826 bytes of DER: parsed and judged like any other).
+const SERVER_CERT: &[u8] = include_bytes!("../data/server-cert.der");
 /// The resolver the clients ask.
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
@@ -49,6 +55,8 @@ struct Open {
 struct Mix {
     prng: Prng,
     next_port: u64,
+    /// The session-dense profile: small messages, full handshakes, TLSA lookups, no background.
+    dense: bool,
 }
 
 impl Mix {
@@ -128,9 +136,11 @@ impl Mix {
         }
     }
 
-    /// Message size: mostly small, a long tail up to 256 KB.
+    /// Message size: mostly small, a long tail up to 256 KB (dense: 300 B to 3 kB).
     fn message_size(&mut self) -> usize {
-        if self.prng.chance(20) {
+        if self.dense {
+            self.prng.log_uniform(300, 3_000) as usize
+        } else if self.prng.chance(20) {
             self.prng.log_uniform(65_536, 262_144) as usize
         } else {
             self.prng.log_uniform(400, 40_000) as usize
@@ -143,9 +153,9 @@ impl Mix {
         // A stable per-server policy: about 85% of servers offer STARTTLS.
         let offers = Prng::new(server ^ 0x5eed).chance(850);
         let v6 = self.prng.chance(100);
-        let port = match self.prng.range(0, 99) {
-            0..=5 => 587,
-            6..=9 => 465,
+        let port = match (self.dense, self.prng.range(0, 99)) {
+            (false, 0..=5) | (true, 0..=1) => 587,
+            (false, 6..=9) | (true, 2..=3) => 465,
             _ => 25,
         };
         let server_name = format!("mx{server}.example.net");
@@ -155,6 +165,13 @@ impl Mix {
         );
         d.capabilities = Dialog::postfix_capabilities(offers);
         d.pipelining = self.prng.chance(500);
+        if self.dense {
+            d.handshake = match self.prng.range(0, 9) {
+                0..=6 => Handshake::Full(SERVER_CERT),
+                7..=8 => Handshake::Tls13,
+                _ => Handshake::Resume,
+            };
+        }
         let roll = self.prng.range(0, 999);
         let mut tls = true;
         if port == 465 {
@@ -216,7 +233,7 @@ impl Mix {
                 _ => {}
             }
         }
-        let mails = if self.prng.chance(900) {
+        let mails = if self.dense || self.prng.chance(900) {
             1
         } else {
             self.prng.range(0, 3)
@@ -241,8 +258,13 @@ impl Mix {
         let (c, s) = self.endpoints(server, port, v6);
         let mut frames = Vec::new();
         let mut start_us = start_us;
+        let lookups = if self.dense {
+            DENSE_LOOKUPS_PER_MILLE
+        } else {
+            LOOKUPS_PER_MILLE
+        };
         if let (IpAddr::V4(client), IpAddr::V4(addr), 25) = (c.ip, s.ip, port)
-            && self.prng.chance(LOOKUPS_PER_MILLE)
+            && self.prng.chance(lookups)
         {
             let domain = format!("d{server}.example");
             start_us = self.lookups(&mut frames, start_us, client, &domain, &server_name, addr);
@@ -256,7 +278,9 @@ impl Mix {
     }
 
     /// The MX lookup of `domain` (answered with `mx`) and the A lookup of `mx` (answered with
-    /// `addr`), from `client` to the resolver; returns when the client can connect.
+    /// `addr`), from `client` to the resolver; in the dense profile also the TLSA lookup of
+    /// `_25._tcp.mx` (answered with no record, as for most domains). Returns when the client
+    /// can connect.
     fn lookups(
         &mut self,
         frames: &mut Vec<Frame>,
@@ -273,11 +297,18 @@ impl Mix {
             30_000 + self.prng.range(0, 30_000) as u16,
         );
         let r = (IpAddr::V4(RESOLVER), 53);
-        let exchanges: [(&str, u16, Rdata<'_>); 2] =
-            [(domain, 15, Rdata::Mx(10, mx)), (mx, 1, Rdata::A(addr))];
+        let tlsa = format!("_25._tcp.{mx}");
+        let mut exchanges: Vec<(&str, u16, Option<Rdata<'_>>)> = vec![
+            (domain, 15, Some(Rdata::Mx(10, mx))),
+            (mx, 1, Some(Rdata::A(addr))),
+        ];
+        if self.dense {
+            exchanges.push((&tlsa, 52, None));
+        }
         for (name, qtype, answer) in exchanges {
             let id = self.prng.range(1, 65_000) as u16;
-            let data = response(id, name, qtype, &[(name, 300, answer)]);
+            let answers: Vec<_> = answer.into_iter().map(|a| (name, 300, a)).collect();
+            let data = response(id, name, qtype, &answers);
             frames.push(Frame {
                 ts_us: t,
                 side: Side::Client,
@@ -345,7 +376,12 @@ impl Mix {
 }
 
 /// Writes the benchmark capture (see [`super::write_mixed`]).
-pub fn write(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthError> {
+pub fn write(
+    path: &Path,
+    sessions: u64,
+    seed: u64,
+    profile: Profile,
+) -> Result<MixedStats, SynthError> {
     let io = |source| SynthError::Io {
         path: path.to_path_buf(),
         source,
@@ -360,6 +396,7 @@ pub fn write(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthE
     let mut mix = Mix {
         prng: Prng::new(seed),
         next_port: seed % 28_232,
+        dense: profile == Profile::Dense,
     };
     let mut slots: Vec<Option<Open>> = (0..CONCURRENT).map(|_| None).collect();
     let mut heap: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
@@ -374,7 +411,7 @@ pub fn write(path: &Path, sessions: u64, seed: u64) -> Result<MixedStats, SynthE
                 return None;
             }
             // Background connections are interleaved at BACKGROUND_PER_MILLE per SMTP session.
-            let frames = if background_budget >= 1000 && mix.prng.chance(500) {
+            let frames = if !mix.dense && background_budget >= 1000 && mix.prng.chance(500) {
                 background_budget -= 1000;
                 mix.background(at)
             } else {
@@ -431,8 +468,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let a = dir.join("a.pcap");
         let b = dir.join("b.pcap");
-        let sa = write(&a, 300, 42).unwrap();
-        let sb = write(&b, 300, 42).unwrap();
+        let sa = write(&a, 300, 42, Profile::Mixed).unwrap();
+        let sb = write(&b, 300, 42, Profile::Mixed).unwrap();
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(bytes, std::fs::read(&b).unwrap());
         assert_eq!(
@@ -499,9 +536,81 @@ mod tests {
         assert!(peak >= 60, "peak concurrency {peak}");
 
         let gz = dir.join("c.pcapng.zst");
-        let sc = write(&gz, 20, 1).unwrap();
+        let sc = write(&gz, 20, 1, Profile::Mixed).unwrap();
         let (lt, pk) = read_back(&zstd::decode_all(&std::fs::read(&gz).unwrap()[..]).unwrap());
         assert_eq!((lt, pk.len() as u64), (1, sc.packets));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn synth_dense_has_the_shape_of_a_busy_mx() {
+        let dir =
+            std::env::temp_dir().join(format!("stripwatch-dense-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dense.pcap");
+        let stats = write(&path, 400, 7, Profile::Dense).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, packets) = read_back(&bytes);
+        assert_eq!(packets.len() as u64, stats.packets);
+
+        let mut syns = 0u64;
+        let mut port25 = 0u64;
+        let mut tlsa_queries = 0u64;
+        let (mut certificates, mut tls13) = (0u64, 0u64);
+        for (_, frame) in &packets {
+            let p = SlicedPacket::from_ethernet(frame).unwrap();
+            match p.transport {
+                Some(TransportSlice::Tcp(t)) => {
+                    let (sp, dp) = (t.source_port(), t.destination_port());
+                    assert!(sp >= 32_768 || dp >= 32_768, "only client-server SMTP");
+                    assert!(
+                        [25, 587, 465].contains(&sp.min(dp)),
+                        "no background traffic"
+                    );
+                    if sp == 25 || dp == 25 {
+                        port25 += 1;
+                    }
+                    if t.syn() && !t.ack() {
+                        syns += 1;
+                    }
+                    let data = t.payload();
+                    // A handshake record opening with a Certificate after ServerHello, or a
+                    // ServerHello naming TLS 1.3 in supported_versions.
+                    if data.len() > 6 && data[0] == 0x16 && data[5] == 2 {
+                        if data.windows(4).any(|w| w == [0x0b, 0, 3, 0x40]) {
+                            certificates += 1;
+                        }
+                        if data.windows(6).any(|w| w == [0, 0x2b, 0, 2, 3, 4]) {
+                            tls13 += 1;
+                        }
+                    }
+                }
+                Some(TransportSlice::Udp(u)) => {
+                    let d = u.payload();
+                    // The query's type follows the name: TLSA is 52.
+                    if u.destination_port() == 53 && d.ends_with(&[0, 52, 0, 1]) {
+                        tlsa_queries += 1;
+                    }
+                }
+                _ => panic!("only TCP and DNS over UDP"),
+            }
+        }
+        assert_eq!(syns, 400);
+        let per_session = stats.packets as f64 / 400.0;
+        assert!(
+            (24.0..=36.0).contains(&per_session),
+            "packets/session {per_session}"
+        );
+        let bytes_per_session = stats.bytes / 400;
+        assert!(
+            (3_500..=7_500).contains(&bytes_per_session),
+            "bytes/session {bytes_per_session}"
+        );
+        let share25 = port25 as f64 / stats.packets as f64;
+        assert!((0.72..=0.88).contains(&share25), "port-25 share {share25}");
+        assert!(tlsa_queries > 250, "TLSA lookups: {tlsa_queries}");
+        assert!(certificates > 150, "full handshakes: {certificates}");
+        assert!(tls13 > 30, "TLS 1.3 handshakes: {tls13}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -99,6 +99,19 @@ pub struct Dialog {
     pub mails: Vec<Mail>,
     /// Send MAIL, RCPT (and DATA) in one segment and get the replies in one segment.
     pub pipelining: bool,
+    /// Which TLS handshake a successful upgrade (or implicit TLS) performs.
+    pub handshake: Handshake,
+}
+
+/// The TLS handshake of a session that gets to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// TLS 1.2 session resumption: no certificate on the wire.
+    Resume,
+    /// A full TLS 1.2 handshake whose Certificate message carries this DER certificate.
+    Full(&'static [u8]),
+    /// TLS 1.3: the certificate travels encrypted.
+    Tls13,
 }
 
 /// Which part of the dialog a send belongs to (scenarios attach [`SendPlan`]s to steps).
@@ -276,6 +289,7 @@ impl Dialog {
             },
             mails: Vec::new(),
             pipelining: false,
+            handshake: Handshake::Resume,
         }
     }
 
@@ -547,23 +561,51 @@ impl Dialog {
         out
     }
 
-    /// ClientHello, the server's resumption flight, the client's Finished.
+    /// ClientHello, the server's flight(s), the client's Finished, as [`Self::handshake`] says.
     fn tls_handshake(&self, prng: &mut Prng, session_id: &[u8; 32], out: &mut Vec<Action>) {
-        out.push(Action::Send(
-            Side::Client,
+        let c = |step: Step, bytes: Vec<u8>| Action::Send(Side::Client, step, bytes);
+        let s = |step: Step, bytes: Vec<u8>| Action::Send(Side::Server, step, bytes);
+        let tls13 = self.handshake == Handshake::Tls13;
+        out.push(c(
             Step::ClientHello,
-            fake_tls::client_hello(prng, &self.server_name, session_id),
+            fake_tls::client_hello_with(prng, &self.server_name, session_id, tls13),
         ));
-        out.push(Action::Send(
-            Side::Server,
-            Step::ServerHello,
-            fake_tls::server_resume_flight(prng, session_id),
-        ));
-        out.push(Action::Send(
-            Side::Client,
-            Step::ClientFinished,
-            fake_tls::change_cipher_spec_and_finished(prng),
-        ));
+        match self.handshake {
+            Handshake::Resume => {
+                out.push(s(
+                    Step::ServerHello,
+                    fake_tls::server_resume_flight(prng, session_id),
+                ));
+                out.push(c(
+                    Step::ClientFinished,
+                    fake_tls::change_cipher_spec_and_finished(prng),
+                ));
+            }
+            Handshake::Full(cert) => {
+                out.push(s(
+                    Step::ServerHello,
+                    fake_tls::server_full_flight(prng, &[cert]),
+                ));
+                out.push(c(
+                    Step::ClientFinished,
+                    fake_tls::client_key_exchange_and_finished(prng),
+                ));
+                out.push(s(
+                    Step::TlsData,
+                    fake_tls::change_cipher_spec_and_finished(prng),
+                ));
+            }
+            Handshake::Tls13 => {
+                out.push(s(
+                    Step::ServerHello,
+                    fake_tls::server_tls13_flight(prng, session_id, 1_200),
+                ));
+                out.push(c(
+                    Step::ClientFinished,
+                    fake_tls::client_tls13_finished(prng),
+                ));
+            }
+        }
     }
 
     /// Replaces each cleartext send by application-data records of matching size.
