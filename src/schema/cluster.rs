@@ -154,7 +154,12 @@ mod tests {
     fn every_object_has_its_cluster_form() {
         let stmts = statements("sw", "mail").expect("the schema translates");
         assert!(stmts.iter().all(|s| s.contains(" ON CLUSTER mail")));
-        assert!(stmts.iter().skip(1).all(|s| s.contains("IF NOT EXISTS sw.")));
+        assert!(
+            stmts
+                .iter()
+                .skip(1)
+                .all(|s| s.contains("IF NOT EXISTS sw."))
+        );
         for (table, key) in SHARDING_KEYS {
             let dist = format!(
                 "CREATE TABLE IF NOT EXISTS sw.{table} ON CLUSTER mail AS sw.{table}_local\nENGINE = Distributed(mail, sw, {table}_local, {key})"
