@@ -57,6 +57,8 @@ pub struct ConfigFile {
     state_retention: Option<u64>,
     max_held_sessions: Option<usize>,
     log_envelope: Option<bool>,
+    shared_baseline: Option<bool>,
+    shared_baseline_refresh: Option<u64>,
     sensor: Option<String>,
     trust_anchors: Option<Vec<PathBuf>>,
     tlsa: Option<PathBuf>,
