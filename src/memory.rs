@@ -144,6 +144,8 @@ pub struct Usage {
     pub bytes: usize,
     /// Entries dropped, released early or refused to stay within the count or the bytes.
     pub evictions: u64,
+    /// Judgements not made because the state they rest on was evicted.
+    pub skipped: u64,
 }
 
 /// One window's live gauges.
@@ -154,6 +156,7 @@ struct WindowGauge {
     peak: AtomicU64,
     limit: AtomicU64,
     evictions: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// The gauges of one stage (a worker or the output stage): written by that stage only, read by
@@ -178,6 +181,7 @@ impl Gauges {
         g.bytes.store(usage.bytes as u64, Ordering::Relaxed);
         g.peak.fetch_max(usage.bytes as u64, Ordering::Relaxed);
         g.evictions.store(usage.evictions, Ordering::Relaxed);
+        g.skipped.store(usage.skipped, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +221,7 @@ impl Board {
                 row.peak_bytes += g.peak.load(Ordering::Relaxed);
                 row.limit_bytes += limit;
                 row.evictions += g.evictions.load(Ordering::Relaxed);
+                row.skipped_judgements += g.skipped.load(Ordering::Relaxed);
             }
             if owned {
                 windows.insert(w.name(), row);
@@ -242,6 +247,9 @@ pub struct WindowRow {
     pub limit_bytes: u64,
     /// Entries evicted, released early or refused to stay within bounds.
     pub evictions: u64,
+    /// Judgements not made because the state they rest on was evicted (`dns_clients`:
+    /// `smtp-to-unlisted-ip` for a client whose DNS memory was evicted within `--mx-window`).
+    pub skipped_judgements: u64,
 }
 
 /// The `memory` object of `summary.json`.
@@ -288,6 +296,7 @@ mod tests {
                 entries: 3,
                 bytes: 90,
                 evictions: 1,
+                skipped: 0,
             },
         );
         a.publish(
@@ -296,6 +305,7 @@ mod tests {
                 entries: 1,
                 bytes: 30,
                 evictions: 2,
+                skipped: 0,
             },
         );
         b.publish(
@@ -304,6 +314,7 @@ mod tests {
                 entries: 2,
                 bytes: 20,
                 evictions: 0,
+                skipped: 0,
             },
         );
         let s = board.snapshot();

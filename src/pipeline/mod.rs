@@ -14,6 +14,7 @@ use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::dns::DnsStats;
+use crate::memory::{Board, Budget, Gauges, MemoryStats, Window};
 use crate::record::{CertificateRecord, SessionRecord};
 use crate::sink::{SessionSink, SinkError};
 use crate::state::{Baseline, SaveStats, StateError};
@@ -41,6 +42,10 @@ pub struct PipelineConfig {
     pub server_ports: PortSet,
     /// Country and ASN databases for the output stage (empty: enrichment off).
     pub enrich: Arc<crate::enrich::Databases>,
+    /// The memory budget (the windows' byte bounds above are already taken from it).
+    pub budget: Budget,
+    /// Where every stage publishes its windows' sizes (read by `--metrics` and the summary).
+    pub board: Arc<Board>,
 }
 
 /// Counters of a whole run.
@@ -70,6 +75,8 @@ pub struct RunStats {
     pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted (signal) before the input ended.
     pub interrupted: bool,
+    /// The windows' sizes at the end, their peaks, limits and evictions.
+    pub memory: MemoryStats,
 }
 
 /// Errors that stop a run.
@@ -175,13 +182,25 @@ pub fn run<S: PacketSource>(
         let recycle = recycle_tx.clone();
         let out = out_tx.clone();
         let flow_cfg = cfg.flow.clone();
+        let gauges = cfg.board.stage();
+        gauges.set_limit(Window::Flows, cfg.flow.max_flow_bytes);
+        gauges.set_limit(Window::DnsPending, cfg.budget.limit(Window::DnsPending));
+        gauges.set_limit(Window::DnsClients, cfg.flow.dns.max_client_bytes);
         worker_handles.push(std::thread::spawn(move || {
-            worker(index, rx, recycle, out, flow_cfg)
+            worker(index, rx, recycle, out, flow_cfg, &gauges)
         }));
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
     let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
+    let gauges = cfg.board.stage();
+    for w in [Window::Order, Window::Certificates, Window::MxAnswers] {
+        gauges.set_limit(w, cfg.budget.limit(w));
+    }
+    gauges.set_limit(Window::Held, correlator_cfg.held_bytes);
+    gauges.set_limit(Window::DnsWait, correlator_cfg.wait_bytes);
+    gauges.set_limit(Window::Offers, correlator_cfg.offers_bytes);
+    let order_bytes = cfg.budget.limit(Window::Order);
     let output = std::thread::spawn(move || {
         output_thread(
             out_rx,
@@ -190,7 +209,8 @@ pub fn run<S: PacketSource>(
             judges,
             enricher,
             sink,
-            live,
+            (live, order_bytes),
+            &gauges,
         )
     });
 
@@ -304,6 +324,8 @@ pub fn run<S: PacketSource>(
     stats.baseline_lookup_errors = done.baseline_lookup_errors;
     stats.sessions_out = done.sessions_out;
     stats.enrichment = done.enrichment;
+    stats.memory = cfg.board.snapshot();
+    stats.memory.limit_bytes = cfg.budget.total();
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -335,6 +357,7 @@ fn worker(
     recycle: Sender<Batch>,
     out: Sender<(usize, Outputs)>,
     cfg: FlowConfig,
+    gauges: &Gauges,
 ) -> (FlowStats, DnsStats) {
     let mut worker = Worker::new(cfg);
     let mut last_sent_us = i64::MIN;
@@ -359,10 +382,12 @@ fn worker(
                 break;
             }
         }
+        worker.publish(gauges);
         batch.clear();
         let _ = recycle.send(batch);
     }
     worker.finish_all();
+    worker.publish(gauges);
     let now = worker.now_us();
     let mut done = std::mem::take(worker.outputs());
     done.stamp(now);
@@ -395,7 +420,8 @@ fn output_thread(
     judges: Judges,
     mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
-    live: bool,
+    (live, order_bytes): (bool, usize),
+    gauges: &Gauges,
 ) -> Result<OutputDone, PipelineError> {
     let Judges {
         certs,
@@ -408,6 +434,17 @@ fn output_thread(
         CaptureOrder::with_bucket(workers, LIVE_BUCKET_US)
     } else {
         CaptureOrder::new(workers)
+    }
+    .with_max_bytes(order_bytes);
+    let publish = |correlator: &Correlator, order: &CaptureOrder| {
+        for w in [Window::Held, Window::DnsWait, Window::Offers] {
+            if let Some(u) = correlator.usage(w) {
+                gauges.publish(w, u);
+            }
+        }
+        gauges.publish(Window::MxAnswers, correlator.dns.usage());
+        gauges.publish(Window::Certificates, correlator.certs.usage());
+        gauges.publish(Window::Order, order.usage());
     };
 
     let mut written = 0u64;
@@ -460,6 +497,7 @@ fn output_thread(
             // sessions, lookups that never came) is released by the workers' watermarks.
             handle(Step::Advance(order.low_watermark()), &mut correlator);
         }
+        publish(&correlator, &order);
     }
     // Every worker has finished (or died, which the caller reports): release the rest.
     for w in 0..workers {
@@ -474,6 +512,7 @@ fn output_thread(
     while let Some(p) = order.pop_ready() {
         handle(Step::Record(p), &mut correlator);
     }
+    publish(&correlator, &order);
     correlator.flush(&mut emitter!());
     if let Some(e) = failure.or(dns_failure) {
         return Err(e.into());
