@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         for rec in &out {
             let mut r = rec.clone();
             if other_client {
-                r.client_ip = "192.0.2.2".parse().unwrap();
+                r.client.ip = "192.0.2.2".parse().unwrap();
             }
             judge.judge(&mut r, &NoBaseline);
             judged.push(r);

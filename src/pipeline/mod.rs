@@ -209,8 +209,7 @@ pub fn run<S: PacketSource>(
             judges,
             enricher,
             sink,
-            (live, order_bytes),
-            &gauges,
+            (live, order_bytes, &gauges),
         )
     });
 
@@ -420,8 +419,7 @@ fn output_thread(
     judges: Judges,
     mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
-    (live, order_bytes): (bool, usize),
-    gauges: &Gauges,
+    (live, order_bytes, gauges): (bool, usize, &Gauges),
 ) -> Result<OutputDone, PipelineError> {
     let Judges {
         certs,
