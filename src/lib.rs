@@ -36,6 +36,7 @@ pub mod detect;
 pub mod dns;
 pub mod enrich;
 pub mod flow;
+pub mod memory;
 pub mod pipeline;
 pub mod record;
 pub mod report;
