@@ -58,6 +58,8 @@ pub struct ConfigFile {
     max_held_sessions: Option<usize>,
     memory_limit: Option<Text>,
     log_envelope: Option<bool>,
+    shared_baseline: Option<bool>,
+    shared_baseline_refresh: Option<u64>,
     sensor: Option<String>,
     trust_anchors: Option<Vec<PathBuf>>,
     tlsa: Option<PathBuf>,
