@@ -218,8 +218,8 @@ pub fn run<S: PacketSource>(
                 live,
                 state_interval,
                 order_bytes,
+                gauges: &gauges,
             },
-            &gauges,
         )
     });
 
@@ -424,11 +424,13 @@ struct OutputDone {
 
 /// How the output stage runs: for files, or live (records released within seconds, and the
 /// baseline saved every `state_interval` seconds of wall clock).
-struct OutputMode {
+struct OutputMode<'a> {
     live: bool,
     state_interval: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The capture-order merge buffer's share of the memory budget.
     order_bytes: usize,
+    /// Where the output stage publishes its windows' sizes.
+    gauges: &'a Gauges,
 }
 
 fn output_thread(
@@ -439,12 +441,12 @@ fn output_thread(
     mut enricher: crate::enrich::Enricher,
     mut sink: Box<dyn SessionSink>,
     mode: OutputMode,
-    gauges: &Gauges,
 ) -> Result<OutputDone, PipelineError> {
     let OutputMode {
         live,
         state_interval,
         order_bytes,
+        gauges,
     } = mode;
     let mut last_save = std::time::Instant::now();
     let Judges {
