@@ -6,6 +6,8 @@
 # for byte. summary.json is compared without its wall-clock field (elapsed_seconds).
 # COMPARE_SORT_KEYS=1 rewrites every .ndjson line with its keys sorted before comparing, for a
 # change that only reorders keys (values and lines must still match exactly).
+# COMPARE_IGNORE_SUMMARY_KEYS=a,b leaves those top-level keys out of summary.json on both sides,
+# for a change that adds a summary object (e.g. `memory`).
 #
 # Usage: scripts/compare-outputs.sh BEFORE_BINARY AFTER_BINARY [WORKDIR]
 # Exit status 0 and "identical" when every output matches; otherwise the differing files are
@@ -39,10 +41,12 @@ run_one() { # BINARY OUTDIR WORKERS CAPTURE... -- EXTRA...
         echo "exit $?" >>"$out.stderr"
     if [ -f "$out/summary.json" ]; then
         python3 - "$out/summary.json" <<'EOF'
-import json, sys
+import json, os, sys
 p = sys.argv[1]
 s = json.load(open(p))
 s.pop("elapsed_seconds", None)
+for key in filter(None, os.environ.get("COMPARE_IGNORE_SUMMARY_KEYS", "").split(",")):
+    s.pop(key, None)
 json.dump(s, open(p + ".stable", "w"), indent=1, sort_keys=True)
 EOF
         rm "$out/summary.json"

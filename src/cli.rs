@@ -286,6 +286,11 @@ pub struct SharedArgs {
     /// Sessions held for cross-session judgement before the oldest is judged early.
     #[arg(long, default_value_t = 200_000)]
     pub max_held_sessions: usize,
+    /// Memory for state that grows with the traffic (flows, held sessions, DNS memory, MX
+    /// answers, certificates, the order buffer), shared out among them; beyond a share the
+    /// oldest entries are evicted and counted (bytes; K, M, G suffixes are powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "160M", value_parser = parse_memory_limit)]
+    pub memory_limit: u64,
     /// Record envelope addresses (MAIL FROM / RCPT TO). Off by default for privacy.
     #[arg(long)]
     pub log_envelope: bool,
@@ -405,6 +410,15 @@ fn parse_rotation(s: &str) -> Result<Rotation, String> {
         n if n < 1 << 10 => Err(format!("{s:?} is below 1K")),
         n => Ok(Rotation::Size(n)),
     }
+}
+
+/// A memory budget: a size of at least `memory::MIN_LIMIT`.
+fn parse_memory_limit(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    if n < stripwatch::memory::MIN_LIMIT {
+        return Err(format!("{s:?} is below 64K"));
+    }
+    Ok(n)
 }
 
 /// A kernel capture buffer: at least 1 MiB, and below 2 GiB (libpcap takes an `int`).

@@ -24,7 +24,7 @@
 //! | 3 | `decode` | link, IP (with defragmentation), TCP and UDP headers |
 //! | 2 | `capture` | packet sources behind one trait: pcap and pcapng files, compressed or not, standard input, live interfaces (libpcap) |
 //! | 1 | `record` | the records written and the words they are made of |
-//! | 0 | `util` | time formatting, Community ID, the capture clock |
+//! | 0 | `util`, `memory` | time formatting, Community ID, the capture clock; the memory budget, its shares and gauges |
 //!
 //! The flow table (`flow`) hands reassembled bytes to whatever implements
 //! [`flow::StreamApp`]; the pipeline's worker implements it for SMTP and DNS, so the table
@@ -36,6 +36,7 @@ pub mod detect;
 pub mod dns;
 pub mod enrich;
 pub mod flow;
+pub mod memory;
 pub mod pipeline;
 pub mod record;
 pub mod report;

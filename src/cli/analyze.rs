@@ -16,6 +16,7 @@ use stripwatch::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
 use stripwatch::dns::DnsConfig;
 use stripwatch::enrich::Databases;
 use stripwatch::flow::reassembly::ReassemblyLimits;
+use stripwatch::memory::{Board, Budget, Window};
 use stripwatch::pipeline::{self, Judges, PipelineConfig, RunStats};
 use stripwatch::pipeline::{FlowConfig, PortSet};
 use stripwatch::report::summary::{Summary, Tally, TallySink};
@@ -173,9 +174,13 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
     // lookups and its SMTP connections meet on one worker.
     let mut server_ports = args.smtp_ports.clone();
     server_ports.push(53);
+    let budget = Budget::new(args.memory_limit, workers);
     PipelineConfig {
         workers,
+        budget,
+        board: Arc::new(Board::default()),
         flow: FlowConfig {
+            max_flow_bytes: budget.limit(Window::Flows),
             smtp_ports: PortSet::new(&args.smtp_ports),
             implicit_tls_ports: PortSet::new(&args.implicit_tls_ports),
             probe_other_ports: !args.no_content_detection,
@@ -192,12 +197,16 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             sensor: args.sensor.clone().unwrap_or_else(hostname),
             dns: DnsConfig {
                 link_window_us: micros(args.mx_window),
+                max_client_bytes: budget.limit(Window::DnsClients),
                 ..DnsConfig::default()
             },
         },
         correlator: CorrelatorConfig {
             max_held: args.max_held_sessions,
             fallback_window_us: micros(args.fallback_window),
+            held_bytes: budget.limit(Window::Held),
+            wait_bytes: budget.limit(Window::DnsWait),
+            offers_bytes: budget.limit(Window::Offers),
             ..CorrelatorConfig::default()
         },
         defrag: DefragLimits::default(),
@@ -219,10 +228,14 @@ fn hostname() -> String {
 /// The certificate, DNS and baseline judges, from the trust anchors, TLSA records, known MX
 /// sets and state file the arguments name.
 pub(super) fn judges(args: &SharedArgs) -> Result<Judges> {
-    let certs = CertJudge::new(validator(&args.trust_anchors)?, tlsa(args.tlsa.as_deref())?);
+    // The judges live in the output stage: their shares are not divided among workers.
+    let budget = Budget::new(args.memory_limit, 1);
+    let certs = CertJudge::new(validator(&args.trust_anchors)?, tlsa(args.tlsa.as_deref())?)
+        .with_max_bytes(budget.limit(Window::Certificates));
     let dns = DnsJudge::new(
         DnsJudgeConfig {
             mx_window_us: micros(args.mx_compare_window),
+            max_bytes: budget.limit(Window::MxAnswers),
             ..DnsJudgeConfig::default()
         },
         known_mx(args.known_mx.as_deref())?,

@@ -56,6 +56,7 @@ pub struct ConfigFile {
     state: Option<PathBuf>,
     state_retention: Option<u64>,
     max_held_sessions: Option<usize>,
+    memory_limit: Option<Text>,
     log_envelope: Option<bool>,
     shared_baseline: Option<bool>,
     shared_baseline_refresh: Option<u64>,

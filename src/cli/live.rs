@@ -95,6 +95,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
             interfaces: capture.counters(),
             tally: outputs.tally(),
             clickhouse: outputs.clickhouse(),
+            memory: cfg.board.clone(),
         };
         super::metrics::serve(listener, sources, done.clone())
     });

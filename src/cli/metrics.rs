@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stripwatch::capture::InterfaceCounters;
+use stripwatch::memory::{Board, WindowRow};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::clickhouse::ClickHouseReport;
 
@@ -30,6 +31,8 @@ pub struct Sources {
     pub tally: Arc<Mutex<Tally>>,
     /// ClickHouse's rows, with `--clickhouse`.
     pub clickhouse: Option<ClickHouseReport>,
+    /// The windows' sizes the workers and the output stage publish (relaxed atomics).
+    pub memory: Arc<Board>,
 }
 
 /// Binds `addr` (`127.0.0.1:9187`, `[::1]:9187`; a bare port means loopback) before anything is
@@ -237,5 +240,41 @@ pub fn render(sources: &Sources) -> String {
             &[(String::new(), s.rows_dropped)],
         );
     }
+    let memory = sources.memory.snapshot();
+    let per_window = |f: &dyn Fn(&WindowRow) -> u64| -> Vec<(String, u64)> {
+        memory
+            .windows
+            .iter()
+            .map(|(name, w)| (format!("window=\"{name}\""), f(w)))
+            .collect()
+    };
+    family(
+        &mut out,
+        "stripwatch_state_entries",
+        "gauge",
+        "Entries held by each state window (flows, held sessions, DNS memory, ...).",
+        &per_window(&|w| w.entries),
+    );
+    family(
+        &mut out,
+        "stripwatch_state_bytes",
+        "gauge",
+        "Bytes held by each state window (estimated), against its share of --memory-limit.",
+        &per_window(&|w| w.bytes),
+    );
+    family(
+        &mut out,
+        "stripwatch_state_limit_bytes",
+        "gauge",
+        "Each state window's share of --memory-limit.",
+        &per_window(&|w| w.limit_bytes),
+    );
+    family(
+        &mut out,
+        "stripwatch_state_evictions_total",
+        "counter",
+        "Entries evicted, released early or refused by each state window to stay within bounds.",
+        &per_window(&|w| w.evictions),
+    );
     out
 }

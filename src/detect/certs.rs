@@ -3,6 +3,7 @@
 //! intermediates learned from one session help validate another, keeps one record per distinct
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
+use crate::memory::Usage;
 use crate::record::{CertificateRecord, FindingKind, SessionRecord, Side, Tlsa};
 use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::tls::cert;
@@ -14,6 +15,7 @@ use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde::Serialize;
 use serde_json::json;
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// Distinct certificates remembered for `certificates.ndjson`.
@@ -51,9 +53,18 @@ pub struct CertJudge {
     tlsa: TlsaStore,
     certs: AHashMap<String, CertificateRecord>,
     keys: AHashMap<IpAddr, Vec<KeySeen>>,
+    /// Bytes of both tables at most (the memory budget's share): beyond it, new certificates and
+    /// servers are not remembered, as when a table is full.
+    max_bytes: usize,
+    usage: Usage,
     /// Counters.
     pub stats: CertStats,
 }
+
+/// A map entry's own bytes and the hash table's overhead, roughly.
+const ENTRY_OVERHEAD: usize = 32;
+/// A parsed certificate takes about this many times its DER size (names, extensions, strings).
+const PARSED_PER_DER_BYTE: usize = 2;
 
 /// The host the client meant, and where that name came from.
 pub fn intended_host(rec: &SessionRecord) -> Option<(String, &'static str)> {
@@ -115,8 +126,25 @@ impl CertJudge {
             tlsa,
             certs: AHashMap::new(),
             keys: AHashMap::new(),
+            max_bytes: usize::MAX,
+            usage: Usage::default(),
             stats: CertStats::default(),
         }
+    }
+
+    /// Bounds both tables to `bytes` (the memory budget's share).
+    pub fn with_max_bytes(mut self, bytes: usize) -> CertJudge {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Size of the tables, and certificates or keys not remembered for their bounds.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn full(&self) -> bool {
+        self.usage.bytes > self.max_bytes
     }
 
     /// Judges the session's certificate (if it reached TLS) and drops the DER chain.
@@ -185,8 +213,17 @@ impl CertJudge {
             return;
         };
         // Keys per server, for certificate-changed (judged when the session is released).
-        if self.keys.len() < MAX_SERVERS || self.keys.contains_key(&rec.server.ip) {
-            let list = self.keys.entry(rec.server.ip).or_default();
+        let known_server = self.keys.contains_key(&rec.server.ip);
+        if !known_server && (self.keys.len() >= MAX_SERVERS || self.full()) {
+            self.usage.evictions += 1;
+        }
+        if known_server || (self.keys.len() < MAX_SERVERS && !self.full()) {
+            let usage = &mut self.usage;
+            let list = self.keys.entry(rec.server.ip).or_insert_with(|| {
+                usage.entries += 1;
+                usage.bytes += ENTRY_OVERHEAD + size_of::<IpAddr>() + size_of::<Vec<KeySeen>>();
+                Vec::new()
+            });
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
                 k.sessions += 1;
                 k.last_us = k.last_us.max(rec.ts_us);
@@ -195,6 +232,8 @@ impl CertJudge {
                     k.session_id = rec.session_id.clone();
                 }
             } else if list.len() < MAX_KEYS_PER_SERVER {
+                usage.bytes +=
+                    size_of::<KeySeen>() + leaf.spki_sha256.len() + rec.session_id.len() + 2 * 64;
                 list.push(KeySeen {
                     spki: leaf.spki_sha256.clone(),
                     first_us: rec.ts_us,
@@ -340,14 +379,24 @@ impl CertJudge {
                 c.last_seen = rec.ts.clone();
             }
             if c.servers.len() < MAX_SERVERS_PER_CERT && !c.servers.contains(&server) {
+                self.usage.bytes += size_of::<String>() + server.len();
                 c.servers.push(server);
             }
             return;
         }
-        if self.certs.len() >= MAX_CERTS {
+        if self.certs.len() >= MAX_CERTS || self.full() {
             self.stats.certificates_untracked += 1;
+            self.usage.evictions += 1;
             return;
         }
+        self.usage.entries += 1;
+        self.usage.bytes += ENTRY_OVERHEAD
+            + size_of::<CertificateRecord>()
+            + 2 * fingerprint.len()
+            + der.len() * PARSED_PER_DER_BYTE
+            + 2 * rec.ts.len()
+            + size_of::<String>()
+            + server.len();
         let Some(info) = cert::parse(der) else {
             self.stats.unparseable += u64::from(!leaf);
             return;

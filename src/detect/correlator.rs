@@ -17,14 +17,16 @@
 use super::certs::CertJudge;
 use super::dns_judge::DnsJudge;
 use super::rules::finish_verdict;
+use crate::memory::{Usage, Window};
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
-use crate::record::SessionRecord;
+use crate::record::{SessionRecord, session_bytes};
 use crate::state::{Baseline, Fact, Learned, SaveStats, Seen, StateError, add_witness};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde_json::json;
 use std::collections::VecDeque;
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// Bounds and windows.
@@ -38,6 +40,13 @@ pub struct CorrelatorConfig {
     pub fallback_window_us: i64,
     /// Servers and client/server pairs remembered.
     pub max_baseline: usize,
+    /// Bytes of held sessions at most (the memory budget's share); the oldest is judged early
+    /// beyond this.
+    pub held_bytes: usize,
+    /// Bytes of sessions waiting for their lookups' records and of the lookups' finding ids.
+    pub wait_bytes: usize,
+    /// Bytes of per-server offers and per-pair failures.
+    pub offers_bytes: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -47,6 +56,9 @@ impl Default for CorrelatorConfig {
             hold_us: i64::MAX,
             fallback_window_us: 3_600_000_000,
             max_baseline: 1_000_000,
+            held_bytes: usize::MAX,
+            wait_bytes: usize::MAX,
+            offers_bytes: usize::MAX,
         }
     }
 }
@@ -104,6 +116,10 @@ pub struct Correlator {
     waiting_order: VecDeque<u64>,
     waiters: AHashMap<String, Vec<u64>>,
     next_slot: u64,
+    /// Sizes and evictions of the windows, kept as entries come and go.
+    held_usage: Usage,
+    wait_usage: Usage,
+    offers_usage: Usage,
     baseline: Box<dyn Baseline>,
     /// Certificate judgement and the distinct-certificate table.
     pub certs: CertJudge,
@@ -115,6 +131,30 @@ pub struct Correlator {
 
 /// Failed upgrades remembered per client/server pair.
 const FAILURES_PER_PAIR: usize = 8;
+/// A map entry's own bytes and the hash table's overhead, roughly.
+const ENTRY_OVERHEAD: usize = 32;
+/// A client/server pair's entry without its failures.
+const PAIR_BYTES: usize = ENTRY_OVERHEAD + 2 * size_of::<IpAddr>() + size_of::<Vec<Failure>>();
+/// A failure without its strings.
+const FAILURE_BYTES: usize = size_of::<Failure>();
+
+fn offer_bytes(session_id: &str) -> usize {
+    ENTRY_OVERHEAD + size_of::<IpAddr>() + size_of::<Offer>() + session_id.len()
+}
+
+fn failure_bytes(f: &Failure) -> usize {
+    FAILURE_BYTES + f.session_id.len() + f.finding_id.len()
+}
+
+/// A seen lookup's entry: its id twice (map and order) and its finding ids.
+fn seen_bytes(tx: &str, ids: &[String]) -> usize {
+    ENTRY_OVERHEAD
+        + 2 * (size_of::<String>() + tx.len())
+        + ids
+            .iter()
+            .map(|i| size_of::<String>() + i.len())
+            .sum::<usize>()
+}
 
 impl Correlator {
     /// An empty correlator that judges certificates with `certs`, DNS answers with `dns`, and
@@ -137,6 +177,9 @@ impl Correlator {
             waiting_order: VecDeque::new(),
             waiters: AHashMap::new(),
             next_slot: 0,
+            held_usage: Usage::default(),
+            wait_usage: Usage::default(),
+            offers_usage: Usage::default(),
             baseline,
             certs,
             dns,
@@ -154,25 +197,33 @@ impl Correlator {
             .iter()
             .map(|f| f.finding_id.clone())
             .collect();
-        if self.dns_seen_order.len() >= self.cfg.max_held.max(1024)
+        let cap = self.cfg.max_held.max(1024);
+        while (self.dns_seen_order.len() >= cap || self.wait_usage.bytes > self.cfg.wait_bytes)
             && let Some(old) = self.dns_seen_order.pop_front()
         {
-            self.dns_seen.remove(&old);
+            if let Some(ids) = self.dns_seen.remove(&old) {
+                self.wait_usage.bytes -= seen_bytes(&old, &ids);
+                self.wait_usage.entries -= 1;
+            }
+            // A session that names this lookup later waits for it until the grace ends and
+            // lacks its finding ids.
+            self.wait_usage.evictions += 1;
         }
-        if self
-            .dns_seen
-            .insert(rec.transaction_id.clone(), ids)
-            .is_none()
-        {
+        let bytes = seen_bytes(&rec.transaction_id, &ids);
+        if let Some(old) = self.dns_seen.insert(rec.transaction_id.clone(), ids) {
+            self.wait_usage.bytes -= seen_bytes(&rec.transaction_id, &old);
+        } else {
+            self.wait_usage.entries += 1;
             self.dns_seen_order.push_back(rec.transaction_id.clone());
         }
+        self.wait_usage.bytes += bytes;
         if let Some(slots) = self.waiters.remove(&rec.transaction_id) {
             for slot in slots {
                 let ready = self.waiting.get_mut(&slot).is_some_and(|w| {
                     w.missing = w.missing.saturating_sub(1);
                     w.missing == 0
                 });
-                if ready && let Some(w) = self.waiting.remove(&slot) {
+                if ready && let Some(w) = self.take_waiting(slot) {
                     self.admit(w.rec, out);
                 }
             }
@@ -198,6 +249,8 @@ impl Correlator {
             for tx in &missing {
                 self.waiters.entry(tx.clone()).or_default().push(slot);
             }
+            self.wait_usage.entries += 1;
+            self.wait_usage.bytes += session_bytes(&rec);
             self.waiting.insert(
                 slot,
                 Waiting {
@@ -218,12 +271,17 @@ impl Correlator {
                 continue;
             };
             let overdue = w.rec.ts_end_us.saturating_add(DNS_GRACE_US) < self.watermark_us;
-            if !overdue && self.waiting.len() <= self.cfg.max_held {
+            let too_many = self.waiting.len() > self.cfg.max_held;
+            let too_big = self.wait_usage.bytes > self.cfg.wait_bytes;
+            if !overdue && !too_many && !too_big {
                 break;
             }
             self.waiting_order.pop_front();
-            if let Some(w) = self.waiting.remove(&slot) {
+            if let Some(w) = self.take_waiting(slot) {
                 self.stats.dns_wait_gave_up += 1;
+                if !overdue {
+                    self.wait_usage.evictions += 1;
+                }
                 self.admit(w.rec, out);
             }
         }
@@ -246,11 +304,16 @@ impl Correlator {
         self.certs.judge(&mut rec);
         if rec.starttls_offered {
             self.bound_offers();
-            let entry = self.offers.entry(rec.server.ip).or_insert_with(|| Offer {
-                first_us: rec.ts_us,
-                last_us: rec.ts_us,
-                sessions: 0,
-                session_id: rec.session_id.clone(),
+            let usage = &mut self.offers_usage;
+            let entry = self.offers.entry(rec.server.ip).or_insert_with(|| {
+                usage.entries += 1;
+                usage.bytes += offer_bytes(&rec.session_id);
+                Offer {
+                    first_us: rec.ts_us,
+                    last_us: rec.ts_us,
+                    sessions: 0,
+                    session_id: rec.session_id.clone(),
+                }
             });
             entry.sessions += 1;
             entry.first_us = entry.first_us.min(rec.ts_us);
@@ -263,12 +326,17 @@ impl Correlator {
             } else {
                 FindingKind::TlsHandshakeFailed
             };
+            let usage = &mut self.offers_usage;
             let list = self
                 .failures
                 .entry((rec.client.ip, rec.server.ip))
-                .or_default();
+                .or_insert_with(|| {
+                    usage.entries += 1;
+                    usage.bytes += PAIR_BYTES;
+                    Vec::new()
+                });
             if list.len() >= FAILURES_PER_PAIR {
-                list.remove(0);
+                usage.bytes -= failure_bytes(&list.remove(0));
             }
             let finding_id = rec
                 .finding_details
@@ -276,6 +344,7 @@ impl Correlator {
                 .find(|f| f.kind == kind)
                 .map(|f| f.finding_id.clone())
                 .unwrap_or_default();
+            usage.bytes += FAILURE_BYTES + rec.session_id.len() + finding_id.len();
             list.push(Failure {
                 at_us,
                 session_id: rec.session_id.clone(),
@@ -290,12 +359,15 @@ impl Correlator {
             // Only these can still gain a finding from sessions yet to come (an offer elsewhere
             // makes this one `starttls-missing`; a failed upgrade makes it a fallback, and its
             // cleartext AUTH `auth-in-cleartext`).
+            self.held_usage.entries += 1;
+            self.held_usage.bytes += session_bytes(&rec);
             self.held.push_back(rec);
         } else {
             self.release(rec, out);
         }
-        while self.held.len() > self.cfg.max_held {
+        while self.held.len() > self.cfg.max_held || self.held_usage.bytes > self.cfg.held_bytes {
             self.stats.released_early += 1;
+            self.held_usage.evictions += 1;
             self.release_front(out);
         }
         self.release_held(out);
@@ -327,7 +399,7 @@ impl Correlator {
     /// Judges every held session (end of input, or shutdown).
     pub fn flush<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
         while let Some(slot) = self.waiting_order.pop_front() {
-            if let Some(w) = self.waiting.remove(&slot) {
+            if let Some(w) = self.take_waiting(slot) {
                 self.stats.dns_wait_gave_up += 1;
                 self.admit(w.rec, out);
             }
@@ -340,6 +412,8 @@ impl Correlator {
 
     fn release_front<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
         if let Some(rec) = self.held.pop_front() {
+            self.held_usage.entries -= 1;
+            self.held_usage.bytes -= session_bytes(&rec);
             self.release(rec, out);
         }
     }
@@ -465,30 +539,76 @@ impl Correlator {
     }
 
     fn bound_offers(&mut self) {
-        if self.offers.len() >= self.cfg.max_baseline {
+        if self.offers.len() >= self.cfg.max_baseline
+            || self.offers_usage.bytes > self.cfg.offers_bytes
+        {
             // Forget the servers seen longest ago; amortised by dropping a tenth at a time.
             let mut ages: Vec<i64> = self.offers.values().map(|o| o.last_us).collect();
             let cut = ages.len() / 10;
             let (_, pivot, _) = ages.select_nth_unstable(cut);
             let pivot = *pivot;
+            let usage = &mut self.offers_usage;
             let before = self.offers.len();
-            self.offers.retain(|_, o| o.last_us > pivot);
-            self.stats.baseline_evictions += (before - self.offers.len()) as u64;
+            self.offers.retain(|_, o| {
+                let keep = o.last_us > pivot;
+                if !keep {
+                    usage.entries -= 1;
+                    usage.bytes -= offer_bytes(&o.session_id);
+                }
+                keep
+            });
+            let gone = (before - self.offers.len()) as u64;
+            self.stats.baseline_evictions += gone;
+            usage.evictions += gone;
         }
     }
 
     fn bound_failures(&mut self) {
-        if self.failures.len() >= self.cfg.max_baseline {
+        if self.failures.len() >= self.cfg.max_baseline
+            || self.offers_usage.bytes > self.cfg.offers_bytes
+        {
             let before = self.failures.len();
             let horizon = self
                 .watermark_us
                 .saturating_sub(self.cfg.fallback_window_us);
-            self.failures
-                .retain(|_, l| l.last().is_some_and(|f| f.at_us >= horizon));
+            let usage = &mut self.offers_usage;
+            let mut forget = |l: &Vec<Failure>| {
+                usage.entries -= 1;
+                usage.bytes -= PAIR_BYTES + l.iter().map(failure_bytes).sum::<usize>();
+            };
+            self.failures.retain(|_, l| {
+                let keep = l.last().is_some_and(|f| f.at_us >= horizon);
+                if !keep {
+                    forget(l);
+                }
+                keep
+            });
             if self.failures.len() == before {
+                for l in self.failures.values() {
+                    forget(l);
+                }
                 self.failures.clear();
             }
-            self.stats.baseline_evictions += (before - self.failures.len()) as u64;
+            let gone = (before - self.failures.len()) as u64;
+            self.stats.baseline_evictions += gone;
+            usage.evictions += gone;
+        }
+    }
+
+    fn take_waiting(&mut self, slot: u64) -> Option<Waiting> {
+        let w = self.waiting.remove(&slot)?;
+        self.wait_usage.entries -= 1;
+        self.wait_usage.bytes -= session_bytes(&w.rec);
+        Some(w)
+    }
+
+    /// Size and evictions of one of the correlator's windows (None for windows it does not own).
+    pub fn usage(&self, window: Window) -> Option<Usage> {
+        match window {
+            Window::Held => Some(self.held_usage),
+            Window::DnsWait => Some(self.wait_usage),
+            Window::Offers => Some(self.offers_usage),
+            _ => None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Everything is bounded: per map a cap on names, per domain a cap on distinct sets and
 //! observers; the oldest entries go first and are counted.
 
+use crate::memory::Usage;
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
 use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
@@ -17,6 +18,7 @@ use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde::Serialize;
 use serde_json::json;
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// Windows and bounds of DNS judgement.
@@ -26,6 +28,8 @@ pub struct DnsJudgeConfig {
     pub mx_window_us: i64,
     /// Domains (and names, and client/resolver pairs) remembered per map.
     pub max_names: usize,
+    /// Bytes of all three maps together at most (the memory budget's share).
+    pub max_bytes: usize,
 }
 
 impl Default for DnsJudgeConfig {
@@ -33,6 +37,7 @@ impl Default for DnsJudgeConfig {
         DnsJudgeConfig {
             mx_window_us: 86_400_000_000,
             max_names: 200_000,
+            max_bytes: usize::MAX,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct DnsJudge {
     mx: AHashMap<String, DomainMx>,
     rrsig: AHashMap<(String, String), Signed>,
     ad: AHashMap<(IpAddr, String, String), Signed>,
+    /// Size of the three maps, kept as entries come and go.
+    usage: Usage,
     /// Counters.
     pub stats: DnsJudgeStats,
 }
@@ -151,8 +158,14 @@ impl DnsJudge {
             mx: AHashMap::new(),
             rrsig: AHashMap::new(),
             ad: AHashMap::new(),
+            usage: Usage::default(),
             stats: DnsJudgeStats::default(),
         }
+    }
+
+    /// Size and evictions of the remembered answers (the `mx_answers` window).
+    pub fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// Judges one finished DNS transaction, adding findings to it, and learns from it.
@@ -299,35 +312,49 @@ impl DnsJudge {
         now: i64,
         tx: &str,
     ) {
-        if !self.mx.contains_key(&domain) && self.mx.len() >= self.cfg.max_names {
-            self.stats.evictions += evict_oldest(&mut self.mx, |d| d.last_us);
+        if !self.mx.contains_key(&domain)
+            && (self.mx.len() >= self.cfg.max_names || self.usage.bytes > self.cfg.max_bytes)
+        {
+            self.stats.evictions += evict_oldest(
+                &mut self.mx,
+                |d| d.last_us,
+                |k, d| domain_bytes(k, d),
+                &mut self.usage,
+            );
         }
-        let d = self.mx.entry(domain).or_insert(DomainMx {
-            last_us: now,
-            sets: Vec::new(),
+        let usage = &mut self.usage;
+        let key_len = domain.len();
+        let d = self.mx.entry(domain).or_insert_with(|| {
+            usage.entries += 1;
+            DomainMx {
+                last_us: now,
+                sets: Vec::new(),
+            }
         });
+        usage.bytes = usage.bytes.saturating_sub(domain_bytes_len(key_len, d));
         d.last_us = d.last_us.max(now);
         if let Some(s) = d.sets.iter_mut().find(|s| s.set == set) {
             s.last_us = s.last_us.max(now);
             if !s.observers.contains(&observer) && s.observers.len() < OBSERVERS_PER_SET {
                 s.observers.push(observer);
             }
-            return;
+        } else {
+            if d.sets.len() >= SETS_PER_DOMAIN {
+                let oldest = (0..d.sets.len())
+                    .min_by_key(|&i| d.sets[i].last_us)
+                    .unwrap_or(0);
+                d.sets.remove(oldest);
+                self.stats.evictions += 1;
+            }
+            d.sets.push(MxSetSeen {
+                set,
+                first_us: now,
+                last_us: now,
+                observers: vec![observer],
+                transaction_id: tx.to_string(),
+            });
         }
-        if d.sets.len() >= SETS_PER_DOMAIN {
-            let oldest = (0..d.sets.len())
-                .min_by_key(|&i| d.sets[i].last_us)
-                .unwrap_or(0);
-            d.sets.remove(oldest);
-            self.stats.evictions += 1;
-        }
-        d.sets.push(MxSetSeen {
-            set,
-            first_us: now,
-            last_us: now,
-            observers: vec![observer],
-            transaction_id: tx.to_string(),
-        });
+        usage.bytes += domain_bytes_len(key_len, d);
     }
 
     fn judge_dnssec(&mut self, rec: &mut DnsRecord, baseline: &dyn Baseline) {
@@ -385,36 +412,106 @@ impl DnsJudge {
         }
         let tx = rec.transaction_id.clone();
         let max = self.cfg.max_names;
+        let bounds = (max, self.cfg.max_bytes);
         if rec.rrsig {
-            remember_signed(&mut self.rrsig, name, now, &tx, max, &mut self.stats);
+            let key_len = name.0.len() + name.1.len();
+            let counts = (&mut self.stats, &mut self.usage);
+            remember_signed(&mut self.rrsig, name, key_len, now, &tx, bounds, counts);
         }
         if rec.ad {
-            remember_signed(&mut self.ad, ad_key, now, &tx, max, &mut self.stats);
+            let key_len = ad_key.1.len() + ad_key.2.len();
+            let counts = (&mut self.stats, &mut self.usage);
+            remember_signed(&mut self.ad, ad_key, key_len, now, &tx, bounds, counts);
         }
     }
 }
 
-fn remember_signed<K: std::hash::Hash + Eq>(
+/// A map entry's own bytes and the hash table's overhead, roughly.
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Bytes of one domain's remembered MX sets, its name included.
+fn domain_bytes(domain: &str, d: &DomainMx) -> usize {
+    domain_bytes_len(domain.len(), d)
+}
+
+fn domain_bytes_len(key_len: usize, d: &DomainMx) -> usize {
+    let sets: usize = d
+        .sets
+        .iter()
+        .map(|s| {
+            size_of::<MxSetSeen>()
+                + s.set
+                    .iter()
+                    .map(|n| size_of::<String>() + n.len())
+                    .sum::<usize>()
+                + s.observers.capacity() * size_of::<(IpAddr, IpAddr)>()
+                + s.transaction_id.len()
+        })
+        .sum();
+    ENTRY_OVERHEAD + size_of::<String>() + key_len + size_of::<DomainMx>() + sets
+}
+
+/// Bytes of one signed name's entry (`key_len`: the strings of its key).
+fn signed_bytes<K>(key_len: usize, s: &Signed) -> usize {
+    ENTRY_OVERHEAD + size_of::<K>() + key_len + size_of::<Signed>() + s.transaction_id.len()
+}
+
+/// Remembers a signed name; `bounds` are the entries per map and the bytes of all maps.
+fn remember_signed<K: std::hash::Hash + Eq + SignedKey>(
     map: &mut AHashMap<K, Signed>,
     key: K,
+    key_len: usize,
     now: i64,
     tx: &str,
-    max: usize,
-    stats: &mut DnsJudgeStats,
+    (max, max_bytes): (usize, usize),
+    (stats, usage): (&mut DnsJudgeStats, &mut Usage),
 ) {
-    if !map.contains_key(&key) && map.len() >= max {
-        stats.evictions += evict_oldest(map, |s| s.last_us);
+    if !map.contains_key(&key) && (map.len() >= max || usage.bytes > max_bytes) {
+        stats.evictions += evict_oldest(
+            map,
+            |s| s.last_us,
+            |k, s| signed_bytes::<K>(k.strings_len(), s),
+            usage,
+        );
     }
-    let s = map.entry(key).or_insert_with(|| Signed {
-        last_us: now,
-        first_us: now,
-        transaction_id: tx.to_string(),
+    let s = map.entry(key).or_insert_with(|| {
+        let s = Signed {
+            last_us: now,
+            first_us: now,
+            transaction_id: tx.to_string(),
+        };
+        usage.entries += 1;
+        usage.bytes += signed_bytes::<K>(key_len, &s);
+        s
     });
     s.last_us = s.last_us.max(now);
 }
 
-/// Drops the least recently seen tenth of `map` (amortised: one pass per tenth of the cap).
-fn evict_oldest<K, V>(map: &mut AHashMap<K, V>, age: impl Fn(&V) -> i64) -> u64 {
+/// The strings' length of a signed-name key, for its size.
+trait SignedKey {
+    fn strings_len(&self) -> usize;
+}
+
+impl SignedKey for (String, String) {
+    fn strings_len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+}
+
+impl SignedKey for (IpAddr, String, String) {
+    fn strings_len(&self) -> usize {
+        self.1.len() + self.2.len()
+    }
+}
+
+/// Drops the least recently seen tenth of `map` (amortised: one pass per tenth of the cap),
+/// taking their bytes off `usage`; returns how many went.
+fn evict_oldest<K, V>(
+    map: &mut AHashMap<K, V>,
+    age: impl Fn(&V) -> i64,
+    bytes: impl Fn(&K, &V) -> usize,
+    usage: &mut Usage,
+) -> u64 {
     let mut ages: Vec<i64> = map.values().map(&age).collect();
     if ages.is_empty() {
         return 0;
@@ -423,8 +520,17 @@ fn evict_oldest<K, V>(map: &mut AHashMap<K, V>, age: impl Fn(&V) -> i64) -> u64 
     let (_, pivot, _) = ages.select_nth_unstable(cut);
     let pivot = *pivot;
     let before = map.len();
-    map.retain(|_, v| age(v) > pivot);
-    (before - map.len()) as u64
+    map.retain(|k, v| {
+        let keep = age(v) > pivot;
+        if !keep {
+            usage.entries -= 1;
+            usage.bytes = usage.bytes.saturating_sub(bytes(k, v));
+        }
+        keep
+    });
+    let gone = (before - map.len()) as u64;
+    usage.evictions += gone;
+    gone
 }
 
 /// Adds a finding to a DNS transaction; `n` makes its id (`<transaction>-<n>`) unique per kind.

@@ -5,11 +5,13 @@
 
 use super::message::DnsMessage;
 use crate::flow::lineage::Lineage;
+use crate::memory::Usage;
 use crate::record::{DnsRecord, Endpoint, SessionRecord, Tlsa};
 use crate::util::{community_id, rfc3339_micros};
 use ahash::AHashMap;
 use serde::Serialize;
 use sha1::{Digest, Sha1};
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// Bounds and windows of DNS tracking.
@@ -25,6 +27,8 @@ pub struct DnsConfig {
     pub max_pending: usize,
     /// Clients whose answers are remembered, per worker.
     pub max_clients: usize,
+    /// Bytes of the per-client memory at most, per worker (the memory budget's share).
+    pub max_client_bytes: usize,
 }
 
 impl Default for DnsConfig {
@@ -35,6 +39,7 @@ impl Default for DnsConfig {
             link_window_us: 600_000_000,
             max_pending: 100_000,
             max_clients: 100_000,
+            max_client_bytes: usize::MAX,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct ClosedTransaction {
 #[derive(Default)]
 struct ClientMemory {
     last_us: i64,
+    /// What this memory costs (counted in the tracker's total).
+    bytes: usize,
     /// (time, domain, exchanges, transaction id)
     mx: Vec<(i64, String, Vec<String>, String)>,
     /// host -> (time, addresses, transaction id)
@@ -159,8 +166,56 @@ pub struct DnsTracker {
     pending: AHashMap<TxKey, Pending>,
     answered: AHashMap<TxKey, ClosedTransaction>,
     clients: AHashMap<IpAddr, ClientMemory>,
+    /// Size of `clients` (the `dns_clients` window), kept as clients learn and are forgotten.
+    client_usage: Usage,
+    /// When each client's memory was last evicted for the budget (bounded by `max_clients`).
+    evicted_at: AHashMap<IpAddr, i64>,
+    /// Once `evicted_at` was full: until this time plus `--mx-window`, every client counts as
+    /// evicted.
+    marks_lost_us: i64,
     /// Counters.
     pub stats: DnsStats,
+}
+
+/// Bytes a client's memory costs: its slot and what its maps hold. Walks one client's memory
+/// only (bounded by `MEMORY_PER_CLIENT`), once per response that taught it something.
+fn client_bytes(m: &ClientMemory) -> usize {
+    const SLOT: usize = 32 + size_of::<IpAddr>() + size_of::<ClientMemory>();
+    const ENTRY: usize = 32;
+    let s = |x: &String| size_of::<String>() + x.len();
+    let mx: usize =
+        m.mx.iter()
+            .map(|(_, d, ex, tx)| s(d) + ex.iter().map(s).sum::<usize>() + s(tx))
+            .sum();
+    let addresses: usize = m
+        .addresses
+        .iter()
+        .map(|(k, (_, a, tx))| ENTRY + s(k) + a.capacity() * size_of::<IpAddr>() + s(tx))
+        .sum();
+    let cnames: usize = m.cnames.iter().map(|(k, v)| ENTRY + s(k) + s(v)).sum();
+    let tlsa: usize = m
+        .tlsa
+        .iter()
+        .map(|(k, (r, tx))| {
+            ENTRY
+                + s(k)
+                + s(tx)
+                + r.iter()
+                    .map(|t| size_of::<Tlsa>() + t.data.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let findings: usize = m
+        .findings
+        .iter()
+        .map(|(k, v)| ENTRY + s(k) + v.iter().map(s).sum::<usize>())
+        .sum();
+    SLOT + m.mx.capacity() * size_of::<(i64, String, Vec<String>, String)>()
+        + mx
+        + addresses
+        + cnames
+        + tlsa
+        + findings
 }
 
 /// Where a DNS message came from.
@@ -188,6 +243,9 @@ impl DnsTracker {
             pending: AHashMap::new(),
             answered: AHashMap::new(),
             clients: AHashMap::new(),
+            client_usage: Usage::default(),
+            evicted_at: AHashMap::new(),
+            marks_lost_us: i64::MIN,
             stats: DnsStats::default(),
         }
     }
@@ -349,8 +407,17 @@ impl DnsTracker {
                 return;
             }
         }
+        if !self.clients.contains_key(&key.client.0)
+            && self.client_usage.bytes > self.cfg.max_client_bytes
+        {
+            self.evict_clients(ts_us);
+        }
         let tx = tx.to_string();
-        let mem = self.clients.entry(key.client.0).or_default();
+        let usage = &mut self.client_usage;
+        let mem = self.clients.entry(key.client.0).or_insert_with(|| {
+            usage.entries += 1;
+            ClientMemory::default()
+        });
         mem.last_us = ts_us;
         if !msg.mx.is_empty() {
             if mem.mx.len() >= MEMORY_PER_CLIENT {
@@ -393,6 +460,70 @@ impl DnsTracker {
             for (owner, r) in recs {
                 mem.tlsa.insert(owner, (r, tx.clone()));
             }
+        }
+        let bytes = client_bytes(mem);
+        usage.bytes = usage.bytes - mem.bytes + bytes;
+        mem.bytes = bytes;
+    }
+
+    /// Forgets the least recently active tenth of the clients (the budget is spent), and marks
+    /// them: for `--mx-window` their sessions cannot be convicted of going to an unlisted
+    /// address, since the lookups that listed it may be what was forgotten.
+    fn evict_clients(&mut self, now_us: i64) {
+        let mut ages: Vec<i64> = self.clients.values().map(|m| m.last_us).collect();
+        if ages.is_empty() {
+            return;
+        }
+        let cut = ages.len() / 10;
+        let (_, pivot, _) = ages.select_nth_unstable(cut);
+        let pivot = *pivot;
+        let horizon = now_us.saturating_sub(self.cfg.link_window_us);
+        self.evicted_at.retain(|_, at| *at >= horizon);
+        let usage = &mut self.client_usage;
+        let marks = &mut self.evicted_at;
+        let max_marks = self.cfg.max_clients;
+        let mut lost = false;
+        self.clients.retain(|ip, m| {
+            let keep = m.last_us > pivot;
+            if !keep {
+                usage.entries -= 1;
+                usage.bytes -= m.bytes;
+                usage.evictions += 1;
+                if marks.len() < max_marks || marks.contains_key(ip) {
+                    marks.insert(*ip, now_us);
+                } else {
+                    lost = true;
+                }
+            }
+            keep
+        });
+        if lost {
+            self.marks_lost_us = now_us;
+        }
+    }
+
+    /// True when the client's DNS memory may have lost lookups that a session starting at
+    /// `ts_us` rests on (evicted after `ts_us - --mx-window`).
+    fn evicted_within_window(&self, client: IpAddr, ts_us: i64) -> bool {
+        let since = ts_us.saturating_sub(self.cfg.link_window_us);
+        self.marks_lost_us >= since || self.evicted_at.get(&client).is_some_and(|at| *at >= since)
+    }
+
+    /// Size and evictions of the per-client memory (the `dns_clients` window).
+    pub fn client_usage(&self) -> Usage {
+        self.client_usage
+    }
+
+    /// Size of the transactions in flight (the `dns_pending` window): queries waiting and
+    /// answers within their comparison window, at an estimated size each.
+    pub fn pending_usage(&self) -> Usage {
+        const QUERY: usize = 32 + size_of::<TxKey>() + size_of::<Pending>() + 64;
+        const ANSWER: usize = 32 + size_of::<TxKey>() + size_of::<ClosedTransaction>() + 1024;
+        Usage {
+            entries: self.pending.len() + self.answered.len(),
+            bytes: self.pending.len() * QUERY + self.answered.len() * ANSWER,
+            evictions: self.stats.evicted,
+            skipped: 0,
         }
     }
 
@@ -514,6 +645,11 @@ impl DnsTracker {
                     return None;
                 }
             }
+        }
+        if any_known && self.evicted_within_window(rec.client.ip, rec.ts_us) {
+            // What listed this server may be what the budget made us forget: no conviction.
+            self.client_usage.skipped += 1;
+            return None;
         }
         if any_known {
             let (_, domain, exchanges, mx_tx) = recent[0];

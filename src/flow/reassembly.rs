@@ -108,6 +108,14 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
+    /// Heap bytes this direction holds: segments waiting behind a hole and the recent-bytes
+    /// ring. Read before and after each segment, so the flow table keeps its total incrementally.
+    pub fn heap_bytes(&self) -> usize {
+        self.pending_bytes
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
+            + self.recent.capacity()
+    }
+
     /// A direction that has seen nothing yet.
     pub fn new(limits: ReassemblyLimits) -> Reassembler {
         Reassembler {

@@ -13,6 +13,7 @@ use super::reassembly::{Reassembler, ReassemblyLimits, StreamEvent};
 use crate::decode::{PacketMeta, TcpFlags, Transport};
 use crate::record::{EndReason, Side};
 use ahash::AHashMap;
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// An address and port.
@@ -27,6 +28,8 @@ pub struct TableConfig {
     pub idle_timeout_us: i64,
     /// Per-direction reassembly bounds.
     pub reassembly: ReassemblyLimits,
+    /// Bytes of all flows at most (the memory budget's share): beyond it the oldest are evicted.
+    pub max_bytes: usize,
 }
 
 /// Counters of the TCP layer of one flow table.
@@ -258,6 +261,11 @@ impl<F> Connection<F> {
         self.rst || (self.fin[0] && self.fin[1])
     }
 
+    /// Heap bytes of both reassemblers.
+    fn buffered(&self) -> usize {
+        self.dirs[0].heap_bytes() + self.dirs[1].heap_bytes()
+    }
+
     /// Ends the flow: delivers what the reassemblers still hold (if the app wants it), works
     /// out how it ended, and hands it to the app.
     fn finish<A: StreamApp<Flow = F>>(mut self, app: &mut A, end: EndReason) {
@@ -312,7 +320,28 @@ enum Entry<F, P> {
     },
 }
 
+/// A hash table slot's overhead beyond the key and the entry, roughly.
+const SLOT_OVERHEAD: usize = 16;
+/// What a followed flow's parser holds on the heap besides the reassembly buffers (greeting,
+/// capabilities, TLS facts, the server's certificate chain), estimated: the parser bounds each of
+/// these, and weighing them per packet would cost more than the estimate is off.
+const APP_HEAP_ESTIMATE: usize = 4096;
+/// What a probe holds at most (the candidate greeting).
+const PROBE_HEAP_ESTIMATE: usize = 4096;
+
 impl<F, P> Entry<F, P> {
+    /// Bytes this entry costs, its slot included.
+    fn bytes(&self) -> usize {
+        let slot = size_of::<FlowKey>() + size_of::<Self>() + SLOT_OVERHEAD;
+        match self {
+            Entry::Followed(c) => {
+                slot + size_of::<Connection<F>>() + APP_HEAP_ESTIMATE + c.buffered()
+            }
+            Entry::Probing(_) => slot + size_of::<Probing<P>>() + PROBE_HEAP_ESTIMATE,
+            Entry::Ignored { .. } | Entry::Closed { .. } => slot,
+        }
+    }
+
     fn last_us(&self) -> i64 {
         match self {
             Entry::Followed(c) => c.last_us,
@@ -333,6 +362,8 @@ pub struct FlowTable<A: StreamApp> {
     flows: AHashMap<FlowKey, Entry<A::Flow, A::Probe>>,
     now_us: i64,
     next_sweep_us: i64,
+    /// Bytes of all entries (kept as entries come, go and buffer bytes).
+    bytes: usize,
     /// Counters.
     pub stats: TableStats,
 }
@@ -345,8 +376,37 @@ impl<A: StreamApp> FlowTable<A> {
             flows: AHashMap::new(),
             now_us: i64::MIN,
             next_sweep_us: i64::MIN,
+            bytes: 0,
             stats: TableStats::default(),
         }
+    }
+
+    /// Bytes of all tracked flows, reassembly buffers included.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds an entry, keeping the byte count.
+    fn put(
+        &mut self,
+        key: FlowKey,
+        entry: Entry<A::Flow, A::Probe>,
+    ) -> Option<Entry<A::Flow, A::Probe>> {
+        self.bytes += entry.bytes();
+        let old = self.flows.insert(key, entry);
+        if let Some(o) = &old {
+            self.bytes -= o.bytes();
+        }
+        old
+    }
+
+    /// Removes an entry, keeping the byte count.
+    fn take(&mut self, key: &FlowKey) -> Option<Entry<A::Flow, A::Probe>> {
+        let old = self.flows.remove(key);
+        if let Some(o) = &old {
+            self.bytes -= o.bytes();
+        }
+        old
     }
 
     /// Flows currently tracked.
@@ -378,7 +438,9 @@ impl<A: StreamApp> FlowTable<A> {
         let ts = meta.ts_us;
         match self.flows.get_mut(&key) {
             Some(Entry::Followed(conn)) => {
+                let before = conn.buffered();
                 conn.packet(app, meta, seq, ack, flags, payload);
+                self.bytes = (self.bytes + conn.buffered()) - before;
                 if conn.closed() {
                     self.close(app, key, EndReason::Fin);
                 }
@@ -389,12 +451,12 @@ impl<A: StreamApp> FlowTable<A> {
                 match app.probe(&mut p.probe, src, seq, flags, payload, ts) {
                     ProbeStep::Continue => {}
                     ProbeStep::GiveUp => {
-                        self.flows.insert(key, Entry::Ignored { last_us: ts });
+                        self.put(key, Entry::Ignored { last_us: ts });
                     }
                     ProbeStep::Follow(confirmed) => {
                         let mut conn = self.connection_from_probe(app, confirmed, ts);
                         conn.packet(app, meta, seq, ack, flags, payload);
-                        self.flows.insert(key, Entry::Followed(Box::new(conn)));
+                        self.put(key, Entry::Followed(Box::new(conn)));
                     }
                 }
                 return;
@@ -405,14 +467,14 @@ impl<A: StreamApp> FlowTable<A> {
                     return;
                 }
                 // A new connection on the same ports.
-                self.flows.remove(&key);
+                self.take(&key);
             }
             None => {}
         }
         if !flags.has(TcpFlags::SYN) && payload.is_empty() {
             return;
         }
-        if self.flows.len() >= self.cfg.max_flows {
+        if self.flows.len() >= self.cfg.max_flows || self.bytes > self.cfg.max_bytes {
             self.evict_oldest(app);
         }
         match app.open(src, dst, flags, ts) {
@@ -424,14 +486,14 @@ impl<A: StreamApp> FlowTable<A> {
                 let mid = !flags.has(TcpFlags::SYN);
                 let mut conn = Connection::new(self.cfg.reassembly, client, server, ts, mid, flow);
                 conn.packet(app, meta, seq, ack, flags, payload);
-                self.flows.insert(key, Entry::Followed(Box::new(conn)));
+                self.put(key, Entry::Followed(Box::new(conn)));
             }
             Open::Probe(mut probe) => {
                 let entry = match app.probe(&mut probe, src, seq, flags, payload, ts) {
                     ProbeStep::GiveUp => Entry::Ignored { last_us: ts },
                     _ => Entry::Probing(Box::new(Probing { last_us: ts, probe })),
                 };
-                self.flows.insert(key, entry);
+                self.put(key, entry);
             }
             Open::Ignore => {}
         }
@@ -473,8 +535,7 @@ impl<A: StreamApp> FlowTable<A> {
 
     fn close(&mut self, app: &mut A, key: FlowKey, end: EndReason) {
         let last = self.flows.get(&key).map_or(self.now_us, Entry::last_us);
-        if let Some(Entry::Followed(conn)) = self.flows.insert(key, Entry::Closed { last_us: last })
-        {
+        if let Some(Entry::Followed(conn)) = self.put(key, Entry::Closed { last_us: last }) {
             conn.finish(app, end);
         }
     }
@@ -497,9 +558,10 @@ impl<A: StreamApp> FlowTable<A> {
         let idle = self.cfg.idle_timeout_us;
         let now = self.now_us;
         let mut expired: Vec<FlowKey> = Vec::new();
+        let mut freed = 0;
         self.flows.retain(|key, entry| {
             let age = now.saturating_sub(entry.last_us());
-            match entry {
+            let keep = match entry {
                 Entry::Followed(_) if age > idle => {
                     expired.push(*key);
                     true
@@ -507,12 +569,21 @@ impl<A: StreamApp> FlowTable<A> {
                 Entry::Followed(_) => true,
                 Entry::Closed { .. } => age <= CLOSED_LINGER_US,
                 Entry::Probing(_) | Entry::Ignored { .. } => age <= idle,
+            };
+            if !keep {
+                freed += entry.bytes();
             }
+            keep
         });
+        self.bytes -= freed;
         for key in expired {
-            if let Some(Entry::Followed(conn)) = self.flows.remove(&key) {
+            if let Some(Entry::Followed(conn)) = self.take(&key) {
                 conn.finish(app, EndReason::Timeout);
             }
+        }
+        // Buffers grow on flows already tracked, too: over the budget, the oldest go now.
+        while self.bytes > self.cfg.max_bytes && !self.flows.is_empty() {
+            self.evict_oldest(app);
         }
         app.swept(now);
     }
@@ -526,7 +597,7 @@ impl<A: StreamApp> FlowTable<A> {
             ages.select_nth_unstable_by_key(n, |a| a.0);
         }
         for (_, key) in ages.into_iter().take(n) {
-            if let Some(entry) = self.flows.remove(&key) {
+            if let Some(entry) = self.take(&key) {
                 self.stats.evicted_flows += 1;
                 if let Entry::Followed(conn) = entry {
                     conn.finish(app, EndReason::Evicted);
@@ -538,6 +609,7 @@ impl<A: StreamApp> FlowTable<A> {
     /// Ends every flow (end of input), oldest first.
     pub fn finish_all(&mut self, app: &mut A) {
         let flows = std::mem::take(&mut self.flows);
+        self.bytes = 0;
         let mut followed: Vec<Box<Connection<A::Flow>>> = flows
             .into_values()
             .filter_map(|e| match e {

@@ -14,6 +14,7 @@ use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::dns::DnsStats;
+use crate::memory::{Board, Budget, Gauges, MemoryStats, Window};
 use crate::record::{CertificateRecord, SessionRecord};
 use crate::sink::{SessionSink, SinkError};
 use crate::state::{Baseline, SaveStats, StateError};
@@ -45,6 +46,10 @@ pub struct PipelineConfig {
     /// (with `--state`), so a crash loses at most that much; shared, so that a reloaded
     /// configuration can change it. `None`: at the end only (files).
     pub state_interval: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The memory budget (the windows' byte bounds above are already taken from it).
+    pub budget: Budget,
+    /// Where every stage publishes its windows' sizes (read by `--metrics` and the summary).
+    pub board: Arc<Board>,
 }
 
 /// Counters of a whole run.
@@ -74,6 +79,8 @@ pub struct RunStats {
     pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted (signal) before the input ended.
     pub interrupted: bool,
+    /// The windows' sizes at the end, their peaks, limits and evictions.
+    pub memory: MemoryStats,
 }
 
 /// Errors that stop a run.
@@ -179,14 +186,26 @@ pub fn run<S: PacketSource>(
         let recycle = recycle_tx.clone();
         let out = out_tx.clone();
         let flow_cfg = cfg.flow.clone();
+        let gauges = cfg.board.stage();
+        gauges.set_limit(Window::Flows, cfg.flow.max_flow_bytes);
+        gauges.set_limit(Window::DnsPending, cfg.budget.limit(Window::DnsPending));
+        gauges.set_limit(Window::DnsClients, cfg.flow.dns.max_client_bytes);
         worker_handles.push(std::thread::spawn(move || {
-            worker(index, rx, recycle, out, flow_cfg)
+            worker(index, rx, recycle, out, flow_cfg, &gauges)
         }));
     }
     drop(out_tx);
     let correlator_cfg = cfg.correlator;
     let enricher = crate::enrich::Enricher::new(cfg.enrich.clone());
     let state_interval = cfg.state_interval.clone().filter(|_| live);
+    let gauges = cfg.board.stage();
+    for w in [Window::Order, Window::Certificates, Window::MxAnswers] {
+        gauges.set_limit(w, cfg.budget.limit(w));
+    }
+    gauges.set_limit(Window::Held, correlator_cfg.held_bytes);
+    gauges.set_limit(Window::DnsWait, correlator_cfg.wait_bytes);
+    gauges.set_limit(Window::Offers, correlator_cfg.offers_bytes);
+    let order_bytes = cfg.budget.limit(Window::Order);
     let output = std::thread::spawn(move || {
         output_thread(
             out_rx,
@@ -198,6 +217,8 @@ pub fn run<S: PacketSource>(
             OutputMode {
                 live,
                 state_interval,
+                order_bytes,
+                gauges: &gauges,
             },
         )
     });
@@ -312,6 +333,8 @@ pub fn run<S: PacketSource>(
     stats.baseline_lookup_errors = done.baseline_lookup_errors;
     stats.sessions_out = done.sessions_out;
     stats.enrichment = done.enrichment;
+    stats.memory = cfg.board.snapshot();
+    stats.memory.limit_bytes = cfg.budget.total();
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -343,6 +366,7 @@ fn worker(
     recycle: Sender<Batch>,
     out: Sender<(usize, Outputs)>,
     cfg: FlowConfig,
+    gauges: &Gauges,
 ) -> (FlowStats, DnsStats) {
     let mut worker = Worker::new(cfg);
     let mut last_sent_us = i64::MIN;
@@ -367,10 +391,12 @@ fn worker(
                 break;
             }
         }
+        worker.publish(gauges);
         batch.clear();
         let _ = recycle.send(batch);
     }
     worker.finish_all();
+    worker.publish(gauges);
     let now = worker.now_us();
     let mut done = std::mem::take(worker.outputs());
     done.stamp(now);
@@ -398,9 +424,13 @@ struct OutputDone {
 
 /// How the output stage runs: for files, or live (records released within seconds, and the
 /// baseline saved every `state_interval` seconds of wall clock).
-struct OutputMode {
+struct OutputMode<'a> {
     live: bool,
     state_interval: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The capture-order merge buffer's share of the memory budget.
+    order_bytes: usize,
+    /// Where the output stage publishes its windows' sizes.
+    gauges: &'a Gauges,
 }
 
 fn output_thread(
@@ -415,6 +445,8 @@ fn output_thread(
     let OutputMode {
         live,
         state_interval,
+        order_bytes,
+        gauges,
     } = mode;
     let mut last_save = std::time::Instant::now();
     let Judges {
@@ -428,6 +460,17 @@ fn output_thread(
         CaptureOrder::with_bucket(workers, LIVE_BUCKET_US)
     } else {
         CaptureOrder::new(workers)
+    }
+    .with_max_bytes(order_bytes);
+    let publish = |correlator: &Correlator, order: &CaptureOrder| {
+        for w in [Window::Held, Window::DnsWait, Window::Offers] {
+            if let Some(u) = correlator.usage(w) {
+                gauges.publish(w, u);
+            }
+        }
+        gauges.publish(Window::MxAnswers, correlator.dns.usage());
+        gauges.publish(Window::Certificates, correlator.certs.usage());
+        gauges.publish(Window::Order, order.usage());
     };
 
     let mut written = 0u64;
@@ -490,6 +533,7 @@ fn output_thread(
                 Err(e) => tracing::warn!(error = %e, "state not saved"),
             }
         }
+        publish(&correlator, &order);
     }
     // Every worker has finished (or died, which the caller reports): release the rest.
     for w in 0..workers {
@@ -504,6 +548,7 @@ fn output_thread(
     while let Some(p) = order.pop_ready() {
         handle(Step::Record(p), &mut correlator);
     }
+    publish(&correlator, &order);
     correlator.flush(&mut emitter!());
     if let Some(e) = failure.or(dns_failure) {
         return Err(e.into());

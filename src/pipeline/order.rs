@@ -7,9 +7,11 @@
 //! every run, whatever the thread scheduling, and nearly the order of the capture.
 
 use super::worker::Outputs;
-use crate::record::{DnsRecord, SessionRecord};
+use crate::memory::Usage;
+use crate::record::{DnsRecord, SessionRecord, dns_bytes, session_bytes};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::mem::size_of;
 
 /// One record produced by a worker.
 pub enum Produced {
@@ -17,6 +19,15 @@ pub enum Produced {
     Session(Box<SessionRecord>),
     /// A finished DNS transaction of interest.
     Dns(Box<DnsRecord>),
+}
+
+/// Bytes a waiting record occupies (its box included).
+fn produced_bytes(p: &Produced) -> usize {
+    size_of::<Item>()
+        + match p {
+            Produced::Session(r) => session_bytes(r),
+            Produced::Dns(r) => dns_bytes(r),
+        }
 }
 
 /// Width of a release bucket (capture time): longer than the delay with which a worker writes
@@ -59,6 +70,10 @@ impl Ord for Item {
 
 /// The merge of all workers' streams.
 pub struct CaptureOrder {
+    /// Bytes of waiting records at most (the memory budget's share): beyond it the earliest is
+    /// released before every worker has passed it.
+    max_bytes: usize,
+    usage: Usage,
     bucket_us: i64,
     watermarks: Vec<i64>,
     seqs: Vec<u64>,
@@ -75,11 +90,24 @@ impl CaptureOrder {
     /// that records reach the files within seconds).
     pub fn with_bucket(workers: usize, bucket_us: i64) -> CaptureOrder {
         CaptureOrder {
+            max_bytes: usize::MAX,
+            usage: Usage::default(),
             bucket_us: bucket_us.max(1),
             watermarks: vec![i64::MIN; workers],
             seqs: vec![0; workers],
             heap: BinaryHeap::new(),
         }
+    }
+
+    /// Bounds the waiting records to `bytes`.
+    pub fn with_max_bytes(mut self, bytes: usize) -> CaptureOrder {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Size of the waiting records, and how many were released early for the bound.
+    pub fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// Takes one chunk from `worker`. Within a worker, DNS records go before the sessions of the
@@ -111,6 +139,8 @@ impl CaptureOrder {
     fn add(&mut self, worker: usize, at_us: i64, event_us: i64, what: Produced) {
         let seq = self.seqs[worker];
         self.seqs[worker] += 1;
+        self.usage.entries += 1;
+        self.usage.bytes += produced_bytes(&what);
         self.heap.push(Reverse(Item {
             bucket: at_us.div_euclid(self.bucket_us),
             event_us,
@@ -131,11 +161,19 @@ impl CaptureOrder {
                     .saturating_sub(1)
                     <= low
         };
-        if self.heap.peek().is_some_and(|Reverse(i)| passed(i.bucket)) {
-            self.heap.pop().map(|Reverse(i)| i.what)
-        } else {
-            None
+        let ready = self.heap.peek().is_some_and(|Reverse(i)| passed(i.bucket));
+        let over = !ready && self.usage.bytes > self.max_bytes && !self.heap.is_empty();
+        if !ready && !over {
+            return None;
         }
+        if over {
+            // Out of capture order only under memory pressure, and counted.
+            self.usage.evictions += 1;
+        }
+        let Reverse(item) = self.heap.pop()?;
+        self.usage.entries -= 1;
+        self.usage.bytes -= produced_bytes(&item.what);
+        Some(item.what)
     }
 
     /// The capture time every worker has read past (`i64::MIN` before all have reported).

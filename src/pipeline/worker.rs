@@ -16,6 +16,7 @@ use crate::flow::reassembly::{ReassemblyLimits, StreamEvent};
 use crate::flow::table::{
     Confirmed, DirectionNeeds, Endpoint, FlowTable, Open, ProbeStep, StreamApp, TableConfig,
 };
+use crate::memory::{Gauges, Usage, Window};
 use crate::record::{DnsRecord, EndReason, SessionRecord, Side};
 use crate::smtp::{SmtpConfig, SmtpSession};
 use crate::util::CaptureClock;
@@ -51,6 +52,8 @@ pub struct FlowConfig {
     pub probe_other_ports: bool,
     /// Flows tracked by this worker at most.
     pub max_flows: usize,
+    /// Bytes of this worker's flows at most (its part of the memory budget's share).
+    pub max_flow_bytes: usize,
     /// Idle time after which a flow is closed.
     pub idle_timeout_us: i64,
     /// Per-direction reassembly bounds.
@@ -69,6 +72,7 @@ impl FlowConfig {
             max_flows: self.max_flows,
             idle_timeout_us: self.idle_timeout_us,
             reassembly: self.reassembly,
+            max_bytes: self.max_flow_bytes,
         }
     }
 }
@@ -509,6 +513,21 @@ impl Worker {
         self.table.finish_all(&mut self.app);
         let now = self.table.now_us();
         self.app.expire_dns(now, true);
+    }
+
+    /// Publishes the sizes of this worker's windows (once per batch: a few relaxed stores).
+    pub fn publish(&self, gauges: &Gauges) {
+        gauges.publish(
+            Window::Flows,
+            Usage {
+                entries: self.table.len(),
+                bytes: self.table.bytes(),
+                evictions: self.table.stats.evicted_flows,
+                skipped: 0,
+            },
+        );
+        gauges.publish(Window::DnsPending, self.app.dns.pending_usage());
+        gauges.publish(Window::DnsClients, self.app.dns.client_usage());
     }
 
     /// Capture time as this worker has seen it.

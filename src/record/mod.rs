@@ -12,6 +12,7 @@ mod endpoint;
 mod finding;
 mod flow;
 mod session;
+mod size;
 mod smtp;
 
 pub use certificate::{CertInfo, CertificateRecord};
@@ -21,4 +22,5 @@ pub(crate) use endpoint::{client_prefix, server_prefix};
 pub use finding::{Finding, FindingKind, verdict};
 pub use flow::{EndReason, Side};
 pub use session::{CorrelationFacts, SessionRecord};
+pub use size::{dns_bytes, finding_bytes, session_bytes};
 pub use smtp::{CleartextAuth, HandshakeFailure, Verb};

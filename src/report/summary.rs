@@ -156,6 +156,8 @@ pub struct Summary {
     pub enrichment: crate::enrich::EnrichStats,
     /// The run was interrupted by a signal.
     pub interrupted: bool,
+    /// The memory budget: per window entries, bytes, peak, limit and evictions.
+    pub memory: crate::memory::MemoryStats,
     /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<crate::sink::clickhouse::ClickHouseStats>,
@@ -248,6 +250,7 @@ impl Summary {
             servers_untracked: tally.servers_untracked,
             enrichment: stats.enrichment.clone(),
             interrupted: stats.interrupted,
+            memory: stats.memory.clone(),
             clickhouse: None,
         }
     }
@@ -276,6 +279,33 @@ impl Summary {
             }
         );
         let _ = writeln!(s, "{}", self.enrichment.render_line());
+        let m = &self.memory;
+        let peak: u64 = m.windows.values().map(|w| w.peak_bytes).sum();
+        let _ = writeln!(
+            s,
+            "Memory: limit {} MiB, state peak {:.1} MiB, {} evictions",
+            m.limit_bytes >> 20,
+            peak as f64 / 1048576.0,
+            m.evictions()
+        );
+        for (name, w) in m
+            .windows
+            .iter()
+            .filter(|(_, w)| w.evictions + w.skipped_judgements > 0)
+        {
+            let _ = writeln!(
+                s,
+                "  {name:<14} {} evicted (peak {:.1} of {:.1} MiB){}",
+                w.evictions,
+                w.peak_bytes as f64 / 1048576.0,
+                w.limit_bytes as f64 / 1048576.0,
+                if w.skipped_judgements > 0 {
+                    format!(", {} judgements skipped", w.skipped_judgements)
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = writeln!(s, "\nSMTP sessions: {}", self.sessions);
         for (v, n) in &self.sessions_by_verdict {
             let _ = writeln!(s, "  {v:<28} {n:>10}");
