@@ -485,38 +485,46 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
 #[test]
 fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     let out = common::tempdir("live-bad");
-    let o = common::run(&[
-        "live",
-        "-i",
+    let out_arg = out.to_str().unwrap();
+    refused_in_one_line(
+        &[
+            "live",
+            "-i",
+            "swnosuchif0",
+            "--allow-root",
+            "--out",
+            out_arg,
+        ],
         "swnosuchif0",
-        "--allow-root",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("swnosuchif0"), "{stderr}");
-    let o = common::run(&["live", "--out", out.to_str().unwrap()]);
+    );
+    let o = common::run(&["live", "--out", out_arg]);
     assert_eq!(o.status.code(), Some(2), "no interface");
 
     // A metrics address already in use, before any capture starts.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let o = common::run(&[
-        "live",
-        "-i",
-        "lo",
+    refused_in_one_line(
+        &[
+            "live",
+            "-i",
+            "lo",
+            "--metrics",
+            &addr,
+            "--allow-root",
+            "--out",
+            out_arg,
+        ],
         "--metrics",
-        &addr,
-        "--allow-root",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    );
+}
+
+/// `stripwatch ARGS` exits 2 with one line on standard error that names `what`.
+fn refused_in_one_line(args: &[&str], what: &str) {
+    let o = common::run(args);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--metrics"), "{stderr}");
+    assert!(stderr.contains(what), "{stderr}");
 }
 
 /// The lines of /proc/PID/status (or of a thread's) as name -> value.
