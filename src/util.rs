@@ -16,21 +16,50 @@ const GREGORIAN_CYCLE_US: i64 = 146_097 * 86_400 * 1_000_000;
 /// 400-year cycles into 1970..2370, `time` gives the calendar there, and the cycles go back
 /// into the year, printed as `{:04}` (`-001-…`, `10000-…`).
 pub fn rfc3339_micros(ts_us: i64) -> String {
-    let cycles = ts_us.div_euclid(GREGORIAN_CYCLE_US);
-    let in_cycle = ts_us.rem_euclid(GREGORIAN_CYCLE_US);
-    // 1970..2370 is inside time's range, so this never falls back.
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(in_cycle) * 1_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        i64::from(t.year()) + cycles * 400,
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    Rfc3339(ts_us).to_string()
+}
+
+/// A time in microseconds since the epoch that displays as RFC 3339 UTC with microseconds (see
+/// [`rfc3339_micros`]). Records keep their times as integers and are written through this, so
+/// the text is made once, straight into the output, without a `String` in between.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cycles = self.0.div_euclid(GREGORIAN_CYCLE_US);
+        let in_cycle = self.0.rem_euclid(GREGORIAN_CYCLE_US);
+        // 1970..2370 is inside time's range, so this never falls back.
+        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(in_cycle) * 1_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            i64::from(t.year()) + cycles * 400,
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
+    }
+}
+
+/// A stable record id: `prefix` and the first 8 bytes of the SHA-1 of `parts`, in hex
+/// (`S3f2a…`, 17 characters). The same input gives the same id in every run, so a replay into
+/// ClickHouse deduplicates instead of adding rows.
+pub fn stable_id(prefix: u8, parts: &[&[u8]]) -> String {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p);
+    }
+    let digest = h.finalize();
+    let mut id = [0u8; 17];
+    id[0] = prefix;
+    // 8 bytes make exactly 16 hex digits, so this cannot fail.
+    let _ = hex::encode_to_slice(&digest[..8], &mut id[1..]);
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so

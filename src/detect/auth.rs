@@ -156,7 +156,7 @@ mod tests {
             c.push(rec, &mut |r| out.push(r));
         }
         c.flush(&mut |r| out.push(r));
-        out.sort_by_key(|r| r.ts_us);
+        out.sort_by_key(|r| r.ts.0);
         out
     }
 

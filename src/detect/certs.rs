@@ -156,7 +156,7 @@ impl CertJudge {
                 if cipher.is_some_and(cipher_is_anonymous) {
                     rec.add_finding(
                         FindingKind::CertificateAbsent,
-                        rec.ts_us,
+                        rec.ts.0,
                         json!({"cipher": rec.tls_cipher}),
                     );
                 } else if rec.handshake_failure.is_none() {
@@ -167,7 +167,7 @@ impl CertJudge {
                     };
                     rec.add_finding(
                         FindingKind::CertificateNotObservable,
-                        rec.ts_us,
+                        rec.ts.0,
                         json!({"reason": reason, "tls_version": rec.tls_version}),
                     );
                 }
@@ -182,7 +182,7 @@ impl CertJudge {
             // direction the capture does not show.
             rec.add_finding(
                 FindingKind::CertificateNotObservable,
-                rec.ts_us,
+                rec.ts.0,
                 json!({"reason": "server-side-not-captured", "tls_version": rec.tls_version}),
             );
         }
@@ -191,7 +191,7 @@ impl CertJudge {
     fn judge_chain(&mut self, rec: &mut SessionRecord, chain: &[Vec<u8>]) {
         self.stats.chains_judged += 1;
         self.validator.learn(chain);
-        let at_s = rec.ts_us.div_euclid(1_000_000);
+        let at_s = rec.ts.0.div_euclid(1_000_000);
         let fingerprints: Vec<String> = chain.iter().map(|d| cert::sha256_hex(d)).collect();
         rec.cert_fingerprint = fingerprints.first().cloned();
         rec.cert_chain_fingerprints = fingerprints.clone();
@@ -207,7 +207,7 @@ impl CertJudge {
             self.stats.unparseable += 1;
             rec.pkix = vec!["unparseable"];
             rec.add_finding(FindingKind::CertificateNotTrusted,
-                rec.ts_us,
+                rec.ts.0,
                 json!({"fingerprint": fingerprints[0], "reason": "the leaf certificate cannot be parsed"}),
             );
             return;
@@ -226,9 +226,9 @@ impl CertJudge {
             });
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
                 k.sessions += 1;
-                k.last_us = k.last_us.max(rec.ts_us);
-                if rec.ts_us < k.first_us {
-                    k.first_us = rec.ts_us;
+                k.last_us = k.last_us.max(rec.ts.0);
+                if rec.ts.0 < k.first_us {
+                    k.first_us = rec.ts.0;
                     k.session_id = rec.session_id.clone();
                 }
             } else if list.len() < MAX_KEYS_PER_SERVER {
@@ -236,15 +236,15 @@ impl CertJudge {
                     size_of::<KeySeen>() + leaf.spki_sha256.len() + rec.session_id.len() + 2 * 64;
                 list.push(KeySeen {
                     spki: leaf.spki_sha256.clone(),
-                    first_us: rec.ts_us,
-                    last_us: rec.ts_us,
+                    first_us: rec.ts.0,
+                    last_us: rec.ts.0,
                     sessions: 1,
                     session_id: rec.session_id.clone(),
                     fingerprint: leaf.fingerprint.clone(),
                 });
             }
         }
-        let capture_time = rfc3339_micros(rec.ts_us);
+        let capture_time = rfc3339_micros(rec.ts.0);
         // DANE first (RFC 7672 §3.1.1): a usable TLSA record that authenticates the chain makes
         // the PKIX outcomes below facts (`pkix`), not findings.
         let host = intended_host(rec);
@@ -276,7 +276,7 @@ impl CertJudge {
         }
         if expired && pkix_findings {
             rec.add_finding(FindingKind::CertificateExpired,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "fingerprint": leaf.fingerprint, "state": if at_s > leaf.not_after_s { "expired" } else { "not-yet-valid" },
                     "not_before": leaf.not_before, "not_after": leaf.not_after, "capture_time": capture_time,
@@ -289,7 +289,7 @@ impl CertJudge {
         if leaf.self_signed && pkix_findings {
             rec.add_finding(
                 FindingKind::CertificateSelfSigned,
-                rec.ts_us,
+                rec.ts.0,
                 json!({"fingerprint": leaf.fingerprint, "subject": leaf.subject}),
             );
         }
@@ -310,7 +310,7 @@ impl CertJudge {
         {
             rec.add_finding(
                 FindingKind::CertificateNotTrusted,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "fingerprint": leaf.fingerprint, "subject": leaf.subject, "issuer": leaf.issuer,
                     "reason": reason, "chain_length": chain.len(),
@@ -325,7 +325,7 @@ impl CertJudge {
         if !weak.is_empty() {
             rec.add_finding(
                 FindingKind::CertificateWeak,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "fingerprint": leaf.fingerprint, "reasons": weak, "key_type": leaf.key_type,
                     "key_bits": leaf.key_bits, "signature_algorithm": leaf.signature_algorithm,
@@ -344,7 +344,7 @@ impl CertJudge {
         {
             rec.add_finding(
                 FindingKind::CertificateHostMismatch,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "host": host, "host_source": source, "san_dns": leaf.san_dns,
                     "subject_cn": leaf.subject_cn, "fingerprint": leaf.fingerprint,
@@ -356,7 +356,7 @@ impl CertJudge {
             && let Some((DaneOutcome::Invalid { reasons }, records)) = dane_outcome
         {
             rec.add_finding(FindingKind::TlsaInvalid,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "host": host, "host_source": source, "tlsa_owner": format!("_{}._tcp.{host}", rec.server.port),
                     "records": records, "reasons": reasons, "fingerprint": leaf.fingerprint,
@@ -370,14 +370,8 @@ impl CertJudge {
         if let Some(c) = self.certs.get_mut(fingerprint) {
             c.sessions += 1;
             c.leaf |= leaf;
-            if rec.ts_us < c.first_us {
-                c.first_us = rec.ts_us;
-                c.first_seen = rec.ts.clone();
-            }
-            if rec.ts_us > c.last_us {
-                c.last_us = rec.ts_us;
-                c.last_seen = rec.ts.clone();
-            }
+            c.first_seen = c.first_seen.min(rec.ts);
+            c.last_seen = c.last_seen.max(rec.ts);
             if c.servers.len() < MAX_SERVERS_PER_CERT && !c.servers.contains(&server) {
                 self.usage.bytes += size_of::<String>() + server.len();
                 c.servers.push(server);
@@ -394,7 +388,6 @@ impl CertJudge {
             + size_of::<CertificateRecord>()
             + 2 * fingerprint.len()
             + der.len() * PARSED_PER_DER_BYTE
-            + 2 * rec.ts.len()
             + size_of::<String>()
             + server.len();
         let Some(info) = cert::parse(der) else {
@@ -405,13 +398,11 @@ impl CertJudge {
             fingerprint.to_string(),
             CertificateRecord {
                 info,
-                first_seen: rec.ts.clone(),
-                last_seen: rec.ts.clone(),
+                first_seen: rec.ts,
+                last_seen: rec.ts,
                 sessions: 1,
                 servers: vec![server],
                 leaf,
-                first_us: rec.ts_us,
-                last_us: rec.ts_us,
             },
         );
     }
@@ -441,7 +432,7 @@ impl CertJudge {
         let earlier_here = spki.as_ref().and_then(|spki| {
             self.keys.get(&rec.server.ip).and_then(|list| {
                 list.iter()
-                    .filter(|k| k.spki != *spki && k.first_us < rec.ts_us)
+                    .filter(|k| k.spki != *spki && k.first_us < rec.ts.0)
                     .min_by_key(|k| k.first_us)
             })
         });
@@ -452,12 +443,12 @@ impl CertJudge {
             let seen_here_before = self
                 .keys
                 .get(&rec.server.ip)
-                .is_some_and(|l| l.iter().any(|k| k.spki == *spki && k.first_us < rec.ts_us));
+                .is_some_and(|l| l.iter().any(|k| k.spki == *spki && k.first_us < rec.ts.0));
             if !known.is_empty() && !seen_here_before && !known.iter().any(|(k, _)| k == spki) {
                 let fp = rec.cert_fingerprint.clone();
                 rec.add_finding(
                     FindingKind::CertificateChanged,
-                    rec.ts_us,
+                    rec.ts.0,
                     json!({
                         "source": "baseline",
                         "spki_sha256": spki, "fingerprint": fp,
@@ -479,7 +470,7 @@ impl CertJudge {
             && let Some(earlier) = earlier_here
         {
             rec.add_finding(FindingKind::CertificateChanged,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "spki_sha256": spki, "fingerprint": fp,
                     "previous_spki_sha256": earlier.spki, "previous_fingerprint": earlier.fingerprint,
@@ -497,7 +488,7 @@ impl CertJudge {
         {
             rec.add_finding(
                 FindingKind::DaneRequired,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "host": host, "host_source": source, "records": records,
                     "starttls_offered": rec.starttls_offered, "stripped": stripped,

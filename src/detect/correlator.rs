@@ -190,7 +190,7 @@ impl Correlator {
     /// Takes one finished DNS transaction: judges it across clients and releases the sessions
     /// that waited for it.
     pub fn push_dns<F: FnMut(SessionRecord)>(&mut self, rec: &mut DnsRecord, out: &mut F) {
-        self.watermark_us = self.watermark_us.max(rec.ts_us);
+        self.watermark_us = self.watermark_us.max(rec.ts.0);
         self.dns.judge(rec, self.baseline.as_ref());
         let ids: Vec<String> = rec
             .finding_details
@@ -233,7 +233,7 @@ impl Correlator {
 
     /// Takes one finished session; hands judged sessions to `out`.
     pub fn push<F: FnMut(SessionRecord)>(&mut self, rec: SessionRecord, out: &mut F) {
-        self.watermark_us = self.watermark_us.max(rec.ts_end_us);
+        self.watermark_us = self.watermark_us.max(rec.ts_end.0);
         let missing: Vec<String> = rec
             .dns_transaction_ids
             .iter()
@@ -270,7 +270,7 @@ impl Correlator {
                 self.waiting_order.pop_front();
                 continue;
             };
-            let overdue = w.rec.ts_end_us.saturating_add(DNS_GRACE_US) < self.watermark_us;
+            let overdue = w.rec.ts_end.0.saturating_add(DNS_GRACE_US) < self.watermark_us;
             let too_many = self.waiting.len() > self.cfg.max_held;
             let too_big = self.wait_usage.bytes > self.cfg.wait_bytes;
             if !overdue && !too_many && !too_big {
@@ -309,15 +309,15 @@ impl Correlator {
                 usage.entries += 1;
                 usage.bytes += offer_bytes(&rec.session_id);
                 Offer {
-                    first_us: rec.ts_us,
-                    last_us: rec.ts_us,
+                    first_us: rec.ts.0,
+                    last_us: rec.ts.0,
                     sessions: 0,
                     session_id: rec.session_id.clone(),
                 }
             });
             entry.sessions += 1;
-            entry.first_us = entry.first_us.min(rec.ts_us);
-            entry.last_us = entry.last_us.max(rec.ts_us);
+            entry.first_us = entry.first_us.min(rec.ts.0);
+            entry.last_us = entry.last_us.max(rec.ts.0);
         }
         if let Some(at_us) = rec.correlation.failed_upgrade_at {
             self.bound_failures();
@@ -390,7 +390,7 @@ impl Correlator {
         while self
             .held
             .front()
-            .is_some_and(|r| r.ts_end_us.saturating_add(self.cfg.hold_us) < self.watermark_us)
+            .is_some_and(|r| r.ts_end.0.saturating_add(self.cfg.hold_us) < self.watermark_us)
         {
             self.release_front(out);
         }
@@ -459,12 +459,12 @@ impl Correlator {
                     &mut evidence,
                     self.baseline.witness(Fact::Offered(rec.server.ip)),
                 );
-                rec.add_finding(FindingKind::StarttlsMissing, rec.ts_us, evidence);
+                rec.add_finding(FindingKind::StarttlsMissing, rec.ts.0, evidence);
             } else {
                 match self.offers.get(&rec.server.ip) {
                     Some(offer) => rec.add_finding(
                         FindingKind::StarttlsMissing,
-                        rec.ts_us,
+                        rec.ts.0,
                         json!({
                             "offered_first_seen": rfc3339_micros(offer.first_us),
                             "offered_last_seen": rfc3339_micros(offer.last_us),
@@ -476,7 +476,7 @@ impl Correlator {
                         let caps = rec.ehlo_capabilities.clone();
                         rec.add_finding(
                             FindingKind::StarttlsNotSupported,
-                            rec.ts_us,
+                            rec.ts.0,
                             json!({ "ehlo_capabilities": caps }),
                         )
                     }
@@ -488,12 +488,12 @@ impl Correlator {
         {
             rec.add_finding(
                 FindingKind::PlaintextFallback,
-                rec.ts_us,
+                rec.ts.0,
                 json!({
                     "same_session": false,
                     "failed_session": f.session_id,
                     "failed_upgrade": f.kind,
-                    "delay_seconds": (rec.ts_us - f.at_us) as f64 / 1e6,
+                    "delay_seconds": (rec.ts.0 - f.at_us) as f64 / 1e6,
                     "mail_transactions": rec.mail_transactions,
                 }),
             );
@@ -510,8 +510,8 @@ impl Correlator {
             .rev()
             .find(|f| {
                 f.session_id != rec.session_id
-                    && f.at_us <= rec.ts_us
-                    && rec.ts_us - f.at_us <= window
+                    && f.at_us <= rec.ts.0
+                    && rec.ts.0 - f.at_us <= window
             })
     }
 

@@ -30,7 +30,7 @@ pub fn judge_transaction(t: ClosedTransaction) -> DnsRecord {
             "sender_hops": hop_distance(settled),
         });
         record.findings.push(FindingKind::InjectedSegment);
-        let finding = record.finding(FindingKind::InjectedSegment, 3, record.ts_us, evidence);
+        let finding = record.finding(FindingKind::InjectedSegment, 3, record.ts.0, evidence);
         record.finding_details.push(finding);
     }
     let first = &responses[0];
@@ -63,7 +63,7 @@ pub fn judge_transaction(t: ClosedTransaction) -> DnsRecord {
 pub fn unlisted_address(rec: &mut SessionRecord, u: &UnlistedAddress) {
     rec.add_finding(
         FindingKind::SmtpToUnlistedIp,
-        rec.ts_us,
+        rec.ts.0,
         json!({
             "recipient_domain": u.recipient_domain, "mx_hosts": u.mx_hosts,
             "mx_addresses": u.mx_addresses, "mx_transaction": u.mx_transaction,

@@ -211,7 +211,7 @@ impl DnsJudge {
         self.stats.mx_answers += 1;
         let domain = rec.qname.clone();
         let observer = (rec.client.ip, rec.server.ip);
-        let now = rec.ts_us;
+        let now = rec.ts.0;
         if let Some(known) = self.known.0.get(&domain) {
             if *known != set {
                 add_finding(
@@ -363,7 +363,7 @@ impl DnsJudge {
             return;
         }
         let name = (rec.qname.clone(), rec.qtype.clone());
-        let now = rec.ts_us;
+        let now = rec.ts.0;
         let mut missing: Vec<serde_json::Value> = Vec::new();
         if !rec.rrsig {
             if let Some(s) = self.rrsig.get(&name) {
@@ -540,7 +540,7 @@ fn add_finding(rec: &mut DnsRecord, kind: FindingKind, n: u8, evidence: serde_js
     }
     rec.findings.push(kind);
     rec.findings.sort();
-    let finding = rec.finding(kind, n, rec.ts_us, evidence);
+    let finding = rec.finding(kind, n, rec.ts.0, evidence);
     rec.finding_details.push(finding);
 }
 
@@ -649,7 +649,7 @@ mod tests {
         signed.ad = true;
         assert!(judge(&mut j, signed.clone()).is_empty());
         let mut stripped = signed.clone();
-        stripped.ts_us += 5_000_000;
+        stripped.ts.0 += 5_000_000;
         stripped.rrsig = false;
         stripped.ad = false;
         assert_eq!(

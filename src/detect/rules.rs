@@ -3,13 +3,12 @@
 use crate::flow::FlowSummary;
 use crate::flow::lineage::{OutOfLine, hop_distance};
 use crate::record::{
-    CorrelationFacts, EndReason, Endpoint, FindingKind, SessionRecord, Side, verdict,
+    CorrelationFacts, EndReason, Endpoint, FindingKind, Micros, SessionRecord, Side, verdict,
 };
 use crate::smtp::SessionFacts;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
 use serde_json::json;
-use sha1::{Digest, Sha1};
 
 /// Builds the session record with every finding that needs no other session. The cross-session
 /// findings and the verdict are added by the correlator (`finish_verdict`).
@@ -33,10 +32,8 @@ pub fn build_record(
     }
     let mut rec = SessionRecord {
         session_id,
-        ts: rfc3339_micros(flow.first_us),
-        ts_us: flow.first_us,
-        ts_end: rfc3339_micros(flow.last_us),
-        ts_end_us: flow.last_us,
+        ts: Micros(flow.first_us),
+        ts_end: Micros(flow.last_us),
         sensor: sensor.to_string(),
         client: Endpoint::new(flow.client.0, flow.client.1),
         server: Endpoint::new(flow.server.0, flow.server.1),
@@ -266,16 +263,7 @@ pub fn finish_verdict(rec: &mut SessionRecord) {
 /// A session id that is the same for the same flow in the same capture, so that re-running over
 /// a capture (or replaying into ClickHouse) does not create new ids.
 fn session_id(community_id: &str, first_us: i64) -> String {
-    let mut h = Sha1::new();
-    h.update(community_id.as_bytes());
-    h.update(first_us.to_be_bytes());
-    let digest = h.finalize();
-    let mut id = String::with_capacity(17);
-    id.push('S');
-    for b in &digest[..8] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    crate::util::stable_id(b'S', &[community_id.as_bytes(), &first_us.to_be_bytes()])
 }
 
 /// Evidence of an out-of-line packet: what differed and how far away its sender probably is.

@@ -6,11 +6,10 @@
 use super::message::DnsMessage;
 use crate::flow::lineage::Lineage;
 use crate::memory::Usage;
-use crate::record::{DnsRecord, Endpoint, SessionRecord, Tlsa};
-use crate::util::{community_id, rfc3339_micros};
+use crate::record::{DnsRecord, Endpoint, Micros, SessionRecord, Tlsa};
+use crate::util::community_id;
 use ahash::AHashMap;
 use serde::Serialize;
-use sha1::{Digest, Sha1};
 use std::mem::size_of;
 use std::net::IpAddr;
 
@@ -264,7 +263,7 @@ impl DnsTracker {
                 client: pkt.src,
                 server: pkt.dst,
                 id: msg.id,
-                question: (msg.qname.clone(), msg.qtype.clone()),
+                question: (msg.qname, msg.qtype),
             };
             if self.pending.len() >= self.cfg.max_pending {
                 self.expire(pkt.ts_us, true, closed);
@@ -356,26 +355,25 @@ impl DnsTracker {
         self.remember(&key, &msg, pkt.ts_us, &tx);
         let record = DnsRecord {
             transaction_id: tx,
-            ts: rfc3339_micros(start),
-            ts_us: start,
+            ts: Micros(start),
             sensor: self.sensor.clone(),
             client: Endpoint::new(key.client.0, key.client.1),
             server: Endpoint::new(key.server.0, key.server.1),
             transport,
             community_id: cid,
             id: msg.id,
-            qname: msg.qname.clone(),
-            qtype: msg.qtype.clone(),
+            qname: msg.qname,
+            qtype: msg.qtype,
             query_seen: query.is_some(),
             query_do: query.as_ref().is_some_and(|q| q.dnssec_ok),
-            rcode: Some(msg.rcode.clone()),
+            rcode: Some(msg.rcode),
             aa: msg.aa,
             tc: msg.tc,
             ra: msg.ra,
             ad: msg.ad,
             rrsig: msg.rrsig,
             nsec: msg.nsec,
-            answers: msg.answers.clone(),
+            answers: msg.answers,
             rtt_ms: query
                 .as_ref()
                 .map(|q| (pkt.ts_us - q.ts_us) as f64 / 1000.0),
@@ -545,8 +543,8 @@ impl DnsTracker {
         // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
         // by the hash map's iteration order, so the output is the same on every run.
         finished.sort_by(|a, b| {
-            (a.record.ts_us, &a.record.transaction_id)
-                .cmp(&(b.record.ts_us, &b.record.transaction_id))
+            (a.record.ts.0, &a.record.transaction_id)
+                .cmp(&(b.record.ts.0, &b.record.transaction_id))
         });
         for a in &mut finished {
             self.count_responses(a);
@@ -604,7 +602,7 @@ impl DnsTracker {
             .mx
             .iter()
             .rev()
-            .filter(|(ts, ..)| *ts <= rec.ts_us && rec.ts_us - ts <= window)
+            .filter(|(ts, ..)| *ts <= rec.ts.0 && rec.ts.0 - ts <= window)
             .collect();
         if recent.is_empty() {
             return None;
@@ -646,7 +644,7 @@ impl DnsTracker {
                 }
             }
         }
-        if any_known && self.evicted_within_window(rec.client.ip, rec.ts_us) {
+        if any_known && self.evicted_within_window(rec.client.ip, rec.ts.0) {
             // What listed this server may be what the budget made us forget: no conviction.
             self.client_usage.skipped += 1;
             return None;
@@ -670,17 +668,14 @@ impl DnsTracker {
 
 /// A stable id for a DNS transaction.
 fn transaction_id(cid: &str, id: u16, qname: &str, qtype: &str, ts_us: i64) -> String {
-    let mut h = Sha1::new();
-    h.update(cid.as_bytes());
-    h.update(id.to_be_bytes());
-    h.update(qname.as_bytes());
-    h.update(qtype.as_bytes());
-    h.update(ts_us.to_be_bytes());
-    let d = h.finalize();
-    let mut s = String::with_capacity(17);
-    s.push('D');
-    for b in &d[..8] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::util::stable_id(
+        b'D',
+        &[
+            cid.as_bytes(),
+            &id.to_be_bytes(),
+            qname.as_bytes(),
+            qtype.as_bytes(),
+            &ts_us.to_be_bytes(),
+        ],
+    )
 }

@@ -277,8 +277,7 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
         finding_id: "t-0".into(),
         kind: crate::record::FindingKind::DnsInjection,
         session_id: None,
-        ts: String::new(),
-        ts_us: 0,
+        ts: crate::record::Micros(0),
         sensor: String::new(),
         client: Endpoint::new(ip(client), 40000),
         server: Endpoint::new(ip(server), 53),
@@ -287,8 +286,7 @@ fn dns_record(client: &str, server: &str) -> DnsRecord {
     };
     DnsRecord {
         transaction_id: "t".into(),
-        ts: String::new(),
-        ts_us: 0,
+        ts: crate::record::Micros(0),
         sensor: String::new(),
         client: Endpoint::new(ip(client), 40000),
         server: Endpoint::new(ip(server), 53),

@@ -123,12 +123,12 @@ impl CaptureOrder {
         let fallback = watermark_us;
         for (i, rec) in dns.into_iter().enumerate() {
             let at_us = dns_at.get(i).copied().unwrap_or(fallback);
-            let event_us = rec.ts_us;
+            let event_us = rec.ts.0;
             self.add(worker, at_us, event_us, Produced::Dns(Box::new(rec)));
         }
         for (i, rec) in sessions.into_iter().enumerate() {
             let at_us = session_at.get(i).copied().unwrap_or(fallback);
-            let event_us = rec.ts_end_us;
+            let event_us = rec.ts_end.0;
             self.add(worker, at_us, event_us, Produced::Session(Box::new(rec)));
         }
         if let Some(w) = self.watermarks.get_mut(worker) {
@@ -207,7 +207,7 @@ mod tests {
         let mut v = Vec::new();
         while let Some(p) = order.pop_ready() {
             if let Produced::Dns(d) = p {
-                v.push(d.ts_us);
+                v.push(d.ts.0);
             }
         }
         v

@@ -1,6 +1,7 @@
 //! The certificate records stripwatch writes (`certificates.ndjson`): one per distinct
 //! certificate, with the facts a report needs.
 
+use super::Micros;
 use serde::Serialize;
 
 /// What stripwatch records about one certificate.
@@ -49,19 +50,13 @@ pub struct CertificateRecord {
     #[serde(flatten)]
     pub info: CertInfo,
     /// First session that presented it.
-    pub first_seen: String,
+    pub first_seen: Micros,
     /// Last session that presented it.
-    pub last_seen: String,
+    pub last_seen: Micros,
     /// Sessions that presented it.
     pub sessions: u64,
     /// `ip:port` of servers that presented it (bounded).
     pub servers: Vec<String>,
     /// Presented as the leaf (else as a CA certificate in a chain).
     pub leaf: bool,
-    /// First session, microseconds.
-    #[serde(skip)]
-    pub first_us: i64,
-    /// Last session, microseconds.
-    #[serde(skip)]
-    pub last_us: i64,
 }

@@ -1,7 +1,7 @@
 //! The DNS records stripwatch writes (`dns.ndjson`) and the answer data that session records
 //! carry: answers as text and TLSA records.
 
-use super::{Endpoint, Finding, FindingKind};
+use super::{Endpoint, Finding, FindingKind, Micros};
 use serde::Serialize;
 
 /// An answer record as text, for evidence and `dns.ndjson`.
@@ -48,10 +48,7 @@ pub struct DnsRecord {
     /// Stable id.
     pub transaction_id: String,
     /// Time of the query (or of the first response when the query was not seen).
-    pub ts: String,
-    /// Microseconds, for ordering.
-    #[serde(skip)]
-    pub ts_us: i64,
+    pub ts: Micros,
     /// The sensor.
     pub sensor: String,
     /// The client (the side that opened the connection or asked the question).
@@ -117,8 +114,7 @@ impl DnsRecord {
             finding_id: format!("{}-{n}", self.transaction_id),
             kind,
             session_id: None,
-            ts: crate::util::rfc3339_micros(ts_us),
-            ts_us,
+            ts: Micros(ts_us),
             sensor: self.sensor.clone(),
             client: self.client.clone(),
             server: self.server.clone(),
@@ -135,8 +131,7 @@ impl DnsRecord {
         let server: IpAddr = "192.0.2.53".parse().unwrap();
         DnsRecord {
             transaction_id: format!("D{ts_us:016x}"),
-            ts: crate::util::rfc3339_micros(ts_us),
-            ts_us,
+            ts: Micros(ts_us),
             sensor: "test".into(),
             client: Endpoint::new(client, 40000),
             server: Endpoint::new(server, 53),

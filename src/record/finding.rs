@@ -1,7 +1,7 @@
 //! Findings and their kinds: stable strings (RFC 8460 names where RFC 8460 has one) with a
 //! severity order that decides a session's verdict.
 
-use super::Endpoint;
+use super::{Endpoint, Micros};
 use serde::Serialize;
 
 /// Every kind stripwatch can report. The string form is the contract (see DESIGN.md).
@@ -136,11 +136,8 @@ pub struct Finding {
     pub kind: FindingKind,
     /// The session it belongs to, when there is one.
     pub session_id: Option<String>,
-    /// When the evidence was seen, RFC 3339.
-    pub ts: String,
-    /// When the evidence was seen, microseconds since the epoch (`ts` as a number).
-    #[serde(skip)]
-    pub ts_us: i64,
+    /// When the evidence was seen.
+    pub ts: Micros,
     /// The sensor.
     pub sensor: String,
     /// The client (the side that opened the connection or asked the question).

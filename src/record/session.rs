@@ -3,7 +3,8 @@
 //! only ever grow.
 
 use super::{
-    CleartextAuth, EndReason, Endpoint, Finding, FindingKind, HandshakeFailure, Side, Tlsa, Verb,
+    CleartextAuth, EndReason, Endpoint, Finding, FindingKind, HandshakeFailure, Micros, Side, Tlsa,
+    Verb,
 };
 use serde::Serialize;
 use std::net::IpAddr;
@@ -13,16 +14,10 @@ use std::net::IpAddr;
 pub struct SessionRecord {
     /// Stable id derived from the flow and its first packet time (same input, same id).
     pub session_id: String,
-    /// First packet, RFC 3339 UTC with microseconds.
-    pub ts: String,
-    /// First packet, microseconds since the epoch (for ordering and windows).
-    #[serde(skip)]
-    pub ts_us: i64,
-    /// Last packet, RFC 3339.
-    pub ts_end: String,
-    /// Last packet, microseconds.
-    #[serde(skip)]
-    pub ts_end_us: i64,
+    /// First packet.
+    pub ts: Micros,
+    /// Last packet.
+    pub ts_end: Micros,
     /// The sensor that saw it.
     pub sensor: String,
     /// The client (the side that opened the connection or asked the question).
@@ -192,8 +187,7 @@ impl SessionRecord {
             finding_id: format!("{}-{}", self.session_id, self.finding_details.len()),
             kind,
             session_id: Some(self.session_id.clone()),
-            ts: crate::util::rfc3339_micros(ts_us),
-            ts_us,
+            ts: Micros(ts_us),
             sensor: self.sensor.clone(),
             client: Endpoint::new(self.client.ip, self.client.port),
             server: Endpoint::new(self.server.ip, self.server.port),

@@ -81,8 +81,7 @@ fn finding_heap(f: &Finding) -> usize {
         finding_id,
         kind: _,
         session_id,
-        ts,
-        ts_us: _,
+        ts: _,
         sensor,
         client,
         server,
@@ -91,7 +90,6 @@ fn finding_heap(f: &Finding) -> usize {
     } = f;
     text(finding_id)
         + opt_text(session_id)
-        + text(ts)
         + text(sensor)
         + endpoint(client)
         + endpoint(server)
@@ -130,10 +128,8 @@ fn correlation(c: &CorrelationFacts) -> usize {
 pub fn session_bytes(r: &SessionRecord) -> usize {
     let SessionRecord {
         session_id,
-        ts,
-        ts_us: _,
-        ts_end,
-        ts_end_us: _,
+        ts: _,
+        ts_end: _,
         sensor,
         client,
         server,
@@ -200,8 +196,6 @@ pub fn session_bytes(r: &SessionRecord) -> usize {
     } = r;
     size_of::<SessionRecord>()
         + text(session_id)
-        + text(ts)
-        + text(ts_end)
         + text(sensor)
         + endpoint(client)
         + endpoint(server)
@@ -243,8 +237,7 @@ pub fn session_bytes(r: &SessionRecord) -> usize {
 pub fn dns_bytes(r: &DnsRecord) -> usize {
     let DnsRecord {
         transaction_id,
-        ts,
-        ts_us: _,
+        ts: _,
         sensor,
         client,
         server,
@@ -271,7 +264,6 @@ pub fn dns_bytes(r: &DnsRecord) -> usize {
     } = r;
     size_of::<DnsRecord>()
         + text(transaction_id)
-        + text(ts)
         + text(sensor)
         + endpoint(client)
         + endpoint(server)

@@ -2,8 +2,7 @@
 //! an upgrade failed.
 
 /// The commands the session state machine distinguishes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
     /// Extended hello: the reply lists capabilities.
     Ehlo,
@@ -27,6 +26,31 @@ pub enum Verb {
     Rset,
     /// Any other command (NOOP, VRFY, XCLIENT, ...).
     Other,
+}
+
+impl Verb {
+    /// The command as records write it (`EHLO`, `STARTTLS`, `OTHER`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "EHLO",
+            Verb::Helo => "HELO",
+            Verb::Starttls => "STARTTLS",
+            Verb::Mail => "MAIL",
+            Verb::Rcpt => "RCPT",
+            Verb::Data => "DATA",
+            Verb::Bdat => "BDAT",
+            Verb::Auth => "AUTH",
+            Verb::Quit => "QUIT",
+            Verb::Rset => "RSET",
+            Verb::Other => "OTHER",
+        }
+    }
+}
+
+impl serde::Serialize for Verb {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Why a TLS upgrade did not complete.

@@ -1,7 +1,7 @@
 //! The rows stripwatch inserts into ClickHouse, one struct per table of `queries/schema.sql`,
 //! made from the same records the ndjson files are made from. Field names are the column names
 //! (which are the JSON field names); times become DateTime seconds plus a microseconds column,
-//! taken from the integer times the records carry (`ts_us`, `first_us`, ...), never parsed back
+//! taken from the integer times the records carry (`ts`, `first_seen`, ... are `Micros`), never parsed back
 //! from their text; enumerations become their JSON strings, lists of objects Nested columns. The rows also serialize to
 //! the disk spool and back (serde), so a replayed row is the row that would have been sent.
 
@@ -131,8 +131,8 @@ pub struct SessionRow {
 impl SessionRow {
     /// The row of one judged session.
     pub fn new(r: &SessionRecord) -> SessionRow {
-        let (ts, ts_usec) = split_micros(r.ts_us);
-        let (ts_end, ts_end_usec) = split_micros(r.ts_end_us);
+        let (ts, ts_usec) = split_micros(r.ts.0);
+        let (ts_end, ts_end_usec) = split_micros(r.ts_end.0);
         SessionRow {
             session_id: r.session_id.clone(),
             ts,
@@ -240,7 +240,7 @@ pub struct FindingRow {
 impl FindingRow {
     /// The row of one finding.
     pub fn new(f: &Finding) -> FindingRow {
-        let (ts, ts_usec) = split_micros(f.ts_us);
+        let (ts, ts_usec) = split_micros(f.ts.0);
         FindingRow {
             finding_id: f.finding_id.clone(),
             kind: f.kind.as_str().to_string(),
@@ -313,7 +313,7 @@ pub struct DnsRow {
 impl DnsRow {
     /// The row of one DNS transaction.
     pub fn new(r: &DnsRecord) -> DnsRow {
-        let (ts, ts_usec) = split_micros(r.ts_us);
+        let (ts, ts_usec) = split_micros(r.ts.0);
         DnsRow {
             transaction_id: r.transaction_id.clone(),
             ts,
@@ -386,8 +386,8 @@ pub struct CertificateRow {
 impl CertificateRow {
     /// The row of one distinct certificate seen by `sensor`.
     pub fn new(c: &CertificateRecord, sensor: &str) -> CertificateRow {
-        let (first_seen, first_seen_usec) = split_micros(c.first_us);
-        let (last_seen, last_seen_usec) = split_micros(c.last_us);
+        let (first_seen, first_seen_usec) = split_micros(c.first_seen.0);
+        let (last_seen, last_seen_usec) = split_micros(c.last_seen.0);
         let i = &c.info;
         CertificateRow {
             fingerprint: i.fingerprint.clone(),
@@ -469,8 +469,8 @@ impl Rows {
 mod tests {
     use super::*;
     use crate::record::{
-        AnswerText, CertInfo, EndReason, Endpoint, FindingKind, HandshakeFailure, Side, Tlsa, Verb,
-        verdict,
+        AnswerText, CertInfo, EndReason, Endpoint, FindingKind, HandshakeFailure, Micros, Side,
+        Tlsa, Verb, verdict,
     };
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
@@ -693,8 +693,7 @@ mod tests {
             finding_id: "S-0".into(),
             kind: FindingKind::StarttlsStripped,
             session_id: Some("S".into()),
-            ts: "2026-03-02T10:00:00.000000Z".into(),
-            ts_us: 1_772_445_600_000_000,
+            ts: Micros(1_772_445_600_000_000),
             sensor: "t".into(),
             client: client_end(),
             server: server_end("198.51.100.7", 25),
@@ -706,10 +705,8 @@ mod tests {
     fn sample_session() -> SessionRecord {
         SessionRecord {
             session_id: "S".into(),
-            ts: "2026-03-02T10:00:00.000000Z".into(),
-            ts_us: 1_772_445_600_000_000,
-            ts_end: "2026-03-02T10:00:01.000000Z".into(),
-            ts_end_us: 1_772_445_601_000_000,
+            ts: Micros(1_772_445_600_000_000),
+            ts_end: Micros(1_772_445_601_000_000),
             sensor: "t".into(),
             client: client_end(),
             server: server_end("198.51.100.7", 25),
@@ -784,8 +781,7 @@ mod tests {
     fn sample_dns() -> DnsRecord {
         DnsRecord {
             transaction_id: "D".into(),
-            ts: "2026-03-02T10:00:00.000000Z".into(),
-            ts_us: 1_772_445_600_000_000,
+            ts: Micros(1_772_445_600_000_000),
             sensor: "t".into(),
             client: client_end(),
             server: server_end("192.0.2.53", 53),
@@ -837,13 +833,11 @@ mod tests {
                 self_signed: true,
                 is_ca: true,
             },
-            first_seen: "2026-03-02T10:00:00.000000Z".into(),
-            last_seen: "2026-03-02T10:00:01.000000Z".into(),
+            first_seen: Micros(1_772_445_600_000_000),
+            last_seen: Micros(1_772_445_601_000_000),
             sessions: 2,
             servers: vec!["198.51.100.7:25".into()],
             leaf: true,
-            first_us: 1_772_445_600_000_000,
-            last_us: 1_772_445_601_000_000,
         }
     }
 
