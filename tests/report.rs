@@ -196,6 +196,57 @@ fn bundled_captures_give_report_counts_equal_to_counting_their_sessions() {
     assert!(all.verdicts.len() >= 10, "{all:?}");
 }
 
+/// `analyze` aggregates its report while it writes the records; `report DIR` reads them back.
+/// Over every bundled capture in one run (sessions and DNS records of every kind, enrichment
+/// off), the two give the same files byte for byte.
+#[test]
+fn the_report_after_analyze_equals_reading_its_records_back() {
+    let mut captures: Vec<PathBuf> = std::fs::read_dir(root().join("pcaps"))
+        .unwrap()
+        .filter_map(|e| {
+            let f = e.unwrap().file_name().to_string_lossy().to_string();
+            f.strip_suffix(".expected.json").map(capture_of)
+        })
+        .collect();
+    captures.sort();
+    let refs: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
+    let dir = tempdir("report-aggregated");
+    analyze(&refs, &dir, &[]);
+    assert!(
+        ndjson(&dir.join("dns.ndjson")).len() >= 10,
+        "too few DNS records for the comparison to mean much"
+    );
+    let back = tempdir("report-read-back");
+    let o = run(&[
+        "report",
+        dir.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let aggregated = report_files(&dir);
+    assert!(aggregated.len() >= 5, "{:?}", aggregated.keys());
+    assert_eq!(
+        aggregated.keys().collect::<Vec<_>>(),
+        report_files(&back).keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in report_files(&back) {
+        assert!(
+            aggregated[&name] == bytes,
+            "{name} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(&aggregated[&name]),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    for f in ["report.md", "report.html"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(f)).unwrap(),
+            std::fs::read_to_string(back.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
 #[test]
 fn report_dir_writes_every_format_and_the_window_cuts_by_day() {
     let dir = tempdir("report-formats");

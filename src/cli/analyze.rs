@@ -19,6 +19,7 @@ use stripwatch::flow::reassembly::ReassemblyLimits;
 use stripwatch::memory::{Board, Budget, Window};
 use stripwatch::pipeline::{self, Judges, PipelineConfig, RunStats};
 use stripwatch::pipeline::{FlowConfig, PortSet};
+use stripwatch::report::embedded::{Aggregator, ReportSink};
 use stripwatch::report::summary::{Summary, Tally, TallySink};
 use stripwatch::sink::clickhouse::{ClickHouseOptions, ClickHouseReport, ClickHouseSink};
 use stripwatch::sink::ndjson::NdjsonSink;
@@ -75,6 +76,9 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
 pub(super) struct RunOutputs {
     tally: Arc<Mutex<Tally>>,
     clickhouse: Option<ClickHouseReport>,
+    /// The report aggregated while the records were written: a run of plain files (not
+    /// rotated) without `--no-report`. Otherwise the report reads the directory back.
+    report: Option<Arc<Mutex<Aggregator>>>,
 }
 
 /// The sinks of a run, all behind one: the NDJSON files in OUT, the tally for the summary, and
@@ -89,11 +93,16 @@ pub(super) fn sinks(
     rotation: Option<Arc<RotationControl>>,
 ) -> Result<(Box<dyn SessionSink>, RunOutputs)> {
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let report = (rotation.is_none() && !args.no_report)
+        .then(|| Arc::new(Mutex::new(Aggregator::new(Default::default()))));
     let files: Box<dyn SessionSink> = match rotation {
         Some(control) => Box::new(RotatingNdjsonSink::create(&args.out, control)?),
         None => Box::new(NdjsonSink::create(&args.out)?),
     };
     let mut sinks: Vec<Box<dyn SessionSink>> = vec![files, Box::new(TallySink(tally.clone()))];
+    if let Some(report) = &report {
+        sinks.push(Box::new(ReportSink(report.clone())));
+    }
     let clickhouse = match &args.clickhouse {
         Some(url) => {
             let (sink, report) = clickhouse_sink(args, url, sensor, stop)?;
@@ -102,7 +111,14 @@ pub(super) fn sinks(
         }
         None => None,
     };
-    Ok((Box::new(Fanout(sinks)), RunOutputs { tally, clickhouse }))
+    Ok((
+        Box::new(Fanout(sinks)),
+        RunOutputs {
+            tally,
+            clickhouse,
+            report,
+        },
+    ))
 }
 
 impl RunOutputs {
@@ -140,7 +156,14 @@ impl RunOutputs {
             );
         }
         if !args.no_report {
-            super::report::after_analyze(&args.out, args.json)?;
+            let aggregated = self.report.and_then(|a| {
+                let mut a = a.lock().ok()?;
+                Some(std::mem::replace(
+                    &mut *a,
+                    Aggregator::new(Default::default()),
+                ))
+            });
+            super::report::after_analyze(&args.out, aggregated, args.json)?;
         }
         Ok(())
     }

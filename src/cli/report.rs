@@ -4,6 +4,7 @@ use super::{ReportArgs, ReportFormat};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use stripwatch::report::embedded::Aggregator;
 use stripwatch::report::{self, Format, TlsrptIdentity};
 
 /// Runs `report`: loads the events (from an analysis directory or ClickHouse) within the
@@ -68,11 +69,16 @@ fn formats(asked: &[ReportFormat]) -> Vec<Format> {
     formats
 }
 
-/// Writes the embedded report into an analysis directory (`analyze` without `--no-report`);
-/// `quiet` (with `--json`) keeps standard output to the summary JSON alone.
-pub fn after_analyze(out: &Path, quiet: bool) -> Result<()> {
+/// Writes the embedded report into an analysis directory (`analyze` without `--no-report`):
+/// from what `aggregated` counted while the records were written, else by reading the directory
+/// (rotated sets, which may hold earlier runs' parts). `quiet` (with `--json`) keeps standard
+/// output to the summary JSON alone.
+pub fn after_analyze(out: &Path, aggregated: Option<Aggregator>, quiet: bool) -> Result<()> {
     let started = Instant::now();
-    let model = report::embedded::from_dir(out, Default::default())?;
+    let model = match aggregated {
+        Some(a) => a.finish(),
+        None => report::embedded::from_dir(out, Default::default())?,
+    };
     let formats = [Format::Markdown, Format::Html, Format::Csv, Format::Tlsrpt];
     report::write_files(&model, out, &formats, &Default::default())?;
     if !quiet {
