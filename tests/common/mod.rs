@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod cluster;
+pub mod rotated;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
