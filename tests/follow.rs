@@ -7,12 +7,12 @@
 //! 0 and a summary; the sessions (none duplicated) carry the same verdicts and findings as
 //! `analyze` gives on the uncut captures. Also the refusals of bad input.
 //!
-//! Needs nothing but the binary: the parts are cut here (classic pcap is a 24-byte header and
-//! records of a 16-byte header plus the bytes).
+//! Needs nothing but the binary: the parts are cut by the test (`common::pcap`).
 
 mod common;
 
-use common::rotated::{judgements, records};
+use common::pcap::{Pcap, bundled};
+use common::rotated::{judgements, records, terminate};
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -21,17 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The captures, in the order of their own timestamps (as tests/live.rs replays them).
-const CAPTURES: &[&str] = &[
-    "real-postfix-starttls-ok",
-    "real-postfix-overwrite",
-    "real-postfix-delete",
-    "real-postfix-missing",
-    "real-postfix-break-tls",
-    "real-postfix-reject",
-    "real-postfix-garbage-after-220",
-    "real-postfix-answer-clienthello-421",
-];
+use common::pcap::REAL_POSTFIX as CAPTURES;
 /// The first run follows the parts of this many captures; the second run the rest.
 const FIRST_RUN: usize = 5;
 /// Packets per part.
@@ -43,35 +33,6 @@ struct Part {
     bytes: Vec<u8>,
 }
 
-/// Cuts a classic pcap file into files of `per_part` packets each (header repeated).
-fn cut(pcap: &Path, per_part: usize) -> Vec<Vec<u8>> {
-    let data = std::fs::read(pcap).unwrap();
-    assert_eq!(
-        &data[..4],
-        &[0xd4, 0xc3, 0xb2, 0xa1],
-        "a little-endian pcap"
-    );
-    let header = &data[..24];
-    let mut parts = Vec::new();
-    let mut at = 24;
-    let mut current = header.to_vec();
-    let mut count = 0;
-    while at + 16 <= data.len() {
-        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        current.extend_from_slice(&data[at..at + 16 + caplen]);
-        at += 16 + caplen;
-        count += 1;
-        if count == per_part {
-            parts.push(std::mem::replace(&mut current, header.to_vec()));
-            count = 0;
-        }
-    }
-    if count > 0 {
-        parts.push(current);
-    }
-    parts
-}
-
 /// The parts of every capture, named as dumpcap names a ring buffer's files
 /// (`PREFIX_NNNNN_TIME.pcap`), per capture. The second part of the first capture is
 /// gzip-compressed (`.pcap.gz`), as `tcpdump -z gzip` leaves them.
@@ -81,28 +42,26 @@ fn all_parts() -> Vec<Vec<Part>> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            cut(
-                &common::root().join("pcaps").join(format!("{c}.pcap")),
-                PER_PART,
-            )
-            .into_iter()
-            .enumerate()
-            .map(|(j, bytes)| {
-                seq += 1;
-                let name = format!("mail_{seq:05}_2026112215{i:02}{j:02}.pcap");
-                if i == 0 && j == 1 {
-                    let mut gz =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    gz.write_all(&bytes).unwrap();
-                    Part {
-                        name: format!("{name}.gz"),
-                        bytes: gz.finish().unwrap(),
+            Pcap::read(&bundled(c))
+                .cut(PER_PART)
+                .into_iter()
+                .enumerate()
+                .map(|(j, bytes)| {
+                    seq += 1;
+                    let name = format!("mail_{seq:05}_2026112215{i:02}{j:02}.pcap");
+                    if i == 0 && j == 1 {
+                        let mut gz =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(&bytes).unwrap();
+                        Part {
+                            name: format!("{name}.gz"),
+                            bytes: gz.finish().unwrap(),
+                        }
+                    } else {
+                        Part { name, bytes }
                     }
-                } else {
-                    Part { name, bytes }
-                }
-            })
-            .collect()
+                })
+                .collect()
         })
         .collect()
 }
@@ -181,30 +140,9 @@ impl Follow {
         }
     }
 
-    /// SIGTERM, then the exit status (within 30 s) and the summary printed on stdout.
+    /// SIGTERM, then the exit status (0 within 30 s) and the summary printed on stdout.
     fn terminate(mut self) -> Value {
-        let pid = self.child.id().to_string();
-        let o = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(o.success());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut stdout = String::new();
-        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-        assert!(
-            status.success(),
-            "exit {status}: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        serde_json::from_str(&stdout).expect("the summary on stdout")
+        terminate(&mut self.child, &self.log)
     }
 }
 
@@ -213,10 +151,7 @@ fn follow_reads_each_closed_file_once_across_a_restart_and_judges_as_analyze() {
     let work = common::tempdir("follow");
     let (dir, out, state) = (work.join("dir"), work.join("out"), work.join("state.redb"));
     std::fs::create_dir_all(&dir).unwrap();
-    let pcaps: Vec<PathBuf> = CAPTURES
-        .iter()
-        .map(|c| common::root().join("pcaps").join(format!("{c}.pcap")))
-        .collect();
+    let pcaps: Vec<PathBuf> = CAPTURES.iter().map(|c| bundled(c)).collect();
     let refs: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
     let reference = work.join("reference");
     common::analyze(&refs, &reference, &["--no-report", "--workers", "2"]);

@@ -4,6 +4,8 @@
 
 pub mod clickhouse;
 pub mod cluster;
+pub mod netns;
+pub mod pcap;
 pub mod rotated;
 
 use serde_json::Value;

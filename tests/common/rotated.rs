@@ -1,6 +1,6 @@
-//! Reading what a long run (`live`, `analyze --follow`) wrote: the rotated parts
-//! `KIND-<time>.ndjson` of an output directory, and the per-session judgements that must agree
-//! with `analyze` on the same packets.
+//! Long runs (`live`, `analyze --follow`) in tests: stopping one, and reading what it wrote (the
+//! rotated parts `KIND-<time>.ndjson` of an output directory, and the per-session judgements
+//! that must agree with `analyze` on the same packets).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,4 +57,31 @@ pub fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
             (key, value)
         })
         .collect()
+}
+
+/// Stops a long run with SIGTERM: insists on status 0 within 30 s (the log in `log` says why
+/// not) and returns the summary it printed on standard output (`--json`).
+pub fn terminate(child: &mut std::process::Child, log: &Path) -> Value {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -TERM failed");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no exit within 30 s of SIGTERM: {}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status}: {}", log());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    serde_json::from_str(&stdout).expect("the summary on stdout")
 }
