@@ -4,6 +4,7 @@
 
 pub mod analyze;
 pub mod config;
+pub mod follow;
 pub mod live;
 pub mod logs;
 pub mod metrics;
@@ -162,14 +163,47 @@ pub struct ClickHouseAccess {
 
 #[derive(Args)]
 pub struct AnalyzeArgs {
-    /// Capture files, read in the order given; `-` reads standard input.
-    #[arg(required = true)]
+    /// Capture files, read in the order given; `-` reads standard input. Required unless
+    /// --follow (checked after parsing, so that a configuration file may give `follow`).
     pub captures: Vec<String>,
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
     #[command(flatten)]
+    pub follow: FollowArgs,
+    #[command(flatten)]
     pub shared: SharedArgs,
+}
+
+/// `analyze --follow DIR`: a directory another program fills with rotated captures, read as
+/// one long run until SIGTERM, with records written while it runs (as `live` writes them).
+#[derive(Args)]
+pub struct FollowArgs {
+    /// Instead of CAPTURES, follow DIR: read each closed capture file (.pcap, .pcapng, .cap,
+    /// tcpdump -C's .pcapN; also .gz, .zst) in name order, exactly once, as one run (flows go on
+    /// across files), and wait for the next until SIGTERM or SIGINT. A file is closed when a
+    /// later one exists and it has not changed for 2 s, or when it has not changed for
+    /// --follow-settle; never while a process has it open for writing. With --state the files
+    /// read are remembered there and a restart goes on after them; without, only in memory (a
+    /// restart reads them all again).
+    #[arg(long, value_name = "DIR", conflicts_with = "captures")]
+    pub follow: Option<PathBuf>,
+    /// With --follow: seconds the newest file must stay unchanged (and not open for writing)
+    /// before it is read while no later file exists [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub follow_settle: Option<u64>,
+    /// With --follow: seconds (packet time) a session that may still gain a cross-session
+    /// finding waits for later sessions before it is written, as in `live` [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub hold: Option<u64>,
+    /// With --follow: when a new set of output files starts, as in `live`: `hourly` (wall
+    /// clock, UTC) or a size (K, M, G); SIGHUP also starts one [default: hourly].
+    #[arg(long, value_name = "hourly|SIZE", value_parser = parse_rotation)]
+    pub rotate: Option<Rotation>,
+    /// With --follow: seconds between saves of what the run learned into --state [default:
+    /// 300].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_interval: Option<u64>,
 }
 
 #[derive(Args)]

@@ -4,9 +4,11 @@
 //! every source implements [`PacketSource`], so the pipeline does not know which kind it reads.
 
 mod file;
+pub mod follow;
 pub mod live;
 
 pub use file::{CaptureFile, Compression};
+pub use follow::FollowDir;
 pub use live::{InterfaceCounters, LiveCapture, LiveOptions};
 
 use std::ops::ControlFlow;

@@ -5,7 +5,7 @@ use super::{AnalyzeArgs, SharedArgs};
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::CaptureFile;
@@ -38,8 +38,20 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let AnalyzeArgs {
         captures,
         no_progress,
+        follow,
         shared: args,
     } = args;
+    if follow.follow.is_some() {
+        return super::follow::run(follow, args);
+    }
+    super::follow::refuse_without_follow(&follow)?;
+    if captures.is_empty() {
+        return Err(super::UsageError(
+            "the following required arguments were not provided: <CAPTURES>... (or --follow DIR)"
+                .into(),
+        )
+        .into());
+    }
     check(&args)?;
     if captures.iter().filter(|c| c.as_str() == "-").count() > 1 {
         bail!("standard input ('-') can be read only once");
@@ -251,6 +263,12 @@ fn hostname() -> String {
 /// The certificate, DNS and baseline judges, from the trust anchors, TLSA records, known MX
 /// sets and state file the arguments name.
 pub(super) fn judges(args: &SharedArgs) -> Result<Judges> {
+    judges_with(args, history(args)?)
+}
+
+/// The judges with `baseline` as the history (`analyze --follow` opens the state file itself,
+/// to keep its position there too).
+pub(super) fn judges_with(args: &SharedArgs, baseline: Box<dyn Baseline>) -> Result<Judges> {
     // The judges live in the output stage: their shares are not divided among workers.
     let budget = Budget::new(args.memory_limit, 1);
     let certs = CertJudge::new(validator(&args.trust_anchors)?, tlsa(args.tlsa.as_deref())?)
@@ -266,13 +284,28 @@ pub(super) fn judges(args: &SharedArgs) -> Result<Judges> {
     Ok(Judges {
         certs,
         dns,
-        baseline: if args.shared_baseline {
-            shared_baseline(args)?
-        } else {
-            baseline(args.state.as_deref(), args.state_retention)?
-        },
+        baseline,
         save_baseline: args.state.is_some(),
     })
+}
+
+/// The history the arguments name: `--shared-baseline`, `--state`, or none.
+pub(super) fn history(args: &SharedArgs) -> Result<Box<dyn Baseline>> {
+    if args.shared_baseline {
+        return shared_baseline(args);
+    }
+    Ok(match args.state.as_deref() {
+        Some(path) => Box::new(open_state(path, args.state_retention)?),
+        None => Box::new(NoBaseline),
+    })
+}
+
+/// What a long run (`live`, `analyze --follow`) changes in the pipeline: a session waits only
+/// `hold` seconds of packet time for evidence from later sessions (offline it waits for the whole
+/// run, live it would never reach the files), and `--state` is saved every `state_interval`.
+pub(super) fn streaming(cfg: &mut PipelineConfig, hold: u64, state_interval: &Arc<AtomicU64>) {
+    cfg.state_interval = Some(state_interval.clone());
+    cfg.correlator.hold_us = micros(hold);
 }
 
 /// The Mozilla roots plus the `--trust-anchors` PEM files.
@@ -310,16 +343,10 @@ fn known_mx(path: Option<&Path>) -> Result<KnownMx> {
     })
 }
 
-/// The `--state` baseline, whose entries expire after `retention_days` of capture time; without
-/// the option, one that knows nothing and keeps nothing.
-fn baseline(path: Option<&Path>, retention_days: u64) -> Result<Box<dyn Baseline>> {
-    Ok(match path {
-        Some(path) => Box::new(
-            StateStore::open(path, (retention_days as i64).saturating_mul(86_400_000_000))
-                .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
-        ),
-        None => Box::new(NoBaseline),
-    })
+/// The `--state` store, whose baseline entries expire after `retention_days` of capture time.
+pub(super) fn open_state(path: &Path, retention_days: u64) -> Result<StateStore> {
+    StateStore::open(path, (retention_days as i64).saturating_mul(86_400_000_000))
+        .map_err(|e| anyhow::anyhow!("--state: {e}"))
 }
 
 /// The `--shared-baseline` history from the `--clickhouse` database, reloaded every
@@ -345,6 +372,19 @@ pub(super) fn stop_on_signal() -> Result<Arc<AtomicBool>> {
             .context("cannot install the signal handler")?;
     }
     Ok(stop)
+}
+
+/// The signals of a long run: SIGTERM and SIGINT raise the first flag (stop: judge, write and
+/// leave), SIGHUP the second (new files, configuration reloaded).
+pub(super) fn sensor_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &hangup)] {
+        signal_hook::flag::register(signal, flag.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    Ok((stop, hangup))
 }
 
 /// The ClickHouse sink for `--clickhouse URL`, spooling under OUT unless `--spool` says where.

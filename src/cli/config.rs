@@ -41,6 +41,8 @@ pub struct ConfigFile {
     rotate: Option<Text>,
     state_interval: Option<u64>,
     no_progress: Option<bool>,
+    follow: Option<PathBuf>,
+    follow_settle: Option<u64>,
     out: Option<PathBuf>,
     smtp_ports: Option<Vec<u16>>,
     implicit_tls_ports: Option<Vec<u16>>,

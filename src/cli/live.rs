@@ -2,7 +2,9 @@
 //! functions from the same options), fed by libpcap on live interfaces instead of files. It runs
 //! until SIGTERM or SIGINT, then judges what is held, writes the summary and exits 0.
 
-use super::analyze::{SummaryExtra, check, judges, micros, pipeline_config, sinks, spool_dir};
+use super::analyze::{
+    SummaryExtra, check, judges, pipeline_config, sensor_signals, sinks, spool_dir, streaming,
+};
 use super::reload::{Knobs, Reloader};
 use super::{LiveArgs, SharedArgs, UsageError, privileges};
 use anyhow::{Context, Result};
@@ -61,10 +63,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
         log_interval: Arc::new(AtomicU64::new(log_interval)),
     };
     let mut cfg = pipeline_config(&args, enrich);
-    cfg.state_interval = Some(knobs.state_interval.clone());
-    // Offline a session waits for the whole run for evidence from later sessions; live it may
-    // wait only so long, or it would never reach the files.
-    cfg.correlator.hold_us = micros(hold);
+    streaming(&mut cfg, hold, &knobs.state_interval);
     let judges = judges(&args)?;
     if !(user.is_none() && Uid::effective().is_root()) {
         if let Some(user) = &user {
@@ -73,7 +72,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
         privileges::drop_privileges(user.as_ref())?;
         writable_after_drop(&args)?;
     }
-    let (stop, hangup) = live_signals()?;
+    let (stop, hangup) = sensor_signals()?;
     let reloader = Reloader::new(knobs, args.config.clone())?;
     let (sink, outputs) = sinks(
         &args,
@@ -190,19 +189,6 @@ fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
             s.packets, s.bytes, s.snapped, s.kernel_drops, s.interface_drops
         ),
     }
-}
-
-/// SIGTERM and SIGINT raise the first flag (stop: judge, write and leave), SIGHUP the second
-/// (new files, configuration reloaded).
-fn live_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    let hangup = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &hangup)] {
-        signal_hook::flag::register(signal, flag.clone())
-            .context("cannot install the signal handlers")?;
-    }
-    Ok((stop, hangup))
 }
 
 /// A thread that, until `done`, logs the capture counters (and the sessions written) every

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -267,60 +267,85 @@ impl History {
 
 /// The shared history as the judges ask it: the latest loaded [`History`], swapped whole by
 /// the refresh thread.
+///
+/// The refresh thread is started lazily, by the first question the judges ask (on the output
+/// thread), not by [`SharedBaseline::start`]: `live --user` builds the judges before it drops
+/// its privileges, and capabilities are per thread, so a thread spawned then would keep them.
 pub struct SharedBaseline {
     current: Arc<RwLock<Arc<History>>>,
     errors: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The server and the interval, until the refresh thread takes them.
+    refresh: Mutex<Option<(Target, Duration)>>,
+    /// Set once the refresh thread was asked for (so the lookup path only reads an atomic).
+    armed: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SharedBaseline {
     /// Loads the history from `target` now (an error stops the run before it starts), and with
-    /// `refresh` reloads it that often until dropped. Long runs (`live`) see what other sensors
-    /// wrote since; `analyze` over files is judged against the history as it was at start.
+    /// `refresh` reloads it that often until dropped, from the first lookup on. Long runs
+    /// (`live`, `analyze --follow`) see what other sensors wrote since; `analyze` over files
+    /// ends long before a refresh matters.
     pub fn start(
         target: Target,
         refresh: Option<Duration>,
     ) -> Result<SharedBaseline, SharedBaselineError> {
         let current = Arc::new(RwLock::new(Arc::new(History::load(&target)?)));
-        let errors = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = match refresh {
-            None => None,
-            Some(every) => {
-                let (current, errors, stop) = (current.clone(), errors.clone(), stop.clone());
-                let refresh = move || {
-                    while wait(every, &stop) {
-                        match History::load(&target) {
-                            Ok(h) => {
-                                if let Ok(mut c) = current.write() {
-                                    *c = Arc::new(h);
-                                }
-                            }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                };
-                Some(
-                    std::thread::Builder::new()
-                        .name("shared-baseline".into())
-                        .spawn(refresh)
-                        .map_err(SharedBaselineError::Thread)?,
-                )
-            }
-        };
         Ok(SharedBaseline {
             current,
-            errors,
-            stop,
-            thread,
+            errors: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            armed: AtomicBool::new(refresh.is_none()),
+            refresh: Mutex::new(refresh.map(|every| (target, every))),
+            thread: Mutex::new(None),
         })
+    }
+
+    /// Starts the refresh thread, once; called by every lookup, so on the thread that judges.
+    /// A thread that cannot start leaves the history as loaded and is counted as a lookup error.
+    fn arm(&self) {
+        if self.armed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some((target, every)) = self.refresh.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let (current, errors, stop) =
+            (self.current.clone(), self.errors.clone(), self.stop.clone());
+        let refresh = move || {
+            while wait(every, &stop) {
+                match History::load(&target) {
+                    Ok(h) => {
+                        if let Ok(mut c) = current.write() {
+                            *c = Arc::new(h);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        match std::thread::Builder::new()
+            .name("shared-baseline".into())
+            .spawn(refresh)
+        {
+            Ok(handle) => {
+                if let Ok(mut t) = self.thread.lock() {
+                    *t = Some(handle);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %SharedBaselineError::Thread(e), "shared baseline not refreshed");
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The history loaded last.
     pub fn history(&self) -> Arc<History> {
+        self.arm();
         self.current
             .read()
             .map(|c| c.clone())
@@ -343,7 +368,7 @@ fn wait(every: Duration, stop: &AtomicBool) -> bool {
 impl Drop for SharedBaseline {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.get_mut().ok().and_then(Option::take) {
             let _ = t.join();
         }
     }

@@ -5,8 +5,10 @@
 //! run learned (`Baseline::save`). Today the history is a local embedded store
 //! (`redb_store`); a store shared between sensors can implement the same trait.
 
+mod followed;
 mod redb_store;
 
+pub use followed::FollowLedger;
 pub use redb_store::{StateStore, StateSummary};
 
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,9 @@
 //!
 //! Entries last seen longer than the retention before the newest capture time are removed at
 //! each save. Deleting the file resets everything.
+//!
+//! The same file also holds `analyze --follow`'s position (`followed`, see `state::followed`),
+//! which is not a baseline: no retention applies to it.
 
 use super::{Baseline, Learned, SaveStats, Seen, StateError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -18,6 +21,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const OFFERED: TableDefinition<&str, &[u8]> = TableDefinition::new("offered");
@@ -33,7 +37,9 @@ const TABLES: [(&str, TableDefinition<&str, &[u8]>); 4] = [
 
 /// A baseline kept in a local file.
 pub struct StateStore {
-    db: Database,
+    /// Shared with the follow position ([`StateStore::follow_ledger`]): redb opens a file once
+    /// per process.
+    db: Arc<Database>,
     path: PathBuf,
     retention_us: i64,
     lookup_errors: AtomicU64,
@@ -61,7 +67,7 @@ impl StateStore {
     /// Opens (or creates) the store at `path`; entries not seen for `retention_us` of capture
     /// time are dropped at each save.
     pub fn open(path: &Path, retention_us: i64) -> Result<StateStore, StateError> {
-        let db = Database::create(path).map_err(|e| store_error(path, e))?;
+        let db = Arc::new(Database::create(path).map_err(|e| store_error(path, e))?);
         let store = StateStore {
             db,
             path: path.to_path_buf(),
@@ -76,6 +82,12 @@ impl StateStore {
         }
         w.commit().map_err(|e| store.err(e))?;
         Ok(store)
+    }
+
+    /// The position of `analyze --follow` in this file, to be used beside the baseline (on
+    /// another thread).
+    pub fn follow_ledger(&self) -> Result<super::FollowLedger, StateError> {
+        super::FollowLedger::open(self.db.clone(), &self.path)
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StateError {
@@ -164,7 +176,7 @@ impl StateStore {
     }
 }
 
-fn store_error(path: &Path, e: impl Into<redb::Error>) -> StateError {
+pub(super) fn store_error(path: &Path, e: impl Into<redb::Error>) -> StateError {
     StateError::Store {
         path: path.display().to_string(),
         source: Box::new(e.into()),

@@ -4,6 +4,9 @@
 
 pub mod clickhouse;
 pub mod cluster;
+pub mod netns;
+pub mod pcap;
+pub mod rotated;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

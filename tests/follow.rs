@@ -1,0 +1,296 @@
+//! `stripwatch analyze --follow DIR` on a real directory that the test fills over time, as a
+//! rotating capture (dumpcap's ring names) would: the bundled real Postfix captures, each cut
+//! into parts of a few packets (so sessions span parts), dropped in one by one, one of them
+//! gzip-compressed, and the last one of the first run written in two halves while the follow
+//! watches ("still being written"). Checked: every part is read exactly once over two runs
+//! with one `--state`; records reach the files while it runs; SIGTERM ends each run with status
+//! 0 and a summary; the sessions (none duplicated) carry the same verdicts and findings as
+//! `analyze` gives on the uncut captures. Also the refusals of bad input.
+//!
+//! Needs nothing but the binary: the parts are cut by the test (`common::pcap`).
+
+mod common;
+
+use common::pcap::{Pcap, bundled};
+use common::rotated::{judgements, records, terminate};
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pcap::REAL_POSTFIX as CAPTURES;
+/// The first run follows the parts of this many captures; the second run the rest.
+const FIRST_RUN: usize = 5;
+/// Packets per part.
+const PER_PART: usize = 8;
+
+/// One part of a cut capture: its name in the followed directory and its bytes.
+struct Part {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// The parts of every capture, named as dumpcap names a ring buffer's files
+/// (`PREFIX_NNNNN_TIME.pcap`), per capture. The second part of the first capture is
+/// gzip-compressed (`.pcap.gz`), as `tcpdump -z gzip` leaves them.
+fn all_parts() -> Vec<Vec<Part>> {
+    let mut seq = 0;
+    CAPTURES
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Pcap::read(&bundled(c))
+                .cut(PER_PART)
+                .into_iter()
+                .enumerate()
+                .map(|(j, bytes)| {
+                    seq += 1;
+                    let name = format!("mail_{seq:05}_2026112215{i:02}{j:02}.pcap");
+                    if i == 0 && j == 1 {
+                        let mut gz =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(&bytes).unwrap();
+                        Part {
+                            name: format!("{name}.gz"),
+                            bytes: gz.finish().unwrap(),
+                        }
+                    } else {
+                        Part { name, bytes }
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Puts a part into the directory whole: written under a hidden name, then renamed.
+fn drop_in(dir: &Path, part: &Part) {
+    let tmp = dir.join(format!(".{}.tmp", part.name));
+    std::fs::write(&tmp, &part.bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(&part.name)).unwrap();
+}
+
+/// The files a run's JSON log says it read, in order.
+fn files_read(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("follow: read "))
+        })
+        .map(|e| e["file"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A follow run in the background.
+struct Follow {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Follow {
+    fn start(dir: &Path, out: &Path, state: &Path, log: &Path) -> Follow {
+        let child = Command::new(common::bin())
+            .args(["analyze", "--follow"])
+            .arg(dir)
+            .arg("--out")
+            .arg(out)
+            .arg("--state")
+            .arg(state)
+            .args([
+                "--follow-settle",
+                "1",
+                "--workers",
+                "2",
+                "--no-report",
+                "--json",
+            ])
+            .args(["--log-format", "json", "--sensor", "follow-test"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("cannot start stripwatch analyze --follow");
+        Follow {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Waits until `cond` holds, failing after `limit` or if the run ended.
+    fn wait_for(&mut self, what: &str, limit: Duration, cond: impl Fn(&Follow) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the follow ended while waiting for {what}: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            assert!(
+                start.elapsed() < limit,
+                "no {what} after {limit:?}: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the exit status (0 within 30 s) and the summary printed on stdout.
+    fn terminate(mut self) -> Value {
+        terminate(&mut self.child, &self.log)
+    }
+}
+
+#[test]
+fn follow_reads_each_closed_file_once_across_a_restart_and_judges_as_analyze() {
+    let work = common::tempdir("follow");
+    let (dir, out, state) = (work.join("dir"), work.join("out"), work.join("state.redb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcaps: Vec<PathBuf> = CAPTURES.iter().map(|c| bundled(c)).collect();
+    let refs: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
+    let reference = work.join("reference");
+    common::analyze(&refs, &reference, &["--no-report", "--workers", "2"]);
+    let want = judgements(&common::ndjson(&reference.join("sessions.ndjson")));
+    let early = work.join("reference-early");
+    common::analyze(&refs[..3], &early, &["--no-report"]);
+    let early_sessions = common::ndjson(&early.join("sessions.ndjson")).len();
+
+    let parts = all_parts();
+    let first: Vec<&Part> = parts[..FIRST_RUN].iter().flatten().collect();
+    let second: Vec<&Part> = parts[FIRST_RUN..].iter().flatten().collect();
+    assert!(
+        parts.iter().all(|p| p.len() >= 2),
+        "every capture spans parts"
+    );
+
+    // Run 1: the parts arrive one by one; the last is still being written for a while.
+    let mut run = Follow::start(&dir, &out, &state, &work.join("log-1"));
+    let (last, rest) = first.split_last().unwrap();
+    for part in rest {
+        drop_in(&dir, part);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let half = last.bytes.len() / 2;
+    let mut writing = std::fs::File::create(dir.join(&last.name)).unwrap();
+    writing.write_all(&last.bytes[..half]).unwrap();
+    writing.flush().unwrap();
+    run.wait_for(
+        "the parts before the one being written",
+        Duration::from_secs(30),
+        |r| files_read(&r.log).len() == rest.len(),
+    );
+    // Longer than --follow-settle (1 s) and than the 2 s of a file with a later one: only
+    // the writer's open descriptor keeps it from being read half-way.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !files_read(&run.log).contains(&last.name),
+        "a file still open for writing was read"
+    );
+    writing.write_all(&last.bytes[half..]).unwrap();
+    drop(writing);
+    run.wait_for("the last part, once closed", Duration::from_secs(20), |r| {
+        files_read(&r.log).contains(&last.name)
+    });
+    // Records reach the files while it runs (the last second of packet time, and the sessions
+    // held for --hold after it, wait for more packets or the stop).
+    run.wait_for("records while running", Duration::from_secs(20), |_| {
+        records(&out, "sessions").len() >= early_sessions
+    });
+    let summary = run.terminate();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert_eq!(summary["capture"]["files"], first.len(), "{summary}");
+    assert!(out.join("summary.json").is_file());
+    let after_first = records(&out, "sessions").len();
+
+    // Run 2, same state: the old parts are still there and must not be read again.
+    let mut run = Follow::start(&dir, &out, &state, &work.join("log-2"));
+    for part in &second {
+        drop_in(&dir, part);
+    }
+    run.wait_for("every new part", Duration::from_secs(30), |r| {
+        files_read(&r.log).len() == second.len()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let summary = run.terminate();
+    assert_eq!(summary["capture"]["files"], second.len(), "{summary}");
+
+    let mut read = files_read(&work.join("log-1"));
+    read.extend(files_read(&work.join("log-2")));
+    let names: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|p| p.name.trim_end_matches(".gz").to_string())
+        .collect();
+    assert_eq!(read, names, "each part once, in order");
+
+    let sessions = records(&out, "sessions");
+    let ids: BTreeSet<&str> = sessions
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), sessions.len(), "a session written twice");
+    assert!(
+        after_first < sessions.len(),
+        "the second run added sessions"
+    );
+    assert_eq!(
+        judgements(&sessions),
+        want,
+        "follow over the parts and analyze over the whole captures disagree"
+    );
+}
+
+/// `stripwatch ARGS` exits 2 with one line on standard error that names `what`.
+fn refused_in_one_line(args: &[&str], what: &str) {
+    let o = common::run(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(what), "{stderr}");
+}
+
+#[test]
+fn follow_refuses_a_missing_directory_and_captures_beside_it() {
+    let work = common::tempdir("follow-bad");
+    let out = work.join("out");
+    let out = out.to_str().unwrap();
+    let missing = work.join("no-such-dir");
+    refused_in_one_line(
+        &[
+            "analyze",
+            "--follow",
+            missing.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        "--follow",
+    );
+    let pcap = common::root().join("pcaps/real-postfix-delete.pcap");
+    refused_in_one_line(
+        &[
+            "analyze",
+            pcap.to_str().unwrap(),
+            "--follow",
+            work.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        "--follow",
+    );
+    refused_in_one_line(
+        &[
+            "analyze",
+            pcap.to_str().unwrap(),
+            "--hold",
+            "5",
+            "--out",
+            out,
+        ],
+        "--follow",
+    );
+}
