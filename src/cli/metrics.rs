@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stripwatch::capture::InterfaceCounters;
 use stripwatch::memory::{Board, WindowRow};
+use stripwatch::pipeline::{CaptureLoss, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::clickhouse::ClickHouseReport;
 
@@ -33,6 +34,8 @@ pub struct Sources {
     pub clickhouse: Option<ClickHouseReport>,
     /// The windows' sizes the workers and the output stage publish (relaxed atomics).
     pub memory: Arc<Board>,
+    /// Each worker's capture-loss counts.
+    pub loss: Arc<CaptureLoss>,
 }
 
 /// Binds `addr` (`127.0.0.1:9187`, `[::1]:9187`; a bare port means loopback) before anything is
@@ -131,7 +134,13 @@ pub fn render(sources: &Sources) -> String {
         sources
             .interfaces
             .iter()
-            .map(|c| (format!("interface=\"{}\"", label(&c.interface)), f(c)))
+            .map(|c| {
+                let worker = c.worker.map_or("reader".to_string(), |w| w.to_string());
+                (
+                    format!("interface=\"{}\",worker=\"{worker}\"", label(&c.interface)),
+                    f(c),
+                )
+            })
             .collect()
     };
     family(
@@ -168,6 +177,38 @@ pub fn render(sources: &Sources) -> String {
         "counter",
         "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
         &per_interface(&|c| c.interface_drops.load(Ordering::Relaxed)),
+    );
+    let per_worker =
+        |f: &dyn Fn(&stripwatch::pipeline::LossCounters) -> u64| -> Vec<(String, u64)> {
+            sources
+                .loss
+                .workers()
+                .iter()
+                .enumerate()
+                .map(|(w, c)| (format!("worker=\"{w}\""), f(c)))
+                .collect()
+        };
+    family(
+        &mut out,
+        "stripwatch_capture_loss_acks_total",
+        "counter",
+        "Acknowledgments of new data in SMTP flows (the capture-loss estimate's denominator).",
+        &per_worker(&|c| c.acks.load(Ordering::Relaxed)),
+    );
+    family(
+        &mut out,
+        "stripwatch_capture_loss_gaps_total",
+        "counter",
+        "Acknowledgments above a hole: data the peer received and the capture never saw.",
+        &per_worker(&|c| c.gaps.load(Ordering::Relaxed)),
+    );
+    let (acks, gaps) = sources.loss.totals();
+    let _ = writeln!(
+        out,
+        "# HELP stripwatch_capture_loss_ratio Acknowledged holes per acknowledgment of new data \
+         (as Zeek's capture_loss), over the run.\n# TYPE stripwatch_capture_loss_ratio gauge\n\
+         stripwatch_capture_loss_ratio {}",
+        loss_ratio(acks, gaps)
     );
     let (verdicts, kinds, dns) = match sources.tally.lock() {
         Ok(t) => (
