@@ -414,6 +414,30 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let packets = per_worker("stripwatch_capture_packets_total");
     assert_eq!(packets.iter().sum::<u64>(), want_packets, "{metrics:?}");
     assert_eq!(per_worker("stripwatch_capture_kernel_drops_total"), [0, 0]);
+    // The capture-loss estimate per worker: acknowledgments seen, none above a hole.
+    let loss = |name: &str| -> Vec<u64> {
+        (0..2)
+            .map(|w| {
+                metrics
+                    .get(&format!("{name}{{worker=\"{w}\"}}"))
+                    .map_or(u64::MAX, |v| *v as u64)
+            })
+            .collect()
+    };
+    assert!(
+        loss("stripwatch_capture_loss_acks_total")
+            .iter()
+            .sum::<u64>()
+            > 0,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        loss("stripwatch_capture_loss_gaps_total"),
+        [0, 0],
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.get("stripwatch_capture_loss_ratio"), Some(&0.0));
+    assert!(metrics.contains_key("stripwatch_state_entries{window=\"flows\"}"));
     let by_verdict: u64 = metrics
         .iter()
         .filter(|(k, _)| k.starts_with("stripwatch_sessions_total{"))
