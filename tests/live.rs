@@ -579,6 +579,34 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
     );
 }
 
+#[test]
+fn live_says_once_why_the_kernel_refused_the_fanout() {
+    if !common::require_root() {
+        return;
+    }
+    // libpcap's `nflog` device is a netlink socket, not a packet socket: PACKET_FANOUT is
+    // refused there, and the run goes on with one reader (until libpcap refuses the default
+    // filter on NFLOG frames, which ends it at start).
+    let out = common::tempdir("live-nofanout");
+    let o = common::run(&[
+        "live",
+        "-i",
+        "nflog",
+        "--workers",
+        "2",
+        "--allow-root",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("PACKET_FANOUT unavailable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("nflog: PACKET_FANOUT:"), "{stderr}");
+}
+
 /// `stripwatch ARGS` exits 2 with one line on standard error that names `what`.
 fn refused_in_one_line(args: &[&str], what: &str) {
     let o = common::run(args);
@@ -797,6 +825,7 @@ fn live_with_fanout_gives_each_worker_both_directions_and_the_judgements_of_anal
     let (one, one_summary) = live_run(&pcap, "1", frames);
     let (two, two_summary) = live_run(&pcap, "2", frames);
     assert_eq!(one_summary["capture"]["fanout"], false);
+    assert_eq!(two_summary["capture"]["fanout_refused"], Value::Null);
     let capture = &two_summary["capture"];
     assert_eq!(capture["fanout"], true, "{capture}");
     assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");

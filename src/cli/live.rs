@@ -52,6 +52,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
         server_ports,
     })?;
     let fanout = capture.fanout() > 0;
+    let fanout_refused = capture.fanout_refused().map(str::to_string);
     // Everything that needs the privilege or must belong to the user is opened or made now;
     // then the privileges go, before the first thread starts.
     let made = Made::before(&args);
@@ -133,7 +134,12 @@ pub fn run(args: LiveArgs) -> Result<()> {
         &args,
         &stats,
         started.elapsed().as_secs_f64(),
-        Some(&capture_summary(&name, &source, fanout, &counters)),
+        Some(&capture_summary(
+            &name,
+            &source,
+            (fanout, fanout_refused.as_deref()),
+            &counters,
+        )),
     )
 }
 
@@ -183,12 +189,13 @@ fn writable_after_drop(args: &SharedArgs) -> Result<(), UsageError> {
 }
 
 /// What the capture itself counted, for summary.json (`capture`) and the text summary: the
-/// totals, whether the kernel split the packets among the workers (`fanout`), and each capture
-/// handle's own counters (`handles`: per interface and worker).
+/// totals, whether the kernel split the packets among the workers (`fanout`, and the kernel's
+/// reason when it refused), and each capture handle's own counters (`handles`: per interface and
+/// worker).
 fn capture_summary(
     interfaces: &str,
     s: &SourceStats,
-    fanout: bool,
+    (fanout, refused): (bool, Option<&str>),
     counters: &[Arc<InterfaceCounters>],
 ) -> SummaryExtra {
     let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
@@ -209,6 +216,7 @@ fn capture_summary(
         capture: serde_json::json!({
             "interfaces": interfaces,
             "fanout": fanout,
+            "fanout_refused": refused,
             "packets": s.packets,
             "bytes": s.bytes,
             "snapped": s.snapped,
