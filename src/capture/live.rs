@@ -3,7 +3,7 @@
 //! off and a short read timeout retires partly filled blocks instead.
 //!
 //! With several workers each interface gets one handle per worker, joined in one
-//! `PACKET_FANOUT` group whose classic BPF program (see [`fanout`](super::fanout)) picks the
+//! `PACKET_FANOUT` group whose classic BPF program (`capture/fanout.rs`) picks the
 //! handle by the client's address, as the pipeline shards a file; the source then splits into
 //! one part per worker and each worker reads its own handles. Where the kernel refuses the group,
 //! one handle per interface is kept and one reader shards, as for files.
