@@ -208,7 +208,8 @@ pub struct FollowArgs {
 
 #[derive(Args)]
 pub struct LiveArgs {
-    /// Interface to capture on; repeat for more (one reader polls them all).
+    /// Interface to capture on; repeat for more (with --workers N, each worker reads its own
+    /// handle of each, in a PACKET_FANOUT group).
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
     /// Kernel BPF filter. SMTP on other ports (content detection) is seen only if the filter lets

@@ -51,6 +51,34 @@ fn need_tool(tool: &str, package: &str) {
     );
 }
 
+/// True when the replay tests can run: root (or skipped explicitly), and the tools they need
+/// (a missing one fails).
+fn veth_ready() -> bool {
+    if !common::require_root() {
+        return false;
+    }
+    need_tool("tcpreplay", "tcpreplay");
+    need_tool("ethtool", "ethtool");
+    need_tool("ip", "iproute2");
+    true
+}
+
+/// Replays `pcap` into `swl0` as fast as tcpreplay can.
+fn replay(ns: &Namespace, pcap: &Path) {
+    let o = ns
+        .exec()
+        .args(["tcpreplay", "-q", "--topspeed", "-i", "swl0"])
+        .arg(pcap)
+        .output()
+        .expect("cannot run tcpreplay");
+    assert!(
+        o.status.success(),
+        "tcpreplay {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs a command and insists it succeeded.
 fn sh(args: &[&str]) {
     let o = Command::new(args[0])
@@ -123,29 +151,35 @@ impl Drop for Namespace {
     }
 }
 
+/// A session's key: both ends.
+fn session_key(s: &Value) -> String {
+    format!(
+        "{}:{} -> {}:{}",
+        s["client_ip"].as_str().unwrap_or(""),
+        s["client_port"],
+        s["server_ip"].as_str().unwrap_or(""),
+        s["server_port"]
+    )
+}
+
+/// What must agree between live and offline in one session.
+fn judged(s: &Value) -> String {
+    format!(
+        "{} {:?} end={} offered={} tls_completed={} mail={}",
+        s["verdict"].as_str().unwrap_or(""),
+        common::finding_kinds(s),
+        s["end_reason"],
+        s["starttls_offered"],
+        s["tls_handshake_completed"],
+        s["mail_transactions"],
+    )
+}
+
 /// What must agree between live and offline, per session (keyed by both ends).
 fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
     sessions
         .iter()
-        .map(|s| {
-            let key = format!(
-                "{}:{} -> {}:{}",
-                s["client_ip"].as_str().unwrap_or(""),
-                s["client_port"],
-                s["server_ip"].as_str().unwrap_or(""),
-                s["server_port"]
-            );
-            let value = format!(
-                "{} {:?} end={} offered={} tls_completed={} mail={}",
-                s["verdict"].as_str().unwrap_or(""),
-                common::finding_kinds(s),
-                s["end_reason"],
-                s["starttls_offered"],
-                s["tls_handshake_completed"],
-                s["mail_transactions"],
-            );
-            (key, value)
-        })
+        .map(|s| (session_key(s), judged(s)))
         .collect()
 }
 
@@ -192,7 +226,7 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 
 /// Scrapes `http://ADDR/metrics` inside the namespace (python3, which the tests need anyway) and
 /// parses the exposition text: every line is a comment or `name{labels} value`.
-fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
+fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, f64> {
     let o = ns
         .exec()
         .args([
@@ -216,7 +250,7 @@ fn scrape(ns: &Namespace, addr: &str) -> BTreeMap<String, u64> {
         let (name, value) = line.rsplit_once(' ').expect("`name value`");
         let value = value
             .parse()
-            .unwrap_or_else(|_| panic!("not a counter value: {line}"));
+            .unwrap_or_else(|_| panic!("not a sample value: {line}"));
         assert!(
             samples.insert(name.to_string(), value).is_none(),
             "twice: {line}"
@@ -256,12 +290,9 @@ fn frames(capture: &Path) -> u64 {
 
 #[test]
 fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly() {
-    if !common::require_root() {
+    if !veth_ready() {
         return;
     }
-    need_tool("tcpreplay", "tcpreplay");
-    need_tool("ethtool", "ethtool");
-    need_tool("ip", "iproute2");
     let pcaps: Vec<PathBuf> = CAPTURES
         .iter()
         .map(|c| common::root().join("pcaps").join(format!("{c}.pcap")))
@@ -309,18 +340,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     wait_started(&mut live, &stderr_path, "swl1");
 
     for pcap in &pcaps {
-        let o = ns
-            .exec()
-            .args(["tcpreplay", "-q", "--topspeed", "-i", "swl0"])
-            .arg(pcap)
-            .output()
-            .expect("cannot run tcpreplay");
-        assert!(
-            o.status.success(),
-            "tcpreplay {}: {}",
-            pcap.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        replay(&ns, pcap);
     }
     let replayed = Instant::now();
 
@@ -379,19 +399,49 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
 
     // The metrics endpoint, scraped while live runs, says the same.
     let metrics = scrape(&ns, "127.0.0.1:9187");
-    assert_eq!(
-        metrics.get("stripwatch_capture_packets_total{interface=\"swl1\"}"),
-        Some(&want_packets),
+    // Per interface and worker: one capture handle per worker (PACKET_FANOUT).
+    let per_worker = |name: &str| -> Vec<u64> {
+        (0..2)
+            .map(|w| {
+                let key = format!("{name}{{interface=\"swl1\",worker=\"{w}\"}}");
+                metrics
+                    .get(&key)
+                    .map(|v| *v as u64)
+                    .unwrap_or_else(|| panic!("no {key}: {metrics:?}"))
+            })
+            .collect()
+    };
+    let packets = per_worker("stripwatch_capture_packets_total");
+    assert_eq!(packets.iter().sum::<u64>(), want_packets, "{metrics:?}");
+    assert_eq!(per_worker("stripwatch_capture_kernel_drops_total"), [0, 0]);
+    // The capture-loss estimate per worker: acknowledgments seen, none above a hole.
+    let loss = |name: &str| -> Vec<u64> {
+        (0..2)
+            .map(|w| {
+                metrics
+                    .get(&format!("{name}{{worker=\"{w}\"}}"))
+                    .map_or(u64::MAX, |v| *v as u64)
+            })
+            .collect()
+    };
+    assert!(
+        loss("stripwatch_capture_loss_acks_total")
+            .iter()
+            .sum::<u64>()
+            > 0,
         "{metrics:?}"
     );
     assert_eq!(
-        metrics.get("stripwatch_capture_kernel_drops_total{interface=\"swl1\"}"),
-        Some(&0)
+        loss("stripwatch_capture_loss_gaps_total"),
+        [0, 0],
+        "{metrics:?}"
     );
+    assert_eq!(metrics.get("stripwatch_capture_loss_ratio"), Some(&0.0));
+    assert!(metrics.contains_key("stripwatch_state_entries{window=\"flows\"}"));
     let by_verdict: u64 = metrics
         .iter()
         .filter(|(k, _)| k.starts_with("stripwatch_sessions_total{"))
-        .map(|(_, v)| v)
+        .map(|(_, v)| *v as u64)
         .sum();
     assert_eq!(by_verdict, want.len() as u64, "{metrics:?}");
     assert!(
@@ -459,13 +509,24 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
-    assert!(
-        events.iter().any(|e| e["message"] == "capture counters"
-            && e["interface"] == "swl1"
-            && e["packets"].as_u64() == Some(want_packets)
-            && e["kernel_drops"] == 0
-            && e["sessions"].as_u64() == Some(want.len() as u64)),
+    // Per worker, the latest counters event after the replay adds up to every frame.
+    let mut latest: BTreeMap<String, &Value> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["message"] == "capture counters") {
+        assert_eq!(e["interface"], "swl1", "{e}");
+        assert_eq!(e["kernel_drops"], 0, "{e}");
+        latest.insert(e["worker"].to_string(), e);
+    }
+    assert_eq!(latest.len(), 2, "{log}");
+    let logged: u64 = latest.values().filter_map(|e| e["packets"].as_u64()).sum();
+    assert_eq!(
+        logged, want_packets,
         "no counters event after the replay: {log}"
+    );
+    assert!(
+        latest
+            .values()
+            .all(|e| e["sessions"].as_u64() == Some(want.len() as u64)),
+        "{log}"
     );
     // --state-interval 1: what the run learned was saved while it ran, not only at the end.
     assert!(
@@ -516,6 +577,34 @@ fn live_refuses_a_bad_interface_or_metrics_address_in_one_line_with_status_2() {
         ],
         "--metrics",
     );
+}
+
+#[test]
+fn live_says_once_why_the_kernel_refused_the_fanout() {
+    if !common::require_root() {
+        return;
+    }
+    // libpcap's `nflog` device is a netlink socket, not a packet socket: PACKET_FANOUT is
+    // refused there, and the run goes on with one reader (until libpcap refuses the default
+    // filter on NFLOG frames, which ends it at start).
+    let out = common::tempdir("live-nofanout");
+    let o = common::run(&[
+        "live",
+        "-i",
+        "nflog",
+        "--workers",
+        "2",
+        "--allow-root",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("PACKET_FANOUT unavailable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("nflog: PACKET_FANOUT:"), "{stderr}");
 }
 
 /// `stripwatch ARGS` exits 2 with one line on standard error that names `what`.
@@ -627,5 +716,207 @@ fn live_refuses_root_without_user_an_unknown_user_and_an_unwritable_out() {
     refused(
         &["live", "-i", "lo", "--user", "nobody", "--out", out],
         "not writable",
+    );
+}
+
+/// What must agree per session between runs that saw both directions alike: the verdict and
+/// findings, and which side's packets, greeting and EHLO were seen, and the DNS lookup it was
+/// linked to (the link needs the client's lookups on the session's worker).
+fn sides(sessions: &[Value]) -> BTreeMap<String, String> {
+    sessions
+        .iter()
+        .map(|s| {
+            let value = format!(
+                "{} packets={}/{} banner={} greeting={} mx={} lookups={}",
+                judged(s),
+                s["client_packets"],
+                s["server_packets"],
+                s["banner_code"],
+                s["greeting_verb"],
+                s["mx_host"],
+                s["dns_transaction_ids"].as_array().map_or(0, Vec::len),
+            );
+            (session_key(s), value)
+        })
+        .collect()
+}
+
+/// Sessions that saw only one direction.
+fn one_sided(sessions: &[Value]) -> usize {
+    sessions
+        .iter()
+        .filter(|s| s["client_packets"] == 0 || s["server_packets"] == 0)
+        .count()
+}
+
+/// Runs `live --workers N` on a fresh veth, replays `pcap` into it, waits until every frame was
+/// read, stops it and returns its sessions and summary.
+fn live_run(pcap: &Path, workers: &str, frames: u64) -> (Vec<Value>, Value) {
+    let ns = Namespace::new();
+    let out = common::tempdir(&format!("live-fanout-{workers}"));
+    let stderr_path = out.join("stderr");
+    let mut live = ns
+        .exec()
+        .arg(common::bin())
+        .args(["live", "-i", "swl1", "--out"])
+        .arg(out.join("out"))
+        // Offline a session waits for the whole run for an offer seen later; so it does here.
+        .args(["--workers", workers, "--hold", "3600", "--allow-root"])
+        .args(["--no-report", "--json", "--log-format", "json"])
+        .args(["--log-interval", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start stripwatch live");
+    wait_started(&mut live, &stderr_path, "swl1");
+    replay(&ns, pcap);
+    // Every frame read (per handle, the latest periodic counters) before the stop.
+    let started = Instant::now();
+    loop {
+        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+        for l in std::fs::read_to_string(&stderr_path).unwrap().lines() {
+            let e: Value = serde_json::from_str(l).unwrap_or_default();
+            if e["message"] == "capture counters" {
+                let worker = e["worker"].to_string();
+                latest.insert(worker, e["packets"].as_u64().unwrap_or(0));
+            }
+        }
+        if latest.values().sum::<u64>() >= frames {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{latest:?} of {frames} frames read 20 s after the replay"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sh(&["kill", "-TERM", &live.id().to_string()]);
+    let status = wait_bounded(&mut live, Duration::from_secs(30)).expect("no stop after SIGTERM");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("out/summary.json")).unwrap())
+            .unwrap();
+    (records(&out.join("out"), "sessions"), summary)
+}
+
+#[test]
+fn live_with_fanout_gives_each_worker_both_directions_and_the_judgements_of_analyze() {
+    if !veth_ready() {
+        return;
+    }
+    // Many clients, each with MX, A and TLSA lookups before its deliveries.
+    let dir = common::tempdir("live-fanout");
+    let pcap = dir.join("dense.pcap");
+    stripwatch_synth::write_mixed_profile(&pcap, 400, 7, stripwatch_synth::Profile::Dense).unwrap();
+    let offline = dir.join("offline");
+    let summary = common::analyze(&[&pcap], &offline, &["--no-report", "--workers", "2"]);
+    let frames = summary["packets"].as_u64().unwrap();
+    let offline = common::ndjson(&offline.join("sessions.ndjson"));
+    assert!(
+        summary["dns"]["sessions_linked"].as_u64() > Some(100),
+        "the capture links sessions to lookups: {}",
+        summary["dns"]
+    );
+
+    let (one, one_summary) = live_run(&pcap, "1", frames);
+    let (two, two_summary) = live_run(&pcap, "2", frames);
+    assert_eq!(one_summary["capture"]["fanout"], false);
+    assert_eq!(two_summary["capture"]["fanout_refused"], Value::Null);
+    let capture = &two_summary["capture"];
+    assert_eq!(capture["fanout"], true, "{capture}");
+    assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    let handles = capture["handles"].as_array().unwrap();
+    assert_eq!(handles.len(), 2, "{capture}");
+    for h in handles {
+        assert!(
+            h["packets"].as_u64() > Some(0),
+            "a worker got nothing: {capture}"
+        );
+    }
+    eprintln!(
+        "fanout: {} and {} of {frames} frames",
+        handles[0]["packets"], handles[1]["packets"]
+    );
+
+    // Symmetry: no session lost a direction that one reader saw, and each equals analyze's,
+    // down to the DNS lookups it was linked to.
+    assert_eq!(one_sided(&two), one_sided(&one));
+    assert_eq!(one_sided(&two), 0);
+    assert_eq!(two.len(), offline.len());
+    assert_eq!(sides(&two), sides(&one), "fanout and one reader disagree");
+    assert_eq!(sides(&two), sides(&offline), "fanout and analyze disagree");
+    assert_eq!(
+        two_summary["dns"]["sessions_linked"], summary["dns"]["sessions_linked"],
+        "links to lookups"
+    );
+}
+
+/// Copies the classic little-endian pcap `src` (Ethernet, IPv4) to `dst` without its first TCP
+/// segment that carries data to port 25: the loss of one frame between the wire and the sensor,
+/// while the server's acknowledgment of that segment is still captured.
+fn drop_first_client_segment(src: &Path, dst: &Path) {
+    let d = std::fs::read(src).unwrap();
+    assert_eq!(
+        d[..4],
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian classic pcap"
+    );
+    assert_eq!(d[20..24], [1, 0, 0, 0], "Ethernet");
+    let mut out = d[..24].to_vec();
+    let (mut off, mut dropped) = (24, false);
+    while off + 16 <= d.len() {
+        let incl = u32::from_le_bytes(d[off + 8..off + 12].try_into().unwrap()) as usize;
+        let frame = &d[off + 16..off + 16 + incl];
+        let tcp = 14 + usize::from(frame[14] & 0xf) * 4;
+        let to_25 = frame[23] == 6 && frame[tcp + 2..tcp + 4] == [0, 25];
+        let payload = frame.len() - tcp - usize::from(frame[tcp + 12] >> 4) * 4;
+        if !dropped && to_25 && payload > 0 {
+            dropped = true;
+        } else {
+            out.extend_from_slice(&d[off..off + 16 + incl]);
+        }
+        off += 16 + incl;
+    }
+    assert!(dropped, "no client data segment in {}", src.display());
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn capture_loss_counts_acks_above_a_segment_the_capture_lost_and_none_when_intact() {
+    let intact = common::root().join("pcaps/real-postfix-starttls-ok.pcap");
+    let dir = common::tempdir("capture-loss");
+    let lossy = dir.join("lost-ehlo.pcap");
+    drop_first_client_segment(&intact, &lossy);
+
+    let whole = common::analyze(&[&intact], &dir.join("intact"), &["--no-report"]);
+    let loss = &whole["capture_loss"];
+    assert!(loss["acks"].as_u64() > Some(0), "{loss}");
+    assert_eq!(loss["acked_gaps"], 0, "{loss}");
+    assert_eq!(loss["ratio"], 0.0, "{loss}");
+
+    let cut = common::analyze(&[&lossy], &dir.join("lossy"), &["--no-report"]);
+    let loss = &cut["capture_loss"];
+    assert!(loss["acked_gaps"].as_u64() >= Some(1), "{loss}");
+    let ratio = loss["ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio <= 1.0, "{loss}");
+    assert_eq!(cut["flows"]["acked_gaps"], loss["acked_gaps"]);
+    // And in the text summary.
+    let o = common::run(&[
+        "analyze",
+        lossy.to_str().unwrap(),
+        "--out",
+        dir.join("text").to_str().unwrap(),
+        "--no-report",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("tcp acks above a hole (loss)") && !l.trim().ends_with(" 0")),
+        "{text}"
     );
 }

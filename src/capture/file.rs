@@ -262,6 +262,9 @@ impl CaptureFile {
 }
 
 impl PacketSource for CaptureFile {
+    /// A file is never split: one reader shards it.
+    type Part = CaptureFile;
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -2,12 +2,19 @@
 //! reads TPACKET_V3 rings; immediate mode would make it fall back to TPACKET_V2, so it is left
 //! off and a short read timeout retires partly filled blocks instead.
 //!
-//! One reader serves every interface: each handle is non-blocking, and the reader waits in
-//! `poll(2)` on all of them, so a busy interface never starves a quiet one and a silent link still
-//! wakes the reader for its wall-clock tick. Kernel and interface drops come from `pcap_stats`,
-//! read here only, once a second and at the end.
+//! With several workers each interface gets one handle per worker, joined in one
+//! `PACKET_FANOUT` group whose classic BPF program (`capture/fanout.rs`) picks the
+//! handle by the client's address, as the pipeline shards a file; the source then splits into
+//! one part per worker and each worker reads its own handles. Where the kernel refuses the group,
+//! one handle per interface is kept and one reader shards, as for files.
+//!
+//! A reader serves its handles: each is non-blocking, and the reader waits in `poll(2)` on all of
+//! them, so a busy interface never starves a quiet one and a silent link still wakes the reader
+//! for its wall-clock tick. Kernel and interface drops come from `pcap_stats`, read by the
+//! handle's own reader only, once a second and at the end.
 
-use super::{CaptureError, LinkType, PacketSource, RawPacket, SourceEvent, SourceStats};
+use super::fanout::{self, Group};
+use super::{CaptureError, LinkType, PacketSource, RawPacket, SourceEvent, SourceStats, Split};
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -41,6 +48,12 @@ pub struct LiveOptions {
     /// Promiscuous mode: needed on a SPAN port or tap, where frames are not addressed to the
     /// host, and the only mode in which Linux fills the interface-drop counter.
     pub promiscuous: bool,
+    /// Workers of the pipeline: with more than one, each interface gets one handle per worker
+    /// in a `PACKET_FANOUT` group, when the kernel allows it.
+    pub workers: usize,
+    /// The ports whose side is the server (the SMTP ports and 53): the fanout program sends a
+    /// packet to the worker of the other side, the client, as the pipeline shards a file.
+    pub server_ports: Vec<u16>,
 }
 
 impl Default for LiveOptions {
@@ -51,16 +64,20 @@ impl Default for LiveOptions {
             snaplen: 262_144,
             buffer_bytes: 64 << 20,
             promiscuous: true,
+            workers: 1,
+            server_ports: vec![25, 465, 587, 53],
         }
     }
 }
 
-/// One interface's counters, which another thread may read while the capture runs (a periodic
-/// log line, metrics). Written only by the reader.
+/// One capture handle's counters, which another thread may read while the capture runs (a
+/// periodic log line, metrics). Written only by the handle's reader.
 #[derive(Debug, Default)]
 pub struct InterfaceCounters {
     /// The interface.
     pub interface: String,
+    /// The worker that reads this handle (fanout), or `None` for the one reader that shards.
+    pub worker: Option<usize>,
     /// Packets handed to the pipeline.
     pub packets: AtomicU64,
     /// Captured bytes handed to the pipeline.
@@ -71,7 +88,7 @@ pub struct InterfaceCounters {
     pub interface_drops: AtomicU64,
 }
 
-/// One open interface.
+/// One open capture handle.
 struct Handle {
     interface: String,
     cap: pcap::Capture<pcap::Active>,
@@ -82,57 +99,78 @@ struct Handle {
     last_ifdrop: u32,
 }
 
-/// Every interface of one `stripwatch live`, read by one thread.
+/// Every interface of one `stripwatch live` (or, once split, one worker's handles).
 pub struct LiveCapture {
     name: String,
     handles: Vec<Handle>,
+    /// Handles per interface joined in a fanout group (0: none, one reader shards).
+    fanout: usize,
+    /// Why the fanout is off although several workers were asked for.
+    fanout_refused: Option<String>,
 }
 
 impl LiveCapture {
     /// Opens, configures and filters every interface. Everything that can go wrong with the
     /// interfaces (unknown name, no permission, a filter that does not compile) fails here,
-    /// before any packet is read.
+    /// before any packet is read. A fanout the kernel refuses is not an error: it is logged
+    /// once, and one reader shards instead.
     pub fn open(opts: &LiveOptions) -> Result<LiveCapture, CaptureError> {
-        let mut handles = Vec::with_capacity(opts.interfaces.len());
+        let mut handles = Vec::with_capacity(opts.interfaces.len() * opts.workers.max(1));
         for interface in &opts.interfaces {
-            let err = |what: &str, e: pcap::Error| CaptureError::Live {
-                interface: interface.clone(),
-                message: format!("{what}: {e}"),
-            };
-            let snaplen = i32::try_from(opts.snaplen).unwrap_or(i32::MAX);
-            let buffer = i32::try_from(opts.buffer_bytes).unwrap_or(i32::MAX);
-            let cap = pcap::Capture::from_device(interface.as_str())
-                .map_err(|e| err("cannot open", e))?
-                .snaplen(snaplen)
-                .buffer_size(buffer)
-                .promisc(opts.promiscuous)
-                .immediate_mode(false)
-                .timeout(READ_TIMEOUT_MS)
-                .open()
-                .map_err(|e| err("cannot capture", e))?;
-            let mut cap = cap.setnonblock().map_err(|e| err("non-blocking mode", e))?;
-            cap.filter(&opts.bpf, true)
-                .map_err(|e| err("BPF filter", e))?;
-            let linktype = LinkType(cap.get_datalink().0 as u32);
-            handles.push(Handle {
-                interface: interface.clone(),
-                cap,
-                linktype,
-                counters: Arc::new(InterfaceCounters {
-                    interface: interface.clone(),
-                    ..InterfaceCounters::default()
-                }),
-                last_drop: 0,
-                last_ifdrop: 0,
-            });
+            handles.push(open_handle(interface, opts, None)?);
+        }
+        let mut fanout = 0;
+        let mut fanout_refused = None;
+        if opts.workers > 1 {
+            match join_fanout(&mut handles, opts) {
+                Ok(()) => fanout = opts.workers,
+                Err(reason) => {
+                    // Members already joined leave their group as they close; a lone first
+                    // member of a group receives every packet of its interface.
+                    handles.retain(|h| h.counters.worker.is_none_or(|w| w == 0));
+                    for h in &mut handles {
+                        h.counters = Arc::new(InterfaceCounters {
+                            interface: h.interface.clone(),
+                            ..InterfaceCounters::default()
+                        });
+                    }
+                    tracing::warn!(
+                        reason = %reason,
+                        "PACKET_FANOUT unavailable: one reader shards the packets to the workers"
+                    );
+                    fanout_refused = Some(reason);
+                }
+            }
+        }
+        // After the join: libpcap discards what the socket received before its filter, so
+        // nothing from before the group formed is read twice.
+        for h in &mut handles {
+            h.cap
+                .filter(&opts.bpf, true)
+                .map_err(|e| CaptureError::Live {
+                    interface: h.interface.clone(),
+                    message: format!("BPF filter: {e}"),
+                })?;
         }
         Ok(LiveCapture {
             name: opts.interfaces.join(","),
             handles,
+            fanout,
+            fanout_refused,
         })
     }
 
-    /// Each interface's counters, for other threads to read while the capture runs.
+    /// Handles per interface in the fanout group, one per worker (0 when one reader shards).
+    pub fn fanout(&self) -> usize {
+        self.fanout
+    }
+
+    /// Why the fanout is off although several workers were asked for (the kernel's answer).
+    pub fn fanout_refused(&self) -> Option<&str> {
+        self.fanout_refused.as_deref()
+    }
+
+    /// Each handle's counters, for other threads to read while the capture runs.
     pub fn counters(&self) -> Vec<Arc<InterfaceCounters>> {
         self.handles.iter().map(|h| h.counters.clone()).collect()
     }
@@ -160,6 +198,75 @@ impl LiveCapture {
     }
 }
 
+/// Opens and activates one handle of `interface`, non-blocking, not yet filtered.
+fn open_handle(
+    interface: &str,
+    opts: &LiveOptions,
+    worker: Option<usize>,
+) -> Result<Handle, CaptureError> {
+    let err = |what: &str, e: pcap::Error| CaptureError::Live {
+        interface: interface.to_string(),
+        message: format!("{what}: {e}"),
+    };
+    let snaplen = i32::try_from(opts.snaplen).unwrap_or(i32::MAX);
+    let buffer = i32::try_from(opts.buffer_bytes).unwrap_or(i32::MAX);
+    let cap = pcap::Capture::from_device(interface)
+        .map_err(|e| err("cannot open", e))?
+        .snaplen(snaplen)
+        .buffer_size(buffer)
+        .promisc(opts.promiscuous)
+        .immediate_mode(false)
+        .timeout(READ_TIMEOUT_MS)
+        .open()
+        .map_err(|e| err("cannot capture", e))?;
+    let cap = cap.setnonblock().map_err(|e| err("non-blocking mode", e))?;
+    let linktype = LinkType(cap.get_datalink().0 as u32);
+    Ok(Handle {
+        interface: interface.to_string(),
+        cap,
+        linktype,
+        counters: Arc::new(InterfaceCounters {
+            interface: interface.to_string(),
+            worker,
+            ..InterfaceCounters::default()
+        }),
+        last_drop: 0,
+        last_ifdrop: 0,
+    })
+}
+
+/// Joins each interface's first handle and `workers - 1` new ones into one fanout group per
+/// interface, members in worker order (the kernel numbers them so). The first refusal ends the
+/// attempt with the kernel's reason; the caller then keeps the first handles only.
+fn join_fanout(handles: &mut Vec<Handle>, opts: &LiveOptions) -> Result<(), String> {
+    let program = fanout::program(&opts.server_ports)?;
+    for (position, interface) in opts.interfaces.iter().enumerate() {
+        let mut group = Group::new(position);
+        let first = handles
+            .iter_mut()
+            .find(|h| &h.interface == interface && h.counters.worker.is_none())
+            .ok_or_else(|| format!("{interface}: no handle"))?;
+        group
+            .join(first.cap.as_raw_fd(), &program)
+            .map_err(|e| format!("{interface}: {e}"))?;
+        first.counters = Arc::new(InterfaceCounters {
+            interface: interface.clone(),
+            worker: Some(0),
+            ..InterfaceCounters::default()
+        });
+        for worker in 1..opts.workers {
+            let h = open_handle(interface, opts, Some(worker)).map_err(|e| e.to_string())?;
+            // Pushed before joining: a member that joined is closed with the others on failure.
+            handles.push(h);
+            let fd = handles.last().map_or(-1, |h| h.cap.as_raw_fd());
+            group
+                .join(fd, &program)
+                .map_err(|e| format!("{interface}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Microseconds since the Unix epoch by the wall clock.
 fn wall_us() -> i64 {
     SystemTime::now()
@@ -177,6 +284,29 @@ fn timeval_us(ts: libc::timeval) -> i64 {
 }
 
 impl PacketSource for LiveCapture {
+    /// One worker's handles, one per interface.
+    type Part = LiveCapture;
+
+    /// One part per worker when every interface's handles form a fanout group of `workers`.
+    fn split(self, workers: usize) -> Split<Self> {
+        if self.fanout != workers || workers < 2 {
+            return Split::Whole(self);
+        }
+        let mut parts: Vec<LiveCapture> = (0..workers)
+            .map(|_| LiveCapture {
+                name: self.name.clone(),
+                handles: Vec::new(),
+                fanout: 0,
+                fanout_refused: None,
+            })
+            .collect();
+        for h in self.handles {
+            let w = h.counters.worker.unwrap_or(0).min(workers - 1);
+            parts[w].handles.push(h);
+        }
+        Split::Parts(parts)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

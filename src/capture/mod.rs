@@ -3,6 +3,7 @@
 //! time so that nothing is copied before the decoder has decided the packet is interesting, and
 //! every source implements [`PacketSource`], so the pipeline does not know which kind it reads.
 
+mod fanout;
 mod file;
 pub mod follow;
 pub mod live;
@@ -10,6 +11,17 @@ pub mod live;
 pub use file::{CaptureFile, Compression};
 pub use follow::FollowDir;
 pub use live::{InterfaceCounters, LiveCapture, LiveOptions};
+
+/// What [`PacketSource::split`] gives: the source as it is, for one reader that shards its
+/// packets to the workers, or one part per worker that the kernel has already balanced.
+pub enum Split<S: PacketSource> {
+    /// One source, read by one thread.
+    Whole(S),
+    /// One part per worker, in worker order. Every packet of a connection, in both directions,
+    /// and every DNS message of the connection's client reach the same part, so each worker may
+    /// read its part on its own thread without the packets passing through another thread.
+    Parts(Vec<S::Part>),
+}
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -32,6 +44,9 @@ pub enum SourceEvent<'a> {
 /// them through this one seam, so a native AF_PACKET or AF_XDP reader can come later without
 /// touching it.
 pub trait PacketSource {
+    /// What one worker reads when the source is split (see [`PacketSource::split`]).
+    type Part: PacketSource + Send + 'static;
+
     /// The name for the summary (a path, `-`, or the interfaces).
     fn name(&self) -> &str;
 
@@ -46,6 +61,17 @@ pub trait PacketSource {
     /// something: files of known size.
     fn progress_counter(&self) -> Option<Arc<AtomicU64>> {
         None
+    }
+
+    /// Splits the source into one part per worker when the kernel already balances its packets
+    /// by client (live capture with `PACKET_FANOUT`), so that no thread copies packets to
+    /// another. The default, and any source that cannot, stays whole.
+    fn split(self, workers: usize) -> Split<Self>
+    where
+        Self: Sized,
+    {
+        let _ = workers;
+        Split::Whole(self)
     }
 
     /// Reads until the source ends or `on_event` returns `ControlFlow::Break`.
@@ -147,4 +173,17 @@ pub struct SourceStats {
     /// Live capture: packets the interface or its driver dropped (`ps_ifdrop`; Linux fills it
     /// in promiscuous mode only).
     pub interface_drops: u64,
+}
+
+impl SourceStats {
+    /// Adds the counters of another part of the same source (a worker's share of a split one).
+    pub fn merge(&mut self, o: &SourceStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.snapped += o.snapped;
+        self.corrupt_blocks += o.corrupt_blocks;
+        self.truncated |= o.truncated;
+        self.kernel_drops += o.kernel_drops;
+        self.interface_drops += o.interface_drops;
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline;
+use stripwatch::pipeline::{self, CaptureLoss, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::RotationControl;
 
@@ -41,13 +41,20 @@ pub fn run(args: LiveArgs) -> Result<()> {
     let user = user.as_deref().map(privileges::resolve).transpose()?;
     let metrics = metrics.as_deref().map(super::metrics::bind).transpose()?;
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
+    let mut cfg = pipeline_config(&args, enrich);
+    let mut server_ports = args.smtp_ports.clone();
+    server_ports.push(53);
     let capture = LiveCapture::open(&LiveOptions {
         interfaces,
         bpf,
         snaplen,
         buffer_bytes: buffer_size,
         promiscuous: !no_promiscuous,
+        workers: cfg.workers,
+        server_ports,
     })?;
+    let fanout = capture.fanout() > 0;
+    let fanout_refused = capture.fanout_refused().map(str::to_string);
     // Everything that needs the privilege or must belong to the user is opened or made now;
     // then the privileges go, before the first thread starts.
     let made = Made::before(&args);
@@ -62,7 +69,6 @@ pub fn run(args: LiveArgs) -> Result<()> {
         state_interval: Arc::new(AtomicU64::new(state_interval)),
         log_interval: Arc::new(AtomicU64::new(log_interval)),
     };
-    let mut cfg = pipeline_config(&args, enrich);
     streaming(&mut cfg, hold, &knobs.state_interval);
     let judges = judges(&args)?;
     if !(user.is_none() && Uid::effective().is_root()) {
@@ -84,6 +90,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let logger = housekeeping(
         capture.counters(),
+        cfg.loss.clone(),
         outputs.tally(),
         reloader,
         hangup,
@@ -95,12 +102,15 @@ pub fn run(args: LiveArgs) -> Result<()> {
             tally: outputs.tally(),
             clickhouse: outputs.clickhouse(),
             memory: cfg.board.clone(),
+            loss: cfg.loss.clone(),
         };
         super::metrics::serve(listener, sources, done.clone())
     });
+    let counters = capture.counters();
     tracing::info!(
         interfaces = %name,
         workers = cfg.workers,
+        fanout,
         "capturing on {name}; SIGTERM or Ctrl-C stops, SIGHUP starts new files and reloads"
     );
     let started = Instant::now();
@@ -123,7 +133,12 @@ pub fn run(args: LiveArgs) -> Result<()> {
         &args,
         &stats,
         started.elapsed().as_secs_f64(),
-        Some(&capture_summary(&name, &source)),
+        Some(&capture_summary(
+            &name,
+            &source,
+            (fanout, fanout_refused.as_deref()),
+            &counters,
+        )),
     )
 }
 
@@ -172,29 +187,65 @@ fn writable_after_drop(args: &SharedArgs) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// What the capture itself counted, for summary.json (`capture`) and the text summary.
-fn capture_summary(interfaces: &str, s: &SourceStats) -> SummaryExtra {
+/// What the capture itself counted, for summary.json (`capture`) and the text summary: the
+/// totals, whether the kernel split the packets among the workers (`fanout`, and the kernel's
+/// reason when it refused), and each capture handle's own counters (`handles`: per interface and
+/// worker).
+fn capture_summary(
+    interfaces: &str,
+    s: &SourceStats,
+    (fanout, refused): (bool, Option<&str>),
+    counters: &[Arc<InterfaceCounters>],
+) -> SummaryExtra {
+    let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let handles: Vec<serde_json::Value> = counters
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "interface": c.interface,
+                "worker": c.worker,
+                "packets": read(&c.packets),
+                "bytes": read(&c.bytes),
+                "kernel_drops": read(&c.kernel_drops),
+                "interface_drops": read(&c.interface_drops),
+            })
+        })
+        .collect();
     SummaryExtra {
         capture: serde_json::json!({
             "interfaces": interfaces,
+            "fanout": fanout,
+            "fanout_refused": refused,
             "packets": s.packets,
             "bytes": s.bytes,
             "snapped": s.snapped,
             "kernel_drops": s.kernel_drops,
             "interface_drops": s.interface_drops,
+            "handles": handles,
         }),
         text: format!(
-            "\ncapture on {interfaces}: {} packets, {} bytes, {} cut by the snap length, \
+            "\ncapture on {interfaces} ({}): {} packets, {} bytes, {} cut by the snap length, \
              {} kernel drops, {} interface drops\n",
-            s.packets, s.bytes, s.snapped, s.kernel_drops, s.interface_drops
+            if fanout {
+                "one handle per worker, PACKET_FANOUT"
+            } else {
+                "one reader"
+            },
+            s.packets,
+            s.bytes,
+            s.snapped,
+            s.kernel_drops,
+            s.interface_drops
         ),
     }
 }
 
-/// A thread that, until `done`, logs the capture counters (and the sessions written) every
-/// `--log-interval`, so loss is visible while the sensor runs, and handles SIGHUP.
+/// A thread that, until `done`, logs the capture counters (and the sessions written) and the
+/// capture-loss estimate every `--log-interval`, so loss is visible while the sensor runs, and
+/// handles SIGHUP.
 fn housekeeping(
     counters: Vec<Arc<InterfaceCounters>>,
+    loss: Arc<CaptureLoss>,
     tally: Arc<Mutex<Tally>>,
     mut reloader: Reloader,
     hangup: Arc<AtomicBool>,
@@ -217,6 +268,7 @@ fn housekeeping(
                 let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
                 tracing::info!(
                     interface = %c.interface,
+                    worker = c.worker,
                     packets = read(&c.packets),
                     bytes = read(&c.bytes),
                     kernel_drops = read(&c.kernel_drops),
@@ -225,6 +277,13 @@ fn housekeeping(
                     "capture counters"
                 );
             }
+            let (acks, gaps) = loss.totals();
+            tracing::info!(
+                acks,
+                acked_gaps = gaps,
+                ratio = loss_ratio(acks, gaps),
+                "capture loss estimate"
+            );
         }
     })
 }

@@ -1,16 +1,25 @@
-//! `live --metrics ADDR:PORT`: the Prometheus text exposition format (0.0.4) at `/metrics`, made
-//! at each scrape from the counters the run keeps anyway (the capture's per-interface counters,
-//! the summary's tally, ClickHouse's report). The format is a few lines of text and the server a
-//! blocking loop on one thread, so no HTTP or metrics crate is needed.
+//! `live --metrics ADDR:PORT`: the Prometheus text exposition format (0.0.4) at `/metrics`,
+//! encoded by the `prometheus-client` crate from a collector that reads, at each scrape, the
+//! counters the run keeps anyway (each capture handle's counters, the workers' capture-loss
+//! counts, the summary's tally, ClickHouse's report, the memory board). Nothing is counted
+//! twice, and the capture threads never touch a metrics object. The server is a blocking loop on
+//! one thread: one scrape at a time is all Prometheus needs.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text::{CONTENT_TYPE, encode};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stripwatch::capture::InterfaceCounters;
 use stripwatch::memory::{Board, WindowRow};
+use stripwatch::pipeline::{CaptureLoss, LossCounters, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::clickhouse::ClickHouseReport;
 
@@ -33,6 +42,8 @@ pub struct Sources {
     pub clickhouse: Option<ClickHouseReport>,
     /// The windows' sizes the workers and the output stage publish (relaxed atomics).
     pub memory: Arc<Board>,
+    /// Each worker's capture-loss counts.
+    pub loss: Arc<CaptureLoss>,
 }
 
 /// Binds `addr` (`127.0.0.1:9187`, `[::1]:9187`; a bare port means loopback) before anything is
@@ -62,9 +73,11 @@ pub fn serve(
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(sources)));
         while !done.load(Ordering::Relaxed) {
             match listener.accept() {
-                Ok((stream, _)) => answer(stream, &sources),
+                Ok((stream, _)) => answer(stream, &registry),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -76,7 +89,7 @@ pub fn serve(
 
 /// Answers one request: the metrics for `GET /metrics`, 404 for anything else. A slow or
 /// broken client costs at most the timeouts, never the capture.
-fn answer(mut stream: TcpStream, sources: &Sources) {
+fn answer(mut stream: TcpStream, registry: &Registry) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
@@ -93,188 +106,282 @@ fn answer(mut stream: TcpStream, sources: &Sources) {
     }
     let request = String::from_utf8_lossy(&head[..len]);
     let (status, body) = if request.starts_with("GET /metrics ") {
-        ("200 OK", render(sources))
+        ("200 OK", render(registry))
     } else {
         ("404 Not Found", "only /metrics is served\n".to_string())
     };
     let _ = write!(
         stream,
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+        "HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }
 
-/// A label value as the exposition format wants it.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The exposition text as of now.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
 }
 
-/// One metric family: HELP and TYPE, then a sample per (labels, value).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The collector: every family made from the run's own counters at each scrape.
+struct Scrape(Sources);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stripwatch metrics")
+    }
+}
+
+/// Label pairs of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// One family of samples: `name` (counters get `_total` from the encoder), its help, its type.
+fn family<V>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    samples: &[(Labels, V)],
+) -> std::fmt::Result
+where
+    V: Copy
+        + prometheus_client::encoding::EncodeGaugeValue
+        + prometheus_client::encoding::EncodeCounterValue,
+{
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        let metric = family.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value).encode(metric)?,
+            _ => ConstGauge::new(*value).encode(metric)?,
         }
     }
+    Ok(())
 }
 
-/// The exposition text as of now.
-pub fn render(sources: &Sources) -> String {
-    let mut out = String::new();
-    let per_interface = |f: &dyn Fn(&InterfaceCounters) -> u64| -> Vec<(String, u64)> {
-        sources
-            .interfaces
-            .iter()
-            .map(|c| (format!("interface=\"{}\"", label(&c.interface)), f(c)))
-            .collect()
-    };
-    family(
-        &mut out,
-        "stripwatch_build_info",
-        "gauge",
-        "The running build.",
-        &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
-    );
-    family(
-        &mut out,
-        "stripwatch_capture_packets_total",
-        "counter",
-        "Packets captured and handed to the pipeline.",
-        &per_interface(&|c| c.packets.load(Ordering::Relaxed)),
-    );
-    family(
-        &mut out,
-        "stripwatch_capture_bytes_total",
-        "counter",
-        "Captured bytes handed to the pipeline.",
-        &per_interface(&|c| c.bytes.load(Ordering::Relaxed)),
-    );
-    family(
-        &mut out,
-        "stripwatch_capture_kernel_drops_total",
-        "counter",
-        "Packets the kernel dropped because the capture buffer was full (ps_drop).",
-        &per_interface(&|c| c.kernel_drops.load(Ordering::Relaxed)),
-    );
-    family(
-        &mut out,
-        "stripwatch_capture_interface_drops_total",
-        "counter",
-        "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
-        &per_interface(&|c| c.interface_drops.load(Ordering::Relaxed)),
-    );
-    let (verdicts, kinds, dns) = match sources.tally.lock() {
-        Ok(t) => (
-            t.verdicts
+/// A counter family.
+fn counter(name: &'static str, help: &'static str) -> (&'static str, &'static str, MetricType) {
+    (name, help, MetricType::Counter)
+}
+
+/// A gauge family.
+fn gauge(name: &'static str, help: &'static str) -> (&'static str, &'static str, MetricType) {
+    (name, help, MetricType::Gauge)
+}
+
+/// A sample without labels.
+fn one<V>(value: V) -> [(Labels, V); 1] {
+    [(Vec::new(), value)]
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let sources = &self.0;
+        let e = &mut encoder;
+        let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        family(
+            e,
+            gauge("stripwatch_build_info", "The running build."),
+            &[(
+                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+                1u64,
+            )],
+        )?;
+        let per_handle = |f: &dyn Fn(&InterfaceCounters) -> u64| -> Vec<(Labels, u64)> {
+            sources
+                .interfaces
                 .iter()
-                .map(|(v, n)| (format!("verdict=\"{}\"", label(v)), *n))
-                .collect::<Vec<_>>(),
-            t.findings
+                .map(|c| {
+                    let worker = c.worker.map_or("reader".to_string(), |w| w.to_string());
+                    (
+                        vec![("interface", c.interface.clone()), ("worker", worker)],
+                        f(c),
+                    )
+                })
+                .collect()
+        };
+        family(
+            e,
+            counter(
+                "stripwatch_capture_packets",
+                "Packets captured and handed to the pipeline, per interface and worker.",
+            ),
+            &per_handle(&|c| read(&c.packets)),
+        )?;
+        family(
+            e,
+            counter(
+                "stripwatch_capture_bytes",
+                "Captured bytes handed to the pipeline, per interface and worker.",
+            ),
+            &per_handle(&|c| read(&c.bytes)),
+        )?;
+        family(
+            e,
+            counter(
+                "stripwatch_capture_kernel_drops",
+                "Packets the kernel dropped because the capture buffer was full (ps_drop).",
+            ),
+            &per_handle(&|c| read(&c.kernel_drops)),
+        )?;
+        family(
+            e,
+            counter(
+                "stripwatch_capture_interface_drops",
+                "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
+            ),
+            &per_handle(&|c| read(&c.interface_drops)),
+        )?;
+        let per_worker = |f: &dyn Fn(&LossCounters) -> u64| -> Vec<(Labels, u64)> {
+            sources
+                .loss
+                .workers()
                 .iter()
-                .map(|(k, n)| (format!("kind=\"{}\"", label(k)), *n))
-                .collect::<Vec<_>>(),
-            t.dns_transactions,
-        ),
-        Err(_) => (Vec::new(), Vec::new(), 0),
-    };
-    family(
-        &mut out,
-        "stripwatch_sessions_total",
-        "counter",
-        "SMTP sessions written, by verdict.",
-        &verdicts,
-    );
-    family(
-        &mut out,
-        "stripwatch_findings_total",
-        "counter",
-        "Findings written (sessions and DNS), by kind.",
-        &kinds,
-    );
-    family(
-        &mut out,
-        "stripwatch_dns_transactions_total",
-        "counter",
-        "DNS transactions written.",
-        &[(String::new(), dns)],
-    );
-    if let Some(ch) = &sources.clickhouse {
-        let s = ch.snapshot();
-        let rows: Vec<(String, u64)> = s
-            .rows_sent
-            .iter()
-            .map(|(t, n)| (format!("table=\"{}\"", label(t)), *n))
-            .collect();
+                .enumerate()
+                .map(|(w, c)| (vec![("worker", w.to_string())], f(c)))
+                .collect()
+        };
         family(
-            &mut out,
-            "stripwatch_clickhouse_rows_sent_total",
-            "counter",
-            "Rows ClickHouse acknowledged, by table.",
-            &rows,
-        );
+            e,
+            counter(
+                "stripwatch_capture_loss_acks",
+                "Acknowledgments of new data in SMTP flows (the capture-loss estimate's base).",
+            ),
+            &per_worker(&|c| read(&c.acks)),
+        )?;
         family(
-            &mut out,
-            "stripwatch_clickhouse_insert_errors_total",
-            "counter",
-            "INSERTs that failed (each try).",
-            &[(String::new(), s.insert_errors)],
-        );
+            e,
+            counter(
+                "stripwatch_capture_loss_gaps",
+                "Acknowledgments above a hole: data the peer received and the capture never saw.",
+            ),
+            &per_worker(&|c| read(&c.gaps)),
+        )?;
+        let (acks, gaps) = sources.loss.totals();
         family(
-            &mut out,
-            "stripwatch_clickhouse_rows_spooled_total",
-            "counter",
-            "Rows written to the disk spool.",
-            &[(String::new(), s.rows_spooled)],
-        );
+            e,
+            gauge(
+                "stripwatch_capture_loss_ratio",
+                "Acknowledged holes per acknowledgment of new data over the run (Zeek's capture_loss).",
+            ),
+            &one(loss_ratio(acks, gaps)),
+        )?;
+        let (verdicts, kinds, dns) = match sources.tally.lock() {
+            Ok(t) => (
+                t.verdicts
+                    .iter()
+                    .map(|(v, n)| (vec![("verdict", v.to_string())], *n))
+                    .collect::<Vec<_>>(),
+                t.findings
+                    .iter()
+                    .map(|(k, n)| (vec![("kind", k.to_string())], *n))
+                    .collect::<Vec<_>>(),
+                t.dns_transactions,
+            ),
+            Err(_) => (Vec::new(), Vec::new(), 0),
+        };
         family(
-            &mut out,
-            "stripwatch_clickhouse_rows_dropped_total",
-            "counter",
-            "Rows dropped because the spool was full.",
-            &[(String::new(), s.rows_dropped)],
-        );
+            e,
+            counter("stripwatch_sessions", "SMTP sessions written, by verdict."),
+            &verdicts,
+        )?;
+        family(
+            e,
+            counter(
+                "stripwatch_findings",
+                "Findings written (sessions and DNS), by kind.",
+            ),
+            &kinds,
+        )?;
+        family(
+            e,
+            counter("stripwatch_dns_transactions", "DNS transactions written."),
+            &one(dns),
+        )?;
+        if let Some(ch) = &sources.clickhouse {
+            let s = ch.snapshot();
+            let rows: Vec<(Labels, u64)> = s
+                .rows_sent
+                .iter()
+                .map(|(t, n)| (vec![("table", t.to_string())], *n))
+                .collect();
+            family(
+                e,
+                counter(
+                    "stripwatch_clickhouse_rows_sent",
+                    "Rows ClickHouse acknowledged, by table.",
+                ),
+                &rows,
+            )?;
+            for (name, help, value) in [
+                (
+                    "stripwatch_clickhouse_insert_errors",
+                    "INSERTs that failed (each try).",
+                    s.insert_errors,
+                ),
+                (
+                    "stripwatch_clickhouse_rows_spooled",
+                    "Rows written to the disk spool.",
+                    s.rows_spooled,
+                ),
+                (
+                    "stripwatch_clickhouse_rows_dropped",
+                    "Rows dropped because the spool was full.",
+                    s.rows_dropped,
+                ),
+            ] {
+                family(e, counter(name, help), &one(value))?;
+            }
+            family(
+                e,
+                gauge(
+                    "stripwatch_clickhouse_spool_bytes",
+                    "Bytes waiting in the disk spool, as the writer last reported.",
+                ),
+                &one(s.spool_bytes_left),
+            )?;
+        }
+        let memory = sources.memory.snapshot();
+        let per_window = |f: &dyn Fn(&WindowRow) -> u64| -> Vec<(Labels, u64)> {
+            memory
+                .windows
+                .iter()
+                .map(|(name, w)| (vec![("window", name.to_string())], f(w)))
+                .collect()
+        };
+        family(
+            e,
+            gauge(
+                "stripwatch_state_entries",
+                "Entries held by each state window (flows, held sessions, DNS memory, ...).",
+            ),
+            &per_window(&|w| w.entries),
+        )?;
+        family(
+            e,
+            gauge(
+                "stripwatch_state_bytes",
+                "Bytes held by each state window (estimated), against its share of --memory-limit.",
+            ),
+            &per_window(&|w| w.bytes),
+        )?;
+        family(
+            e,
+            gauge(
+                "stripwatch_state_limit_bytes",
+                "Each state window's share of --memory-limit.",
+            ),
+            &per_window(&|w| w.limit_bytes),
+        )?;
+        family(
+            e,
+            counter(
+                "stripwatch_state_evictions",
+                "Entries evicted, released early or refused by each state window to stay within bounds.",
+            ),
+            &per_window(&|w| w.evictions),
+        )
     }
-    let memory = sources.memory.snapshot();
-    let per_window = |f: &dyn Fn(&WindowRow) -> u64| -> Vec<(String, u64)> {
-        memory
-            .windows
-            .iter()
-            .map(|(name, w)| (format!("window=\"{name}\""), f(w)))
-            .collect()
-    };
-    family(
-        &mut out,
-        "stripwatch_state_entries",
-        "gauge",
-        "Entries held by each state window (flows, held sessions, DNS memory, ...).",
-        &per_window(&|w| w.entries),
-    );
-    family(
-        &mut out,
-        "stripwatch_state_bytes",
-        "gauge",
-        "Bytes held by each state window (estimated), against its share of --memory-limit.",
-        &per_window(&|w| w.bytes),
-    );
-    family(
-        &mut out,
-        "stripwatch_state_limit_bytes",
-        "gauge",
-        "Each state window's share of --memory-limit.",
-        &per_window(&|w| w.limit_bytes),
-    );
-    family(
-        &mut out,
-        "stripwatch_state_evictions_total",
-        "counter",
-        "Entries evicted, released early or refused by each state window to stay within bounds.",
-        &per_window(&|w| w.evictions),
-    );
-    out
 }

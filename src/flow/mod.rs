@@ -32,6 +32,10 @@ pub struct FlowSummary {
     pub gap_bytes: u64,
     /// Retransmitted segments in both directions.
     pub retransmissions: u32,
+    /// Acknowledgments that acknowledged new data, both directions (capture-loss estimate).
+    pub acks: u32,
+    /// Holes a peer acknowledged: data lost before the sensor (capture-loss estimate).
+    pub acked_gaps: u32,
     /// IP TTL / IP ID lineage [client→server, server→client], for `injected-segment`.
     pub lineage: [lineage::Lineage; 2],
 }
@@ -56,6 +60,8 @@ impl FlowSummary {
             gaps: 0,
             gap_bytes: 0,
             retransmissions: 0,
+            acks: 0,
+            acked_gaps: 0,
             lineage: Default::default(),
         }
     }

@@ -84,6 +84,12 @@ pub struct DirectionStats {
     pub unverified_overlaps: u32,
     /// Bytes delivered in order.
     pub bytes: u64,
+    /// Acknowledgments from the peer that moved its acknowledged offset forward (Zeek's
+    /// `ack_events`): the denominator of the capture-loss estimate.
+    pub acks: u32,
+    /// Holes the peer acknowledged: it received bytes the capture never saw (Zeek's
+    /// `gap_events`, "ACK above hole"), so they were lost between the wire and the sensor.
+    pub acked_gaps: u32,
 }
 
 /// One direction of a TCP connection.
@@ -209,6 +215,7 @@ impl Reassembler {
             && off > self.acked
         {
             self.acked = off;
+            self.stats.acks += 1;
             self.check_acked_gap(sink);
         }
     }
@@ -223,6 +230,7 @@ impl Reassembler {
             && self.acked > self.next_off
         {
             let hole_end = first.offset.min(self.acked);
+            self.stats.acked_gaps += 1;
             self.gap_to(hole_end, sink);
             self.drain(sink);
         }
@@ -416,6 +424,12 @@ impl Reassembler {
     where
         F: FnMut(StreamEvent<'_>),
     {
+        // The peer acknowledged bytes that never came (the FIN, one sequence number, aside):
+        // lost before the sensor, as in `check_acked_gap`.
+        let acked = self.fin_offset.map_or(self.acked, |f| self.acked.min(f));
+        if self.started && acked > self.next_off {
+            self.stats.acked_gaps += 1;
+        }
         while let Some(first) = self.pending.first() {
             let to = first.offset;
             self.gap_to(to, sink);
@@ -514,6 +528,15 @@ mod tests {
         });
         assert_eq!(out.bytes, b"MAIL\r\nDATA\r\n");
         assert_eq!(r.stats.gaps, 1);
+        // The capture-loss estimate: one acknowledgment of new data, above one hole.
+        assert_eq!((r.stats.acks, r.stats.acked_gaps), (1, 1));
+        // Acknowledging what was seen is no loss.
+        r.peer_ack(18, &mut |_| {});
+        let mut clean = Reassembler::new(ReassemblyLimits::default());
+        feed(&mut clean, &mut out, 0, b"MAIL\r\n");
+        clean.peer_ack(6, &mut |_| {});
+        clean.flush(&mut |_| {});
+        assert_eq!((clean.stats.acks, clean.stats.acked_gaps), (1, 0));
     }
 
     #[test]

@@ -295,6 +295,8 @@ impl<F> Connection<F> {
             gaps: s0.gaps + s1.gaps,
             gap_bytes: s0.gap_bytes + s1.gap_bytes,
             retransmissions: s0.retransmissions + s1.retransmissions,
+            acks: s0.acks + s1.acks,
+            acked_gaps: s0.acked_gaps + s1.acked_gaps,
             lineage: self.lineage,
         };
         app.close(self.app, &summary, end);

@@ -1,14 +1,16 @@
 //! The pipeline: one reading thread decodes packets and shards them by initiator address to one
 //! worker per core; workers track flows and produce session records; one output thread runs the
 //! correlator and the sinks. Packets travel in reusable batches, so the steady state allocates
-//! nothing per packet.
+//! nothing per packet. A source that the kernel already splits by client (live capture with
+//! `PACKET_FANOUT`, see [`PacketSource::split`]) has no reading thread: each worker reads and
+//! decodes its own part.
 
 pub mod order;
 pub mod worker;
 
 pub use worker::{FlowConfig, FlowStats, PortSet};
 
-use crate::capture::{CaptureError, PacketSource, SourceEvent, SourceStats};
+use crate::capture::{CaptureError, PacketSource, SourceEvent, SourceStats, Split};
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
 use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
@@ -18,6 +20,7 @@ use crate::memory::{Board, Budget, Gauges, MemoryStats, Window};
 use crate::record::{CertificateRecord, SessionRecord};
 use crate::sink::{SessionSink, SinkError};
 use crate::state::{Baseline, SaveStats, StateError};
+use crate::util::CaptureClock;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use order::{CaptureOrder, Produced};
 use std::net::IpAddr;
@@ -50,6 +53,67 @@ pub struct PipelineConfig {
     pub budget: Budget,
     /// Where every stage publishes its windows' sizes (read by `--metrics` and the summary).
     pub board: Arc<Board>,
+    /// Where each worker publishes its capture-loss counts (read by `--metrics` and the log).
+    pub loss: Arc<CaptureLoss>,
+}
+
+/// The capture-loss estimate from acknowledgments above holes, as Zeek's `capture_loss.log`
+/// makes it: of the acknowledgments that acknowledged new data, how many acknowledged data the
+/// capture never saw. Loss upstream of the host (a SPAN port, a tap) shows here, where the
+/// kernel's drop counters never see it. One slot per worker, written by that worker only.
+#[derive(Debug, Default)]
+pub struct CaptureLoss {
+    workers: Vec<LossCounters>,
+}
+
+/// One worker's counts: [`FlowStats::acks`] and [`FlowStats::acked_gaps`] as of its last batch.
+#[derive(Debug, Default)]
+pub struct LossCounters {
+    /// Acknowledgments of new data.
+    pub acks: std::sync::atomic::AtomicU64,
+    /// Holes acknowledged.
+    pub gaps: std::sync::atomic::AtomicU64,
+}
+
+impl CaptureLoss {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> CaptureLoss {
+        CaptureLoss {
+            workers: (0..workers).map(|_| LossCounters::default()).collect(),
+        }
+    }
+
+    /// Each worker's counts, in worker order.
+    pub fn workers(&self) -> &[LossCounters] {
+        &self.workers
+    }
+
+    /// Acknowledgments and holes over all workers.
+    pub fn totals(&self) -> (u64, u64) {
+        self.workers.iter().fold((0, 0), |(a, g), w| {
+            (
+                a + w.acks.load(Ordering::Relaxed),
+                g + w.gaps.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Publishes worker `index`'s counts (a worker beyond the slots is not published).
+    fn publish(&self, index: usize, stats: &FlowStats) {
+        if let Some(w) = self.workers.get(index) {
+            w.acks.store(stats.acks, Ordering::Relaxed);
+            w.gaps.store(stats.acked_gaps, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Holes acknowledged per acknowledgment of new data (0 when there was none).
+pub fn loss_ratio(acks: u64, gaps: u64) -> f64 {
+    if acks == 0 {
+        0.0
+    } else {
+        gaps as f64 / acks as f64
+    }
 }
 
 /// Counters of a whole run.
@@ -176,20 +240,57 @@ pub fn run<S: PacketSource>(
 ) -> Result<RunStats, PipelineError> {
     let workers = cfg.workers.max(1);
     let live = inputs.iter().any(PacketSource::live);
+    // A source the kernel already splits by client is read by the workers themselves.
+    let (inputs, mut parts) = match <[S; 1]>::try_from(inputs) {
+        Ok([one]) if workers > 1 => match one.split(workers) {
+            Split::Whole(one) => (vec![one], Vec::new()),
+            Split::Parts(parts) => (Vec::new(), parts),
+        },
+        Ok([one]) => (vec![one], Vec::new()),
+        Err(inputs) => (inputs, Vec::new()),
+    };
+    let split = !parts.is_empty();
+    let part_name = inputs
+        .first()
+        .map(|i| i.name().to_string())
+        .or_else(|| parts.first().map(|p| p.name().to_string()))
+        .unwrap_or_default();
+    let abort = Arc::new(AtomicBool::new(false));
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
     let (out_tx, out_rx) = bounded::<(usize, Outputs)>(256);
     let mut batch_txs = Vec::with_capacity(workers);
     let mut worker_handles = Vec::with_capacity(workers);
+    parts.reverse();
     for index in 0..workers {
+        let out = out_tx.clone();
+        let flow_cfg = cfg.flow.clone();
+        let gauges = Published {
+            gauges: cfg.board.stage(),
+            loss: cfg.loss.clone(),
+        };
+        gauges
+            .gauges
+            .set_limit(Window::Flows, cfg.flow.max_flow_bytes);
+        gauges
+            .gauges
+            .set_limit(Window::DnsPending, cfg.budget.limit(Window::DnsPending));
+        gauges
+            .gauges
+            .set_limit(Window::DnsClients, cfg.flow.dns.max_client_bytes);
+        if let Some(part) = parts.pop() {
+            let reading = PartReader {
+                defrag: cfg.defrag,
+                stop: stop.clone(),
+                abort: abort.clone(),
+            };
+            worker_handles.push(std::thread::spawn(move || {
+                read_part(index, part, reading, out, flow_cfg, &gauges)
+            }));
+            continue;
+        }
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         batch_txs.push(tx);
         let recycle = recycle_tx.clone();
-        let out = out_tx.clone();
-        let flow_cfg = cfg.flow.clone();
-        let gauges = cfg.board.stage();
-        gauges.set_limit(Window::Flows, cfg.flow.max_flow_bytes);
-        gauges.set_limit(Window::DnsPending, cfg.budget.limit(Window::DnsPending));
-        gauges.set_limit(Window::DnsClients, cfg.flow.dns.max_client_bytes);
         worker_handles.push(std::thread::spawn(move || {
             worker(index, rx, recycle, out, flow_cfg, &gauges)
         }));
@@ -225,10 +326,10 @@ pub fn run<S: PacketSource>(
 
     let mut stats = RunStats::default();
     let mut decoder = Decoder::new(cfg.defrag);
-    let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::new()).collect();
+    let mut batches: Vec<Batch> = (0..batch_txs.len()).map(|_| Batch::new()).collect();
     let hasher = ahash::RandomState::with_seeds(0x5717, 0x1ab5, 0xc0de, 0xfeed);
     let mut last_tick = i64::MIN;
-    let mut clock = crate::util::CaptureClock::default();
+    let mut clock = CaptureClock::default();
     let mut now = i64::MIN;
     let mut read_error = None;
     let mut disconnected = false;
@@ -316,12 +417,23 @@ pub fn run<S: PacketSource>(
     }
     drop(batch_txs);
     stats.decode = decoder.stats;
+    let mut part_stats = SourceStats::default();
     for h in worker_handles {
-        let (flow, dns) = h
+        let done = h
             .join()
             .map_err(|_| PipelineError::Internal("a worker thread panicked".into()))?;
-        stats.flow.merge(&flow);
-        stats.dns.merge(&dns);
+        stats.flow.merge(&done.flow);
+        stats.dns.merge(&done.dns);
+        stats.decode.merge(&done.decode);
+        match done.source {
+            Some(Ok(s)) => part_stats.merge(&s),
+            Some(Err(e)) => read_error = read_error.or(Some(e)),
+            None => {}
+        }
+    }
+    if split {
+        stats.sources.push((part_name, part_stats));
+        stats.interrupted = stop.load(Ordering::Relaxed);
     }
     let done = output
         .join()
@@ -360,14 +472,24 @@ fn send_partials(
     true
 }
 
+/// What a worker hands back when it ends: its counters, and, when it read a part of the
+/// source itself, that part's decoding and reading.
+struct WorkerDone {
+    flow: FlowStats,
+    dns: DnsStats,
+    decode: DecodeStats,
+    source: Option<Result<SourceStats, CaptureError>>,
+}
+
+/// A worker fed by the reader's batches.
 fn worker(
     index: usize,
     rx: Receiver<Batch>,
     recycle: Sender<Batch>,
     out: Sender<(usize, Outputs)>,
     cfg: FlowConfig,
-    gauges: &Gauges,
-) -> (FlowStats, DnsStats) {
+    gauges: &Published,
+) -> WorkerDone {
     let mut worker = Worker::new(cfg);
     let mut last_sent_us = i64::MIN;
     for mut batch in rx {
@@ -377,32 +499,158 @@ fn worker(
             let now = worker.now_us();
             worker.outputs().stamp(now);
         }
-        worker.advance(batch.watermark_us);
-        let now = worker.now_us();
-        worker.outputs().stamp(now);
-        // Sent when there is something, and otherwise once per second of capture time: the
-        // watermark lets the output stage release what other workers produced until then.
-        let watermark_us = batch.watermark_us.max(now);
-        if !worker.outputs().is_empty() || watermark_us >= last_sent_us.saturating_add(TICK_US) {
-            let mut done = std::mem::take(worker.outputs());
-            done.watermark_us = watermark_us;
-            last_sent_us = watermark_us;
-            if out.send((index, done)).is_err() {
-                break;
-            }
+        if !hand_on(
+            &mut worker,
+            index,
+            batch.watermark_us,
+            &mut last_sent_us,
+            &out,
+            gauges,
+        ) {
+            break;
         }
-        worker.publish(gauges);
         batch.clear();
         let _ = recycle.send(batch);
     }
+    let (flow, dns) = finish_worker(worker, index, &out, gauges);
+    WorkerDone {
+        flow,
+        dns,
+        decode: DecodeStats::default(),
+        source: None,
+    }
+}
+
+/// After a batch (or as many packets read directly): lets the worker's capture time reach the
+/// watermark, and hands on what it produced. Sent when there is something, and otherwise once
+/// per second of capture time: the watermark lets the output stage release what other workers
+/// produced until then. False when the output stage is gone.
+fn hand_on(
+    worker: &mut Worker,
+    index: usize,
+    watermark_us: i64,
+    last_sent_us: &mut i64,
+    out: &Sender<(usize, Outputs)>,
+    gauges: &Published,
+) -> bool {
+    worker.advance(watermark_us);
+    let now = worker.now_us();
+    worker.outputs().stamp(now);
+    let watermark_us = watermark_us.max(now);
+    if !worker.outputs().is_empty() || watermark_us >= last_sent_us.saturating_add(TICK_US) {
+        let mut done = std::mem::take(worker.outputs());
+        done.watermark_us = watermark_us;
+        *last_sent_us = watermark_us;
+        if out.send((index, done)).is_err() {
+            return false;
+        }
+    }
+    gauges.publish(worker, index);
+    true
+}
+
+/// What a worker publishes for other threads: its windows' sizes and its capture-loss counts.
+struct Published {
+    gauges: Arc<Gauges>,
+    loss: Arc<CaptureLoss>,
+}
+
+impl Published {
+    fn publish(&self, worker: &Worker, index: usize) {
+        worker.publish(&self.gauges);
+        self.loss.publish(index, &worker.stats().0);
+    }
+}
+
+/// Ends every flow of the worker and hands on the rest with the final watermark.
+fn finish_worker(
+    mut worker: Worker,
+    index: usize,
+    out: &Sender<(usize, Outputs)>,
+    gauges: &Published,
+) -> (FlowStats, DnsStats) {
     worker.finish_all();
-    worker.publish(gauges);
+    gauges.publish(&worker, index);
     let now = worker.now_us();
     let mut done = std::mem::take(worker.outputs());
     done.stamp(now);
     done.watermark_us = i64::MAX;
     let _ = out.send((index, done));
     worker.stats()
+}
+
+/// What a worker that reads its own part needs besides the flow configuration.
+struct PartReader {
+    defrag: DefragLimits,
+    /// The run's stop flag (signals).
+    stop: Arc<AtomicBool>,
+    /// Raised by a worker whose part failed, so that the others end too.
+    abort: Arc<AtomicBool>,
+}
+
+/// A worker that reads its own part of a split source: decodes each packet and hands it to its
+/// flow table directly, so no packet passes through another thread. Time moves as in the reader:
+/// by the packets, and on a quiet link by the source's wall-clock tick; what was produced goes
+/// on every `BATCH_PACKETS` packets and at least once per second of capture time.
+fn read_part<P: PacketSource>(
+    index: usize,
+    part: P,
+    reading: PartReader,
+    out: Sender<(usize, Outputs)>,
+    cfg: FlowConfig,
+    gauges: &Published,
+) -> WorkerDone {
+    let PartReader {
+        defrag,
+        stop,
+        abort,
+    } = reading;
+    let mut worker = Worker::new(cfg);
+    let mut decoder = Decoder::new(defrag);
+    let mut clock = CaptureClock::default();
+    let mut now = i64::MIN;
+    let mut last_tick = i64::MIN;
+    let mut last_sent_us = i64::MIN;
+    let mut unsent = 0usize;
+    let result = part.for_each_event(|event| {
+        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        match event {
+            SourceEvent::Packet(pkt) => {
+                now = now.max(clock.observe(pkt.ts_us));
+                if let Ok(d) = decoder.decode(pkt) {
+                    worker.packet(&d.meta, d.payload);
+                    let t = worker.now_us();
+                    worker.outputs().stamp(t);
+                }
+                unsent += 1;
+            }
+            SourceEvent::Tick(wall_us) => now = now.max(wall_us.saturating_sub(LIVE_SLACK_US)),
+        }
+        let second = now >= last_tick.saturating_add(TICK_US);
+        if second {
+            last_tick = now;
+            decoder.expire(now);
+        }
+        if second || unsent >= BATCH_PACKETS {
+            unsent = 0;
+            if !hand_on(&mut worker, index, now, &mut last_sent_us, &out, gauges) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if result.is_err() {
+        abort.store(true, Ordering::Relaxed);
+    }
+    let (flow, dns) = finish_worker(worker, index, &out, gauges);
+    WorkerDone {
+        flow,
+        dns,
+        decode: decoder.stats,
+        source: Some(result),
+    }
 }
 
 /// What the output stage does next: take a record, or (live) let capture time pass.
@@ -581,6 +829,8 @@ fn output_thread(
 
 /// Chooses the worker for a packet: the hash of the initiator's address (the side that is not
 /// on a server port), so a client's DNS lookups and its SMTP connections meet on one worker.
+/// Live capture with `PACKET_FANOUT` makes the same choice in the kernel (`capture/fanout.rs`):
+/// change both together.
 fn shard_of(
     meta: &PacketMeta,
     server_ports: &PortSet,

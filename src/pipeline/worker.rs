@@ -108,6 +108,10 @@ pub struct FlowStats {
     pub overlap_conflicts: u64,
     /// Retransmitted segments.
     pub retransmissions: u64,
+    /// Acknowledgments of new data in SMTP flows (the capture-loss estimate's denominator).
+    pub acks: u64,
+    /// Holes in SMTP flows that the peer acknowledged: data lost before the sensor.
+    pub acked_gaps: u64,
     /// Lines longer than the limit.
     pub overlong_lines: u64,
     /// Lines that were neither command nor reply.
@@ -133,6 +137,8 @@ impl FlowStats {
         self.gap_bytes += o.gap_bytes;
         self.overlap_conflicts += o.overlap_conflicts;
         self.retransmissions += o.retransmissions;
+        self.acks += o.acks;
+        self.acked_gaps += o.acked_gaps;
         self.overlong_lines += o.overlong_lines;
         self.malformed_lines += o.malformed_lines;
         self.time_jumps_held += o.time_jumps_held;
@@ -265,6 +271,8 @@ impl MailApp {
         stats.gaps += u64::from(summary.gaps);
         stats.gap_bytes += summary.gap_bytes;
         stats.retransmissions += u64::from(summary.retransmissions);
+        stats.acks += u64::from(summary.acks);
+        stats.acked_gaps += u64::from(summary.acked_gaps);
         stats.overlap_conflicts +=
             (facts.conflicts.len() as u64) + u64::from(facts.conflicts_dropped);
         stats.overlong_lines += u64::from(facts.overlong_lines);

@@ -143,6 +143,8 @@ pub struct Summary {
     pub decode: crate::decode::DecodeStats,
     /// Counters: flows and reassembly.
     pub flows: crate::pipeline::FlowStats,
+    /// Loss before the sensor, estimated from acknowledgments above holes.
+    pub capture_loss: CaptureLossRow,
     /// Counters: the correlator.
     pub correlator: crate::detect::CorrelatorStats,
     /// Counters: DNS answers judged across clients.
@@ -161,6 +163,19 @@ pub struct Summary {
     /// What happened to the rows sent to ClickHouse (with `--clickhouse`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<crate::sink::clickhouse::ClickHouseStats>,
+}
+
+/// The capture-loss estimate (Zeek's `capture_loss.log`): acknowledgments of new data in SMTP
+/// flows, those that acknowledged data the capture never saw, and their ratio. A file can carry
+/// loss from where it was captured; live, it is loss the kernel's counters cannot see.
+#[derive(Serialize)]
+pub struct CaptureLossRow {
+    /// Acknowledgments of new data.
+    pub acks: u64,
+    /// Of them, those above a hole.
+    pub acked_gaps: u64,
+    /// `acked_gaps / acks` (0 without acknowledgments).
+    pub ratio: f64,
 }
 
 /// What the persistent baseline did in this run.
@@ -239,6 +254,11 @@ impl Summary {
             dns: stats.dns,
             decode: stats.decode,
             flows: stats.flow,
+            capture_loss: CaptureLossRow {
+                acks: stats.flow.acks,
+                acked_gaps: stats.flow.acked_gaps,
+                ratio: crate::pipeline::loss_ratio(stats.flow.acks, stats.flow.acked_gaps),
+            },
             correlator: stats.correlator,
             dns_judge: stats.dns_judge,
             baseline: stats.baseline_saved.map(|b| BaselineRow {
@@ -355,7 +375,7 @@ impl Summary {
         let d = &self.decode;
         let f = &self.flows;
         let _ = writeln!(s, "\nCounters:");
-        let rows: [(&str, u64); 24] = [
+        let rows: [(&str, u64); 26] = [
             ("dns messages", self.dns.messages),
             ("dns transactions written", self.dns_transactions),
             ("dns unanswered queries", self.dns.unanswered),
@@ -372,6 +392,8 @@ impl Summary {
             ("tcp gap bytes", f.gap_bytes),
             ("tcp overlap conflicts", f.overlap_conflicts),
             ("tcp retransmissions", f.retransmissions),
+            ("tcp acks of new data", f.acks),
+            ("tcp acks above a hole (loss)", f.acked_gaps),
             ("malformed packets", d.malformed()),
             ("truncated payloads", d.truncated_payload),
             ("ip fragments (rebuilt)", d.fragments_reassembled),
@@ -384,6 +406,11 @@ impl Summary {
         for (name, n) in rows {
             let _ = writeln!(s, "  {name:<32} {n:>12}");
         }
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>12.6}",
+            "capture loss estimate", self.capture_loss.ratio
+        );
         if let Some(b) = &self.baseline {
             let _ = writeln!(
                 s,
