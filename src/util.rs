@@ -33,6 +33,22 @@ pub fn rfc3339_micros(ts_us: i64) -> String {
     )
 }
 
+/// A stable id for a flow: `prefix` + the first 8 bytes of SHA-1(Community ID ‖ first packet
+/// time) in hex. The same input gives the same id, so replays into ClickHouse are idempotent;
+/// session ids (`S`) and MTA-STS fetch ids (`F`) are made this way.
+pub fn flow_id(prefix: char, community_id: &str, first_us: i64) -> String {
+    let mut h = Sha1::new();
+    h.update(community_id.as_bytes());
+    h.update(first_us.to_be_bytes());
+    let digest = h.finalize();
+    let mut id = String::with_capacity(17);
+    id.push(prefix);
+    for b in &digest[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 /// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so
 /// that an analyst can pivot from a stripwatch finding to the other tools' logs.
 pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> String {

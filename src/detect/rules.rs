@@ -9,7 +9,6 @@ use crate::smtp::SessionFacts;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::util::{community_id, rfc3339_micros};
 use serde_json::json;
-use sha1::{Digest, Sha1};
 
 /// Builds the session record with every finding that needs no other session. The cross-session
 /// findings and the verdict are added by the correlator (`finish_verdict`).
@@ -106,6 +105,9 @@ pub fn build_record(
         dns_transaction_ids: Vec::new(),
         dns_finding_ids: Vec::new(),
         mx_tlsa: Vec::new(),
+        sts_txt: None,
+        sts_fetch: None,
+        sts_fetch_ids: Vec::new(),
         pkix: Vec::new(),
         dane: None,
         missing_side: missing_side(flow),
@@ -266,16 +268,7 @@ pub fn finish_verdict(rec: &mut SessionRecord) {
 /// A session id that is the same for the same flow in the same capture, so that re-running over
 /// a capture (or replaying into ClickHouse) does not create new ids.
 fn session_id(community_id: &str, first_us: i64) -> String {
-    let mut h = Sha1::new();
-    h.update(community_id.as_bytes());
-    h.update(first_us.to_be_bytes());
-    let digest = h.finalize();
-    let mut id = String::with_capacity(17);
-    id.push('S');
-    for b in &digest[..8] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    crate::util::flow_id('S', community_id, first_us)
 }
 
 /// Evidence of an out-of-line packet: what differed and how far away its sender probably is.
