@@ -130,6 +130,21 @@ fn check(name: &str, facts: &Value, analysis: &Path, baseline_had: bool) -> Vec<
                 .into(),
             missing.into(),
         );
+        // TLS-RPT: policy type `sts` exactly when the fetch was seen to succeed (no TLSA here).
+        let domain = facts["domain"].as_str().unwrap();
+        let report = read_json(&analysis.join("tlsrpt").join(format!("{domain}.json")));
+        let types: Vec<Value> = report["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["policy"]["policy-type"].clone())
+            .collect();
+        let want = if fetch == "ok" {
+            "sts"
+        } else {
+            "no-policy-found"
+        };
+        expect("TLS-RPT policy types", types.into(), vec![want].into());
         // Every session finding is in findings.ndjson, with the evidence the README promises.
         for f in findings
             .iter()

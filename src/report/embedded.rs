@@ -45,6 +45,8 @@ struct SessionLine<'a> {
     mx_host: Option<Cow<'a, str>>,
     #[serde(default)]
     mx_tlsa: Vec<IgnoredAny>,
+    #[serde(borrow, default)]
+    sts_fetch: Option<Cow<'a, str>>,
     // Country and AS of both ends (the shared enrichment contract); inlined, not flattened,
     // because serde's flatten would buffer every other field of the record.
     #[serde(borrow, default)]
@@ -130,6 +132,7 @@ struct ServerAgg {
 #[derive(Default)]
 struct PolicyAgg {
     tlsa: bool,
+    sts: bool,
     successful: u64,
     failed: u64,
 }
@@ -259,6 +262,7 @@ impl Acc {
             let deciding = tlsrpt_deciding_kind(s.findings.iter().map(|k| k.as_ref()));
             if let Some(p) = self.policies.get((domain.to_string(), mx.to_string()), r) {
                 p.tlsa |= !s.mx_tlsa.is_empty();
+                p.sts |= s.sts_fetch.as_deref() == Some("ok");
                 match deciding {
                     Some(_) => p.failed += 1,
                     None if s.tls_handshake_completed => p.successful += 1,
@@ -384,7 +388,12 @@ impl Acc {
                 .map(|((policy_domain, mx_host), p)| PolicyRow {
                     policy_domain,
                     mx_host,
-                    policy_type: if p.tlsa { POLICY_TLSA } else { POLICY_NONE }.to_string(),
+                    policy_type: match (p.tlsa, p.sts) {
+                        (true, _) => POLICY_TLSA,
+                        (false, true) => POLICY_STS,
+                        _ => POLICY_NONE,
+                    }
+                    .to_string(),
                     successful: p.successful,
                     failed: p.failed,
                 })
