@@ -232,3 +232,66 @@ impl StsJudge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::AnswerText;
+    use crate::state::NoBaseline;
+
+    /// A `_mta-sts.example.com` TXT answer at `ts_s` holding `records`.
+    fn txt(ts_s: i64, rcode: &str, records: &[&str]) -> DnsRecord {
+        let mut r = DnsRecord::for_tests(ts_s * 1_000_000);
+        r.transaction_id = format!("D{ts_s}");
+        r.qname = "_mta-sts.example.com".into();
+        r.qtype = "TXT".into();
+        r.rcode = Some(rcode.into());
+        r.answers = records
+            .iter()
+            .map(|t| AnswerText {
+                name: "_mta-sts.example.com".into(),
+                rtype: "TXT".into(),
+                ttl: 300,
+                data: t.to_string(),
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_removed_record_is_missing_only_after_one_was_seen() {
+        let mut j = StsJudge::default();
+        let mut first = txt(1, "NXDomain", &[]);
+        j.judge_dns(&mut first, &NoBaseline);
+        assert!(first.findings.is_empty(), "nothing known yet");
+        let mut published = txt(2, "NoError", &["v=STSv1; id=a1"]);
+        j.judge_dns(&mut published, &NoBaseline);
+        assert!(published.findings.is_empty());
+        let mut removed = txt(3, "NXDomain", &[]);
+        j.judge_dns(&mut removed, &NoBaseline);
+        assert_eq!(removed.findings, vec![FindingKind::MtaStsTxtMissing]);
+        assert_eq!(removed.finding_details[0].finding_id, "D3-4");
+        assert_eq!(removed.finding_details[0].evidence["source"], "run");
+        // A failed lookup says nothing about the record.
+        let mut failed = txt(4, "ServFail", &[]);
+        j.judge_dns(&mut failed, &NoBaseline);
+        assert!(failed.findings.is_empty());
+    }
+
+    #[test]
+    fn a_changed_id_is_a_fact_not_a_finding() {
+        let mut j = StsJudge::default();
+        for (ts, id) in [(1, "a1"), (2, "a1"), (3, "b2")] {
+            let mut r = txt(ts, "NoError", &[&format!("v=STSv1; id={id}")]);
+            j.judge_dns(&mut r, &NoBaseline);
+            assert!(r.findings.is_empty());
+        }
+        assert_eq!(j.stats.policies_seen, 3);
+        assert_eq!(j.stats.policy_id_changes, 1);
+        let mut l = Learned::default();
+        j.learned(&mut l);
+        let mut ids: Vec<&str> = l.sts.iter().map(|(_, id, _)| id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a1", "b2"]);
+    }
+}
