@@ -15,20 +15,21 @@
 -- lookup), per domain and MX host. A session fails when one of its findings maps to an RFC 8460
 -- result type (the most severe such finding decides: findings are stored most severe first); it
 -- succeeds when it has none and completed the TLS handshake; other sessions are in neither count.
--- The policy type is 'tlsa' when any session saw a TLSA record for the MX host, else
--- 'no-policy-found' (MTA-STS policies travel over HTTPS and are not seen).
+-- The policy type is 'tlsa' when any session saw a TLSA record for the MX host, else 'sts' when
+-- any saw its MTA-STS policy fetch succeed (sts_fetch = 'ok'; the mode inside HTTPS stays
+-- unknown), else 'no-policy-found'.
 -- Our kinds map to RFC 8460 result types as in the transform() below (src/report/model.rs).
 
 SELECT
     domain AS policy_domain,
     mx AS mx_host,
     transform(deciding,
-              ['starttls-stripped', 'cleartext-after-starttls', 'dane-required',
+              ['starttls-stripped', 'cleartext-after-starttls', 'dane-required', 'mta-sts-fetch-blocked',
                'tlsa-invalid', 'plaintext-fallback', 'starttls-missing',
                'tls-handshake-failed', 'starttls-command-rejected', 'certificate-host-mismatch',
                'certificate-not-trusted', 'certificate-expired', 'certificate-self-signed',
                'certificate-weak', 'starttls-not-supported', 'certificate-absent'],
-              ['starttls-not-supported', 'validation-failure', 'dane-required',
+              ['starttls-not-supported', 'validation-failure', 'dane-required', 'sts-policy-fetch-error',
                'tlsa-invalid', 'validation-failure', 'starttls-not-supported',
                'validation-failure', 'validation-failure', 'certificate-host-mismatch',
                'certificate-not-trusted', 'certificate-expired', 'certificate-not-trusted',
@@ -48,7 +49,7 @@ FROM
         ifNull(mx_host, '') AS mx,
         client_ip,
         server_ip,
-        arrayFirst(k -> has(['starttls-stripped', 'cleartext-after-starttls', 'dane-required',
+        arrayFirst(k -> has(['starttls-stripped', 'cleartext-after-starttls', 'dane-required', 'mta-sts-fetch-blocked',
                             'tlsa-invalid', 'plaintext-fallback', 'starttls-missing',
                             'tls-handshake-failed', 'starttls-command-rejected', 'certificate-host-mismatch',
                             'certificate-not-trusted', 'certificate-expired', 'certificate-self-signed',

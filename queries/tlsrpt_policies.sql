@@ -14,13 +14,14 @@
 -- lookup), per domain and MX host. A session fails when one of its findings maps to an RFC 8460
 -- result type (the most severe such finding decides: findings are stored most severe first); it
 -- succeeds when it has none and completed the TLS handshake; other sessions are in neither count.
--- The policy type is 'tlsa' when any session saw a TLSA record for the MX host, else
--- 'no-policy-found' (MTA-STS policies travel over HTTPS and are not seen).
+-- The policy type is 'tlsa' when any session saw a TLSA record for the MX host, else 'sts' when
+-- any saw its MTA-STS policy fetch succeed (sts_fetch = 'ok'; the mode inside HTTPS stays
+-- unknown), else 'no-policy-found'.
 
 SELECT
     domain AS policy_domain,
     mx AS mx_host,
-    if(max(has_tlsa) = 1, 'tlsa', 'no-policy-found') AS policy_type,
+    if(max(has_tlsa) = 1, 'tlsa', if(max(has_sts) = 1, 'sts', 'no-policy-found')) AS policy_type,
     countIf(deciding = '' AND tls_handshake_completed = 1) AS successful,
     countIf(deciding != '') AS failed
 FROM
@@ -32,8 +33,9 @@ FROM
         ifNull(recipient_domain, '') AS domain,
         ifNull(mx_host, '') AS mx,
         notEmpty(mx_tlsa.data) AS has_tlsa,
+        ifNull(sts_fetch, '') = 'ok' AS has_sts,
         tls_handshake_completed,
-        arrayFirst(k -> has(['starttls-stripped', 'cleartext-after-starttls', 'dane-required',
+        arrayFirst(k -> has(['starttls-stripped', 'cleartext-after-starttls', 'dane-required', 'mta-sts-fetch-blocked',
                             'tlsa-invalid', 'plaintext-fallback', 'starttls-missing',
                             'tls-handshake-failed', 'starttls-command-rejected', 'certificate-host-mismatch',
                             'certificate-not-trusted', 'certificate-expired', 'certificate-self-signed',

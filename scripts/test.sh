@@ -9,7 +9,7 @@ scripts/install-deps.sh
 # The end-to-end tests run the capture scripts at once; install what they need first, one at a
 # time, so that they never race for apt's lock.
 if [ "$(id -u)" = 0 ] && [ "${STRIPWATCH_SKIP_REAL:-}" != 1 ]; then
-    for script in real-captures tls-captures dns-captures auth-captures; do
+    for script in real-captures tls-captures dns-captures auth-captures sts-captures; do
         bash "scripts/$script/make.sh" --install-only
     done
 fi

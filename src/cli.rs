@@ -213,7 +213,8 @@ pub struct LiveArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
     /// Kernel BPF filter. SMTP on other ports (content detection) is seen only if the filter lets
-    /// it through: widen it, e.g. `tcp or port 53`.
+    /// it through: widen it, e.g. `tcp or port 53`; MTA-STS policy fetches only with `or tcp
+    /// port 443`.
     #[arg(long, value_name = "EXPR", default_value = stripwatch::capture::live::DEFAULT_BPF)]
     pub bpf: String,
     /// Kernel capture buffer per interface (bytes; K, M, G suffixes; 1M up to 2G).
@@ -278,6 +279,11 @@ pub struct SharedArgs {
     /// Do not look for SMTP on other ports (a 220 greeting answered by EHLO/HELO).
     #[arg(long)]
     pub no_content_detection: bool,
+    /// Do not follow TCP/443 connections to recognise MTA-STS policy fetches by their
+    /// ClientHello SNI (`sts_fetch` is then null). Live, the default --bpf does not pass port
+    /// 443: add `or tcp port 443` to see fetches.
+    #[arg(long)]
+    pub no_mta_sts_fetches: bool,
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,

@@ -62,6 +62,14 @@ pub fn stable_id(prefix: u8, parts: &[&[u8]]) -> String {
     String::from_utf8_lossy(&id).into_owned()
 }
 
+/// A stable id for a flow: `prefix` + the first 8 bytes of SHA-1(Community ID ‖ first packet
+/// time) in hex. The same input gives the same id, so replays into ClickHouse are idempotent;
+/// session ids (`S`) and MTA-STS fetch ids (`F`) are made this way.
+pub fn flow_id(prefix: char, community_id: &str, first_us: i64) -> String {
+    let prefix = u8::try_from(prefix).unwrap_or(b'?');
+    stable_id(prefix, &[community_id.as_bytes(), &first_us.to_be_bytes()])
+}
+
 /// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so
 /// that an analyst can pivot from a stripwatch finding to the other tools' logs.
 pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> String {

@@ -13,21 +13,6 @@ mod common;
 
 use base64::Engine;
 use std::path::Path;
-use std::process::Command;
-
-/// Runs `scripts/NAME/make.sh --out DIR` into a fresh directory and returns the directory.
-fn make_captures(name: &str) -> std::path::PathBuf {
-    let out = common::tempdir(&format!("real-{name}"));
-    let script = common::root().join(format!("scripts/{name}/make.sh"));
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(status.success(), "{} failed", script.display());
-    out
-}
 
 /// Analyses every `NAME.pcap` in `out` that has a `NAME.expected.json` and compares; returns
 /// the number of captures checked and the differences.
@@ -59,7 +44,7 @@ fn fresh_postfix_captures_match_their_expected_results() {
     if !common::require_root() {
         return;
     }
-    let out = make_captures("real-captures");
+    let out = common::make_captures("real-captures");
     let (checked, failures) = check_expected_dir(&out);
     assert_eq!(checked, 10, "make.sh should produce ten captures");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -70,7 +55,7 @@ fn fresh_exim_and_opensmtpd_captures_match_their_expected_results() {
     if !common::require_root() {
         return;
     }
-    let out = make_captures("sender-captures");
+    let out = common::make_captures("sender-captures");
     let (checked, failures) = check_expected_dir(&out);
     assert_eq!(
         checked, 12,
@@ -98,7 +83,7 @@ fn fresh_auth_captures_match_their_expected_results() {
     if !common::require_root() {
         return;
     }
-    let out = make_captures("auth-captures");
+    let out = common::make_captures("auth-captures");
     let (_, failures) = check_expected_dir(&out);
     let mut checked: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -189,7 +174,7 @@ fn fresh_tls_handshakes_match_their_facts() {
     if !common::require_root() {
         return;
     }
-    let out = make_captures("tls-captures");
+    let out = common::make_captures("tls-captures");
     let (checked, failures) = common::check_tls_facts(&out);
     assert!(checked >= 10, "only {checked} TLS sessions checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -200,7 +185,7 @@ fn fresh_dns_and_dane_deliveries_match_their_facts() {
     if !common::require_root() {
         return;
     }
-    let out = make_captures("dns-captures");
+    let out = common::make_captures("dns-captures");
     common::check_real_dns(&out, "dns-mx-delivery");
     common::check_real_dns(&out, "dns-tcp");
 }

@@ -822,6 +822,9 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
         "dns-mx-delivery",
         "dns-injection",
         "fallback-after-reject",
+        // MTA-STS: TLS-RPT policy type `sts` and the sts_fetch column on both sides
+        "sts-enforce-clean",
+        "sts-fetch-reset",
     ] {
         captures.push(capture_of(name));
     }

@@ -341,6 +341,8 @@ impl FollowDir {
 }
 
 impl PacketSource for FollowDir {
+    type Part = FollowDir;
+
     fn name(&self) -> &str {
         &self.name
     }

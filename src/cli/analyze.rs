@@ -209,6 +209,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
     // lookups and its SMTP connections meet on one worker.
     let mut server_ports = args.smtp_ports.clone();
     server_ports.push(53);
+    server_ports.push(stripwatch::pipeline::worker::POLICY_FETCH_PORT);
     let budget = Budget::new(args.memory_limit, workers);
     PipelineConfig {
         workers,
@@ -220,6 +221,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             smtp_ports: PortSet::new(&args.smtp_ports),
             implicit_tls_ports: PortSet::new(&args.implicit_tls_ports),
             probe_other_ports: !args.no_content_detection,
+            mta_sts_fetches: !args.no_mta_sts_fetches,
             max_flows: (args.max_flows / workers).max(1),
             idle_timeout_us: micros(args.idle_timeout),
             reassembly: ReassemblyLimits {

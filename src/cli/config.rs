@@ -47,6 +47,7 @@ pub struct ConfigFile {
     smtp_ports: Option<Vec<u16>>,
     implicit_tls_ports: Option<Vec<u16>>,
     no_content_detection: Option<bool>,
+    no_mta_sts_fetches: Option<bool>,
     workers: Option<usize>,
     max_flows: Option<usize>,
     max_flow_buffer: Option<usize>,

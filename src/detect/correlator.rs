@@ -16,6 +16,7 @@
 
 use super::certs::CertJudge;
 use super::dns_judge::DnsJudge;
+use super::mta_sts::StsJudge;
 use super::rules::finish_verdict;
 use crate::memory::{Usage, Window};
 use crate::record::DnsRecord;
@@ -125,6 +126,8 @@ pub struct Correlator {
     pub certs: CertJudge,
     /// Cross-client DNS judgement.
     pub dns: DnsJudge,
+    /// MTA-STS judgement and the policies published in this run.
+    pub sts: StsJudge,
     /// Counters.
     pub stats: CorrelatorStats,
 }
@@ -183,6 +186,7 @@ impl Correlator {
             baseline,
             certs,
             dns,
+            sts: StsJudge::default(),
             stats: CorrelatorStats::default(),
         }
     }
@@ -192,6 +196,7 @@ impl Correlator {
     pub fn push_dns<F: FnMut(SessionRecord)>(&mut self, rec: &mut DnsRecord, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts.0);
         self.dns.judge(rec, self.baseline.as_ref());
+        self.sts.judge_dns(rec, self.baseline.as_ref());
         let ids: Vec<String> = rec
             .finding_details
             .iter()
@@ -423,6 +428,7 @@ impl Correlator {
         let before = rec.finding_details.len();
         self.certs
             .judge_on_release(&mut rec, self.baseline.as_ref());
+        self.sts.judge_session(&mut rec, self.baseline.as_ref());
         if rec
             .finding_details
             .iter()
@@ -524,6 +530,7 @@ impl Correlator {
         }
         self.certs.learned(&mut l);
         self.dns.learned(&mut l);
+        self.sts.learned(&mut l);
         l
     }
 

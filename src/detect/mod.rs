@@ -7,6 +7,7 @@ pub mod certs;
 pub mod correlator;
 pub mod dns_injection;
 pub mod dns_judge;
+pub mod mta_sts;
 pub mod rules;
 
 pub use correlator::{Correlator, CorrelatorConfig, CorrelatorStats};

@@ -103,6 +103,9 @@ pub fn build_record(
         dns_transaction_ids: Vec::new(),
         dns_finding_ids: Vec::new(),
         mx_tlsa: Vec::new(),
+        sts_txt: None,
+        sts_fetch: None,
+        sts_fetch_ids: Vec::new(),
         pkix: Vec::new(),
         dane: None,
         missing_side: missing_side(flow),
@@ -263,7 +266,7 @@ pub fn finish_verdict(rec: &mut SessionRecord) {
 /// A session id that is the same for the same flow in the same capture, so that re-running over
 /// a capture (or replaying into ClickHouse) does not create new ids.
 fn session_id(community_id: &str, first_us: i64) -> String {
-    crate::util::stable_id(b'S', &[community_id.as_bytes(), &first_us.to_be_bytes()])
+    crate::util::flow_id('S', community_id, first_us)
 }
 
 /// Evidence of an out-of-line packet: what differed and how far away its sender probably is.

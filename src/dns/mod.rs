@@ -3,6 +3,7 @@
 //! session to the lookup that sent the client there.
 
 pub mod message;
+pub mod sts;
 pub mod tracker;
 
 pub use tracker::{DnsConfig, DnsPacket, DnsStats, DnsTracker};

@@ -4,6 +4,7 @@
 //! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
 
 use super::message::DnsMessage;
+use super::sts::StsLinker;
 use crate::flow::lineage::Lineage;
 use crate::memory::Usage;
 use crate::record::{DnsRecord, Endpoint, Micros, SessionRecord, Tlsa};
@@ -172,6 +173,9 @@ pub struct DnsTracker {
     /// Once `evicted_at` was full: until this time plus `--mx-window`, every client counts as
     /// evicted.
     marks_lost_us: i64,
+    /// The MTA-STS TXT answers and policy-host addresses each client received (and the policy
+    /// fetches the worker reports), for `link`'s MTA-STS fields.
+    pub sts: StsLinker,
     /// Counters.
     pub stats: DnsStats,
 }
@@ -245,6 +249,7 @@ impl DnsTracker {
             client_usage: Usage::default(),
             evicted_at: AHashMap::new(),
             marks_lost_us: i64::MIN,
+            sts: StsLinker::new(cfg.link_window_us, true),
             stats: DnsStats::default(),
         }
     }
@@ -353,6 +358,7 @@ impl DnsTracker {
         );
         let tx = transaction_id(&cid, msg.id, &msg.qname, &msg.qtype, start);
         self.remember(&key, &msg, pkt.ts_us, &tx);
+        self.sts.answer(key.client.0, &msg, pkt.ts_us, &tx);
         let record = DnsRecord {
             transaction_id: tx,
             ts: Micros(start),

@@ -19,6 +19,7 @@ use crate::flow::table::{
 use crate::memory::{Gauges, Usage, Window};
 use crate::record::{DnsRecord, EndReason, SessionRecord, Side};
 use crate::smtp::{SmtpConfig, SmtpSession};
+use crate::tls::fetch::{FetchKind, PolicyFetch};
 use crate::util::CaptureClock;
 
 /// A set of TCP ports, as a bitmap: membership is one load on the hot path.
@@ -64,6 +65,9 @@ pub struct FlowConfig {
     pub sensor: String,
     /// DNS tracking.
     pub dns: DnsConfig,
+    /// Follow TCP/443 far enough to recognise MTA-STS policy fetches (`--no-mta-sts-fetches`
+    /// turns it off).
+    pub mta_sts_fetches: bool,
 }
 
 impl FlowConfig {
@@ -178,6 +182,8 @@ impl Outputs {
 
 /// The DNS port.
 const DNS_PORT: u16 = 53;
+/// The port MTA-STS policies are fetched from (HTTPS, RFC 8461 §3.3).
+pub const POLICY_FETCH_PORT: u16 = 443;
 /// The largest DNS message over TCP (a two-byte length prefix).
 const MAX_DNS_TCP_MESSAGE: usize = 65_535;
 /// Payload packets a probe looks at before giving up.
@@ -192,6 +198,20 @@ pub enum MailFlow {
     Smtp(SmtpSession),
     /// DNS over TCP: length-prefixed messages.
     Dns(DnsStream),
+    /// A TCP/443 connection that may be an MTA-STS policy fetch.
+    Fetch(FetchFlow),
+}
+
+/// A TCP/443 connection followed until its ClientHello says whether it fetches an MTA-STS
+/// policy, and then only until both sides sent application data.
+pub struct FetchFlow {
+    client: Endpoint,
+    server: Endpoint,
+    fetch: PolicyFetch,
+    /// The ClientHello was read (the linker was told what the connection is).
+    named: bool,
+    /// A hole in the handshake: the record walk lost its place; the end alone decides.
+    lost: bool,
 }
 
 /// Both directions of a DNS-over-TCP flow, split into messages.
@@ -286,6 +306,7 @@ impl MailApp {
         if let Some(unlisted) = self.dns.link(&mut rec) {
             dns_injection::unlisted_address(&mut rec, &unlisted);
         }
+        self.dns.sts.link(&mut rec);
         self.out.sessions.push(rec);
     }
 }
@@ -311,6 +332,25 @@ impl StreamApp for MailApp {
                 client,
                 server,
                 flow: MailFlow::Dns(DnsStream::default()),
+            };
+        }
+        if self.cfg.mta_sts_fetches && (src.1 == POLICY_FETCH_PORT || dst.1 == POLICY_FETCH_PORT) {
+            let (client, server) = if dst.1 == POLICY_FETCH_PORT {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            self.dns.sts.fetch_opened(client, server, ts_us);
+            return Open::Follow {
+                client,
+                server,
+                flow: MailFlow::Fetch(FetchFlow {
+                    client,
+                    server,
+                    fetch: PolicyFetch::new(ts_us),
+                    named: false,
+                    lost: false,
+                }),
             };
         }
         let ports = &self.cfg.smtp_ports;
@@ -394,12 +434,32 @@ impl StreamApp for MailApp {
                 keep_recent: false,
                 acked_holes: false,
             },
+            MailFlow::Fetch(f) => DirectionNeeds {
+                bytes: !f.lost && f.fetch.wants_bytes(side == Side::Client),
+                keep_recent: false,
+                acked_holes: false,
+            },
         }
     }
 
     fn on_stream(&mut self, flow: &mut MailFlow, side: Side, event: StreamEvent<'_>, ts_us: i64) {
         match flow {
             MailFlow::Smtp(session) => session.on_stream(side, event, ts_us),
+            MailFlow::Fetch(f) => {
+                match event {
+                    StreamEvent::Data { bytes, .. } if !f.lost => {
+                        f.fetch.feed(side == Side::Client, bytes)
+                    }
+                    StreamEvent::Gap { .. } => f.lost = true,
+                    _ => {}
+                }
+                if !f.named && f.fetch.kind() != FetchKind::Unknown {
+                    f.named = true;
+                    self.dns
+                        .sts
+                        .fetch_update(f.client, f.server, &f.fetch, None);
+                }
+            }
             MailFlow::Dns(stream) => {
                 let i = side_index(side);
                 let buf = &mut stream.bufs[i];
@@ -452,8 +512,14 @@ impl StreamApp for MailApp {
     }
 
     fn close(&mut self, flow: MailFlow, summary: &FlowSummary, end: EndReason) {
-        if let MailFlow::Smtp(session) = flow {
-            self.finish_smtp(session, summary, end);
+        match flow {
+            MailFlow::Smtp(session) => self.finish_smtp(session, summary, end),
+            MailFlow::Fetch(f) => {
+                self.dns
+                    .sts
+                    .fetch_update(f.client, f.server, &f.fetch, Some(end))
+            }
+            MailFlow::Dns(_) => {}
         }
     }
 
@@ -479,11 +545,13 @@ pub struct Worker {
 impl Worker {
     /// A worker with empty state.
     pub fn new(cfg: FlowConfig) -> Worker {
+        let mut dns = DnsTracker::new(cfg.dns, cfg.sensor.clone());
+        dns.sts.follow_fetches = cfg.mta_sts_fetches;
         Worker {
             clock: CaptureClock::default(),
             table: FlowTable::new(cfg.table()),
             app: MailApp {
-                dns: DnsTracker::new(cfg.dns, cfg.sensor.clone()),
+                dns,
                 cfg,
                 stats: FlowStats::default(),
                 out: Outputs::default(),

@@ -31,8 +31,14 @@ pub enum FindingKind {
     MxMismatch,
     /// A response without RRSIG (DO set) or without AD for a name answered with them before.
     DnssecStripped,
+    /// The domain published `v=STSv1` (in this run or the baseline), yet the client's answer
+    /// for `_mta-sts.<domain>` held no such record. A DNS finding.
+    MtaStsTxtMissing,
     /// TLSA records exist for the server but the session stayed plaintext (RFC 8460).
     DaneRequired,
+    /// The client's MTA-STS policy fetch was reset, timed out or failed its handshake, and then
+    /// it delivered to that domain in plaintext or with a certificate problem.
+    MtaStsFetchBlocked,
     /// The presented chain matches none of the server's usable TLSA records (RFC 8460).
     TlsaInvalid,
     /// After a failed upgrade the same client sent the mail to the same server in plaintext.
@@ -55,6 +61,10 @@ pub enum FindingKind {
     CertificateChanged,
     /// RSA under 2048 bits, DSA, SHA-1 or MD5 signature.
     CertificateWeak,
+    /// The client saw `v=STSv1` for the recipient domain (or the baseline did), yet delivered in
+    /// plaintext or after a stripped or failed upgrade. A warning: the policy's mode travels
+    /// inside HTTPS and cannot be seen.
+    MtaStsPlaintext,
     /// The server offered STARTTLS; the client sent mail in plaintext.
     PlaintextByClient,
     /// The server does not offer STARTTLS and nothing says it ever did.
@@ -78,7 +88,9 @@ impl FindingKind {
             FindingKind::DnsInjection => "dns-injection",
             FindingKind::MxMismatch => "mx-mismatch",
             FindingKind::DnssecStripped => "dnssec-stripped",
+            FindingKind::MtaStsTxtMissing => "mta-sts-txt-missing",
             FindingKind::DaneRequired => "dane-required",
+            FindingKind::MtaStsFetchBlocked => "mta-sts-fetch-blocked",
             FindingKind::TlsaInvalid => "tlsa-invalid",
             FindingKind::PlaintextFallback => "plaintext-fallback",
             FindingKind::StarttlsMissing => "starttls-missing",
@@ -90,6 +102,7 @@ impl FindingKind {
             FindingKind::CertificateSelfSigned => "certificate-self-signed",
             FindingKind::CertificateChanged => "certificate-changed",
             FindingKind::CertificateWeak => "certificate-weak",
+            FindingKind::MtaStsPlaintext => "mta-sts-plaintext",
             FindingKind::PlaintextByClient => "plaintext-by-client",
             FindingKind::StarttlsNotSupported => "starttls-not-supported",
             FindingKind::CertificateAbsent => "certificate-absent",
@@ -98,7 +111,7 @@ impl FindingKind {
     }
 
     /// Every kind, most severe first.
-    pub const ALL: [FindingKind; 25] = [
+    pub const ALL: [FindingKind; 28] = [
         FindingKind::AuthInCleartext,
         FindingKind::StarttlsStripped,
         FindingKind::CleartextAfterStarttls,
@@ -108,7 +121,9 @@ impl FindingKind {
         FindingKind::DnsInjection,
         FindingKind::MxMismatch,
         FindingKind::DnssecStripped,
+        FindingKind::MtaStsTxtMissing,
         FindingKind::DaneRequired,
+        FindingKind::MtaStsFetchBlocked,
         FindingKind::TlsaInvalid,
         FindingKind::PlaintextFallback,
         FindingKind::StarttlsMissing,
@@ -120,6 +135,7 @@ impl FindingKind {
         FindingKind::CertificateSelfSigned,
         FindingKind::CertificateChanged,
         FindingKind::CertificateWeak,
+        FindingKind::MtaStsPlaintext,
         FindingKind::PlaintextByClient,
         FindingKind::StarttlsNotSupported,
         FindingKind::CertificateAbsent,

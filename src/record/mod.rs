@@ -14,6 +14,7 @@ mod flow;
 mod session;
 mod size;
 mod smtp;
+mod sts;
 mod time;
 
 pub use certificate::{CertInfo, CertificateRecord};
@@ -25,4 +26,5 @@ pub use flow::{EndReason, Side};
 pub use session::{CorrelationFacts, SessionRecord};
 pub use size::{dns_bytes, finding_bytes, session_bytes};
 pub use smtp::{CleartextAuth, HandshakeFailure, Verb};
+pub use sts::StsFetch;
 pub use time::Micros;

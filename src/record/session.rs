@@ -3,8 +3,8 @@
 //! only ever grow.
 
 use super::{
-    CleartextAuth, EndReason, Endpoint, Finding, FindingKind, HandshakeFailure, Micros, Side, Tlsa,
-    Verb,
+    CleartextAuth, EndReason, Endpoint, Finding, FindingKind, HandshakeFailure, Micros, Side,
+    StsFetch, Tlsa, Verb,
 };
 use serde::Serialize;
 use std::net::IpAddr;
@@ -135,6 +135,17 @@ pub struct SessionRecord {
     pub dns_finding_ids: Vec<String>,
     /// TLSA records the client received for `_port._tcp.<mx_host>`.
     pub mx_tlsa: Vec<Tlsa>,
+    /// The id of the `v=STSv1` TXT record the client received for `_mta-sts.<recipient_domain>`
+    /// before the session; empty when its answer held no such record (NXDOMAIN, none, or not
+    /// one valid record); None when no such lookup was seen.
+    pub sts_txt: Option<String>,
+    /// How the client's policy fetch(es) from `mta-sts.<recipient_domain>` over TCP/443 ended
+    /// (the worst of them); None when the session has no recipient domain or fetches are not
+    /// followed (`--no-mta-sts-fetches`).
+    pub sts_fetch: Option<StsFetch>,
+    /// The fetch connections behind `sts_fetch`: `F` + 16 hex digits of SHA-1(Community ID ‖
+    /// first packet time), like `session_id`.
+    pub sts_fetch_ids: Vec<String>,
     /// PKIX outcomes of the server's chain (`trusted`/`not-trusted`, then `expired`,
     /// `not-yet-valid`, `self-signed`, `host-mismatch`); empty when no chain was seen. Findings
     /// too, unless DANE authenticated the chain.

@@ -185,6 +185,9 @@ pub fn session_bytes(r: &SessionRecord) -> usize {
         dns_transaction_ids,
         dns_finding_ids,
         mx_tlsa,
+        sts_txt,
+        sts_fetch: _,
+        sts_fetch_ids,
         pkix,
         dane: _,
         missing_side: _,
@@ -225,6 +228,8 @@ pub fn session_bytes(r: &SessionRecord) -> usize {
         + texts(dns_finding_ids)
         + flat(mx_tlsa)
         + mx_tlsa.iter().map(tlsa).sum::<usize>()
+        + opt_text(sts_txt)
+        + texts(sts_fetch_ids)
         + flat(pkix)
         + flat(truncated)
         + flat(cert_chain)

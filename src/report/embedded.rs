@@ -50,6 +50,8 @@ struct SessionLine<'a> {
     mx_host: Option<Cow<'a, str>>,
     #[serde(default)]
     mx_tlsa: Vec<IgnoredAny>,
+    #[serde(borrow, default)]
+    sts_fetch: Option<Cow<'a, str>>,
     // Country and AS of both ends (the shared enrichment contract); inlined, not flattened,
     // because serde's flatten would buffer every other field of the record.
     #[serde(borrow, default)]
@@ -101,6 +103,7 @@ impl<'a> SessionLine<'a> {
             recipient_domain: r.recipient_domain.as_deref().map(Cow::Borrowed),
             mx_host: r.mx_host.as_deref().map(Cow::Borrowed),
             mx_tlsa: vec![IgnoredAny; r.mx_tlsa.len()],
+            sts_fetch: r.sts_fetch.map(|f| Cow::Borrowed(f.as_str())),
             client_country: Cow::Borrowed(&client.country),
             client_asn: client.asn,
             client_as_org: Cow::Borrowed(&client.as_org),
@@ -232,6 +235,7 @@ struct ServerAgg {
 #[derive(Default)]
 struct PolicyAgg {
     tlsa: bool,
+    sts: bool,
     successful: u64,
     failed: u64,
 }
@@ -361,6 +365,7 @@ impl Acc {
             let deciding = tlsrpt_deciding_kind(s.findings.iter().map(|k| k.as_ref()));
             if let Some(p) = self.policies.get((domain.to_string(), mx.to_string()), r) {
                 p.tlsa |= !s.mx_tlsa.is_empty();
+                p.sts |= s.sts_fetch.as_deref() == Some("ok");
                 match deciding {
                     Some(_) => p.failed += 1,
                     None if s.tls_handshake_completed => p.successful += 1,
@@ -486,7 +491,12 @@ impl Acc {
                 .map(|((policy_domain, mx_host), p)| PolicyRow {
                     policy_domain,
                     mx_host,
-                    policy_type: if p.tlsa { POLICY_TLSA } else { POLICY_NONE }.to_string(),
+                    policy_type: match (p.tlsa, p.sts) {
+                        (true, _) => POLICY_TLSA,
+                        (false, true) => POLICY_STS,
+                        _ => POLICY_NONE,
+                    }
+                    .to_string(),
                     successful: p.successful,
                     failed: p.failed,
                 })

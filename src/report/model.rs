@@ -42,10 +42,11 @@ pub const NON_PROBLEM_VERDICTS: [&str; 4] = [
 /// they say nothing about whether the TLS policy could be met. `auth-in-cleartext` is not listed
 /// either: it always comes with the downgrade it followed (or after another session's failed
 /// upgrade), and that downgrade's kind is the reason TLS-RPT gives.
-pub const TLSRPT_RESULT_TYPES: [(&str, &str); 15] = [
+pub const TLSRPT_RESULT_TYPES: [(&str, &str); 16] = [
     ("starttls-stripped", "starttls-not-supported"),
     ("cleartext-after-starttls", "validation-failure"),
     ("dane-required", "dane-required"),
+    ("mta-sts-fetch-blocked", "sts-policy-fetch-error"),
     ("tlsa-invalid", "tlsa-invalid"),
     ("plaintext-fallback", "validation-failure"),
     ("starttls-missing", "starttls-not-supported"),
@@ -76,9 +77,12 @@ pub fn tlsrpt_deciding_kind<'a, I: IntoIterator<Item = &'a str>>(findings: I) ->
         .find(|k| tlsrpt_result_type(k).is_some())
 }
 
-/// RFC 8460 policy type for an MX host where a TLSA record was seen in DNS. We see TLSA answers
-/// but never fetch MTA-STS policies (HTTPS), so `sts` is never reported.
+/// RFC 8460 policy type for an MX host where a TLSA record was seen in DNS.
 pub const POLICY_TLSA: &str = "tlsa";
+/// RFC 8460 policy type for a domain whose MTA-STS policy fetch was seen to succeed
+/// (`sts_fetch` `ok`) and no TLSA record: the policy was fetched, but its mode travels inside
+/// HTTPS and stays unknown.
+pub const POLICY_STS: &str = "sts";
 /// RFC 8460 policy type when no policy was seen.
 pub const POLICY_NONE: &str = "no-policy-found";
 
@@ -314,7 +318,8 @@ pub struct PolicyRow {
     pub policy_domain: String,
     /// The MX host ("" when unknown).
     pub mx_host: String,
-    /// [`POLICY_TLSA`] when any of its sessions saw a TLSA record, else [`POLICY_NONE`].
+    /// [`POLICY_TLSA`] when any of its sessions saw a TLSA record, else [`POLICY_STS`] when
+    /// any saw its MTA-STS policy fetch succeed, else [`POLICY_NONE`].
     pub policy_type: String,
     /// Sessions with a completed handshake and no failure.
     pub successful: u64,
@@ -528,7 +533,7 @@ pub const DEFINITIONS: &str = "\
 - **Country / AS**: of the client or the server address (`client_country`, `client_asn`, `server_country`, `server_asn`); unknown is shown as `unknown` (country \"\", AS 0 in the CSV files). An AS's name is the greatest `*_as_org` string seen for it.
 - **Finding kinds**: sessions whose findings include the kind, and the distinct server addresses among them. Certificate problems are the `certificate-*` kinds (except `certificate-not-observable`) and `tlsa-invalid`.
 - **DNS injection by resolver AS**: DNS transactions in `dns.ndjson` grouped by the AS of the resolver asked; injected = transactions with a `dns-injection` finding.
-- **TLS-RPT**: sessions with a `recipient_domain` (linked to the client's MX lookup), per recipient domain and MX host. A session fails when one of its findings maps to an RFC 8460 result type (the most severe such finding decides; our kind goes into `failure-reason-code`); it succeeds when it has no such finding and completed the TLS handshake; other sessions (plaintext by the client's choice, incomplete) are in neither count. The policy type is `tlsa` when a TLSA record for the MX host was seen in DNS, else `no-policy-found` (MTA-STS policies travel over HTTPS and are not seen).
+- **TLS-RPT**: sessions with a `recipient_domain` (linked to the client's MX lookup), per recipient domain and MX host. A session fails when one of its findings maps to an RFC 8460 result type (the most severe such finding decides; our kind goes into `failure-reason-code`); it succeeds when it has no such finding and completed the TLS handshake; other sessions (plaintext by the client's choice, incomplete) are in neither count. The policy type is `tlsa` when a TLSA record for the MX host was seen in DNS, else `sts` when a session's MTA-STS policy fetch was seen to succeed (`sts_fetch` `ok`; the policy's mode travels inside HTTPS and stays unknown), else `no-policy-found`.
 - **Window**: `--since` (inclusive) and `--until` (exclusive), on the session's first packet; a date means its midnight UTC, and a date given to `--until` includes that whole day.
 ";
 
@@ -562,6 +567,7 @@ mod tests {
             "tlsa-invalid",
             "dnssec-invalid",
             "dane-required",
+            "sts-policy-fetch-error",
         ];
         for (_, r) in TLSRPT_RESULT_TYPES {
             assert!(rfc.contains(&r), "{r} is not an RFC 8460 type");

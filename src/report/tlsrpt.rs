@@ -54,7 +54,7 @@ pub struct PolicyEntry {
 /// `policy`.
 #[derive(Serialize)]
 pub struct Policy {
-    /// `tlsa` or `no-policy-found`.
+    /// `tlsa`, `sts` or `no-policy-found`.
     #[serde(rename = "policy-type")]
     pub policy_type: String,
     /// The recipient domain.

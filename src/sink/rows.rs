@@ -116,6 +116,9 @@ pub struct SessionRow {
     pub mx_tlsa_matching_type: Vec<u8>,
     #[serde(rename = "mx_tlsa.data")]
     pub mx_tlsa_data: Vec<String>,
+    pub sts_txt: Option<String>,
+    pub sts_fetch: Option<String>,
+    pub sts_fetch_ids: Vec<String>,
     pub pkix: Vec<String>,
     pub dane: Option<String>,
     pub missing_side: Option<String>,
@@ -199,6 +202,9 @@ impl SessionRow {
             mx_tlsa_selector: r.mx_tlsa.iter().map(|t| t.selector).collect(),
             mx_tlsa_matching_type: r.mx_tlsa.iter().map(|t| t.matching_type).collect(),
             mx_tlsa_data: r.mx_tlsa.iter().map(|t| hex::encode(&t.data)).collect(),
+            sts_txt: r.sts_txt.clone(),
+            sts_fetch: r.sts_fetch.map(|f| f.as_str().to_string()),
+            sts_fetch_ids: r.sts_fetch_ids.clone(),
             pkix: r.pkix.iter().map(|p| p.to_string()).collect(),
             dane: r.dane.map(str::to_string),
             missing_side: r.missing_side.as_ref().map(text),
@@ -470,7 +476,7 @@ mod tests {
     use super::*;
     use crate::record::{
         AnswerText, CertInfo, EndReason, Endpoint, FindingKind, HandshakeFailure, Micros, Side,
-        Tlsa, Verb, verdict,
+        StsFetch, Tlsa, Verb, verdict,
     };
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
@@ -771,6 +777,9 @@ mod tests {
                 matching_type: 1,
                 data: vec![0xab],
             }],
+            sts_txt: Some("20260302".into()),
+            sts_fetch: Some(StsFetch::Reset),
+            sts_fetch_ids: vec!["F".into()],
             cert_chain: vec![vec![0]],
             tls_ids: (Some(0x0303), Some(0x1301)),
             finding_details: vec![sample_finding()],

@@ -81,6 +81,8 @@ pub struct Learned {
     pub mx: Vec<(String, Vec<String>, Seen)>,
     /// Names (and record types) answered with RRSIG to a DO query.
     pub signed: Vec<(String, String, Seen)>,
+    /// MTA-STS policy ids (`v=STSv1; id=...`) domains published in `_mta-sts` TXT answers.
+    pub sts: Vec<(String, String, Seen)>,
 }
 
 /// What a save did.
@@ -125,6 +127,11 @@ pub trait Baseline: Send {
     fn mx_sets(&self, domain: &str) -> Vec<(Vec<String>, Seen)>;
     /// When `name`/`qtype` was answered with signatures.
     fn signed_name(&self, name: &str, qtype: &str) -> Option<Seen>;
+    /// The MTA-STS policy ids `domain` published in earlier runs (`mta-sts-txt-missing`,
+    /// `mta-sts-plaintext`). A history that does not keep them knows none.
+    fn sts_ids(&self, _domain: &str) -> Vec<(String, Seen)> {
+        Vec::new()
+    }
     /// Adds what a run learned. A long run calls it periodically with everything it learned so
     /// far; the sightings counted by an earlier call of the same run are not added again.
     fn save(&mut self, learned: &Learned) -> Result<SaveStats, StateError>;

@@ -7,6 +7,7 @@
 //! | `keys` | server address, space, SPKI SHA-256 | the server presented this key |
 //! | `mx` | domain, space, sorted MX hosts joined by `,` | the domain was answered with this set |
 //! | `signed` | record type, space, name | the name was answered with RRSIG |
+//! | `sts` | domain, space, policy id | `_mta-sts.<domain>` was answered with `v=STSv1; id=<id>` |
 //!
 //! Entries last seen longer than the retention before the newest capture time are removed at
 //! each save. Deleting the file resets everything.
@@ -28,11 +29,13 @@ const OFFERED: TableDefinition<&str, &[u8]> = TableDefinition::new("offered");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MX: TableDefinition<&str, &[u8]> = TableDefinition::new("mx");
 const SIGNED: TableDefinition<&str, &[u8]> = TableDefinition::new("signed");
-const TABLES: [(&str, TableDefinition<&str, &[u8]>); 4] = [
+const STS: TableDefinition<&str, &[u8]> = TableDefinition::new("sts");
+const TABLES: [(&str, TableDefinition<&str, &[u8]>); 5] = [
     ("offered", OFFERED),
     ("keys", KEYS),
     ("mx", MX),
     ("signed", SIGNED),
+    ("sts", STS),
 ];
 
 /// A baseline kept in a local file.
@@ -61,6 +64,8 @@ pub struct StateSummary {
     pub mx: u64,
     /// Signed names.
     pub signed: u64,
+    /// MTA-STS policy ids of domains.
+    pub sts: u64,
 }
 
 impl StateStore {
@@ -135,7 +140,7 @@ impl StateStore {
     /// Entries per table.
     pub fn summary(&self) -> Result<StateSummary, StateError> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let mut n = [0u64; 4];
+        let mut n = [0u64; 5];
         for (i, (_, t)) in TABLES.iter().enumerate() {
             n[i] = r
                 .open_table(*t)
@@ -148,6 +153,7 @@ impl StateStore {
             keys: n[1],
             mx: n[2],
             signed: n[3],
+            sts: n[4],
         })
     }
 
@@ -213,6 +219,10 @@ impl Baseline for StateStore {
         self.get(SIGNED, &format!("{qtype} {name}"))
     }
 
+    fn sts_ids(&self, domain: &str) -> Vec<(String, Seen)> {
+        self.with_prefix(STS, &format!("{domain} "))
+    }
+
     fn save(&mut self, learned: &Learned) -> Result<SaveStats, StateError> {
         let mut stats = SaveStats::default();
         let newest = learned
@@ -222,6 +232,7 @@ impl Baseline for StateStore {
             .chain(learned.keys.iter().map(|e| e.2.last_us))
             .chain(learned.mx.iter().map(|e| e.2.last_us))
             .chain(learned.signed.iter().map(|e| e.2.last_us))
+            .chain(learned.sts.iter().map(|e| e.2.last_us))
             .max();
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
         let path = self.path.clone();
@@ -270,6 +281,14 @@ impl Baseline for StateStore {
                 .map(|(n, q, s)| (format!("{q} {n}"), *s))
                 .collect(),
         )?;
+        write(
+            STS,
+            learned
+                .sts
+                .iter()
+                .map(|(d, id, s)| (format!("{d} {id}"), *s))
+                .collect(),
+        )?;
         if let Some(newest) = newest {
             let horizon = newest.saturating_sub(self.retention_us);
             for (_, def) in TABLES {
@@ -312,9 +331,10 @@ mod tests {
                     Seen::span(5, 6, 1),
                 )],
                 signed: vec![("example.com".into(), "MX".into(), Seen::span(5, 6, 1))],
+                sts: vec![("example.com".into(), "20260301".into(), Seen::span(5, 6, 1))],
             };
             let st = s.save(&learned).unwrap();
-            assert_eq!(st.written, 4);
+            assert_eq!(st.written, 5);
             // The same run's learning saved again (periodically) counts once.
             s.save(&learned).unwrap();
         }
@@ -334,11 +354,17 @@ mod tests {
         );
         assert!(s.signed_name("example.com", "MX").is_some());
         assert!(s.signed_name("example.com", "A").is_none());
+        assert_eq!(
+            s.sts_ids("example.com"),
+            vec![("20260301".to_string(), Seen::span(5, 6, 1))]
+        );
+        assert!(s.sts_ids("example.co").is_empty());
         let summary = s.summary().unwrap();
         assert_eq!(
             (summary.offered, summary.keys, summary.mx, summary.signed),
             (1, 1, 1, 1)
         );
+        assert_eq!(summary.sts, 1);
     }
 
     #[test]

@@ -358,3 +358,17 @@ pub fn report_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     m
 }
+
+/// Runs `scripts/NAME/make.sh --out DIR` into a fresh directory and returns the directory.
+pub fn make_captures(name: &str) -> std::path::PathBuf {
+    let out = tempdir(&format!("real-{name}"));
+    let script = root().join(format!("scripts/{name}/make.sh"));
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
+    out
+}
