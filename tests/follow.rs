@@ -294,3 +294,71 @@ fn follow_refuses_a_missing_directory_and_captures_beside_it() {
         "--follow",
     );
 }
+
+#[test]
+fn follow_refreshes_the_shared_baseline_while_it_runs() {
+    let work = common::tempdir("follow-shared");
+    let Some(ch) = common::clickhouse::ClickHouse::start(&work.join("ch")) else {
+        return;
+    };
+    let o = common::run(&["schema", "apply", "--clickhouse", &ch.url()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (dir, out) = (work.join("dir"), work.join("b"));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Sensor B follows from the start, when the shared history is still empty.
+    let log = work.join("log-b");
+    let child = Command::new(common::bin())
+        .args(["analyze", "--follow"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--follow-settle",
+            "1",
+            "--no-report",
+            "--json",
+            "--log-format",
+            "json",
+        ])
+        .args(["--sensor", "sensor-b", "--clickhouse", &ch.url()])
+        .args(["--shared-baseline", "--shared-baseline-refresh", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("cannot start stripwatch analyze --follow");
+    let mut run = Follow { child, log };
+
+    // Sensor A then sees the server offer STARTTLS, and its rows reach ClickHouse.
+    let a = work.join("a");
+    common::analyze(
+        &[&bundled("real-postfix-starttls-ok")],
+        &a,
+        &[
+            "--no-report",
+            "--sensor",
+            "sensor-a",
+            "--clickhouse",
+            &ch.url(),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // B sees the same server with the line deleted: A's history, read since the start,
+    // convicts it.
+    let deleted = Part {
+        name: "mail_00001_20261122154024.pcap".into(),
+        bytes: std::fs::read(bundled("real-postfix-delete")).unwrap(),
+    };
+    drop_in(&dir, &deleted);
+    run.wait_for("the file", Duration::from_secs(20), |r| {
+        files_read(&r.log).len() == 1
+    });
+    run.terminate();
+    let missing: Vec<Value> = records(&out, "findings")
+        .into_iter()
+        .filter(|f| f["kind"] == "starttls-missing")
+        .collect();
+    assert_eq!(missing.len(), 1, "{:?}", records(&out, "findings"));
+    assert_eq!(missing[0]["evidence"]["seen_by_sensor"], "sensor-a");
+}

@@ -271,12 +271,16 @@ impl History {
 /// The refresh thread is started lazily, by the first question the judges ask (on the output
 /// thread), not by [`SharedBaseline::start`]: `live --user` builds the judges before it drops
 /// its privileges, and capabilities are per thread, so a thread spawned then would keep them.
+/// When that first question comes later than one interval after the load (a follow that waited
+/// for its first file), the history is reloaded first, so the delay stays one interval.
 pub struct SharedBaseline {
     current: Arc<RwLock<Arc<History>>>,
     errors: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     /// The server and the interval, until the refresh thread takes them.
     refresh: Mutex<Option<(Target, Duration)>>,
+    /// When the history was loaded at start.
+    loaded: Instant,
     /// Set once the refresh thread was asked for (so the lookup path only reads an atomic).
     armed: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -297,6 +301,7 @@ impl SharedBaseline {
             errors: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             armed: AtomicBool::new(refresh.is_none()),
+            loaded: Instant::now(),
             refresh: Mutex::new(refresh.map(|every| (target, every))),
             thread: Mutex::new(None),
         })
@@ -313,18 +318,22 @@ impl SharedBaseline {
         };
         let (current, errors, stop) =
             (self.current.clone(), self.errors.clone(), self.stop.clone());
+        let reload = move |target: &Target| match History::load(target) {
+            Ok(h) => {
+                if let Ok(mut c) = current.write() {
+                    *c = Arc::new(h);
+                }
+            }
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        if self.loaded.elapsed() >= every {
+            reload(&target);
+        }
         let refresh = move || {
             while wait(every, &stop) {
-                match History::load(&target) {
-                    Ok(h) => {
-                        if let Ok(mut c) = current.write() {
-                            *c = Arc::new(h);
-                        }
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                reload(&target);
             }
         };
         match std::thread::Builder::new()
