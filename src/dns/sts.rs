@@ -198,8 +198,8 @@ impl StsLinker {
 
     /// Fills the session's MTA-STS fields from its client's activity for its recipient domain
     /// within the window before it: the last TXT answer (its transaction joins
-    /// `dns_transaction_ids`), and every policy fetch (named by SNI,
-    /// or, without a ClientHello, made to an address the client got for `mta-sts.<domain>`).
+    /// `dns_transaction_ids`), and every policy fetch (named by SNI, or, without a ClientHello,
+    /// made to the address the client got last for `mta-sts.<domain>` before it).
     /// `sts_fetch` is the worst outcome (`not-seen` without a fetch); a fetch still open when
     /// the session started counts as `timeout`.
     pub fn link(&self, rec: &mut SessionRecord) {
@@ -229,16 +229,21 @@ impl StsLinker {
         if !self.follow_fetches {
             return;
         }
-        let host_addresses = |ip: IpAddr| {
+        // Many domains' policy hosts share one address (hosted MTA-STS): a fetch without a
+        // ClientHello belongs to the domain whose policy host the client resolved to that
+        // address last before the fetch.
+        let host_addresses = |ip: IpAddr, at: i64| {
             c.hosts
                 .iter()
-                .any(|(d, a, ts)| d == domain && in_window(*ts) && a.contains(&ip))
+                .filter(|(_, a, ts)| *ts <= at && a.contains(&ip))
+                .max_by_key(|(_, _, ts)| *ts)
+                .is_some_and(|(d, _, ts)| d == domain && in_window(*ts))
         };
         let mut worst: Option<StsFetch> = None;
         for f in &c.fetches {
             let ours = match &f.domain {
                 Some(d) => d == domain,
-                None => host_addresses(f.server.0),
+                None => host_addresses(f.server.0, f.first_us),
             };
             if !ours || !in_window(f.first_us) {
                 continue;
