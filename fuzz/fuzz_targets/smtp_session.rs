@@ -224,6 +224,8 @@ fn run(
         gaps,
         gap_bytes,
         retransmissions: 0,
+        acks: 0,
+        acked_gaps: 0,
         lineage: [Lineage::default(); 2],
     };
     let mut rec = build_record(&flow, facts, end, "fuzz");
