@@ -12,44 +12,18 @@
 
 mod common;
 
+use common::netns::{need_tool, sh};
+use common::pcap::{REAL_POSTFIX, bundled};
+use common::rotated::{judged, judgements, lines, parts, records, session_key};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The captures replayed, in this order: real Postfix through the stripping proxy, every attack
-/// and the clean upgrade, to the same server, so cross-session judgements span files. The order
-/// is that of their own timestamps: replay stamps packets anew, and offline a file whose packets
-/// are older than the previous file's would be judged in another order (a failed upgrade
-/// captured after a plaintext session is no reason for a fallback; replayed before it, it is).
-const CAPTURES: &[&str] = &[
-    "real-postfix-starttls-ok",
-    "real-postfix-overwrite",
-    "real-postfix-delete",
-    "real-postfix-missing",
-    "real-postfix-break-tls",
-    "real-postfix-reject",
-    "real-postfix-garbage-after-220",
-    "real-postfix-answer-clienthello-421",
-];
-
 /// The longest a finished session may take to reach the files on a silent link.
 const FLUSH_BOUND: Duration = Duration::from_secs(5);
-
-/// Panics with the package to install when `tool` cannot be run.
-fn need_tool(tool: &str, package: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ok,
-        "{tool} not found: install the Debian package {package} (scripts/install-deps.sh does)"
-    );
-}
 
 /// True when the replay tests can run: root (or skipped explicitly), and the tools they need
 /// (a missing one fails).
@@ -75,19 +49,6 @@ fn replay(ns: &Namespace, pcap: &Path) {
         o.status.success(),
         "tcpreplay {}: {}",
         pcap.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Runs a command and insists it succeeded.
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -149,67 +110,6 @@ impl Drop for Namespace {
             });
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-/// A session's key: both ends.
-fn session_key(s: &Value) -> String {
-    format!(
-        "{}:{} -> {}:{}",
-        s["client_ip"].as_str().unwrap_or(""),
-        s["client_port"],
-        s["server_ip"].as_str().unwrap_or(""),
-        s["server_port"]
-    )
-}
-
-/// What must agree between live and offline in one session.
-fn judged(s: &Value) -> String {
-    format!(
-        "{} {:?} end={} offered={} tls_completed={} mail={}",
-        s["verdict"].as_str().unwrap_or(""),
-        common::finding_kinds(s),
-        s["end_reason"],
-        s["starttls_offered"],
-        s["tls_handshake_completed"],
-        s["mail_transactions"],
-    )
-}
-
-/// What must agree between live and offline, per session (keyed by both ends).
-fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
-    sessions
-        .iter()
-        .map(|s| (session_key(s), judged(s)))
-        .collect()
-}
-
-/// The rotated parts `KIND-<time>.ndjson` in `out`, in name order.
-fn parts(out: &Path, kind: &str) -> Vec<PathBuf> {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(out)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    parts.retain(|p| {
-        let name = p.file_name().unwrap().to_string_lossy();
-        name.starts_with(&format!("{kind}-")) && name.ends_with(".ndjson")
-    });
-    parts.sort();
-    parts
-}
-
-/// Lines in every part of `kind` in `out` (0 while there is none).
-fn lines(out: &Path, kind: &str) -> usize {
-    parts(out, kind)
-        .iter()
-        .map(|p| std::fs::read_to_string(p).map_or(0, |s| s.lines().count()))
-        .sum()
-}
-
-/// The records in every part of `kind` in `out`.
-fn records(out: &Path, kind: &str) -> Vec<Value> {
-    parts(out, kind)
-        .iter()
-        .flat_map(|p| common::ndjson(p))
-        .collect()
 }
 
 /// Waits for `child` to end, at most `limit`.
@@ -293,10 +193,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     if !veth_ready() {
         return;
     }
-    let pcaps: Vec<PathBuf> = CAPTURES
-        .iter()
-        .map(|c| common::root().join("pcaps").join(format!("{c}.pcap")))
-        .collect();
+    let pcaps: Vec<PathBuf> = REAL_POSTFIX.iter().map(|c| bundled(c)).collect();
 
     // The offline judgement of the same files in the same order.
     let offline = common::tempdir("live-offline");

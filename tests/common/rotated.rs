@@ -33,30 +33,44 @@ pub fn records(out: &Path, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A session's key: both ends.
+pub fn session_key(s: &Value) -> String {
+    format!(
+        "{}:{} -> {}:{}",
+        s["client_ip"].as_str().unwrap_or(""),
+        s["client_port"],
+        s["server_ip"].as_str().unwrap_or(""),
+        s["server_port"]
+    )
+}
+
+/// What must agree between a long run and `analyze` in one session.
+pub fn judged(s: &Value) -> String {
+    format!(
+        "{} {:?} end={} offered={} tls_completed={} mail={}",
+        s["verdict"].as_str().unwrap_or(""),
+        super::finding_kinds(s),
+        s["end_reason"],
+        s["starttls_offered"],
+        s["tls_handshake_completed"],
+        s["mail_transactions"],
+    )
+}
+
 /// What must agree between a long run and `analyze`, per session (keyed by both ends).
 pub fn judgements(sessions: &[Value]) -> BTreeMap<String, String> {
     sessions
         .iter()
-        .map(|s| {
-            let key = format!(
-                "{}:{} -> {}:{}",
-                s["client_ip"].as_str().unwrap_or(""),
-                s["client_port"],
-                s["server_ip"].as_str().unwrap_or(""),
-                s["server_port"]
-            );
-            let value = format!(
-                "{} {:?} end={} offered={} tls_completed={} mail={}",
-                s["verdict"].as_str().unwrap_or(""),
-                super::finding_kinds(s),
-                s["end_reason"],
-                s["starttls_offered"],
-                s["tls_handshake_completed"],
-                s["mail_transactions"],
-            );
-            (key, value)
-        })
+        .map(|s| (session_key(s), judged(s)))
         .collect()
+}
+
+/// Lines in every part of `kind` in `out` (0 while there is none).
+pub fn lines(out: &Path, kind: &str) -> usize {
+    parts(out, kind)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_or(0, |s| s.lines().count()))
+        .sum()
 }
 
 /// Stops a long run with SIGTERM: insists on status 0 within 30 s (the log in `log` says why
