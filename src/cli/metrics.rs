@@ -342,6 +342,23 @@ impl Collector for Scrape {
                 ),
                 &one(s.spool_bytes_left),
             )?;
+            let (queued, capacity) = ch.queue_depth().unwrap_or((0, 0));
+            family(
+                e,
+                gauge(
+                    "stripwatch_clickhouse_queue_rows",
+                    "Rows waiting for the ClickHouse writer thread now.",
+                ),
+                &one(queued as u64),
+            )?;
+            family(
+                e,
+                gauge(
+                    "stripwatch_clickhouse_queue_capacity_rows",
+                    "Rows the queue to the ClickHouse writer holds at most.",
+                ),
+                &one(capacity as u64),
+            )?;
         }
         let memory = sources.memory.snapshot();
         let per_window = |f: &dyn Fn(&WindowRow) -> u64| -> Vec<(Labels, u64)> {

@@ -191,14 +191,28 @@ impl ClickHouseStats {
     }
 }
 
-/// The CLI's view of the sink's counters, readable after the run.
+/// The CLI's view of the sink's counters, readable while the run goes on (`--metrics`) and
+/// after it.
 #[derive(Clone)]
-pub struct ClickHouseReport(Arc<Mutex<ClickHouseStats>>);
+pub struct ClickHouseReport {
+    stats: Arc<Mutex<ClickHouseStats>>,
+    /// The row queue, held weakly so that the report never keeps the writer waiting for rows
+    /// after the sink has finished.
+    queue: mpsc::WeakSender<Msg>,
+}
 
 impl ClickHouseReport {
     /// The counters as they are now.
     pub fn snapshot(&self) -> ClickHouseStats {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Rows queued for the writer thread now, and how many the queue holds at most; `None`
+    /// once the sink has finished. A queue that stays near full means ClickHouse (or the
+    /// spool) is slower than the traffic, and the output stage will soon wait.
+    pub fn queue_depth(&self) -> Option<(usize, usize)> {
+        let tx = self.queue.upgrade()?;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
     }
 }
 
@@ -257,6 +271,7 @@ impl ClickHouseSink {
                 )));
             }
         }
+        let weak = tx.downgrade();
         Ok((
             ClickHouseSink {
                 tx: Some(tx),
@@ -265,7 +280,7 @@ impl ClickHouseSink {
                 queue_full_waits: 0,
                 sensor,
             },
-            ClickHouseReport(stats),
+            ClickHouseReport { stats, queue: weak },
         ))
     }
 
