@@ -109,7 +109,8 @@ for rate in $RATES; do
     ip netns exec "$NS" tcpreplay -i swb0 "${speed[@]}" "$CAP" >"$out/tcpreplay" 2>&1 ||
         die "tcpreplay failed: $(tail -3 "$out/tcpreplay")"
     sleep 2
-    kill -TERM "$live"
+    # $live is GNU time (ip netns exec execs it); the signal is for stripwatch, its child.
+    pkill -TERM -P "$live"
     wait "$live" || die "stripwatch live failed: $(tail -3 "$out/stderr")"
     python3 - "$rate" "$out" "$FRAMES" >>"$RESULTS" <<'EOF'
 import json, re, sys
