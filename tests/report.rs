@@ -24,6 +24,15 @@ fn capture_of(name: &str) -> PathBuf {
     panic!("no capture for {name}");
 }
 
+/// The report query files of `queries/` (every `.sql` but the schema): one CSV file each.
+fn query_files() -> usize {
+    std::fs::read_dir(root().join("queries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|f| f.ends_with(".sql") && f != "schema.sql")
+        .count()
+}
+
 /// A CSV table as rows of column → value.
 fn csv_table(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -291,7 +300,7 @@ fn report_dir_writes_every_format_and_the_window_cuts_by_day() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let csvs = std::fs::read_dir(out.join("csv")).unwrap().count();
-    assert_eq!(csvs, 12);
+    assert_eq!(csvs, query_files(), "one CSV file per query file");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Definitions") && md.contains("**Stripping rate**"));
     assert!(md.contains(&format!("| {first} |")) && md.contains(&format!("| {last} |")));
@@ -822,9 +831,12 @@ fn clickhouse_gives_the_same_report_as_the_embedded_aggregation() {
         "dns-mx-delivery",
         "dns-injection",
         "fallback-after-reject",
-        // MTA-STS: TLS-RPT policy type `sts` and the sts_fetch column on both sides
+        // MTA-STS: TLS-RPT policy type `sts`, the sts_fetch column and the MTA-STS domains
+        // table on both sides
         "sts-enforce-clean",
         "sts-fetch-reset",
+        "sts-testing-stripped",
+        "sts-txt-removed",
     ] {
         captures.push(capture_of(name));
     }
@@ -1008,6 +1020,8 @@ fn the_report_queries_give_the_same_numbers_on_a_current_clickhouse() {
         "dns-injection",
         "fallback-after-reject",
         "missing-after-offer",
+        "sts-fetch-reset",
+        "sts-testing-stripped",
     ] {
         captures.push(capture_of(name));
     }
@@ -1079,7 +1093,85 @@ fn the_report_queries_give_the_same_numbers_on_a_current_clickhouse() {
         );
         compared += 1;
     }
-    assert_eq!(compared, 12);
+    assert_eq!(compared, query_files(), "one CSV file per query file");
     let failures = csv_table(&analysis.join("csv/tlsrpt_failures.csv"));
     assert!(!failures.is_empty(), "the data has TLS-RPT failures");
+}
+
+/// The MTA-STS counts of one recipient domain, in the column order of `mta_sts_domains.csv`
+/// after `recipient_domain`.
+const STS_COLUMNS: [&str; 5] = [
+    "sessions",
+    "sts_seen",
+    "fetch_ok",
+    "fetch_blocked",
+    "plaintext",
+];
+
+/// The MTA-STS domains counted straight from session records, following the README's
+/// definition rather than the report code: per non-empty recipient domain, kept when a session
+/// shows any MTA-STS evidence.
+fn plain_sts_domains(sessions: &[Value]) -> BTreeMap<String, [u64; 5]> {
+    let mut all: BTreeMap<String, (bool, [u64; 5])> = BTreeMap::new();
+    for s in sessions {
+        let Some(domain) = s["recipient_domain"].as_str().filter(|d| !d.is_empty()) else {
+            continue;
+        };
+        let has = |kind: &str| {
+            s["findings"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|k| k == kind))
+        };
+        let seen = s["sts_txt"].as_str().is_some_and(|t| !t.is_empty());
+        let fetch = s["sts_fetch"].as_str();
+        let (blocked, plain) = (has("mta-sts-fetch-blocked"), has("mta-sts-plaintext"));
+        let e = all.entry(domain.to_string()).or_default();
+        e.0 |= seen || fetch.is_some_and(|f| f != "not-seen") || blocked || plain;
+        for (n, yes) in
+            e.1.iter_mut()
+                .zip([true, seen, fetch == Some("ok"), blocked, plain])
+        {
+            *n += u64::from(yes);
+        }
+    }
+    all.into_iter()
+        .filter(|(_, (evidence, _))| *evidence)
+        .map(|(d, (_, n))| (d, n))
+        .collect()
+}
+
+/// The MTA-STS domains table on the real captures of a blocked fetch and a stripped `testing`
+/// delivery: its numbers must be the sessions' own, not something only the two sources agree on.
+#[test]
+fn the_mta_sts_domains_of_the_real_captures_equal_a_plain_count_of_their_sessions() {
+    for name in ["sts-fetch-reset", "sts-testing-stripped"] {
+        let out = tempdir(&format!("report-{name}"));
+        analyze(&[&capture_of(name)], &out, &[]);
+        let plain = plain_sts_domains(&ndjson(&out.join("sessions.ndjson")));
+        let rows = csv_table(&out.join("csv/mta_sts_domains.csv"));
+        let report: BTreeMap<String, [u64; 5]> = rows
+            .iter()
+            .map(|r| {
+                let n = STS_COLUMNS.map(|c| num(r, c));
+                (r["recipient_domain"].clone(), n)
+            })
+            .collect();
+        assert_eq!(report.len(), rows.len(), "{name}: one row per domain");
+        assert_eq!(report, plain, "{name}: {STS_COLUMNS:?}");
+        // Not vacuous: what the capture's facts say the on-path box did shows in its domain's row.
+        let facts: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join(format!("pcaps/{name}.facts.json"))).unwrap(),
+        )
+        .unwrap();
+        let row = report
+            .get(facts["domain"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{name}: no row for its domain: {report:?}"));
+        if facts["on_path"]["policy_fetch_reset"] == true {
+            assert!(row[3] > 0, "{name}: no blocked fetch: {row:?}");
+        }
+        if facts["on_path"]["starttls"] == "overwrite" && facts["postfix"]["policy_secure"] == false
+        {
+            assert!(row[4] > 0, "{name}: no plaintext to an STS domain: {row:?}");
+        }
+    }
 }

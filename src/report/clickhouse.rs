@@ -36,7 +36,7 @@ pub enum ClickHouseReportError {
 }
 
 /// The report queries: name (also the CSV file's stem) and text.
-pub const QUERIES: [(&str, &str); 12] = [
+pub const QUERIES: [(&str, &str); 13] = [
     ("totals", include_str!("../../queries/totals.sql")),
     ("by_day", include_str!("../../queries/by_day.sql")),
     (
@@ -75,6 +75,10 @@ pub const QUERIES: [(&str, &str); 12] = [
     (
         "tlsrpt_failures",
         include_str!("../../queries/tlsrpt_failures.sql"),
+    ),
+    (
+        "mta_sts_domains",
+        include_str!("../../queries/mta_sts_domains.sql"),
     ),
 ];
 
@@ -344,6 +348,17 @@ fn fill(window: Window, a: &HashMap<&'static str, Rows>) -> Result<Report, Click
             failed_session_count: t.num(row, "failed_session_count")?,
         });
     }
+    let t = get("mta_sts_domains")?;
+    for row in &t.rows {
+        r.mta_sts_domains.push(StsDomainRow {
+            recipient_domain: t.str(row, "recipient_domain")?,
+            sessions: t.num(row, "sessions")?,
+            sts_seen: t.num(row, "sts_seen")?,
+            fetch_ok: t.num(row, "fetch_ok")?,
+            fetch_blocked: t.num(row, "fetch_blocked")?,
+            plaintext: t.num(row, "plaintext")?,
+        });
+    }
     r.normalize();
     Ok(r)
 }
@@ -381,6 +396,10 @@ mod tests {
         let flat: String = failures.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(flat.contains(&format!("[{}]", quoted(&kinds).join(", "))));
         assert!(flat.contains(&format!("[{}]", quoted(&types).join(", "))));
+        let sts = QUERIES[12].1;
+        for k in quoted(&STS_DOMAIN_KINDS) {
+            assert!(sts.contains(k.as_str()), "mta_sts_domains.sql lacks {k}");
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ struct SessionLine<'a> {
     #[serde(default)]
     mx_tlsa: Vec<IgnoredAny>,
     #[serde(borrow, default)]
+    sts_txt: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     sts_fetch: Option<Cow<'a, str>>,
     // Country and AS of both ends (the shared enrichment contract); inlined, not flattened,
     // because serde's flatten would buffer every other field of the record.
@@ -103,6 +105,7 @@ impl<'a> SessionLine<'a> {
             recipient_domain: r.recipient_domain.as_deref().map(Cow::Borrowed),
             mx_host: r.mx_host.as_deref().map(Cow::Borrowed),
             mx_tlsa: vec![IgnoredAny; r.mx_tlsa.len()],
+            sts_txt: r.sts_txt.as_deref().map(Cow::Borrowed),
             sts_fetch: r.sts_fetch.map(|f| Cow::Borrowed(f.as_str())),
             client_country: Cow::Borrowed(&client.country),
             client_asn: client.asn,
@@ -240,6 +243,17 @@ struct PolicyAgg {
     failed: u64,
 }
 
+/// The MTA-STS counts of one recipient domain; `evidence` decides whether it becomes a row.
+#[derive(Default)]
+struct StsAgg {
+    evidence: bool,
+    sessions: u64,
+    sts_seen: u64,
+    fetch_ok: u64,
+    fetch_blocked: u64,
+    plaintext: u64,
+}
+
 #[derive(Default)]
 struct DnsAgg {
     org: String,
@@ -262,6 +276,7 @@ struct Acc {
     servers: Capped<String, ServerAgg>,
     policies: Capped<(String, String), PolicyAgg>,
     failures: Capped<(String, String, &'static str, String, String, String), u64>,
+    sts_domains: Capped<String, StsAgg>,
     dns: Capped<u32, DnsAgg>,
     skipped: u64,
     refused: u64,
@@ -283,6 +298,7 @@ impl Acc {
             servers: Capped::new(),
             policies: Capped::new(),
             failures: Capped::new(),
+            sts_domains: Capped::new(),
             dns: Capped::new(),
             skipped: 0,
             refused: 0,
@@ -371,6 +387,19 @@ impl Acc {
                     None if s.tls_handshake_completed => p.successful += 1,
                     None => {}
                 }
+            }
+            if let Some(d) = self.sts_domains.get(domain.to_string(), r) {
+                let has = |kind: &str| s.findings.iter().any(|k| k == kind);
+                let seen = s.sts_txt.as_deref().is_some_and(|t| !t.is_empty());
+                let fetch = s.sts_fetch.as_deref();
+                d.evidence |= seen
+                    || fetch.is_some_and(|f| f != "not-seen")
+                    || STS_DOMAIN_KINDS.iter().any(|k| has(k));
+                d.sessions += 1;
+                d.sts_seen += u64::from(seen);
+                d.fetch_ok += u64::from(fetch == Some("ok"));
+                d.fetch_blocked += u64::from(has(STS_DOMAIN_KINDS[0]));
+                d.plaintext += u64::from(has(STS_DOMAIN_KINDS[1]));
             }
             if let Some(kind) = deciding {
                 let result = tlsrpt_result_type(kind).unwrap_or("validation-failure");
@@ -516,6 +545,20 @@ impl Acc {
                         failed_session_count: n,
                     },
                 )
+                .collect(),
+            mta_sts_domains: self
+                .sts_domains
+                .map
+                .into_iter()
+                .filter(|(_, d)| d.evidence)
+                .map(|(recipient_domain, d)| StsDomainRow {
+                    recipient_domain,
+                    sessions: d.sessions,
+                    sts_seen: d.sts_seen,
+                    fetch_ok: d.fetch_ok,
+                    fetch_blocked: d.fetch_blocked,
+                    plaintext: d.plaintext,
+                })
                 .collect(),
             skipped_records: self.skipped,
             ungrouped_sessions: self.refused,

@@ -261,6 +261,7 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
         tables::top_server_ases(r),
         tables::dns_injection_by_resolver_as(r),
         tables::tlsrpt_policies(r),
+        tables::mta_sts_domains(r),
     ] {
         titled(&mut o, 2, &t);
     }

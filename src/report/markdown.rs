@@ -63,6 +63,7 @@ pub fn render(r: &Report) -> String {
         tables::top_server_ases(r),
         tables::dns_injection_by_resolver_as(r),
         tables::tlsrpt_policies(r),
+        tables::mta_sts_domains(r),
     ] {
         table(&mut o, &t);
     }

@@ -346,6 +346,28 @@ pub struct FailureRow {
     pub failed_session_count: u64,
 }
 
+/// One recipient domain with MTA-STS evidence: the sessions to it and what the wire showed of
+/// its policy, so a reader sees which domains publish MTA-STS and where that policy was defeated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StsDomainRow {
+    /// The recipient domain (the MX question that led to the sessions).
+    pub recipient_domain: String,
+    /// Sessions to the domain, with or without MTA-STS evidence of their own.
+    pub sessions: u64,
+    /// Sessions whose client saw `v=STSv1` for the domain (`sts_txt` not empty).
+    pub sts_seen: u64,
+    /// Sessions whose client's policy fetch was seen to succeed (`sts_fetch` `ok`).
+    pub fetch_ok: u64,
+    /// Sessions with an `mta-sts-fetch-blocked` finding.
+    pub fetch_blocked: u64,
+    /// Sessions with an `mta-sts-plaintext` finding.
+    pub plaintext: u64,
+}
+
+/// The findings that make a recipient domain an MTA-STS domain for the report even when its
+/// session's `sts_txt` and `sts_fetch` are empty (the evidence may come from the baseline).
+pub const STS_DOMAIN_KINDS: [&str; 2] = ["mta-sts-fetch-blocked", "mta-sts-plaintext"];
+
 /// The window the report covers (whole seconds since the epoch, UTC).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Window {
@@ -392,6 +414,8 @@ pub struct Report {
     pub tlsrpt_policies: Vec<PolicyRow>,
     /// TLS-RPT failure details.
     pub tlsrpt_failures: Vec<FailureRow>,
+    /// Recipient domains with MTA-STS evidence.
+    pub mta_sts_domains: Vec<StsDomainRow>,
     /// Records the source could not use (malformed lines), shown so nothing is lost silently.
     pub skipped_records: u64,
     /// Sessions left out of a grouping because it reached its size cap (embedded source only).
@@ -439,6 +463,8 @@ impl Report {
         });
         self.tlsrpt_policies
             .sort_by(|a, b| (&a.policy_domain, &a.mx_host).cmp(&(&b.policy_domain, &b.mx_host)));
+        self.mta_sts_domains
+            .sort_by(|a, b| a.recipient_domain.cmp(&b.recipient_domain));
         self.tlsrpt_failures.sort_by(|a, b| {
             (
                 &a.policy_domain,
@@ -534,6 +560,7 @@ pub const DEFINITIONS: &str = "\
 - **Finding kinds**: sessions whose findings include the kind, and the distinct server addresses among them. Certificate problems are the `certificate-*` kinds (except `certificate-not-observable`) and `tlsa-invalid`.
 - **DNS injection by resolver AS**: DNS transactions in `dns.ndjson` grouped by the AS of the resolver asked; injected = transactions with a `dns-injection` finding.
 - **TLS-RPT**: sessions with a `recipient_domain` (linked to the client's MX lookup), per recipient domain and MX host. A session fails when one of its findings maps to an RFC 8460 result type (the most severe such finding decides; our kind goes into `failure-reason-code`); it succeeds when it has no such finding and completed the TLS handshake; other sessions (plaintext by the client's choice, incomplete) are in neither count. The policy type is `tlsa` when a TLSA record for the MX host was seen in DNS, else `sts` when a session's MTA-STS policy fetch was seen to succeed (`sts_fetch` `ok`; the policy's mode travels inside HTTPS and stays unknown), else `no-policy-found`.
+- **MTA-STS domains**: recipient domains with MTA-STS evidence in any of their sessions (`sts_txt` not empty, `sts_fetch` other than `not-seen`, or an `mta-sts-fetch-blocked` or `mta-sts-plaintext` finding); sessions = all sessions to the domain, STS seen = sessions whose client saw `v=STSv1` (`sts_txt` not empty), fetch OK = `sts_fetch` `ok`, fetch blocked and plaintext = sessions with those findings.
 - **Window**: `--since` (inclusive) and `--until` (exclusive), on the session's first packet; a date means its midnight UTC, and a date given to `--until` includes that whole day.
 ";
 

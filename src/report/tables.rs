@@ -458,6 +458,38 @@ pub fn tlsrpt_policies(r: &Report) -> Table {
     }
 }
 
+/// The recipient domains with MTA-STS evidence: where a policy was published, fetched, blocked
+/// or ignored.
+pub fn mta_sts_domains(r: &Report) -> Table {
+    Table {
+        file: Some("mta_sts_domains"),
+        title: Some("MTA-STS domains"),
+        columns: vec![
+            Column::both("recipient_domain", "recipient domain"),
+            Column::both("sessions", "sessions"),
+            Column::both("sts_seen", "STS seen"),
+            Column::both("fetch_ok", "fetch OK"),
+            Column::both("fetch_blocked", "fetch blocked"),
+            Column::both("plaintext", "plaintext"),
+        ],
+        rows: r
+            .mta_sts_domains
+            .iter()
+            .map(|d| {
+                vec![
+                    Cell::text(&d.recipient_domain),
+                    Cell::text(d.sessions),
+                    Cell::text(d.sts_seen),
+                    Cell::text(d.fetch_ok),
+                    Cell::text(d.fetch_blocked),
+                    Cell::text(d.plaintext),
+                ]
+            })
+            .collect(),
+        ..Table::default()
+    }
+}
+
 /// The TLS-RPT failure details (`tlsrpt_failures.csv`).
 pub fn tlsrpt_failures(r: &Report) -> Table {
     Table {
@@ -505,6 +537,7 @@ pub fn with_files(r: &Report) -> Vec<Table> {
         dns_injection_by_resolver_as(r),
         tlsrpt_policies(r),
         tlsrpt_failures(r),
+        mta_sts_domains(r),
     ]
 }
 
@@ -566,7 +599,11 @@ mod tests {
             }
         }
         let files: Vec<&str> = with_files(&r).iter().filter_map(|t| t.file).collect();
-        assert_eq!(files.len(), 12);
+        let queries: Vec<&str> = crate::report::clickhouse::QUERIES
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(files, queries, "one CSV file per query, in the same order");
         let view = by_client_as(&r).for_file().header;
         assert_eq!(view[..3], ["client_asn", "client_as_org", "sessions"]);
         assert_eq!(view.len(), 13);

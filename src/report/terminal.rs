@@ -113,5 +113,15 @@ pub fn render(r: &Report) -> String {
             domains.len()
         );
     }
+    if !r.mta_sts_domains.is_empty() {
+        let sum = |f: fn(&StsDomainRow) -> u64| r.mta_sts_domains.iter().map(f).sum::<u64>();
+        let _ = writeln!(
+            o,
+            "MTA-STS: {} domains, {} sessions with a policy fetch blocked, {} in plaintext to an STS domain",
+            r.mta_sts_domains.len(),
+            sum(|d| d.fetch_blocked),
+            sum(|d| d.plaintext)
+        );
+    }
     o
 }
