@@ -339,10 +339,17 @@ pub fn run<S: PacketSource>(
         let counter = input.progress_counter();
         let consumed = || counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
         let mut since_progress = 0u32;
-        let result = input.for_each_event(|event| {
+        // The stop is looked at after a packet, never before: a packet the source has counted
+        // is always judged, so the summary's packet counts are exactly what the records come
+        // from (a stopped live run equals `analyze` on that many packets).
+        let stopped = || {
             if stop.load(Ordering::Relaxed) {
-                return ControlFlow::Break(());
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
+        };
+        let result = input.for_each_event(|event| {
             // Once a second of capture time: partial batches go out, so idle workers see time
             // pass, and old fragments expire.
             macro_rules! tick {
@@ -364,7 +371,7 @@ pub fn run<S: PacketSource>(
                     // capture time moves with it: idle flows close, finished sessions go out.
                     now = now.max(wall_us.saturating_sub(LIVE_SLACK_US));
                     tick!();
-                    return ControlFlow::Continue(());
+                    return stopped();
                 }
             };
             since_progress += 1;
@@ -391,7 +398,7 @@ pub fn run<S: PacketSource>(
                 }
             }
             tick!();
-            ControlFlow::Continue(())
+            stopped()
         });
         match result {
             Ok(s) => {
@@ -612,10 +619,8 @@ fn read_part<P: PacketSource>(
     let mut last_tick = i64::MIN;
     let mut last_sent_us = i64::MIN;
     let mut unsent = 0usize;
+    // As in `run`: the stop is looked at after a packet, so every packet counted is judged.
     let result = part.for_each_event(|event| {
-        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
-            return ControlFlow::Break(());
-        }
         match event {
             SourceEvent::Packet(pkt) => {
                 now = now.max(clock.observe(pkt.ts_us));
@@ -638,6 +643,9 @@ fn read_part<P: PacketSource>(
             if !hand_on(&mut worker, index, now, &mut last_sent_us, &out, gauges) {
                 return ControlFlow::Break(());
             }
+        }
+        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     });
