@@ -182,6 +182,29 @@ fn replay(veth: &Veth, names: &[&str]) {
     }
 }
 
+/// A loopback `ADDR:PORT` nobody listens on now, for `--metrics`.
+fn free_loopback_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// `GET /metrics` at `addr`: every sample line as name (with labels) and value.
+fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn clickhouse_killed_during_a_live_run_loses_nothing_and_duplicates_nothing() {
     if !common::require_root() {
@@ -191,10 +214,17 @@ fn clickhouse_killed_during_a_live_run_loses_nothing_and_duplicates_nothing() {
         return;
     };
     let out = work.join("out");
+    let metrics = free_loopback_port();
     let mut live = Live::start(
         &veth.capture,
         &out,
-        &["--allow-root", "--clickhouse", &ch.url()],
+        &[
+            "--allow-root",
+            "--clickhouse",
+            &ch.url(),
+            "--metrics",
+            &metrics,
+        ],
     );
     let sessions_in_ch = |ch: &ClickHouse| {
         ch.try_query("SELECT count() FROM stripwatch.sessions FINAL")
@@ -229,6 +259,17 @@ fn clickhouse_killed_during_a_live_run_loses_nothing_and_duplicates_nothing() {
                 .any(|e| e.file_name().to_string_lossy().ends_with(".json.zst"))
         })
     });
+
+    // The outage shows in the metrics while it lasts: the spool holds bytes, and the writer's
+    // queue reports its depth against its capacity.
+    let m = scrape(&metrics);
+    assert!(m["stripwatch_clickhouse_spool_bytes"] > 0.0, "{m:?}");
+    assert_eq!(
+        m["stripwatch_clickhouse_queue_capacity_rows"], 16_384.0,
+        "{m:?}"
+    );
+    assert!(m["stripwatch_clickhouse_queue_rows"] <= 16_384.0, "{m:?}");
+    assert!(m["stripwatch_clickhouse_rows_spooled_total"] > 0.0, "{m:?}");
 
     ch.restart();
     live.wait_for("the spool replayed", Duration::from_secs(30), || {

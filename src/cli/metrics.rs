@@ -338,7 +338,7 @@ impl Collector for Scrape {
                 e,
                 gauge(
                     "stripwatch_clickhouse_spool_bytes",
-                    "Bytes waiting in the disk spool, as the writer last reported.",
+                    "Bytes waiting in the disk spool now.",
                 ),
                 &one(s.spool_bytes_left),
             )?;

@@ -584,6 +584,16 @@ impl Writer {
         }
     }
 
+    /// Publishes what waits in the spool now, so that `--metrics` shows an outage growing and
+    /// draining while it happens, not only at the end of the run.
+    fn spool_level(&self) {
+        let (rows, bytes) = (self.spool.rows(), self.spool.bytes());
+        self.with_stats(|s| {
+            s.spool_rows_left = rows;
+            s.spool_bytes_left = bytes;
+        });
+    }
+
     fn sent(&self, rows: &Rows, replayed: bool, took: Duration) {
         let n = rows.len() as u64;
         let table = rows.table();
@@ -655,10 +665,13 @@ impl Writer {
     fn spool_batch(&mut self, rows: &Rows) {
         let n = rows.len() as u64;
         match self.spool.push(rows) {
-            Ok(()) => self.with_stats(|s| {
-                s.rows_spooled += n;
-                s.batches_spooled += 1;
-            }),
+            Ok(()) => {
+                self.with_stats(|s| {
+                    s.rows_spooled += n;
+                    s.batches_spooled += 1;
+                });
+                self.spool_level();
+            }
             Err(e) => self.with_stats(|s| {
                 s.rows_dropped += n;
                 s.last_error = Some(e.to_string());
@@ -690,6 +703,7 @@ impl Writer {
                         // would be replayed again (harmless: replays are idempotent).
                         self.with_stats(|s| s.last_error = Some(e.to_string()));
                     }
+                    self.spool_level();
                     self.probe_pause = PROBE_FIRST;
                 }
                 Err(e) => {
