@@ -310,8 +310,8 @@ capture() {
     attack_policy_fetch "$fetch"
     attack_dns "$dns"
     start_proxy "$mode"
-    log0=$(wc -l < "$W/client/maillog" 2>/dev/null || echo 0)
-    sts0=$(wc -l < "$W/mta-sts.log" 2>/dev/null || echo 0)
+    log0=$({ wc -l < "$W/client/maillog"; } 2>/dev/null || echo 0)
+    sts0=$({ wc -l < "$W/mta-sts.log"; } 2>/dev/null || echo 0)
     start_sender "$name"
     start_capture "$tmp"
     before=$(sent_count)
