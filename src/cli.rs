@@ -204,6 +204,10 @@ pub struct FollowArgs {
     /// 300].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub state_interval: Option<u64>,
+    /// With --follow: seconds between the log events that carry the follow's counters (files,
+    /// packets, sessions written, the capture-loss estimate) [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_interval: Option<u64>,
 }
 
 #[derive(Args)]
@@ -237,7 +241,7 @@ pub struct LiveArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
     /// Seconds between the log events that carry the capture counters (packets, drops).
-    #[arg(long, value_name = "SECS", default_value_t = 60,
+    #[arg(long, value_name = "SECS", default_value_t = follow::DEFAULT_LOG_INTERVAL,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub log_interval: u64,
     /// After opening the capture (and the metrics port, state file and output directory),
@@ -252,7 +256,7 @@ pub struct LiveArgs {
     #[arg(long, value_name = "hourly|SIZE", default_value = "hourly", value_parser = parse_rotation)]
     pub rotate: Rotation,
     /// Seconds between saves of what the run learned into --state (also saved at exit).
-    #[arg(long, value_name = "SECS", default_value_t = 300,
+    #[arg(long, value_name = "SECS", default_value_t = follow::DEFAULT_STATE_INTERVAL,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub state_interval: u64,
     #[command(flatten)]

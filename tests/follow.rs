@@ -96,6 +96,11 @@ struct Follow {
 
 impl Follow {
     fn start(dir: &Path, out: &Path, state: &Path, log: &Path) -> Follow {
+        Follow::start_with(dir, out, state, log, &[])
+    }
+
+    /// As `start`, with more options.
+    fn start_with(dir: &Path, out: &Path, state: &Path, log: &Path, extra: &[&str]) -> Follow {
         let child = Command::new(common::bin())
             .args(["analyze", "--follow"])
             .arg(dir)
@@ -112,6 +117,7 @@ impl Follow {
                 "--json",
             ])
             .args(["--log-format", "json", "--sensor", "follow-test"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -361,4 +367,125 @@ fn follow_refreshes_the_shared_baseline_while_it_runs() {
         .collect();
     assert_eq!(missing.len(), 1, "{:?}", records(&out, "findings"));
     assert_eq!(missing[0]["evidence"]["seen_by_sensor"], "sensor-a");
+}
+
+/// The certificates in one rotated part: fingerprint -> (sessions, first_seen).
+fn certificates_in(part: &Path) -> std::collections::BTreeMap<String, (u64, String)> {
+    common::ndjson(part)
+        .iter()
+        .map(|c| {
+            (
+                c["fingerprint"].as_str().unwrap().to_string(),
+                (
+                    c["sessions"].as_u64().unwrap(),
+                    c["first_seen"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// In a long run, `certificates-*.ndjson` of a set of files that closes lists the certificates
+/// seen while it was open (before the run ends, which is what a shipper that takes closed files
+/// needs), with the counts of the run so far; a certificate seen again later is listed again.
+/// Three TLS 1.2 captures, 5 to 8 s apart, whose leaves share one intermediate CA. A session
+/// reaches the judge (which remembers its certificates) once the packets after it let it out of
+/// the capture-order merge, and the files after `--hold` more. So once the first session is
+/// written, the first set closes (SIGHUP) with the first capture's certificates (and the
+/// second's, if that session was judged by then). The last set has the third leaf and the CA
+/// from all 3 sessions, and not the first leaf, unseen since.
+#[test]
+fn a_rotation_writes_the_certificates_seen_while_the_set_was_open() {
+    let work = common::tempdir("follow-certs");
+    let (dir, out, state) = (work.join("dir"), work.join("out"), work.join("state.redb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let captures = ["tls-ca-signed-ok", "tls-expired", "tls-wrong-name"];
+    let reference: Vec<_> = captures
+        .iter()
+        .map(|c| {
+            let o = work.join(format!("reference-{c}"));
+            common::analyze(&[&bundled(c)], &o, &["--no-report"]);
+            certificates_in(&o.join("certificates.ndjson"))
+        })
+        .collect();
+    let shared: Vec<&String> = reference[0]
+        .keys()
+        .filter(|k| reference[1].contains_key(*k) && reference[2].contains_key(*k))
+        .collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "the captures share their CA: {reference:?}"
+    );
+    let ca = shared[0].clone();
+    let ca_since = reference[0][&ca].1.clone();
+
+    let log = work.join("log");
+    let mut run = Follow::start_with(&dir, &out, &state, &log, &["--log-interval", "1"]);
+    let part = |i: usize| Part {
+        name: format!("mail_{i:05}_2026112216190{i}.pcap"),
+        bytes: std::fs::read(bundled(captures[i])).unwrap(),
+    };
+    drop_in(&dir, &part(0));
+    drop_in(&dir, &part(1));
+    run.wait_for("the first session", Duration::from_secs(30), |_| {
+        records(&out, "sessions").len() == 1
+    });
+    // The rest of the second capture (a few packets) reaches the judge.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = Command::new("kill")
+        .args(["-HUP", &run.child.id().to_string()])
+        .status();
+    run.wait_for("a second set of files", Duration::from_secs(20), |_| {
+        common::rotated::parts(&out, "sessions").len() == 2
+    });
+    let sets = common::rotated::parts(&out, "certificates");
+    assert_eq!(sets.len(), 2, "{sets:?}");
+    // Still running: the closed set already lists the certificates seen so far.
+    assert!(run.child.try_wait().unwrap().is_none());
+    let closed = certificates_in(&sets[0]);
+    let second_judged = closed.len() == 3;
+    let mut want = reference[0].clone();
+    if second_judged {
+        want.extend(reference[1].clone());
+    }
+    want.insert(ca.clone(), (1 + u64::from(second_judged), ca_since.clone()));
+    assert_eq!(closed, want, "the closed set");
+
+    drop_in(&dir, &part(2));
+    run.wait_for("the second session", Duration::from_secs(30), |_| {
+        records(&out, "sessions").len() == 2
+    });
+    // The periodic counters (--log-interval 1) come while it runs, and follow the files read.
+    run.wait_for("the counters of 3 files", Duration::from_secs(10), |r| {
+        counted_files(&r.log).contains(&3)
+    });
+    let summary = run.terminate();
+    assert_eq!(summary["capture"]["files"], 3, "{summary}");
+    let files = counted_files(&log);
+    assert_eq!(records(&out, "sessions").len(), 3, "{summary}");
+    let last = certificates_in(&common::rotated::parts(&out, "certificates")[1]);
+    let mut want = reference[2].clone();
+    if !second_judged {
+        want.extend(reference[1].clone());
+    }
+    want.insert(ca.clone(), (3, ca_since));
+    assert_eq!(
+        last, want,
+        "the last set: the later leaves, and the CA again"
+    );
+
+    assert!(files.windows(2).all(|w| w[0] <= w[1]), "{files:?}");
+    assert!(files.first() < Some(&3), "{files:?}");
+}
+
+/// The `files` of every periodic "follow counters" log event so far.
+fn counted_files(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "follow counters")
+        .filter_map(|e| e["files"].as_u64())
+        .collect()
 }

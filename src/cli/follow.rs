@@ -13,15 +13,23 @@ use super::reload::{Knobs, Reloader};
 use super::{FollowArgs, SharedArgs, UsageError};
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::follow::{FollowCounters, Ledger, MemoryLedger};
 use stripwatch::capture::{FollowDir, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline;
+use stripwatch::pipeline::{self, CaptureLoss, loss_ratio};
+use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::{Rotation, RotationControl};
 use stripwatch::state::Baseline;
+
+/// `--rotate` without a value: as `live`'s default.
+pub(super) const DEFAULT_ROTATION: Rotation = Rotation::Hourly;
+/// `--state-interval` without a value: as `live`'s default.
+pub(super) const DEFAULT_STATE_INTERVAL: u64 = 300;
+/// `--log-interval` without a value: as `live`'s default.
+pub(super) const DEFAULT_LOG_INTERVAL: u64 = 60;
 
 /// Runs `analyze --follow`. A directory that cannot be read and every bad option fail before
 /// the first file is read (status 2 for the directory, as for a bad option).
@@ -32,6 +40,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
         hold,
         rotate,
         state_interval,
+        log_interval,
     } = follow
     else {
         anyhow::bail!("--follow: no directory");
@@ -39,8 +48,9 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     // The defaults, the same as `live`'s (none in clap, so that a use without --follow shows).
     let settle = Duration::from_secs(follow_settle.unwrap_or(60));
     let hold = hold.unwrap_or(2);
-    let rotate = rotate.unwrap_or(Rotation::Hourly);
-    let state_interval = state_interval.unwrap_or(300);
+    let rotate = rotate.unwrap_or(DEFAULT_ROTATION);
+    let state_interval = state_interval.unwrap_or(DEFAULT_STATE_INTERVAL);
+    let log_interval = log_interval.unwrap_or(DEFAULT_LOG_INTERVAL);
     check(&args)?;
     if !dir.is_dir() {
         return Err(UsageError(format!("--follow {}: not a directory", dir.display())).into());
@@ -52,7 +62,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     let knobs = Knobs {
         rotation: RotationControl::new(rotate),
         state_interval: Arc::new(AtomicU64::new(state_interval)),
-        log_interval: Arc::new(AtomicU64::new(60)),
+        log_interval: Arc::new(AtomicU64::new(log_interval)),
     };
     let mut cfg = pipeline_config(&args, enrich);
     streaming(&mut cfg, hold, &knobs.state_interval);
@@ -69,7 +79,16 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     let source = FollowDir::open(&dir, settle, ledger, stop.clone())?;
     let counters = source.counters();
     let done = Arc::new(AtomicBool::new(false));
-    let hangups = on_hangup(reloader, hangup, done.clone());
+    let hangups = housekeeping(
+        Watched {
+            follow: counters.clone(),
+            loss: cfg.loss.clone(),
+            tally: outputs.tally(),
+        },
+        reloader,
+        hangup,
+        done.clone(),
+    );
     tracing::info!(
         dir = %dir.display(),
         workers = cfg.workers,
@@ -105,6 +124,7 @@ pub fn refuse_without_follow(follow: &FollowArgs) -> Result<(), UsageError> {
         ("--hold", follow.hold.is_some()),
         ("--rotate", follow.rotate.is_some()),
         ("--state-interval", follow.state_interval.is_some()),
+        ("--log-interval", follow.log_interval.is_some()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((option, _)) => Err(UsageError(format!(
@@ -129,19 +149,47 @@ fn history_and_position(args: &SharedArgs) -> Result<(Box<dyn Baseline>, Box<dyn
     }
 }
 
+/// What the follow's periodic log line reads.
+struct Watched {
+    follow: Arc<FollowCounters>,
+    loss: Arc<CaptureLoss>,
+    tally: Arc<Mutex<Tally>>,
+}
+
 /// A thread that, until `done`, starts a new set of output files on SIGHUP (as `live` does;
-/// `analyze` reloads no configuration keys).
-fn on_hangup(
+/// `analyze` reloads no configuration keys) and logs the follow's counters and the capture-loss
+/// estimate every `--log-interval`, so that progress and loss show while it runs.
+fn housekeeping(
+    watched: Watched,
     mut reloader: Reloader,
     hangup: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let mut last = Instant::now();
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             if hangup.swap(false, Ordering::Relaxed) {
                 reloader.hangup();
             }
+            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
+            if last.elapsed() < Duration::from_secs(every) {
+                continue;
+            }
+            last = Instant::now();
+            let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+            let sessions = watched.tally.lock().map_or(0, |t| t.sessions);
+            let (acks, gaps) = watched.loss.totals();
+            tracing::info!(
+                files = read(&watched.follow.files),
+                skipped_files = read(&watched.follow.skipped),
+                packets = read(&watched.follow.packets),
+                sessions,
+                acks,
+                acked_gaps = gaps,
+                loss_ratio = loss_ratio(acks, gaps),
+                "follow counters"
+            );
         }
     })
 }

@@ -1,10 +1,10 @@
-//! SIGHUP for `live`: a new set of output files (for logrotate and shippers, which may then take
+//! SIGHUP for `live` and `analyze --follow`: a new set of output files (for logrotate and shippers, which may then take
 //! the closed ones), and the configuration file read again. Only what can change under a
 //! running sensor without touching its capture, its judges or its threads is applied:
 //! [`RELOADED`]. Every other key that changed is logged as a warning and takes effect at the
 //! next start. A file that no longer parses is logged and changes nothing.
 
-use super::{Command, config};
+use super::{Command, config, follow};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,23 +66,35 @@ impl Reloader {
             }
         };
         // Parsed as at the start, so the command line still wins and values are checked.
-        let args = match super::reparse() {
+        // `live` and `analyze --follow` take the same keys, with the same defaults.
+        let (rotation, state_interval, log_interval) = match super::reparse() {
             Ok(super::Cli {
                 command: Command::Live(args),
-            }) => args,
+            }) => (args.rotate, args.state_interval, args.log_interval),
+            Ok(super::Cli {
+                command: Command::Analyze(args),
+            }) => (
+                args.follow.rotate.unwrap_or(follow::DEFAULT_ROTATION),
+                args.follow
+                    .state_interval
+                    .unwrap_or(follow::DEFAULT_STATE_INTERVAL),
+                args.follow
+                    .log_interval
+                    .unwrap_or(follow::DEFAULT_LOG_INTERVAL),
+            ),
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: configuration not reloaded");
                 return;
             }
         };
-        self.knobs.rotation.set(args.rotate);
+        self.knobs.rotation.set(rotation);
         self.knobs
             .state_interval
-            .store(args.state_interval, Ordering::Relaxed);
+            .store(state_interval, Ordering::Relaxed);
         self.knobs
             .log_interval
-            .store(args.log_interval, Ordering::Relaxed);
+            .store(log_interval, Ordering::Relaxed);
         let keys: BTreeSet<&String> = self.seen.keys().chain(now.keys()).collect();
         for key in keys {
             if self.seen.get(key) == now.get(key) {

@@ -36,6 +36,19 @@ pub struct CertStats {
     pub unparseable: u64,
     /// Distinct certificates not recorded because the table was full.
     pub certificates_untracked: u64,
+    /// Certificates already written and not seen for a while, forgotten to make room in a
+    /// long run (`live`, `analyze --follow`); seen again, they start a new record.
+    pub certificates_released: u64,
+}
+
+/// A distinct certificate, with what its record costs and whether it changed since it was last
+/// written.
+struct Remembered {
+    record: CertificateRecord,
+    /// Its share of `Usage::bytes`, given back when it is forgotten.
+    bytes: usize,
+    /// Written, and not seen since.
+    written: bool,
 }
 
 struct KeySeen {
@@ -51,7 +64,7 @@ struct KeySeen {
 pub struct CertJudge {
     validator: Validator,
     tlsa: TlsaStore,
-    certs: AHashMap<String, CertificateRecord>,
+    certs: AHashMap<String, Remembered>,
     keys: AHashMap<IpAddr, Vec<KeySeen>>,
     /// Bytes of both tables at most (the memory budget's share): beyond it, new certificates and
     /// servers are not remembered, as when a table is full.
@@ -201,7 +214,7 @@ impl CertJudge {
         let Some(leaf) = self
             .certs
             .get(&fingerprints[0])
-            .map(|c| c.info.clone())
+            .map(|c| c.record.info.clone())
             .or_else(|| cert::parse(&chain[0]))
         else {
             self.stats.unparseable += 1;
@@ -367,13 +380,17 @@ impl CertJudge {
 
     fn remember(&mut self, der: &[u8], fingerprint: &str, leaf: bool, rec: &SessionRecord) {
         let server = format!("{}:{}", rec.server.ip, rec.server.port);
-        if let Some(c) = self.certs.get_mut(fingerprint) {
+        if let Some(entry) = self.certs.get_mut(fingerprint) {
+            entry.written = false;
+            let c = &mut entry.record;
             c.sessions += 1;
             c.leaf |= leaf;
             c.first_seen = c.first_seen.min(rec.ts);
             c.last_seen = c.last_seen.max(rec.ts);
             if c.servers.len() < MAX_SERVERS_PER_CERT && !c.servers.contains(&server) {
-                self.usage.bytes += size_of::<String>() + server.len();
+                let more = size_of::<String>() + server.len();
+                self.usage.bytes += more;
+                entry.bytes += more;
                 c.servers.push(server);
             }
             return;
@@ -383,9 +400,8 @@ impl CertJudge {
             self.usage.evictions += 1;
             return;
         }
-        self.usage.entries += 1;
-        self.usage.bytes += ENTRY_OVERHEAD
-            + size_of::<CertificateRecord>()
+        let bytes = ENTRY_OVERHEAD
+            + size_of::<Remembered>()
             + 2 * fingerprint.len()
             + der.len() * PARSED_PER_DER_BYTE
             + size_of::<String>()
@@ -394,15 +410,23 @@ impl CertJudge {
             self.stats.unparseable += u64::from(!leaf);
             return;
         };
+        // Counted only once kept: a certificate that does not parse is not remembered, and
+        // would otherwise be counted again at every sight.
+        self.usage.entries += 1;
+        self.usage.bytes += bytes;
         self.certs.insert(
             fingerprint.to_string(),
-            CertificateRecord {
-                info,
-                first_seen: rec.ts,
-                last_seen: rec.ts,
-                sessions: 1,
-                servers: vec![server],
-                leaf,
+            Remembered {
+                record: CertificateRecord {
+                    info,
+                    first_seen: rec.ts,
+                    last_seen: rec.ts,
+                    sessions: 1,
+                    servers: vec![server],
+                    leaf,
+                },
+                bytes,
+                written: false,
             },
         );
     }
@@ -428,7 +452,7 @@ impl CertJudge {
             .cert_fingerprint
             .as_ref()
             .and_then(|fp| self.certs.get(fp))
-            .map(|c| c.info.spki_sha256.clone());
+            .map(|c| c.record.info.spki_sha256.clone());
         let earlier_here = spki.as_ref().and_then(|spki| {
             self.keys.get(&rec.server.ip).and_then(|list| {
                 list.iter()
@@ -498,9 +522,46 @@ impl CertJudge {
         }
     }
 
-    /// Every distinct certificate seen, for `certificates.ndjson`.
-    pub fn certificates(&self) -> impl Iterator<Item = &CertificateRecord> {
-        self.certs.values()
+    /// The certificates seen since they were last taken (all of them, the first time), in the
+    /// order of their first sight, for `certificates.ndjson`; they count as written from now on.
+    /// A long run takes them whenever its output files rotate, so that each set of files lists
+    /// the certificates seen while it was current, with the counts of the run so far.
+    pub fn take_unwritten(&mut self) -> Vec<CertificateRecord> {
+        let mut out: Vec<CertificateRecord> = self
+            .certs
+            .values_mut()
+            .filter(|c| !c.written)
+            .map(|c| {
+                c.written = true;
+                c.record.clone()
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.first_seen
+                .cmp(&b.first_seen)
+                .then(a.info.fingerprint.cmp(&b.info.fingerprint))
+        });
+        out
+    }
+
+    /// Forgets the certificates that were written and not seen since `before_us`, so that a long
+    /// run keeps room for new ones instead of refusing every certificate once the table is full.
+    /// Only sessions released long before may name them (see `judge_on_release`), and those are
+    /// gone. Returns how many were forgotten.
+    pub fn forget_written(&mut self, before_us: i64) -> usize {
+        let mut freed = (0usize, 0usize);
+        self.certs.retain(|_, c| {
+            let keep = !c.written || c.record.last_seen.0 >= before_us;
+            if !keep {
+                freed.0 += 1;
+                freed.1 += c.bytes;
+            }
+            keep
+        });
+        self.usage.entries = self.usage.entries.saturating_sub(freed.0);
+        self.usage.bytes = self.usage.bytes.saturating_sub(freed.1);
+        self.stats.certificates_released += freed.0 as u64;
+        freed.0
     }
 }
 
@@ -550,6 +611,37 @@ mod tests {
     }
 
     #[test]
+    fn written_certificates_come_again_only_when_seen_again_and_old_ones_are_forgotten() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let (a, b) = (self_signed(), self_signed());
+        let t = 1_780_000_000;
+        judge.judge(&mut session(t, vec![a.clone()], 0x0303, 0xc030));
+        judge.judge(&mut session(t + 10, vec![b], 0x0303, 0xc030));
+        let full = judge.usage();
+        let first = judge.take_unwritten();
+        assert_eq!(first.len(), 2);
+        assert!(
+            first[0].first_seen < first[1].first_seen,
+            "in order of first sight"
+        );
+        assert!(judge.take_unwritten().is_empty(), "nothing new since");
+        judge.judge(&mut session(t + 20, vec![a], 0x0303, 0xc030));
+        let again = judge.take_unwritten();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].sessions, 2, "the counts of the run so far");
+        assert_eq!(again[0].info.fingerprint, first[0].info.fingerprint);
+        // Both written; `b` was last seen at t + 10, `a` at t + 20.
+        assert_eq!(judge.forget_written((t + 15) * 1_000_000), 1);
+        assert_eq!(judge.usage().entries, full.entries - 1);
+        assert!(judge.usage().bytes < full.bytes);
+        assert_eq!(judge.stats.certificates_released, 1);
+        // Not written since it was seen: kept, however old.
+        judge.judge(&mut session(t + 30, vec![self_signed()], 0x0303, 0xc030));
+        assert_eq!(judge.forget_written(i64::MAX), 1, "only the written one");
+        assert_eq!(judge.take_unwritten().len(), 1);
+    }
+
+    #[test]
     fn a_new_key_for_the_same_server_is_a_change() {
         let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
         let (a, b) = (self_signed(), self_signed());
@@ -573,7 +665,7 @@ mod tests {
         assert!(kinds(&first).contains(&"certificate-self-signed"));
         assert!(kinds(&first).contains(&"certificate-not-trusted"));
         assert!(!kinds(&first).contains(&"certificate-host-mismatch"));
-        assert_eq!(judge.certificates().count(), 2);
+        assert_eq!(judge.take_unwritten().len(), 2);
         assert!(
             first.cert_chain.is_empty(),
             "the DER chain is dropped after judging"

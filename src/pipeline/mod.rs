@@ -17,7 +17,7 @@ use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::dns::DnsStats;
 use crate::memory::{Board, Budget, Gauges, MemoryStats, Window};
-use crate::record::{CertificateRecord, SessionRecord};
+use crate::record::SessionRecord;
 use crate::sink::{SessionSink, SinkError};
 use crate::state::{Baseline, SaveStats, StateError};
 use crate::util::CaptureClock;
@@ -661,6 +661,15 @@ fn read_part<P: PacketSource>(
     }
 }
 
+/// How long the output stage of a long run waits for input before it flushes, rotates and saves
+/// anyway (wall clock).
+const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long (capture time) a long run keeps a certificate it has written and not seen since,
+/// before forgetting it to make room: longer than any session is held, so a session released
+/// late still finds its certificate.
+const CERTIFICATE_LINGER_US: i64 = 3_600_000_000;
+
 /// What the output stage does next: take a record, or (live) let capture time pass.
 enum Step {
     Record(Produced),
@@ -760,6 +769,18 @@ fn output_thread(
         Step::Record(Produced::Session(rec)) => correlator.push(*rec, &mut emitter!()),
         Step::Advance(now_us) => {
             correlator.advance(now_us, &mut emitter!());
+            if failure.is_none() && sink.rotation_due() {
+                // The set of files that closes lists the certificates seen while it was open.
+                for c in correlator.certs.take_unwritten() {
+                    if let Err(e) = sink.certificate(&c) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                correlator
+                    .certs
+                    .forget_written(now_us.saturating_sub(CERTIFICATE_LINGER_US));
+            }
             // After every chunk: a flush with nothing buffered makes no system call, and under
             // load a chunk comes per batch of 512 packets, so this costs little.
             if failure.is_none()
@@ -769,10 +790,26 @@ fn output_thread(
             }
         }
     };
-    for (worker, chunk) in rx {
-        order.push(worker, chunk);
-        while let Some(p) = order.pop_ready() {
-            handle(Step::Record(p), &mut correlator);
+    loop {
+        // A long run also wakes without input: a followed directory sends nothing while no new
+        // file comes, yet the files must rotate on time (and on SIGHUP), and the state be saved.
+        let next = if live {
+            match rx.recv_timeout(IDLE_WAKE) {
+                Ok(next) => Some(next),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(next) => Some(next),
+                Err(_) => break,
+            }
+        };
+        if let Some((worker, chunk)) = next {
+            order.push(worker, chunk);
+            while let Some(p) = order.pop_ready() {
+                handle(Step::Record(p), &mut correlator);
+            }
         }
         if live {
             // Nothing may come for a while on a quiet link: what waits on time alone (held
@@ -809,14 +846,8 @@ fn output_thread(
     if let Some(e) = failure.or(dns_failure) {
         return Err(e.into());
     }
-    let mut certs: Vec<&CertificateRecord> = correlator.certs.certificates().collect();
-    certs.sort_by(|a, b| {
-        a.first_seen
-            .cmp(&b.first_seen)
-            .then(a.info.fingerprint.cmp(&b.info.fingerprint))
-    });
-    for c in certs {
-        sink.certificate(c)?;
+    for c in correlator.certs.take_unwritten() {
+        sink.certificate(&c)?;
     }
     sink.finish()?;
     let baseline_saved = if save_baseline {

@@ -20,9 +20,17 @@ pub trait SessionSink: Send {
     fn dns(&mut self, _rec: &DnsRecord) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Takes one distinct certificate (called at the end of the run, before `finish`).
+    /// Takes one distinct certificate (called at the end of the run, before `finish`, and in a
+    /// long run also before the files rotate).
     fn certificate(&mut self, _cert: &CertificateRecord) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Whether the next `flush` will close the current set of files (a long run's rotation):
+    /// the output stage then writes the certificates seen since the last set first, so that the
+    /// set that closes lists them.
+    fn rotation_due(&mut self) -> bool {
+        false
     }
     /// Flushes at the end of the run.
     fn finish(&mut self) -> Result<(), SinkError>;
@@ -66,5 +74,12 @@ impl SessionSink for Fanout {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+
+    fn rotation_due(&mut self) -> bool {
+        // Every sink is asked (not `any`, which stops at the first): each fixes its moment.
+        self.0
+            .iter_mut()
+            .fold(false, |due, s| s.rotation_due() | due)
     }
 }

@@ -75,6 +75,8 @@ pub struct RotatingNdjsonSink {
     current: NdjsonSink,
     /// Wall-clock second at which the current hour ends.
     hour_end: i64,
+    /// The second `rotation_due` last answered for, until the `flush` that acts on it.
+    asked_at: Option<i64>,
 }
 
 /// Seconds since the Unix epoch by the wall clock.
@@ -119,6 +121,7 @@ impl RotatingNdjsonSink {
             control,
             current: open_set(dir, now)?,
             hour_end: next_hour(now),
+            asked_at: None,
         })
     }
 
@@ -164,25 +167,45 @@ impl SessionSink for RotatingNdjsonSink {
     /// set was asked for.
     fn flush(&mut self) -> Result<(), SinkError> {
         self.current.flush()?;
-        let now = wall_secs();
+        // The moment `rotation_due` answered for, so that both see the same hour.
+        let now = self.asked_at.take().unwrap_or_else(wall_secs);
+        let due = self.due(now);
         if now >= self.hour_end {
-            let hour = now - now.rem_euclid(3600);
             self.hour_end = next_hour(now);
-            if self.control.rotation() == Rotation::Hourly {
-                self.control.reopen.store(false, Ordering::Relaxed);
-                return self.rotate(hour, "hourly");
-            }
         }
-        if let Rotation::Size(limit) = self.control.rotation()
+        match due {
+            Some((label, why)) => {
+                self.control.reopen.store(false, Ordering::Relaxed);
+                self.rotate(label, why)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn rotation_due(&mut self) -> bool {
+        let now = wall_secs();
+        self.asked_at = Some(now);
+        self.due(now).is_some()
+    }
+}
+
+impl RotatingNdjsonSink {
+    /// Whether a new set starts at `now`, named for which second and why: the hour turned (with
+    /// hourly rotation), a file reached the size, or a new set was asked for.
+    fn due(&self, now: i64) -> Option<(i64, &'static str)> {
+        let rotation = self.control.rotation();
+        if now >= self.hour_end && rotation == Rotation::Hourly {
+            return Some((now - now.rem_euclid(3600), "hourly"));
+        }
+        if let Rotation::Size(limit) = rotation
             && self.current.largest() >= limit
         {
-            self.control.reopen.store(false, Ordering::Relaxed);
-            return self.rotate(now, "size");
+            return Some((now, "size"));
         }
-        if self.control.reopen.swap(false, Ordering::Relaxed) {
-            return self.rotate(now, "asked (SIGHUP)");
+        if self.control.reopen.load(Ordering::Relaxed) {
+            return Some((now, "asked (SIGHUP)"));
         }
-        Ok(())
+        None
     }
 }
 
