@@ -9,7 +9,7 @@ use super::analyze::{
     SummaryExtra, check, history, judges_with, open_state, pipeline_config, sensor_signals, sinks,
     streaming,
 };
-use super::reload::{Knobs, Reloader};
+use super::reload::{Knobs, Reloader, housekeeping};
 use super::{FollowArgs, SharedArgs, UsageError};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -79,16 +79,14 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     let source = FollowDir::open(&dir, settle, ledger, stop.clone())?;
     let counters = source.counters();
     let done = Arc::new(AtomicBool::new(false));
-    let hangups = housekeeping(
-        Watched {
-            follow: counters.clone(),
-            loss: cfg.loss.clone(),
-            tally: outputs.tally(),
-        },
-        reloader,
-        hangup,
-        done.clone(),
-    );
+    let watched = Watched {
+        follow: counters.clone(),
+        loss: cfg.loss.clone(),
+        tally: outputs.tally(),
+    };
+    let hangups = housekeeping(reloader, hangup, done.clone(), move || {
+        log_counters(&watched)
+    });
     tracing::info!(
         dir = %dir.display(),
         workers = cfg.workers,
@@ -156,42 +154,22 @@ struct Watched {
     tally: Arc<Mutex<Tally>>,
 }
 
-/// A thread that, until `done`, starts a new set of output files on SIGHUP (as `live` does;
-/// `analyze` reloads no configuration keys) and logs the follow's counters and the capture-loss
-/// estimate every `--log-interval`, so that progress and loss show while it runs.
-fn housekeeping(
-    watched: Watched,
-    mut reloader: Reloader,
-    hangup: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut last = Instant::now();
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            if hangup.swap(false, Ordering::Relaxed) {
-                reloader.hangup();
-            }
-            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
-            if last.elapsed() < Duration::from_secs(every) {
-                continue;
-            }
-            last = Instant::now();
-            let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
-            let sessions = watched.tally.lock().map_or(0, |t| t.sessions);
-            let (acks, gaps) = watched.loss.totals();
-            tracing::info!(
-                files = read(&watched.follow.files),
-                skipped_files = read(&watched.follow.skipped),
-                packets = read(&watched.follow.packets),
-                sessions,
-                acks,
-                acked_gaps = gaps,
-                loss_ratio = loss_ratio(acks, gaps),
-                "follow counters"
-            );
-        }
-    })
+/// The follow's periodic log event: files read and skipped, packets, sessions written and the
+/// capture-loss estimate, so that progress and loss show while it runs.
+fn log_counters(watched: &Watched) {
+    let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let sessions = watched.tally.lock().map_or(0, |t| t.sessions);
+    let (acks, gaps) = watched.loss.totals();
+    tracing::info!(
+        files = read(&watched.follow.files),
+        skipped_files = read(&watched.follow.skipped),
+        packets = read(&watched.follow.packets),
+        sessions,
+        acks,
+        acked_gaps = gaps,
+        loss_ratio = loss_ratio(acks, gaps),
+        "follow counters"
+    );
 }
 
 /// What the follow counted, for summary.json (`capture`) and the text summary.

@@ -5,13 +5,13 @@
 use super::analyze::{
     SummaryExtra, check, judges, pipeline_config, sensor_signals, sinks, spool_dir, streaming,
 };
-use super::reload::{Knobs, Reloader};
+use super::reload::{Knobs, Reloader, housekeeping};
 use super::{LiveArgs, SharedArgs, UsageError, privileges};
 use anyhow::{Context, Result};
 use nix::unistd::{Uid, User};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
 use stripwatch::pipeline::{self, CaptureLoss, loss_ratio};
@@ -88,14 +88,10 @@ pub fn run(args: LiveArgs) -> Result<()> {
     )?;
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
-    let logger = housekeeping(
-        capture.counters(),
-        cfg.loss.clone(),
-        outputs.tally(),
-        reloader,
-        hangup,
-        done.clone(),
-    );
+    let logged = (capture.counters(), cfg.loss.clone(), outputs.tally());
+    let logger = housekeeping(reloader, hangup, done.clone(), move || {
+        log_counters(&logged.0, &logged.1, &logged.2)
+    });
     let server = metrics.map(|listener| {
         let sources = super::metrics::Sources {
             interfaces: capture.counters(),
@@ -240,50 +236,28 @@ fn capture_summary(
     }
 }
 
-/// A thread that, until `done`, logs the capture counters (and the sessions written) and the
-/// capture-loss estimate every `--log-interval`, so loss is visible while the sensor runs, and
-/// handles SIGHUP.
-fn housekeeping(
-    counters: Vec<Arc<InterfaceCounters>>,
-    loss: Arc<CaptureLoss>,
-    tally: Arc<Mutex<Tally>>,
-    mut reloader: Reloader,
-    hangup: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut last = Instant::now();
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            if hangup.swap(false, Ordering::Relaxed) {
-                reloader.hangup();
-            }
-            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
-            if last.elapsed() < Duration::from_secs(every) {
-                continue;
-            }
-            last = Instant::now();
-            let sessions = tally.lock().map_or(0, |t| t.sessions);
-            for c in &counters {
-                let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
-                tracing::info!(
-                    interface = %c.interface,
-                    worker = c.worker,
-                    packets = read(&c.packets),
-                    bytes = read(&c.bytes),
-                    kernel_drops = read(&c.kernel_drops),
-                    interface_drops = read(&c.interface_drops),
-                    sessions,
-                    "capture counters"
-                );
-            }
-            let (acks, gaps) = loss.totals();
-            tracing::info!(
-                acks,
-                acked_gaps = gaps,
-                ratio = loss_ratio(acks, gaps),
-                "capture loss estimate"
-            );
-        }
-    })
+/// The live sensor's periodic log events: each capture handle's counters (and the sessions
+/// written), and the capture-loss estimate, so loss is visible while the sensor runs.
+fn log_counters(counters: &[Arc<InterfaceCounters>], loss: &CaptureLoss, tally: &Mutex<Tally>) {
+    let sessions = tally.lock().map_or(0, |t| t.sessions);
+    for c in counters {
+        let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        tracing::info!(
+            interface = %c.interface,
+            worker = c.worker,
+            packets = read(&c.packets),
+            bytes = read(&c.bytes),
+            kernel_drops = read(&c.kernel_drops),
+            interface_drops = read(&c.interface_drops),
+            sessions,
+            "capture counters"
+        );
+    }
+    let (acks, gaps) = loss.totals();
+    tracing::info!(
+        acks,
+        acked_gaps = gaps,
+        ratio = loss_ratio(acks, gaps),
+        "capture loss estimate"
+    );
 }

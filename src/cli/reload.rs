@@ -8,7 +8,8 @@ use super::{Command, config, follow};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use stripwatch::sink::rotating::RotationControl;
 
 /// The configuration keys a SIGHUP applies to the running sensor.
@@ -111,4 +112,29 @@ impl Reloader {
         }
         self.seen = now;
     }
+}
+
+/// The housekeeping thread of a long run (`live`, `analyze --follow`): until `done`, it handles
+/// SIGHUP (`Reloader::hangup`) and calls `log` every `log-interval` seconds (reloadable), so
+/// the counters show while the run goes on.
+pub fn housekeeping(
+    mut reloader: Reloader,
+    hangup: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    mut log: impl FnMut() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            if hangup.swap(false, Ordering::Relaxed) {
+                reloader.hangup();
+            }
+            let every = reloader.knobs().log_interval.load(Ordering::Relaxed);
+            if last.elapsed() >= Duration::from_secs(every) {
+                last = Instant::now();
+                log();
+            }
+        }
+    })
 }
