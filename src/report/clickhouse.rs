@@ -7,6 +7,7 @@
 use super::model::*;
 use super::window::clickhouse_literal;
 use crate::sink::target::Target;
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 /// Why the ClickHouse source failed.
@@ -87,6 +88,10 @@ pub const SINCE_LITERAL: &str = "'1970-01-01 00:00:00'";
 /// The literal each query file uses for the window's end (the end of DateTime's range).
 pub const UNTIL_LITERAL: &str = "'2105-12-31 23:59:59'";
 
+/// The answers' format: one JSON object per row, so that rows deserialize into the model's
+/// row types by column name (with `output_format_json_quote_64bit_integers = 0`).
+const FORMAT: &str = "JSONEachRow";
+
 /// Turns a query file into a template with two `?` placeholders (since, until) and the output
 /// format. Fails when the file does not have exactly one of each literal, or has another `?`.
 pub fn template(name: &'static str, sql: &str) -> Result<String, ClickHouseReportError> {
@@ -104,98 +109,57 @@ pub fn template(name: &'static str, sql: &str) -> Result<String, ClickHouseRepor
     }
     let body = sql.replace(SINCE_LITERAL, "?").replace(UNTIL_LITERAL, "?");
     let body = body.trim_end().trim_end_matches(';');
-    Ok(format!("{body}\nFORMAT TabSeparatedWithNames"))
+    Ok(format!("{body}\nFORMAT {FORMAT}"))
 }
 
-/// Reverses ClickHouse's TabSeparated escaping.
-fn unescape(field: &str) -> String {
-    if !field.contains('\\') {
-        return field.to_string();
-    }
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('0') => out.push('\0'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-/// One query's answer: rows of named fields.
-struct Rows {
+/// One query's answer: one JSON object per row, its keys the query's column names.
+struct Answer {
     query: &'static str,
-    columns: HashMap<String, usize>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<serde_json::Value>,
 }
 
-impl Rows {
-    fn parse(query: &'static str, text: &str) -> Result<Rows, ClickHouseReportError> {
-        let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| ClickHouseReportError::Shape {
-            query,
-            message: "no header line".into(),
-        })?;
-        let columns: HashMap<String, usize> = header
-            .split('\t')
-            .enumerate()
-            .map(|(i, c)| (unescape(c), i))
-            .collect();
-        let rows = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('\t').map(unescape).collect())
-            .collect();
-        Ok(Rows {
-            query,
-            columns,
-            rows,
-        })
+impl Answer {
+    /// Reads `JSONEachRow` text (64-bit integers unquoted).
+    fn parse(query: &'static str, text: &str) -> Result<Answer, ClickHouseReportError> {
+        let rows = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| shape(query, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Answer { query, rows })
     }
 
-    fn str(&self, row: &[String], col: &str) -> Result<String, ClickHouseReportError> {
-        self.columns
-            .get(col)
-            .and_then(|&i| row.get(i))
-            .cloned()
-            .ok_or_else(|| ClickHouseReportError::Shape {
-                query: self.query,
-                message: format!("no column {col}"),
-            })
+    /// Every row as a `T` whose fields are named as the columns.
+    fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, ClickHouseReportError> {
+        self.rows.iter().map(|row| self.one(row)).collect()
     }
 
-    fn num<T: std::str::FromStr>(
+    /// One row as a `T` (the columns it does not name are left alone).
+    fn one<T: DeserializeOwned>(
         &self,
-        row: &[String],
+        row: &serde_json::Value,
+    ) -> Result<T, ClickHouseReportError> {
+        T::deserialize(row).map_err(|e| shape(self.query, e))
+    }
+
+    /// One column of a row as a `T`.
+    fn column<T: DeserializeOwned>(
+        &self,
+        row: &serde_json::Value,
         col: &str,
     ) -> Result<T, ClickHouseReportError> {
-        let s = self.str(row, col)?;
-        s.parse().map_err(|_| ClickHouseReportError::Shape {
-            query: self.query,
-            message: format!("column {col}: {s:?} is not a number"),
-        })
+        let value = row
+            .get(col)
+            .ok_or_else(|| shape(self.query, format!("no column {col}")))?;
+        T::deserialize(value).map_err(|e| shape(self.query, format!("column {col}: {e}")))
     }
+}
 
-    fn counts(&self, row: &[String]) -> Result<Counts, ClickHouseReportError> {
-        Ok(Counts {
-            sessions: self.num(row, "sessions")?,
-            ehlo_sessions: self.num(row, "ehlo_sessions")?,
-            stripped: self.num(row, "stripped")?,
-            downgraded: self.num(row, "downgraded")?,
-            starttls_offered: self.num(row, "starttls_offered")?,
-            tls_used: self.num(row, "tls_used")?,
-            problem_sessions: self.num(row, "problem_sessions")?,
-        })
+/// An answer that does not have the shape its query promises.
+fn shape(query: &'static str, message: impl std::fmt::Display) -> ClickHouseReportError {
+    ClickHouseReportError::Shape {
+        query,
+        message: message.to_string(),
     }
 }
 
@@ -210,7 +174,9 @@ pub fn load(target: &Target, window: Window) -> Result<Report, ClickHouseReportE
         .enable_all()
         .build()
         .map_err(ClickHouseReportError::Runtime)?;
-    let client = target.client();
+    let client = target
+        .client()
+        .with_setting("output_format_json_quote_64bit_integers", "0");
     let mut answers = HashMap::new();
     for (name, sql) in QUERIES {
         let template = template(name, sql)?;
@@ -220,7 +186,7 @@ pub fn load(target: &Target, window: Window) -> Result<Report, ClickHouseReportE
                     .query(&template)
                     .bind(since.as_str())
                     .bind(until.as_str())
-                    .fetch_bytes("TabSeparatedWithNames")?
+                    .fetch_bytes(FORMAT)?
                     .collect()
                     .await
             })
@@ -230,135 +196,66 @@ pub fn load(target: &Target, window: Window) -> Result<Report, ClickHouseReportE
                 source,
             })?;
         let text = String::from_utf8_lossy(&bytes);
-        answers.insert(name, Rows::parse(name, &text)?);
+        answers.insert(name, Answer::parse(name, &text)?);
     }
     fill(window, &answers)
 }
 
-fn fill(window: Window, a: &HashMap<&'static str, Rows>) -> Result<Report, ClickHouseReportError> {
-    let get = |name: &'static str| {
-        a.get(name).ok_or(ClickHouseReportError::Shape {
-            query: name,
-            message: "not run".into(),
-        })
-    };
+fn fill(
+    window: Window,
+    a: &HashMap<&'static str, Answer>,
+) -> Result<Report, ClickHouseReportError> {
+    let get = |name: &'static str| a.get(name).ok_or_else(|| shape(name, "not run"));
     let mut r = Report {
         window,
         ..Report::default()
     };
     let t = get("totals")?;
     if let Some(row) = t.rows.first() {
-        r.totals = t.counts(row)?;
+        r.totals = t.one(row)?;
     }
     let t = get("by_day")?;
     for row in &t.rows {
         r.by_day.push(DayRow {
-            day: t.str(row, "day")?,
-            counts: t.counts(row)?,
+            day: t.column(row, "day")?,
+            counts: t.one(row)?,
         });
     }
-    for (name, key, out) in [
-        (
-            "by_client_country",
-            "client_country",
-            &mut r.by_client_country,
-        ),
-        (
-            "by_server_country",
-            "server_country",
-            &mut r.by_server_country,
-        ),
+    for (end, countries, systems) in [
+        ("client", &mut r.by_client_country, &mut r.by_client_as),
+        ("server", &mut r.by_server_country, &mut r.by_server_as),
     ] {
-        let t = get(name)?;
+        let t = get(if end == "client" {
+            "by_client_country"
+        } else {
+            "by_server_country"
+        })?;
         for row in &t.rows {
-            out.push(CountryRow {
-                country: t.str(row, key)?,
-                counts: t.counts(row)?,
+            countries.push(CountryRow {
+                country: t.column(row, &format!("{end}_country"))?,
+                counts: t.one(row)?,
+            });
+        }
+        let t = get(if end == "client" {
+            "by_client_as"
+        } else {
+            "by_server_as"
+        })?;
+        for row in &t.rows {
+            systems.push(AsRow {
+                asn: t.column(row, &format!("{end}_asn"))?,
+                as_org: t.column(row, &format!("{end}_as_org"))?,
+                counts: t.one(row)?,
             });
         }
     }
-    for (name, end, out) in [
-        ("by_client_as", "client", &mut r.by_client_as),
-        ("by_server_as", "server", &mut r.by_server_as),
-    ] {
-        let t = get(name)?;
-        for row in &t.rows {
-            out.push(AsRow {
-                asn: t.num(row, &format!("{end}_asn"))?,
-                as_org: t.str(row, &format!("{end}_as_org"))?,
-                counts: t.counts(row)?,
-            });
-        }
-    }
-    let t = get("verdicts_by_day")?;
-    for row in &t.rows {
-        r.verdicts_by_day.push(VerdictDayRow {
-            day: t.str(row, "day")?,
-            verdict: t.str(row, "verdict")?,
-            sessions: t.num(row, "sessions")?,
-        });
-    }
-    let t = get("findings_by_kind")?;
-    for row in &t.rows {
-        r.findings_by_kind.push(KindRow {
-            kind: t.str(row, "kind")?,
-            sessions: t.num(row, "sessions")?,
-            servers: t.num(row, "servers")?,
-        });
-    }
-    let t = get("top_servers")?;
-    for row in &t.rows {
-        r.top_servers.push(ServerRow {
-            server_ip: t.str(row, "server_ip")?,
-            server_country: t.str(row, "server_country")?,
-            server_asn: t.num(row, "server_asn")?,
-            server_as_org: t.str(row, "server_as_org")?,
-            sessions: t.num(row, "sessions")?,
-            problem_sessions: t.num(row, "problem_sessions")?,
-        });
-    }
-    let t = get("dns_injection_by_resolver_as")?;
-    for row in &t.rows {
-        r.dns_by_resolver_as.push(DnsAsRow {
-            asn: t.num(row, "server_asn")?,
-            as_org: t.str(row, "server_as_org")?,
-            transactions: t.num(row, "transactions")?,
-            injected: t.num(row, "injected")?,
-        });
-    }
-    let t = get("tlsrpt_policies")?;
-    for row in &t.rows {
-        r.tlsrpt_policies.push(PolicyRow {
-            policy_domain: t.str(row, "policy_domain")?,
-            mx_host: t.str(row, "mx_host")?,
-            policy_type: t.str(row, "policy_type")?,
-            successful: t.num(row, "successful")?,
-            failed: t.num(row, "failed")?,
-        });
-    }
-    let t = get("tlsrpt_failures")?;
-    for row in &t.rows {
-        r.tlsrpt_failures.push(FailureRow {
-            policy_domain: t.str(row, "policy_domain")?,
-            mx_host: t.str(row, "mx_host")?,
-            result_type: t.str(row, "result_type")?,
-            failure_reason_code: t.str(row, "failure_reason_code")?,
-            sending_mta_ip: t.str(row, "sending_mta_ip")?,
-            receiving_ip: t.str(row, "receiving_ip")?,
-            failed_session_count: t.num(row, "failed_session_count")?,
-        });
-    }
-    let t = get("mta_sts_domains")?;
-    for row in &t.rows {
-        r.mta_sts_domains.push(StsDomainRow {
-            recipient_domain: t.str(row, "recipient_domain")?,
-            sessions: t.num(row, "sessions")?,
-            sts_seen: t.num(row, "sts_seen")?,
-            fetch_ok: t.num(row, "fetch_ok")?,
-            fetch_blocked: t.num(row, "fetch_blocked")?,
-            plaintext: t.num(row, "plaintext")?,
-        });
-    }
+    r.verdicts_by_day = get("verdicts_by_day")?.all()?;
+    r.findings_by_kind = get("findings_by_kind")?.all()?;
+    r.top_servers = get("top_servers")?.all()?;
+    r.dns_by_resolver_as = get("dns_injection_by_resolver_as")?.all()?;
+    r.tlsrpt_policies = get("tlsrpt_policies")?.all()?;
+    r.tlsrpt_failures = get("tlsrpt_failures")?.all()?;
+    r.mta_sts_domains = get("mta_sts_domains")?.all()?;
     r.normalize();
     Ok(r)
 }
@@ -372,7 +269,7 @@ mod tests {
         for (name, sql) in QUERIES {
             let t = template(name, sql).unwrap();
             assert_eq!(t.matches('?').count(), 2, "{name}");
-            assert!(t.ends_with("FORMAT TabSeparatedWithNames"));
+            assert!(t.ends_with("FORMAT JSONEachRow"));
         }
         assert!(template("x", "SELECT 1").is_err());
     }
@@ -403,11 +300,22 @@ mod tests {
     }
 
     #[test]
-    fn tab_separated_escapes() {
-        assert_eq!(unescape(r"a\tb\\c\nd"), "a\tb\\c\nd");
-        let rows = Rows::parse("t", "a\tb\n1\tx\\ty\n").unwrap();
-        assert_eq!(rows.str(&rows.rows[0], "b").unwrap(), "x\ty");
-        assert_eq!(rows.num::<u64>(&rows.rows[0], "a").unwrap(), 1);
-        assert!(rows.str(&rows.rows[0], "c").is_err());
+    fn answers_deserialize_by_column_name_and_say_what_is_missing() {
+        let a = Answer::parse(
+            "findings_by_kind",
+            "{\"kind\":\"a\\tb\",\"sessions\":3,\"servers\":1,\"extra\":0}\n\n",
+        )
+        .unwrap();
+        let rows: Vec<KindRow> = a.all().unwrap();
+        assert_eq!(rows[0].kind, "a\tb");
+        assert_eq!((rows[0].sessions, rows[0].servers), (3, 1));
+        assert_eq!(a.column::<u64>(&a.rows[0], "sessions").unwrap(), 3);
+        assert!(a.column::<u64>(&a.rows[0], "nope").is_err());
+        let quoted = Answer::parse("x", r#"{"kind":"a","sessions":"3","servers":1}"#).unwrap();
+        assert!(
+            quoted.all::<KindRow>().is_err(),
+            "a quoted 64-bit integer is refused"
+        );
+        assert!(Answer::parse("x", "not json").is_err());
     }
 }

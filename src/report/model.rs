@@ -4,7 +4,7 @@
 //! changes every output together. The SQL files restate these definitions; the test that runs
 //! one capture through both sources holds them to the same numbers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Kinds whose presence makes a session count as *stripped*: the STARTTLS advertisement was
 /// overwritten, or a server known to offer it did not offer it here (a deletion).
@@ -130,7 +130,7 @@ impl SessionFacts {
 
 /// Session counters of one group (a day, a country, an AS, or everything). Every rate is a
 /// quotient of two of these, computed by the methods below and nowhere else.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// All sessions.
     pub sessions: u64,
@@ -253,7 +253,7 @@ pub struct AsRow {
 }
 
 /// Sessions of one verdict on one day.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictDayRow {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
@@ -264,7 +264,7 @@ pub struct VerdictDayRow {
 }
 
 /// Sessions carrying one finding kind.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindRow {
     /// The kind string.
     pub kind: String,
@@ -275,7 +275,7 @@ pub struct KindRow {
 }
 
 /// One server with problem sessions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerRow {
     /// Server address.
     pub server_ip: String,
@@ -292,11 +292,13 @@ pub struct ServerRow {
 }
 
 /// DNS transactions answered by resolvers of one AS.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsAsRow {
-    /// The resolver's AS number (0 when unknown).
+    /// The resolver's AS number (0 when unknown); `server_asn` in the query's answer.
+    #[serde(alias = "server_asn")]
     pub asn: u32,
-    /// Its organisation (the greatest seen).
+    /// Its organisation (the greatest seen); `server_as_org` in the query's answer.
+    #[serde(alias = "server_as_org")]
     pub as_org: String,
     /// DNS transactions of interest (those written to `dns.ndjson`).
     pub transactions: u64,
@@ -312,7 +314,7 @@ impl DnsAsRow {
 }
 
 /// One TLS-RPT policy: a recipient domain and the MX host its sessions went to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRow {
     /// The recipient domain (the MX question that led to the sessions).
     pub policy_domain: String,
@@ -328,7 +330,7 @@ pub struct PolicyRow {
 }
 
 /// One TLS-RPT failure-details entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRow {
     /// The policy's domain.
     pub policy_domain: String,
@@ -348,7 +350,7 @@ pub struct FailureRow {
 
 /// One recipient domain with MTA-STS evidence: the sessions to it and what the wire showed of
 /// its policy, so a reader sees which domains publish MTA-STS and where that policy was defeated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StsDomainRow {
     /// The recipient domain (the MX question that led to the sessions).
     pub recipient_domain: String,
