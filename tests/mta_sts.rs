@@ -76,6 +76,75 @@ fn check(name: &str, facts: &Value, analysis: &Path, baseline_had: bool) -> Vec<
         return diffs;
     };
     let missing = txt.is_empty() && baseline_had;
+    // The summary's counters say the same as the records and the facts.
+    let summary = read_json(&analysis.join("summary.json"));
+    let m = &summary["mta_sts"];
+    let answers = facts["txt_answers"].as_array().unwrap();
+    expect(
+        "summary txt_answers",
+        m["txt_answers"].clone(),
+        answers.len().into(),
+    );
+    expect(
+        "summary txt_sts_v1",
+        m["txt_sts_v1"].clone(),
+        answers
+            .iter()
+            .filter(|a| a["id"].is_string())
+            .count()
+            .into(),
+    );
+    for outcome in ["ok", "reset", "timeout", "handshake-failed"] {
+        let n = facts["fetches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["outcome"] == outcome)
+            .count();
+        expect(
+            &format!("summary fetches {outcome}"),
+            m["fetches"][outcome].clone(),
+            n.into(),
+        );
+    }
+    expect(
+        "summary sessions_linked",
+        m["sessions_linked"].clone(),
+        smtp.len().into(),
+    );
+    for kind in [
+        "mta-sts-fetch-blocked",
+        "mta-sts-plaintext",
+        "mta-sts-txt-missing",
+    ] {
+        let n = findings.iter().filter(|f| f["kind"] == kind).count();
+        expect(
+            &format!("summary findings {kind}"),
+            m["findings"][kind].clone(),
+            n.into(),
+        );
+    }
+    for what in ["clients", "client_entries", "domains"] {
+        expect(
+            &format!("summary dropped {what}"),
+            m["dropped"][what].clone(),
+            0.into(),
+        );
+    }
+    let published = answers.iter().any(|a| a["id"].is_string());
+    for (window, holds) in [("sts_clients", true), ("sts_domains", published)] {
+        let w = &summary["memory"]["windows"][window];
+        expect(
+            &format!("memory window {window} has a limit"),
+            (w["limit_bytes"].as_u64().unwrap_or(0) > 0).into(),
+            true.into(),
+        );
+        expect(
+            &format!("memory window {window} holds what was learned"),
+            (w["entries"].as_u64().unwrap_or(0) > 0).into(),
+            holds.into(),
+        );
+    }
     let txt_kinds: Vec<Value> = txt_record["findings"].as_array().unwrap().clone();
     expect(
         "TXT transaction has mta-sts-txt-missing",

@@ -604,6 +604,7 @@ impl Worker {
         );
         gauges.publish(Window::DnsPending, self.app.dns.pending_usage());
         gauges.publish(Window::DnsClients, self.app.dns.client_usage());
+        gauges.publish(Window::StsClients, self.app.dns.sts.usage());
     }
 
     /// Capture time as this worker has seen it.
@@ -621,7 +622,9 @@ impl Worker {
         let mut flow = self.app.stats;
         flow.tcp_packets = self.table.stats.tcp_packets;
         flow.evicted_flows = self.table.stats.evicted_flows;
-        (flow, self.app.dns.stats)
+        let mut dns = self.app.dns.stats;
+        dns.sts = self.app.dns.sts.stats;
+        (flow, dns)
     }
 }
 
