@@ -13,7 +13,7 @@
 use crate::dns::sts::sts_id;
 use crate::memory::Usage;
 use crate::record::{DnsRecord, FindingKind, SessionRecord};
-use crate::state::{Baseline, Learned, Seen};
+use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde::Serialize;
@@ -161,7 +161,7 @@ impl StsJudge {
         if id.is_empty() {
             if let Some((ids, source)) = known {
                 let newest = ids.iter().max_by_key(|(_, s)| s.last_us);
-                let evidence = json!({
+                let mut evidence = json!({
                     "domain": domain,
                     "qname": rec.qname,
                     "rcode": rec.rcode,
@@ -170,6 +170,9 @@ impl StsJudge {
                     "published_ids": ids.iter().map(|(i, _)| i).collect::<Vec<_>>(),
                     "published_last_seen": newest.map(|(_, s)| rfc3339_micros(s.last_us)),
                 });
+                if let (Some((newest, _)), "baseline") = (newest, source) {
+                    add_witness(&mut evidence, baseline.witness(Fact::Sts(&domain, newest)));
+                }
                 rec.findings.push(FindingKind::MtaStsTxtMissing);
                 rec.findings.sort();
                 let f = rec.finding(
@@ -276,14 +279,20 @@ impl StsJudge {
             return;
         }
         let published = match rec.sts_txt.as_deref() {
-            Some(id) if !id.is_empty() => Some((vec![id.to_string()], "dns")),
-            _ => known_ids(self.domains.get(&domain), &domain, baseline)
-                .map(|(ids, source)| (ids.into_iter().map(|(i, _)| i).collect(), source)),
+            Some(id) if !id.is_empty() => Some((vec![(id.to_string(), None)], "dns")),
+            _ => known_ids(self.domains.get(&domain), &domain, baseline).map(|(ids, source)| {
+                let ids = ids.into_iter().map(|(i, s)| (i, Some(s.last_us))).collect();
+                (ids, source)
+            }),
         };
         if let Some((ids, source)) = published {
-            let evidence = json!({
+            let newest = ids
+                .iter()
+                .max_by_key(|(_, last)| *last)
+                .map(|(i, _)| i.clone());
+            let mut evidence = json!({
                 "recipient_domain": domain,
-                "published_ids": ids,
+                "published_ids": ids.iter().map(|(i, _)| i).collect::<Vec<_>>(),
                 "source": source,
                 "sts_txt": rec.sts_txt,
                 "sts_fetch": rec.sts_fetch,
@@ -291,6 +300,9 @@ impl StsJudge {
                 "downgrades": downgrades,
                 "mode": MODE_NOT_OBSERVABLE,
             });
+            if let (Some(newest), "baseline") = (newest, source) {
+                add_witness(&mut evidence, baseline.witness(Fact::Sts(&domain, &newest)));
+            }
             rec.add_finding(FindingKind::MtaStsPlaintext, rec.ts.0, evidence);
             self.stats.plaintext += 1;
         }
