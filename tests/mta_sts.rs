@@ -14,11 +14,13 @@ use std::path::Path;
 
 /// The captures, in the order the script makes them (the second run of the baseline pair,
 /// `sts-txt-removed`, follows its first, `sts-enforce-clean`).
-const CAPTURES: [&str; 4] = [
+const CAPTURES: [&str; 6] = [
     "sts-enforce-clean",
     "sts-fetch-reset",
     "sts-txt-removed",
     "sts-testing-stripped",
+    "sts-fetch-timeout",
+    "sts-fetch-bad-cert",
 ];
 
 fn read_json(path: &Path) -> Value {
