@@ -303,3 +303,35 @@ fn fresh_sts_captures_match_their_facts() {
     let diffs = check_dir(&dir, &out);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+#[test]
+fn https_that_is_not_a_policy_fetch_is_released_and_changes_nothing_else() {
+    let out = common::tempdir("mta-sts-release");
+    let mixed = out.join("mixed.pcap");
+    // Background HTTPS to www.example.com among the mail: none of it is a policy fetch.
+    stripwatch_synth::write_mixed(&mixed, 300, 7).unwrap();
+    let follow = out.join("follow");
+    let summary = common::analyze(&[&mixed], &follow, &["--workers", "1"]);
+    let released = summary["flows"]["released_flows"].as_u64().unwrap();
+    let other = summary["mta_sts"]["other_https_connections"]
+        .as_u64()
+        .unwrap();
+    assert!(released > 10, "{}", summary["flows"]);
+    assert_eq!(released, other, "each named connection released once");
+    assert_eq!(summary["mta_sts"]["fetches"]["ok"], 0);
+    // The sessions are those of a run that does not look at TCP/443, but for sts_fetch.
+    let off = out.join("off");
+    common::analyze(&[&mixed], &off, &["--workers", "1", "--no-mta-sts-fetches"]);
+    let strip = |dir: &Path| -> Vec<Value> {
+        common::ndjson(&dir.join("sessions.ndjson"))
+            .into_iter()
+            .map(|mut s| {
+                s.as_object_mut().unwrap().remove("sts_fetch");
+                s
+            })
+            .collect()
+    };
+    let (a, b) = (strip(&follow), strip(&off));
+    assert!(a.len() > 100);
+    assert!(a == b, "sessions differ");
+}
