@@ -40,11 +40,17 @@ pub enum Window {
     Certificates,
     /// Servers that offered STARTTLS and failed upgrades per client/server pair.
     Offers,
+    /// The workers' per-client MTA-STS memory: `_mta-sts` TXT answers, policy-host addresses
+    /// and TCP/443 connections waiting to be linked to a delivery.
+    StsClients,
+    /// The domains that published `v=STSv1` in this run, with their policy ids (the MTA-STS
+    /// judge of the output stage).
+    StsDomains,
 }
 
 impl Window {
     /// Every window, in the order they are reported.
-    pub const ALL: [Window; 9] = [
+    pub const ALL: [Window; 11] = [
         Window::Flows,
         Window::DnsPending,
         Window::DnsClients,
@@ -54,6 +60,8 @@ impl Window {
         Window::MxAnswers,
         Window::Certificates,
         Window::Offers,
+        Window::StsClients,
+        Window::StsDomains,
     ];
 
     /// The name in `summary.json` and in the metrics' `window` label.
@@ -68,6 +76,8 @@ impl Window {
             Window::MxAnswers => "mx_answers",
             Window::Certificates => "certificates",
             Window::Offers => "offers",
+            Window::StsClients => "sts_clients",
+            Window::StsDomains => "sts_domains",
         }
     }
 
@@ -79,13 +89,15 @@ impl Window {
         match self {
             Window::Flows => 400,
             Window::DnsPending => 60,
-            Window::DnsClients => 120,
+            Window::DnsClients => 100,
             Window::Order => 60,
             Window::Held => 150,
             Window::DnsWait => 60,
-            Window::MxAnswers => 60,
+            Window::MxAnswers => 50,
             Window::Certificates => 50,
             Window::Offers => 40,
+            Window::StsClients => 20,
+            Window::StsDomains => 10,
         }
     }
 
@@ -93,7 +105,7 @@ impl Window {
     fn per_worker(self) -> bool {
         matches!(
             self,
-            Window::Flows | Window::DnsPending | Window::DnsClients
+            Window::Flows | Window::DnsPending | Window::DnsClients | Window::StsClients
         )
     }
 

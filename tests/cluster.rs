@@ -341,7 +341,7 @@ fn findings(out: &Path) -> Vec<(String, Value)> {
 }
 
 #[test]
-fn a_sensor_convicts_a_deleted_starttls_line_with_another_sensors_history() {
+fn another_sensors_history_convicts_a_deleted_starttls_line_and_a_removed_mta_sts_record() {
     let work = tempdir("cluster-baseline");
     let Some(cluster) = Cluster::start(&work.join("cluster")) else {
         return;
@@ -410,6 +410,117 @@ fn a_sensor_convicts_a_deleted_starttls_line_with_another_sensors_history() {
     assert_eq!(e["seen_by_sensor_at"].as_str().unwrap(), a_ts, "{e}");
     assert_eq!(e["offered_sessions"], 1, "{e}");
 
+    // MTA-STS from shared history. Sensor A sees swcap.test and testing.swcap.test publish
+    // `v=STSv1` (the real Postfix + postfix-mta-sts-resolver captures).
+    let sts_a = work.join("sts-a");
+    let enforce = capture("sts-enforce-clean");
+    let testing = capture("sts-testing-stripped");
+    let (enforce, testing) = (enforce.to_str().unwrap(), testing.to_str().unwrap());
+    let o = run(&[
+        "analyze",
+        enforce,
+        testing,
+        "--out",
+        sts_a.to_str().unwrap(),
+        "--no-report",
+        "--sensor",
+        "sensor-a",
+        "--clickhouse",
+        &a_url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a_txt: Vec<Value> = ndjson(&sts_a.join("dns.ndjson"))
+        .into_iter()
+        .filter(|d| d["qtype"] == "TXT")
+        .collect();
+    let a_ts = |qname: &str| {
+        a_txt
+            .iter()
+            .find(|d| d["qname"] == qname)
+            .unwrap_or_else(|| panic!("A's {qname} TXT: {a_txt:?}"))["ts"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Sensor B sees the TXT record removed on its path (NXDOMAIN): alone it knows nothing...
+    let removed = capture("sts-txt-removed");
+    let removed = removed.to_str().unwrap();
+    let txt_missing = |out: &Path| -> Vec<Value> {
+        findings(out)
+            .into_iter()
+            .filter(|(k, _)| k == "mta-sts-txt-missing")
+            .map(|(_, e)| e)
+            .collect()
+    };
+    let alone = work.join("sts-b-alone");
+    analyze(removed, &alone, "sensor-b", &b_url, &[]);
+    assert!(txt_missing(&alone).is_empty(), "{:?}", findings(&alone));
+    // ...with the shared baseline, A's history convicts the removal, naming A and when.
+    let shared = work.join("sts-b-shared");
+    analyze(removed, &shared, "sensor-b", &b_url, &["--shared-baseline"]);
+    let missing = txt_missing(&shared);
+    assert_eq!(missing.len(), 1, "{:?}", findings(&shared));
+    let e = &missing[0];
+    assert_eq!(e["source"], "baseline", "{e}");
+    assert_eq!(e["domain"], "swcap.test", "{e}");
+    assert_eq!(
+        e["published_ids"],
+        serde_json::json!(["20261207T0850"]),
+        "{e}"
+    );
+    assert_eq!(e["seen_by_sensor"], "sensor-a", "{e}");
+    assert_eq!(
+        e["seen_by_sensor_at"].as_str().unwrap(),
+        a_ts("_mta-sts.swcap.test"),
+        "{e}"
+    );
+    let b_sessions = ndjson(&shared.join("sessions.ndjson"));
+    let txt_record = ndjson(&shared.join("dns.ndjson"))
+        .into_iter()
+        .find(|d| d["qname"] == "_mta-sts.swcap.test")
+        .expect("B's TXT transaction");
+    let finding_id = format!("{}-4", txt_record["transaction_id"].as_str().unwrap());
+    assert!(
+        b_sessions[0]["dns_finding_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&finding_id.into()),
+        "{}",
+        b_sessions[0]
+    );
+    // Sensor B sees a stripped delivery to testing.swcap.test whose TXT lookup it did not
+    // capture (the same capture with the `_mta-sts` packets cut out): only A's history says the
+    // domain publishes a policy, so `mta-sts-plaintext` rests on the shared baseline.
+    let no_txt = work.join("sts-testing-no-txt.pcap");
+    drop_packets_containing(testing, &no_txt, b"\x08_mta-sts");
+    let no_txt = no_txt.to_str().unwrap();
+    let plaintext = |out: &Path| -> Vec<Value> {
+        findings(out)
+            .into_iter()
+            .filter(|(k, _)| k == "mta-sts-plaintext")
+            .map(|(_, e)| e)
+            .collect()
+    };
+    let alone = work.join("sts-b-plain-alone");
+    analyze(no_txt, &alone, "sensor-b", &b_url, &[]);
+    let s = &ndjson(&alone.join("sessions.ndjson"))[0];
+    assert_eq!(s["recipient_domain"], "testing.swcap.test", "{s}");
+    assert_eq!(s["sts_txt"], Value::Null, "{s}");
+    assert!(plaintext(&alone).is_empty(), "{:?}", findings(&alone));
+    let shared = work.join("sts-b-plain-shared");
+    analyze(no_txt, &shared, "sensor-b", &b_url, &["--shared-baseline"]);
+    let p = plaintext(&shared);
+    assert_eq!(p.len(), 1, "{:?}", findings(&shared));
+    let e = &p[0];
+    assert_eq!(e["source"], "baseline", "{e}");
+    assert_eq!(e["published_ids"], serde_json::json!(["testing1"]), "{e}");
+    assert_eq!(e["seen_by_sensor"], "sensor-a", "{e}");
+    assert_eq!(
+        e["seen_by_sensor_at"].as_str().unwrap(),
+        a_ts("_mta-sts.testing.swcap.test"),
+        "{e}"
+    );
+
     // Bad use: one line, non-zero status.
     let o = run(&[
         "analyze",
@@ -421,4 +532,28 @@ fn a_sensor_convicts_a_deleted_starttls_line_with_another_sensors_history() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("required"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Copies the classic pcap `from` to `to` without the packets whose bytes contain `needle`.
+fn drop_packets_containing(from: &str, to: &Path, needle: &[u8]) {
+    let data = std::fs::read(from).unwrap();
+    assert_eq!(
+        &data[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian pcap"
+    );
+    let mut out = data[..24].to_vec();
+    let (mut at, mut dropped) = (24, 0);
+    while at + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let record = &data[at..at + 16 + caplen];
+        if record[16..].windows(needle.len()).any(|w| w == needle) {
+            dropped += 1;
+        } else {
+            out.extend_from_slice(record);
+        }
+        at += 16 + caplen;
+    }
+    assert!(dropped >= 2, "the TXT query and answer were cut out");
+    std::fs::write(to, out).unwrap();
 }

@@ -14,11 +14,13 @@ use std::path::Path;
 
 /// The captures, in the order the script makes them (the second run of the baseline pair,
 /// `sts-txt-removed`, follows its first, `sts-enforce-clean`).
-const CAPTURES: [&str; 4] = [
+const CAPTURES: [&str; 6] = [
     "sts-enforce-clean",
     "sts-fetch-reset",
     "sts-txt-removed",
     "sts-testing-stripped",
+    "sts-fetch-timeout",
+    "sts-fetch-bad-cert",
 ];
 
 fn read_json(path: &Path) -> Value {
@@ -76,6 +78,75 @@ fn check(name: &str, facts: &Value, analysis: &Path, baseline_had: bool) -> Vec<
         return diffs;
     };
     let missing = txt.is_empty() && baseline_had;
+    // The summary's counters say the same as the records and the facts.
+    let summary = read_json(&analysis.join("summary.json"));
+    let m = &summary["mta_sts"];
+    let answers = facts["txt_answers"].as_array().unwrap();
+    expect(
+        "summary txt_answers",
+        m["txt_answers"].clone(),
+        answers.len().into(),
+    );
+    expect(
+        "summary txt_sts_v1",
+        m["txt_sts_v1"].clone(),
+        answers
+            .iter()
+            .filter(|a| a["id"].is_string())
+            .count()
+            .into(),
+    );
+    for outcome in ["ok", "reset", "timeout", "handshake-failed"] {
+        let n = facts["fetches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["outcome"] == outcome)
+            .count();
+        expect(
+            &format!("summary fetches {outcome}"),
+            m["fetches"][outcome].clone(),
+            n.into(),
+        );
+    }
+    expect(
+        "summary sessions_linked",
+        m["sessions_linked"].clone(),
+        smtp.len().into(),
+    );
+    for kind in [
+        "mta-sts-fetch-blocked",
+        "mta-sts-plaintext",
+        "mta-sts-txt-missing",
+    ] {
+        let n = findings.iter().filter(|f| f["kind"] == kind).count();
+        expect(
+            &format!("summary findings {kind}"),
+            m["findings"][kind].clone(),
+            n.into(),
+        );
+    }
+    for what in ["clients", "client_entries", "domains"] {
+        expect(
+            &format!("summary dropped {what}"),
+            m["dropped"][what].clone(),
+            0.into(),
+        );
+    }
+    let published = answers.iter().any(|a| a["id"].is_string());
+    for (window, holds) in [("sts_clients", true), ("sts_domains", published)] {
+        let w = &summary["memory"]["windows"][window];
+        expect(
+            &format!("memory window {window} has a limit"),
+            (w["limit_bytes"].as_u64().unwrap_or(0) > 0).into(),
+            true.into(),
+        );
+        expect(
+            &format!("memory window {window} holds what was learned"),
+            (w["entries"].as_u64().unwrap_or(0) > 0).into(),
+            holds.into(),
+        );
+    }
     let txt_kinds: Vec<Value> = txt_record["findings"].as_array().unwrap().clone();
     expect(
         "TXT transaction has mta-sts-txt-missing",
@@ -231,4 +302,36 @@ fn fresh_sts_captures_match_their_facts() {
     let out = common::tempdir("real-sts-analysis");
     let diffs = check_dir(&dir, &out);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn https_that_is_not_a_policy_fetch_is_released_and_changes_nothing_else() {
+    let out = common::tempdir("mta-sts-release");
+    let mixed = out.join("mixed.pcap");
+    // Background HTTPS to www.example.com among the mail: none of it is a policy fetch.
+    stripwatch_synth::write_mixed(&mixed, 300, 7).unwrap();
+    let follow = out.join("follow");
+    let summary = common::analyze(&[&mixed], &follow, &["--workers", "1"]);
+    let released = summary["flows"]["released_flows"].as_u64().unwrap();
+    let other = summary["mta_sts"]["other_https_connections"]
+        .as_u64()
+        .unwrap();
+    assert!(released > 10, "{}", summary["flows"]);
+    assert_eq!(released, other, "each named connection released once");
+    assert_eq!(summary["mta_sts"]["fetches"]["ok"], 0);
+    // The sessions are those of a run that does not look at TCP/443, but for sts_fetch.
+    let off = out.join("off");
+    common::analyze(&[&mixed], &off, &["--workers", "1", "--no-mta-sts-fetches"]);
+    let strip = |dir: &Path| -> Vec<Value> {
+        common::ndjson(&dir.join("sessions.ndjson"))
+            .into_iter()
+            .map(|mut s| {
+                s.as_object_mut().unwrap().remove("sts_fetch");
+                s
+            })
+            .collect()
+    };
+    let (a, b) = (strip(&follow), strip(&off));
+    assert!(a.len() > 100);
+    assert!(a == b, "sessions differ");
 }

@@ -6,7 +6,7 @@ the sender upgrade, did it send MAIL in clear), what Postfix and the resolver lo
 the on-path box did. tests/mta_sts.rs compares stripwatch's records with these facts.
 
     facts.py CAPTURE --name N --description D --domain DOMAIN --proxy-mode MODE
-             --fetch-attack on|off --dns-attack on|off --maillog F --resolver-log F
+             --fetch-attack on|off|drop|mitm --dns-attack on|off --maillog F --resolver-log F
              --source S --out FILE
 """
 import argparse
@@ -88,6 +88,8 @@ def main():
         "on_path": {
             "starttls": a.proxy_mode,
             "policy_fetch_reset": a.fetch_attack == "on",
+            **({"policy_fetch_dropped": True} if a.fetch_attack == "drop" else {}),
+            **({"policy_fetch_intercepted": True} if a.fetch_attack == "mitm" else {}),
             "sts_txt_removed": a.dns_attack == "on",
         },
         "txt_answers": txt,
@@ -175,7 +177,10 @@ def check(f):
     if removed and f["fetches"]:
         need.append("no policy fetch without a TXT record")
     if not removed:
-        want = "reset" if f["on_path"]["policy_fetch_reset"] else "ok"
+        on_path = f["on_path"]
+        want = ("reset" if on_path["policy_fetch_reset"] else
+                "timeout" if on_path.get("policy_fetch_dropped") else
+                "handshake-failed" if on_path.get("policy_fetch_intercepted") else "ok")
         if not f["fetches"] or any(x["outcome"] != want for x in f["fetches"]):
             need.append("policy fetches that ended " + want)
     stripped = f["on_path"]["starttls"] == "overwrite"

@@ -37,8 +37,9 @@ ZONE=swcap.test
 STS_ID=20261207T0850
 TESTING_ID=testing1
 CAPTURE_SOURCE=scripts/sts-captures/make.sh
-CAPTURES=(sts-enforce-clean sts-fetch-reset sts-txt-removed sts-testing-stripped)
-FAILURE_LOGS="client/maillog server/maillog mta-sts.log nginx/error.log nsd*.log proxy.out tcpdump.err"
+CAPTURES=(sts-enforce-clean sts-fetch-reset sts-txt-removed sts-testing-stripped sts-fetch-timeout
+    sts-fetch-bad-cert)
+FAILURE_LOGS="client/maillog server/maillog mta-sts.log nginx/error.log nginx-path/error.log nsd*.log proxy.out tcpdump.err"
 
 ensure_packages() {
     need_base
@@ -63,7 +64,7 @@ keep_logs() {
     cp "$W"/client/maillog "$1/client.maillog" 2>/dev/null
     cp "$W"/server/maillog "$1/server.maillog" 2>/dev/null
     cp "$W"/mta-sts.log "$W"/proxy.log "$W"/nsd-*.log "$1/" 2>/dev/null
-    cp -r "$W"/nginx "$W"/zone "$1/" 2>/dev/null
+    cp -r "$W"/nginx "$W"/nginx-path "$W"/zone "$1/" 2>/dev/null
 }
 
 remove_partial() { rm -f "$OUT"/.sts-*.tmp 2>/dev/null; }
@@ -87,14 +88,22 @@ table inet path {
 }
 table ip pathnat {
     chain pre { type nat hook prerouting priority -100; policy accept; }
+    chain pre443 { type nat hook prerouting priority -99; policy accept; }
 }
 EOF
 }
 
-# attack_policy_fetch on|off: the path box resets every connection to TCP/443
+# attack_policy_fetch off|on|drop|mitm: what the path box does to TCP/443 towards nginx: on,
+# reset every connection; drop, drop every packet (the fetch times out); mitm, send it to its
+# own nginx, whose certificate a CA the resolver does not trust issued (the handshake fails)
 attack_policy_fetch() {
     nsx $NS_M nft flush chain inet path forward
-    [ "$1" = on ] && nsx $NS_M nft add rule inet path forward tcp dport 443 reject with tcp reset
+    nsx $NS_M nft flush chain ip pathnat pre443
+    case "$1" in
+        on) nsx $NS_M nft add rule inet path forward tcp dport 443 reject with tcp reset ;;
+        drop) nsx $NS_M nft add rule inet path forward tcp dport 443 drop ;;
+        mitm) nsx $NS_M nft add rule ip pathnat pre443 ip daddr $WEB_IP tcp dport 443 dnat to $M_IP ;;
+    esac
     return 0
 }
 
@@ -118,6 +127,11 @@ make_cert() {
         -keyout "$t/ca.key" -out "$t/ca.crt" >/dev/null 2>&1
     issue server "mx.$ZONE" "DNS:mx.$ZONE"
     issue web "mta-sts.$ZONE" "DNS:mta-sts.$ZONE,DNS:mta-sts.testing.$ZONE"
+    # the path box's certificate names the policy hosts too, but its CA is its own
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 365 -subj "/CN=swsts path CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$t/path-ca.key" -out "$t/path-ca.crt" >/dev/null 2>&1
+    CA=path-ca issue path "mta-sts.$ZONE" "DNS:mta-sts.$ZONE,DNS:mta-sts.testing.$ZONE"
     chmod 644 "$t"/*.crt; chmod 600 "$t"/*.key
 }
 issue() { # issue NAME CN SAN
@@ -125,7 +139,7 @@ issue() { # issue NAME CN SAN
     openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$t/$1.key" -out "$t/$1.csr" >/dev/null 2>&1
     printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
         "$3" > "$t/$1.ext"
-    openssl x509 -req -in "$t/$1.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -days 365 \
+    openssl x509 -req -in "$t/$1.csr" -CA "$t/${CA:-ca}.crt" -CAkey "$t/${CA:-ca}.key" -CAcreateserial -days 365 \
         -sha256 -extfile "$t/$1.ext" -out "$t/$1.crt" >/dev/null 2>&1
 }
 
@@ -198,12 +212,10 @@ policy() {
         > "$W/www/$1/.well-known/mta-sts.txt"
 }
 
-start_nginx() {
-    local n=$W/nginx
+# nginx_conf DIR CERT IP: an nginx serving both policy hosts on IP:443 with CERT
+nginx_conf() {
+    local n=$1 cert=$2 ip=$3
     mkdir -p "$n"
-    policy enforce enforce
-    policy testing testing
-    chmod -R a+rX "$W/www"
     cat > "$n/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -213,14 +225,26 @@ events { worker_connections 64; }
 http {
     access_log $n/access.log;
     default_type text/plain;
-    ssl_certificate $W/tls/web.crt;
-    ssl_certificate_key $W/tls/web.key;
-    server { listen $WEB_IP:443 ssl; server_name mta-sts.$ZONE; root $W/www/enforce; }
-    server { listen $WEB_IP:443 ssl; server_name mta-sts.testing.$ZONE; root $W/www/testing; }
+    ssl_certificate $W/tls/$cert.crt;
+    ssl_certificate_key $W/tls/$cert.key;
+    server { listen $ip:443 ssl; server_name mta-sts.$ZONE; root $W/www/enforce; }
+    server { listen $ip:443 ssl; server_name mta-sts.testing.$ZONE; root $W/www/testing; }
 }
 EOF
+}
+
+start_nginx() {
+    local n=$W/nginx p=$W/nginx-path
+    policy enforce enforce
+    policy testing testing
+    chmod -R a+rX "$W/www"
+    nginx_conf "$n" web $WEB_IP
     nsx $NS_S nginx -p "$n" -e "$n/error.log" -c "$n/nginx.conf" >>"$n/stdout.log" 2>&1 &
     wait_for 10 "nginx listening" nsx $NS_S ss -Hltn "sport = :443"
+    # the path box's own, for the mitm attack
+    nginx_conf "$p" path $M_IP
+    nsx $NS_M nginx -p "$p" -e "$p/error.log" -c "$p/nginx.conf" >>"$p/stdout.log" 2>&1 &
+    wait_for 10 "the path box's nginx listening" nsx $NS_M ss -Hltn "sport = :443"
 }
 
 # ---------------------------------------------------------------- the sender and its resolver
@@ -362,5 +386,9 @@ capture sts-txt-removed "$ZONE" pass off on \
     "As sts-enforce-clean (the run before it), but the on-path box answers the sender's DNS queries itself from a copy of the zone without the _mta-sts TXT records (nft dnat to its own NSD, addressed as the real server): TXT _mta-sts.$ZONE is NXDOMAIN, the resolver fetches nothing, and Postfix delivers with STARTTLS but without a policy (may). Analysed with the baseline of sts-enforce-clean, the TXT record disappeared."
 capture sts-testing-stripped "testing.$ZONE" overwrite off off \
     "Postfix with postfix-mta-sts-resolver sends one message to user@testing.$ZONE, whose policy (TXT v=STSv1; id=$TESTING_ID, fetched over HTTPS from mta-sts.testing.$ZONE) says mode: testing; the resolver (strict_testing: false) gives Postfix no policy for a testing domain. The on-path box overwrites STARTTLS (XXXXXXXA), and Postfix delivers in plaintext."
+capture sts-fetch-timeout "$ZONE" pass drop off \
+    "As sts-enforce-clean, but the on-path box drops every packet to TCP/443 (nft: tcp dport 443 drop): the resolver's SYNs go unanswered until its timeout (4 s) and it gives Postfix no policy. The box relays STARTTLS untouched, so Postfix (may) still delivers with STARTTLS to the trusted certificate: the fetch was blocked, but this delivery was not downgraded."
+capture sts-fetch-bad-cert "$ZONE" overwrite mitm off \
+    "As sts-enforce-clean, but the on-path box sends the resolver's policy fetch to its own nginx (nft dnat of TCP/443 to itself), which presents a certificate for mta-sts.$ZONE issued by a CA the resolver does not trust: the resolver's TLS handshake fails (certificate verify failed, a fatal alert) and it gives Postfix no policy. The box also overwrites STARTTLS (XXXXXXXA), and Postfix delivers in plaintext."
 
 log "all captures written to $OUT"

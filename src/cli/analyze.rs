@@ -236,6 +236,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             dns: DnsConfig {
                 link_window_us: micros(args.mx_window),
                 max_client_bytes: budget.limit(Window::DnsClients),
+                max_sts_bytes: budget.limit(Window::StsClients),
                 ..DnsConfig::default()
             },
         },
@@ -245,6 +246,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             held_bytes: budget.limit(Window::Held),
             wait_bytes: budget.limit(Window::DnsWait),
             offers_bytes: budget.limit(Window::Offers),
+            sts_domains_bytes: budget.limit(Window::StsDomains),
             ..CorrelatorConfig::default()
         },
         defrag: DefragLimits::default(),

@@ -48,6 +48,8 @@ pub struct CorrelatorConfig {
     pub wait_bytes: usize,
     /// Bytes of per-server offers and per-pair failures.
     pub offers_bytes: usize,
+    /// Bytes of the domains that published `v=STSv1` in this run (the MTA-STS judge).
+    pub sts_domains_bytes: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -60,6 +62,7 @@ impl Default for CorrelatorConfig {
             held_bytes: usize::MAX,
             wait_bytes: usize::MAX,
             offers_bytes: usize::MAX,
+            sts_domains_bytes: usize::MAX,
         }
     }
 }
@@ -186,7 +189,7 @@ impl Correlator {
             baseline,
             certs,
             dns,
-            sts: StsJudge::default(),
+            sts: StsJudge::with_max_bytes(cfg.sts_domains_bytes),
             stats: CorrelatorStats::default(),
         }
     }
@@ -615,6 +618,7 @@ impl Correlator {
             Window::Held => Some(self.held_usage),
             Window::DnsWait => Some(self.wait_usage),
             Window::Offers => Some(self.offers_usage),
+            Window::StsDomains => Some(self.sts.usage()),
             _ => None,
         }
     }

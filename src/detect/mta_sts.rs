@@ -6,17 +6,19 @@
 //! finding, like `dnssec-stripped`).
 //!
 //! It remembers, for this run, which domains published `v=STSv1` and with which ids (at most
-//! [`MAX_DOMAINS`]; the least recently seen tenth goes when full), and hands them to the
-//! baseline at the end. A changed id is a fact, counted in `policy_id_changes`, not a finding:
-//! domains change their policies.
+//! [`MAX_DOMAINS`] and the `sts_domains` share of the memory budget; the least recently seen
+//! tenth goes when either is reached), and hands them to the baseline at the end. A changed
+//! id is a fact, counted in `policy_id_changes`, not a finding: domains change their policies.
 
 use crate::dns::sts::sts_id;
+use crate::memory::Usage;
 use crate::record::{DnsRecord, FindingKind, SessionRecord};
-use crate::state::{Baseline, Learned, Seen};
+use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::util::rfc3339_micros;
 use ahash::AHashMap;
 use serde::Serialize;
 use serde_json::json;
+use std::mem::size_of;
 
 /// Domains remembered in one run.
 pub const MAX_DOMAINS: usize = 200_000;
@@ -48,14 +50,22 @@ const CERTIFICATE_PROBLEMS: [FindingKind; 6] = [
     FindingKind::CertificateAbsent,
 ];
 
-/// Counters for the summary.
+/// Counters for the summary (`mta_sts`).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StsStats {
-    /// `_mta-sts` TXT answers with a valid `v=STSv1` record.
+    /// `_mta-sts` TXT transactions judged (answered NOERROR or NXDOMAIN).
+    pub txt_answers: u64,
+    /// Of them, answers with a valid `v=STSv1` record.
     pub policies_seen: u64,
     /// Answers whose id differs from the last one known for the domain (run or baseline).
     pub policy_id_changes: u64,
-    /// Domains forgotten to stay within bounds.
+    /// `mta-sts-txt-missing` findings raised.
+    pub txt_missing: u64,
+    /// `mta-sts-fetch-blocked` findings raised.
+    pub fetch_blocked: u64,
+    /// `mta-sts-plaintext` findings raised.
+    pub plaintext: u64,
+    /// Domains forgotten to stay within the count or the bytes.
     pub evictions: u64,
 }
 
@@ -64,14 +74,37 @@ struct DomainIds {
     /// (id, sightings), newest last.
     ids: Vec<(String, Seen)>,
     last_us: i64,
+    /// What this entry costs, with its key.
+    bytes: usize,
+}
+
+/// Bytes one domain's entry costs: its slot, its name and its ids.
+fn domain_bytes(domain: &str, d: &DomainIds) -> usize {
+    const SLOT: usize = 32 + size_of::<String>() + size_of::<DomainIds>();
+    SLOT + domain.len()
+        + d.ids.capacity() * size_of::<(String, Seen)>()
+        + d.ids.iter().map(|(i, _)| i.len()).sum::<usize>()
 }
 
 /// MTA-STS judgements and this run's memory of published policies.
-#[derive(Default)]
 pub struct StsJudge {
     domains: AHashMap<String, DomainIds>,
+    /// Domains and their bytes (the `sts_domains` window).
+    usage: Usage,
+    max_bytes: usize,
     /// Counters.
     pub stats: StsStats,
+}
+
+impl Default for StsJudge {
+    fn default() -> Self {
+        StsJudge {
+            domains: AHashMap::new(),
+            usage: Usage::default(),
+            max_bytes: usize::MAX,
+            stats: StsStats::default(),
+        }
+    }
 }
 
 /// The ids a domain published, from this run if any, else from the baseline, and which.
@@ -90,6 +123,22 @@ fn known_ids(
 }
 
 impl StsJudge {
+    /// A judge whose memory of published ids holds at most `max_bytes`.
+    pub fn with_max_bytes(max_bytes: usize) -> StsJudge {
+        StsJudge {
+            max_bytes,
+            ..StsJudge::default()
+        }
+    }
+
+    /// Size and evictions of the memory of published ids (the `sts_domains` window).
+    pub fn usage(&self) -> Usage {
+        Usage {
+            evictions: self.stats.evictions,
+            ..self.usage
+        }
+    }
+
     /// Judges a `_mta-sts.<domain>` TXT transaction: remembers a published id (counting a
     /// change), or, for an answer without `v=STSv1` where the run or the baseline saw one,
     /// adds `mta-sts-txt-missing`. Other transactions are left alone.
@@ -106,12 +155,13 @@ impl StsJudge {
                 .filter(|a| a.rtype == "TXT" && a.name == rec.qname)
                 .map(|a| a.data.as_str()),
         );
+        self.stats.txt_answers += 1;
         let domain = domain.to_string();
         let known = known_ids(self.domains.get(&domain), &domain, baseline);
         if id.is_empty() {
             if let Some((ids, source)) = known {
                 let newest = ids.iter().max_by_key(|(_, s)| s.last_us);
-                let evidence = json!({
+                let mut evidence = json!({
                     "domain": domain,
                     "qname": rec.qname,
                     "rcode": rec.rcode,
@@ -120,6 +170,9 @@ impl StsJudge {
                     "published_ids": ids.iter().map(|(i, _)| i).collect::<Vec<_>>(),
                     "published_last_seen": newest.map(|(_, s)| rfc3339_micros(s.last_us)),
                 });
+                if let (Some((newest, _)), "baseline") = (newest, source) {
+                    add_witness(&mut evidence, baseline.witness(Fact::Sts(&domain, newest)));
+                }
                 rec.findings.push(FindingKind::MtaStsTxtMissing);
                 rec.findings.sort();
                 let f = rec.finding(
@@ -129,6 +182,7 @@ impl StsJudge {
                     evidence,
                 );
                 rec.finding_details.push(f);
+                self.stats.txt_missing += 1;
             }
             return;
         }
@@ -145,17 +199,34 @@ impl StsJudge {
     }
 
     fn remember(&mut self, domain: String, id: String, ts_us: i64) {
-        if !self.domains.contains_key(&domain) && self.domains.len() >= MAX_DOMAINS {
+        if !self.domains.contains_key(&domain)
+            && (self.domains.len() >= MAX_DOMAINS || self.usage.bytes > self.max_bytes)
+        {
             let mut ages: Vec<i64> = self.domains.values().map(|d| d.last_us).collect();
-            let (_, pivot, _) = ages.select_nth_unstable(MAX_DOMAINS / 10);
-            let pivot = *pivot;
-            let before = self.domains.len();
-            self.domains.retain(|_, d| d.last_us > pivot);
-            self.stats.evictions += (before - self.domains.len()) as u64;
+            if !ages.is_empty() {
+                let cut = ages.len() / 10;
+                let (_, pivot, _) = ages.select_nth_unstable(cut);
+                let pivot = *pivot;
+                let (usage, stats) = (&mut self.usage, &mut self.stats);
+                self.domains.retain(|_, d| {
+                    let keep = d.last_us > pivot;
+                    if !keep {
+                        usage.entries -= 1;
+                        usage.bytes -= d.bytes;
+                        stats.evictions += 1;
+                    }
+                    keep
+                });
+            }
         }
-        let d = self.domains.entry(domain).or_insert(DomainIds {
-            ids: Vec::new(),
-            last_us: ts_us,
+        let usage = &mut self.usage;
+        let d = self.domains.entry(domain.clone()).or_insert_with(|| {
+            usage.entries += 1;
+            DomainIds {
+                ids: Vec::new(),
+                last_us: ts_us,
+                bytes: 0,
+            }
         });
         d.last_us = d.last_us.max(ts_us);
         match d.ids.iter_mut().find(|(i, _)| *i == id) {
@@ -167,11 +238,14 @@ impl StsJudge {
                 d.ids.push((id, Seen::span(ts_us, ts_us, 1)));
             }
         }
+        let bytes = domain_bytes(&domain, d);
+        usage.bytes = usage.bytes - d.bytes + bytes;
+        d.bytes = bytes;
     }
 
     /// Judges a session with a recipient domain, after the other rules (its findings decide
     /// whether it was delivered without protection).
-    pub fn judge_session(&self, rec: &mut SessionRecord, baseline: &dyn Baseline) {
+    pub fn judge_session(&mut self, rec: &mut SessionRecord, baseline: &dyn Baseline) {
         let Some(domain) = rec.recipient_domain.clone() else {
             return;
         };
@@ -199,19 +273,26 @@ impl StsJudge {
                 "certificate_problems": cert_problems,
             });
             rec.add_finding(FindingKind::MtaStsFetchBlocked, rec.ts.0, evidence);
+            self.stats.fetch_blocked += 1;
         }
         if !plaintext {
             return;
         }
         let published = match rec.sts_txt.as_deref() {
-            Some(id) if !id.is_empty() => Some((vec![id.to_string()], "dns")),
-            _ => known_ids(self.domains.get(&domain), &domain, baseline)
-                .map(|(ids, source)| (ids.into_iter().map(|(i, _)| i).collect(), source)),
+            Some(id) if !id.is_empty() => Some((vec![(id.to_string(), None)], "dns")),
+            _ => known_ids(self.domains.get(&domain), &domain, baseline).map(|(ids, source)| {
+                let ids = ids.into_iter().map(|(i, s)| (i, Some(s.last_us))).collect();
+                (ids, source)
+            }),
         };
         if let Some((ids, source)) = published {
-            let evidence = json!({
+            let newest = ids
+                .iter()
+                .max_by_key(|(_, last)| *last)
+                .map(|(i, _)| i.clone());
+            let mut evidence = json!({
                 "recipient_domain": domain,
-                "published_ids": ids,
+                "published_ids": ids.iter().map(|(i, _)| i).collect::<Vec<_>>(),
                 "source": source,
                 "sts_txt": rec.sts_txt,
                 "sts_fetch": rec.sts_fetch,
@@ -219,7 +300,11 @@ impl StsJudge {
                 "downgrades": downgrades,
                 "mode": MODE_NOT_OBSERVABLE,
             });
+            if let (Some(newest), "baseline") = (newest, source) {
+                add_witness(&mut evidence, baseline.witness(Fact::Sts(&domain, &newest)));
+            }
             rec.add_finding(FindingKind::MtaStsPlaintext, rec.ts.0, evidence);
+            self.stats.plaintext += 1;
         }
     }
 
@@ -293,5 +378,28 @@ mod tests {
         let mut ids: Vec<&str> = l.sts.iter().map(|(_, id, _)| id.as_str()).collect();
         ids.sort();
         assert_eq!(ids, ["a1", "b2"]);
+    }
+
+    #[test]
+    fn the_byte_share_bounds_the_published_domains() {
+        let mut one = StsJudge::default();
+        let mut r = txt(1, "NoError", &["v=STSv1; id=a1"]);
+        one.judge_dns(&mut r, &NoBaseline);
+        let per_domain = one.usage().bytes;
+        let limit = per_domain * 20;
+        let mut j = StsJudge::with_max_bytes(limit);
+        for i in 0..500 {
+            let mut r = txt(i, "NoError", &["v=STSv1; id=a1"]);
+            let q = format!("_mta-sts.d{i:03}.example");
+            r.qname = q.clone();
+            r.answers[0].name = q;
+            j.judge_dns(&mut r, &NoBaseline);
+            assert!(j.usage().bytes <= limit + per_domain);
+        }
+        let u = j.usage();
+        assert!(u.entries <= 21, "{}", u.entries);
+        assert_eq!(u.evictions as usize + u.entries, 500);
+        assert_eq!(j.stats.txt_answers, 500);
+        assert_eq!(j.stats.policies_seen, 500);
     }
 }

@@ -4,14 +4,22 @@
 //! to what its client did for the session's recipient domain before the session, the way
 //! `DnsTracker::link` ties it to the MX, address and TLSA lookups.
 //!
-//! Every map is bounded: [`MAX_CLIENTS`] clients (the least recently active tenth goes when
-//! full) and [`PER_CLIENT`] entries of each kind per client (the oldest goes).
+//! Every map is bounded by a count and by bytes: [`MAX_CLIENTS`] clients and the worker's share
+//! of the memory budget (the `sts_clients` window; the least recently active tenth goes when
+//! either is reached), and [`PER_CLIENT`] entries of each kind per client (the oldest goes).
+//! A TCP/443 connection is remembered only while it may be a policy fetch: one whose
+//! ClientHello names another host, or that ended without a ClientHello and went to no address
+//! the client had resolved for a policy host, is forgotten (and a client left with nothing is
+//! forgotten too), so HTTPS traffic that is not MTA-STS holds no memory once it ends.
 
 use super::message::DnsMessage;
+use crate::memory::Usage;
 use crate::record::{EndReason, SessionRecord, StsFetch};
 use crate::tls::fetch::{FetchKind, POLICY_HOST_PREFIX, PolicyFetch};
 use crate::util::{community_id, flow_id};
 use ahash::AHashMap;
+use serde::Serialize;
+use std::mem::size_of;
 use std::net::IpAddr;
 
 /// Clients remembered per worker.
@@ -47,10 +55,94 @@ struct FetchSeen {
 #[derive(Default)]
 struct ClientSts {
     last_us: i64,
+    /// What this client's memory costs (its part of the window's bytes).
+    bytes: usize,
     txt: Vec<TxtSeen>,
     /// (policy domain, its host's addresses, time)
     hosts: Vec<(String, Vec<IpAddr>, i64)>,
     fetches: Vec<FetchSeen>,
+}
+
+impl ClientSts {
+    fn is_empty(&self) -> bool {
+        self.txt.is_empty() && self.hosts.is_empty() && self.fetches.is_empty()
+    }
+
+    /// Bytes this memory costs: its slot and what its lists hold (at most 3 × [`PER_CLIENT`]
+    /// entries, walked once per change of this client).
+    fn weigh(&self) -> usize {
+        const SLOT: usize = 32 + size_of::<IpAddr>() + size_of::<ClientSts>();
+        let txt: usize = self
+            .txt
+            .iter()
+            .map(|t| t.domain.len() + t.id.len() + t.tx.len())
+            .sum();
+        let hosts: usize = self
+            .hosts
+            .iter()
+            .map(|(d, a, _)| d.len() + a.capacity() * size_of::<IpAddr>())
+            .sum();
+        let fetches: usize = self
+            .fetches
+            .iter()
+            .map(|f| f.id.len() + f.domain.as_ref().map_or(0, String::len))
+            .sum();
+        SLOT + self.txt.capacity() * size_of::<TxtSeen>()
+            + self.hosts.capacity() * size_of::<(String, Vec<IpAddr>, i64)>()
+            + self.fetches.capacity() * size_of::<FetchSeen>()
+            + txt
+            + hosts
+            + fetches
+    }
+}
+
+/// Counters of one worker's MTA-STS memory (`summary.json` `mta_sts`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StsLinkStats {
+    /// Policy-fetch connections that ended, by outcome: named `mta-sts.<domain>` in their
+    /// ClientHello, or (without a ClientHello) made to an address the client had resolved for
+    /// a policy host.
+    pub fetches_ok: u64,
+    /// Of them, reset.
+    pub fetches_reset: u64,
+    /// Of them, idle until the timeout or cut by the capture's end before completing.
+    pub fetches_timeout: u64,
+    /// Of them, whose handshake failed (an alert, non-TLS bytes, a close before data).
+    pub fetches_handshake_failed: u64,
+    /// TCP/443 connections that proved not to be policy fetches (another name in the
+    /// ClientHello, none, not TLS, or no ClientHello to an address of no policy host).
+    pub other_https_connections: u64,
+    /// Sessions that got MTA-STS facts from this memory: a TXT answer or a fetch.
+    pub sessions_linked: u64,
+    /// Clients forgotten to stay within the count or the bytes.
+    pub clients_evicted: u64,
+    /// TXT answers, policy-host address sets and fetches dropped because a client had
+    /// [`PER_CLIENT`] of that kind.
+    pub entries_dropped: u64,
+}
+
+impl StsLinkStats {
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &StsLinkStats) {
+        self.fetches_ok += o.fetches_ok;
+        self.fetches_reset += o.fetches_reset;
+        self.fetches_timeout += o.fetches_timeout;
+        self.fetches_handshake_failed += o.fetches_handshake_failed;
+        self.other_https_connections += o.other_https_connections;
+        self.sessions_linked += o.sessions_linked;
+        self.clients_evicted += o.clients_evicted;
+        self.entries_dropped += o.entries_dropped;
+    }
+
+    fn count_outcome(&mut self, outcome: StsFetch) {
+        match outcome {
+            StsFetch::Ok => self.fetches_ok += 1,
+            StsFetch::Reset => self.fetches_reset += 1,
+            StsFetch::Timeout => self.fetches_timeout += 1,
+            StsFetch::HandshakeFailed => self.fetches_handshake_failed += 1,
+            StsFetch::NotSeen => {}
+        }
+    }
 }
 
 /// Per-client MTA-STS memory of one worker.
@@ -59,12 +151,19 @@ pub struct StsLinker {
     /// Policy fetches are followed (else `sts_fetch` stays None).
     pub follow_fetches: bool,
     clients: AHashMap<IpAddr, ClientSts>,
+    /// Clients and their bytes (the `sts_clients` window).
+    usage: Usage,
+    /// The worker's share of the memory budget for this window.
+    max_bytes: usize,
+    /// Counters.
+    pub stats: StsLinkStats,
 }
 
 /// Pushes into a bounded list, dropping the oldest.
-fn push_bounded<T>(v: &mut Vec<T>, item: T) {
+fn push_bounded<T>(v: &mut Vec<T>, item: T, dropped: &mut u64) {
     if v.len() >= PER_CLIENT {
         v.remove(0);
+        *dropped += 1;
     }
     v.push(item);
 }
@@ -87,25 +186,79 @@ pub fn sts_id<'a>(records: impl Iterator<Item = &'a str>) -> String {
 }
 
 impl StsLinker {
-    /// An empty memory; sessions link to activity at most `window_us` before them.
-    pub fn new(window_us: i64, follow_fetches: bool) -> StsLinker {
+    /// An empty memory; sessions link to activity at most `window_us` before them; at most
+    /// `max_bytes` are held (the worker's share of the budget).
+    pub fn new(window_us: i64, follow_fetches: bool, max_bytes: usize) -> StsLinker {
         StsLinker {
             window_us,
             follow_fetches,
             clients: AHashMap::new(),
+            usage: Usage::default(),
+            max_bytes,
+            stats: StsLinkStats::default(),
         }
     }
 
-    fn client(&mut self, ip: IpAddr, ts_us: i64) -> &mut ClientSts {
-        if !self.clients.contains_key(&ip) && self.clients.len() >= MAX_CLIENTS {
-            let mut ages: Vec<i64> = self.clients.values().map(|c| c.last_us).collect();
-            let (_, pivot, _) = ages.select_nth_unstable(MAX_CLIENTS / 10);
-            let pivot = *pivot;
-            self.clients.retain(|_, c| c.last_us > pivot);
+    /// Size and evictions of this memory (the `sts_clients` window).
+    pub fn usage(&self) -> Usage {
+        Usage {
+            evictions: self.stats.clients_evicted + self.stats.entries_dropped,
+            ..self.usage
         }
-        let c = self.clients.entry(ip).or_default();
+    }
+
+    /// Forgets the least recently active tenth of the clients (at least one).
+    fn evict(&mut self) {
+        let mut ages: Vec<i64> = self.clients.values().map(|c| c.last_us).collect();
+        if ages.is_empty() {
+            return;
+        }
+        let cut = ages.len() / 10;
+        let (_, pivot, _) = ages.select_nth_unstable(cut);
+        let pivot = *pivot;
+        let (usage, stats) = (&mut self.usage, &mut self.stats);
+        self.clients.retain(|_, c| {
+            let keep = c.last_us > pivot;
+            if !keep {
+                usage.entries -= 1;
+                usage.bytes -= c.bytes;
+                stats.clients_evicted += 1;
+            }
+            keep
+        });
+    }
+
+    /// The memory of `ip`, made (after evicting, when the count or the bytes are reached) if
+    /// new. Call [`StsLinker::reweigh`] after changing it.
+    fn client(&mut self, ip: IpAddr, ts_us: i64) -> &mut ClientSts {
+        if !self.clients.contains_key(&ip)
+            && (self.clients.len() >= MAX_CLIENTS || self.usage.bytes > self.max_bytes)
+        {
+            self.evict();
+        }
+        let usage = &mut self.usage;
+        let c = self.clients.entry(ip).or_insert_with(|| {
+            usage.entries += 1;
+            ClientSts::default()
+        });
         c.last_us = c.last_us.max(ts_us);
         c
+    }
+
+    /// Weighs `ip`'s memory again after a change, and forgets it when it holds nothing.
+    fn reweigh(&mut self, ip: IpAddr) {
+        let Some(c) = self.clients.get_mut(&ip) else {
+            return;
+        };
+        if c.is_empty() {
+            self.usage.entries -= 1;
+            self.usage.bytes -= c.bytes;
+            self.clients.remove(&ip);
+            return;
+        }
+        let bytes = c.weigh();
+        self.usage.bytes = self.usage.bytes - c.bytes + bytes;
+        c.bytes = bytes;
     }
 
     /// Learns from a response the client received: a `_mta-sts` TXT answer, or addresses of a
@@ -126,7 +279,10 @@ impl StsLinker {
                 id,
                 tx: tx.to_string(),
             };
-            push_bounded(&mut self.client(client, ts_us).txt, seen);
+            let mut dropped = 0;
+            push_bounded(&mut self.client(client, ts_us).txt, seen, &mut dropped);
+            self.stats.entries_dropped += dropped;
+            self.reweigh(client);
             return;
         }
         let mut hosts: Vec<(String, Vec<IpAddr>)> = Vec::new();
@@ -142,10 +298,13 @@ impl StsLinker {
             }
         }
         if !hosts.is_empty() {
+            let mut dropped = 0;
             let c = self.client(client, ts_us);
             for (domain, addrs) in hosts {
-                push_bounded(&mut c.hosts, (domain, addrs, ts_us));
+                push_bounded(&mut c.hosts, (domain, addrs, ts_us), &mut dropped);
             }
+            self.stats.entries_dropped += dropped;
+            self.reweigh(client);
         }
     }
 
@@ -161,7 +320,14 @@ impl StsLinker {
             domain: None,
             outcome: None,
         };
-        push_bounded(&mut self.client(client.0, first_us).fetches, seen);
+        let mut dropped = 0;
+        push_bounded(
+            &mut self.client(client.0, first_us).fetches,
+            seen,
+            &mut dropped,
+        );
+        self.stats.entries_dropped += dropped;
+        self.reweigh(client.0);
     }
 
     /// The connection's ClientHello named its server, or it ended: updates (or, for a
@@ -173,6 +339,7 @@ impl StsLinker {
         fetch: &PolicyFetch,
         end: Option<EndReason>,
     ) {
+        let window_us = self.window_us;
         let Some(c) = self.clients.get_mut(&client.0) else {
             return;
         };
@@ -183,17 +350,36 @@ impl StsLinker {
         else {
             return;
         };
-        match fetch.kind() {
+        let kind = fetch.kind();
+        match &kind {
             FetchKind::Other => {
                 c.fetches.remove(i);
+                self.stats.other_https_connections += 1;
+                self.reweigh(client.0);
                 return;
             }
-            FetchKind::Policy(domain) => c.fetches[i].domain = Some(domain),
+            FetchKind::Policy(domain) => c.fetches[i].domain = Some(domain.clone()),
             FetchKind::Unknown => {}
         }
-        if end.is_some() {
-            c.fetches[i].outcome = Some(fetch.outcome(end));
+        let Some(end) = end else {
+            self.reweigh(client.0);
+            return;
+        };
+        let outcome = fetch.outcome(Some(end));
+        // Without a ClientHello, only an address the client resolved for a policy host before
+        // the connection makes it a fetch (`link`'s rule); addresses it learns later cannot.
+        let first_us = fetch.first_us;
+        let to_policy_host = c.hosts.iter().any(|(_, a, ts)| {
+            *ts <= first_us && first_us.saturating_sub(*ts) <= window_us && a.contains(&server.0)
+        });
+        if kind == FetchKind::Unknown && !to_policy_host {
+            c.fetches.remove(i);
+            self.stats.other_https_connections += 1;
+        } else {
+            c.fetches[i].outcome = Some(outcome);
+            self.stats.count_outcome(outcome);
         }
+        self.reweigh(client.0);
     }
 
     /// Fills the session's MTA-STS fields from its client's activity for its recipient domain
@@ -202,7 +388,14 @@ impl StsLinker {
     /// made to the address the client got last for `mta-sts.<domain>` before it).
     /// `sts_fetch` is the worst outcome (`not-seen` without a fetch); a fetch still open when
     /// the session started counts as `timeout`.
-    pub fn link(&self, rec: &mut SessionRecord) {
+    pub fn link(&mut self, rec: &mut SessionRecord) {
+        self.link_fields(rec);
+        if rec.sts_txt.is_some() || !rec.sts_fetch_ids.is_empty() {
+            self.stats.sessions_linked += 1;
+        }
+    }
+
+    fn link_fields(&self, rec: &mut SessionRecord) {
         let Some(domain) = rec.recipient_domain.as_deref() else {
             return;
         };
@@ -260,7 +453,139 @@ impl StsLinker {
 
 #[cfg(test)]
 mod tests {
-    use super::sts_id;
+    use super::*;
+    use crate::record::AnswerText;
+    use crate::tls::fetch::tests::client_hello;
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    const SERVER: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 44)), 443);
+
+    /// A `_mta-sts.<domain>` TXT answer holding `v=STSv1; id=<id>`.
+    fn txt(domain: &str, id: &str) -> DnsMessage {
+        let qname = format!("_mta-sts.{domain}");
+        DnsMessage {
+            response: true,
+            rcode: "NoError".into(),
+            qtype: "TXT".into(),
+            answers: vec![AnswerText {
+                name: qname.clone(),
+                rtype: "TXT".into(),
+                ttl: 300,
+                data: format!("v=STSv1; id={id}"),
+            }],
+            qname,
+            ..DnsMessage::default()
+        }
+    }
+
+    /// An A answer giving `mta-sts.<domain>` the address `addr`.
+    fn policy_host(domain: &str, addr: IpAddr) -> DnsMessage {
+        DnsMessage {
+            response: true,
+            rcode: "NoError".into(),
+            qtype: "A".into(),
+            qname: format!("mta-sts.{domain}"),
+            addresses: vec![(format!("mta-sts.{domain}"), addr)],
+            ..DnsMessage::default()
+        }
+    }
+
+    #[test]
+    fn https_that_is_not_a_policy_fetch_leaves_nothing_behind() {
+        let mut l = StsLinker::new(600_000_000, true, usize::MAX);
+        // A ClientHello naming another host.
+        let client = (ip(1), 40000);
+        l.fetch_opened(client, SERVER, 1);
+        assert_eq!(l.usage().entries, 1);
+        assert!(l.usage().bytes > 0);
+        let mut f = PolicyFetch::new(1);
+        f.feed(true, &client_hello("www.example.org"));
+        l.fetch_update(client, SERVER, &f, None);
+        // A reset SYN to an address no policy host had.
+        let other = (ip(2), 40001);
+        l.fetch_opened(other, SERVER, 2);
+        l.fetch_update(other, SERVER, &PolicyFetch::new(2), Some(EndReason::Reset));
+        let u = l.usage();
+        assert_eq!((u.entries, u.bytes), (0, 0), "nothing kept for them");
+        assert_eq!(l.stats.other_https_connections, 2);
+        assert_eq!(l.stats.fetches_reset, 0);
+    }
+
+    #[test]
+    fn fetches_are_counted_by_outcome_when_they_end() {
+        let mut l = StsLinker::new(600_000_000, true, usize::MAX);
+        // Named by its SNI, reset after the hello.
+        let a = (ip(1), 40000);
+        l.fetch_opened(a, SERVER, 10);
+        let mut f = PolicyFetch::new(10);
+        f.feed(true, &client_hello("mta-sts.example.org"));
+        l.fetch_update(a, SERVER, &f, None);
+        l.fetch_update(a, SERVER, &f, Some(EndReason::Reset));
+        // No ClientHello (a dropped SYN, idle), to the address the client got for the policy
+        // host before: a fetch that timed out.
+        let b = (ip(2), 40001);
+        l.answer(b.0, &policy_host("example.net", SERVER.0), 20, "D1");
+        l.fetch_opened(b, SERVER, 30);
+        l.fetch_update(b, SERVER, &PolicyFetch::new(30), Some(EndReason::Timeout));
+        // The server answered the hello with an alert.
+        let c = (ip(3), 40002);
+        l.fetch_opened(c, SERVER, 40);
+        let mut f = PolicyFetch::new(40);
+        f.feed(true, &client_hello("mta-sts.example.com"));
+        f.feed(false, &[21, 3, 3, 0, 2, 2, 40]);
+        l.fetch_update(c, SERVER, &f, Some(EndReason::Fin));
+        let s = l.stats;
+        assert_eq!(
+            (
+                s.fetches_ok,
+                s.fetches_reset,
+                s.fetches_timeout,
+                s.fetches_handshake_failed
+            ),
+            (0, 1, 1, 1)
+        );
+        assert_eq!(s.other_https_connections, 0);
+        assert_eq!(l.usage().entries, 3, "fetches wait to be linked");
+    }
+
+    #[test]
+    fn the_byte_share_bounds_the_memory_and_evictions_are_counted() {
+        let mut one = StsLinker::new(600_000_000, true, usize::MAX);
+        one.answer(ip(0), &txt("example.org", "a1"), 0, "D0");
+        let per_client = one.usage().bytes;
+        // Room for about ten clients.
+        let limit = per_client * 10;
+        let mut l = StsLinker::new(600_000_000, true, limit);
+        for i in 0..1000 {
+            l.answer(ip(i), &txt("example.org", "a1"), i64::from(i), "D0");
+            let u = l.usage();
+            assert!(u.bytes <= limit + per_client, "{} > {limit}", u.bytes);
+        }
+        let u = l.usage();
+        assert!(u.entries <= 11, "{}", u.entries);
+        assert_eq!(u.evictions, l.stats.clients_evicted);
+        assert_eq!(l.stats.clients_evicted as usize + u.entries, 1000);
+        // The most recent client is still there.
+        assert!(l.clients.contains_key(&ip(999)));
+        assert!(!l.clients.contains_key(&ip(0)));
+    }
+
+    #[test]
+    fn a_client_keeps_its_newest_entries_and_counts_the_dropped() {
+        let mut l = StsLinker::new(600_000_000, true, usize::MAX);
+        for i in 0..100 {
+            l.answer(ip(1), &txt(&format!("d{i}.example"), "a1"), i, "D0");
+        }
+        assert_eq!(l.stats.entries_dropped, 100 - PER_CLIENT as u64);
+        assert_eq!(l.usage().evictions, 100 - PER_CLIENT as u64);
+        let c = &l.clients[&ip(1)];
+        assert_eq!(c.txt.len(), PER_CLIENT);
+        assert_eq!(c.txt[0].domain, "d36.example");
+        assert_eq!(l.usage().bytes, c.weigh());
+    }
 
     #[test]
     fn policy_ids_follow_rfc_8461() {

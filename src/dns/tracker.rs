@@ -29,6 +29,8 @@ pub struct DnsConfig {
     pub max_clients: usize,
     /// Bytes of the per-client memory at most, per worker (the memory budget's share).
     pub max_client_bytes: usize,
+    /// Bytes of the per-client MTA-STS memory at most, per worker (the `sts_clients` share).
+    pub max_sts_bytes: usize,
 }
 
 impl Default for DnsConfig {
@@ -40,6 +42,7 @@ impl Default for DnsConfig {
             max_pending: 100_000,
             max_clients: 100_000,
             max_client_bytes: usize::MAX,
+            max_sts_bytes: usize::MAX,
         }
     }
 }
@@ -65,6 +68,9 @@ pub struct DnsStats {
     pub evicted: u64,
     /// SMTP sessions linked to the MX lookup that led to them.
     pub sessions_linked: u64,
+    /// The MTA-STS memory's counters (reported in the summary's `mta_sts`, not under `dns`).
+    #[serde(skip)]
+    pub sts: super::sts::StsLinkStats,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -140,6 +146,7 @@ impl DnsStats {
         self.transactions_written += o.transactions_written;
         self.evicted += o.evicted;
         self.sessions_linked += o.sessions_linked;
+        self.sts.merge(&o.sts);
     }
 }
 
@@ -249,7 +256,7 @@ impl DnsTracker {
             client_usage: Usage::default(),
             evicted_at: AHashMap::new(),
             marks_lost_us: i64::MIN,
-            sts: StsLinker::new(cfg.link_window_us, true),
+            sts: StsLinker::new(cfg.link_window_us, true, cfg.max_sts_bytes),
             stats: DnsStats::default(),
         }
     }

@@ -39,6 +39,9 @@ pub struct TableStats {
     pub tcp_packets: u64,
     /// Flows removed because the table was full.
     pub evicted_flows: u64,
+    /// Followed flows the app let go of ([`StreamApp::done`]): their later packets were only
+    /// looked up.
+    pub released_flows: u64,
 }
 
 /// What the app wants from one direction of a followed flow, asked before each segment.
@@ -135,6 +138,15 @@ pub trait StreamApp {
 
     /// Whether bytes still held behind a hole are delivered when the flow ends.
     fn wants_tail(&self, flow: &Self::Flow) -> bool;
+
+    /// Whether the app is done with `flow` for good: it wants no more bytes of either side and
+    /// no [`StreamApp::close`]. Asked after each packet of a followed flow that did not end it.
+    /// When true, the table drops the app's state and both reassemblers, and the flow's later
+    /// packets are absorbed by a closed flow's tombstone (one lookup each; it lingers 30 s after
+    /// the last of them, or until a new SYN reuses the ports).
+    fn done(&self, _flow: &Self::Flow) -> bool {
+        false
+    }
 
     /// The flow ended: both sides closed, a reset, the idle timeout, eviction or the end of the
     /// input. `end` says which.
@@ -445,6 +457,8 @@ impl<A: StreamApp> FlowTable<A> {
                 self.bytes = (self.bytes + conn.buffered()) - before;
                 if conn.closed() {
                     self.close(app, key, EndReason::Fin);
+                } else if app.done(&conn.app) {
+                    self.release(key, ts);
                 }
                 return;
             }
@@ -488,7 +502,11 @@ impl<A: StreamApp> FlowTable<A> {
                 let mid = !flags.has(TcpFlags::SYN);
                 let mut conn = Connection::new(self.cfg.reassembly, client, server, ts, mid, flow);
                 conn.packet(app, meta, seq, ack, flags, payload);
-                self.put(key, Entry::Followed(Box::new(conn)));
+                if app.done(&conn.app) {
+                    self.release(key, ts);
+                } else {
+                    self.put(key, Entry::Followed(Box::new(conn)));
+                }
             }
             Open::Probe(mut probe) => {
                 let entry = match app.probe(&mut probe, src, seq, flags, payload, ts) {
@@ -533,6 +551,14 @@ impl<A: StreamApp> FlowTable<A> {
             conn.bytes[1] += bytes.len() as u64;
         }
         conn
+    }
+
+    /// Stops following a flow the app is done with: its state and buffers go, a closed flow's
+    /// tombstone absorbs its later packets (a packet after 30 s of silence starts a mid-stream
+    /// flow, which the app may let go of again).
+    fn release(&mut self, key: FlowKey, ts: i64) {
+        self.stats.released_flows += 1;
+        self.put(key, Entry::Closed { last_us: ts });
     }
 
     fn close(&mut self, app: &mut A, key: FlowKey, end: EndReason) {
@@ -623,5 +649,149 @@ impl<A: StreamApp> FlowTable<A> {
         for conn in followed {
             conn.finish(app, EndReason::CaptureEnd);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Transport;
+
+    /// Follows every flow, wants its bytes, and is done with it after `done_after` bytes of
+    /// the client.
+    #[derive(Default)]
+    struct Counting {
+        done_after: usize,
+        delivered: usize,
+        closed: usize,
+    }
+
+    impl StreamApp for Counting {
+        type Flow = usize;
+        type Probe = ();
+
+        fn open(&mut self, src: Endpoint, dst: Endpoint, _: TcpFlags, _: i64) -> Open<usize, ()> {
+            Open::Follow {
+                client: src,
+                server: dst,
+                flow: 0,
+            }
+        }
+
+        fn probe(
+            &mut self,
+            _: &mut (),
+            _: Endpoint,
+            _: u32,
+            _: TcpFlags,
+            _: &[u8],
+            _: i64,
+        ) -> ProbeStep<usize> {
+            ProbeStep::GiveUp
+        }
+
+        fn needs(&self, _: &usize, _: Side) -> DirectionNeeds {
+            DirectionNeeds {
+                bytes: true,
+                keep_recent: false,
+                acked_holes: false,
+            }
+        }
+
+        fn on_stream(&mut self, flow: &mut usize, _: Side, event: StreamEvent<'_>, _: i64) {
+            if let StreamEvent::Data { bytes, .. } = event {
+                *flow += bytes.len();
+                self.delivered += bytes.len();
+            }
+        }
+
+        fn wants_tail(&self, _: &usize) -> bool {
+            false
+        }
+
+        fn close(&mut self, _: usize, _: &FlowSummary, _: EndReason) {
+            self.closed += 1;
+        }
+
+        fn done(&self, flow: &usize) -> bool {
+            *flow >= self.done_after
+        }
+    }
+
+    fn packet(from: u16, seq: u32, flags: u8, ts_us: i64) -> PacketMeta {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (src, dst, sport, dport) = if from == 1 {
+            (a, b, 40000, 443)
+        } else {
+            (b, a, 443, 40000)
+        };
+        PacketMeta {
+            ts_us,
+            src,
+            dst,
+            sport,
+            dport,
+            ip_ttl: 64,
+            ip_id: 0,
+            transport: Transport::Tcp {
+                seq,
+                ack: 0,
+                flags: TcpFlags(flags),
+            },
+            payload_truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_flow_the_app_is_done_with_is_dropped_and_its_packets_only_looked_up() {
+        let cfg = TableConfig {
+            max_flows: 100,
+            idle_timeout_us: 300_000_000,
+            reassembly: ReassemblyLimits::default(),
+            max_bytes: usize::MAX,
+        };
+        let mut table: FlowTable<Counting> = FlowTable::new(cfg);
+        let mut app = Counting {
+            done_after: 10,
+            ..Counting::default()
+        };
+        let (syn, ack) = (TcpFlags::SYN, TcpFlags::ACK);
+        table.advance(&mut app, 1);
+        table.packet(&mut app, &packet(1, 100, syn, 1), &[]);
+        table.packet(&mut app, &packet(2, 500, syn | ack, 2), &[]);
+        let followed = table.bytes();
+        table.packet(&mut app, &packet(1, 101, ack, 3), &[7; 4]);
+        assert_eq!((table.stats.released_flows, app.delivered), (0, 4));
+        table.packet(&mut app, &packet(1, 105, ack, 4), &[7; 6]);
+        // Done after 10 bytes: the state and buffers went, a tombstone is left.
+        assert_eq!((table.stats.released_flows, app.delivered), (1, 10));
+        assert_eq!(table.len(), 1);
+        eprintln!(
+            "followed: {followed} bytes, released: {} bytes",
+            table.bytes()
+        );
+        assert!(
+            table.bytes() < followed / 10,
+            "{} of {followed}",
+            table.bytes()
+        );
+        // Later packets reach nobody, and the flow is never closed.
+        for i in 0..50 {
+            table.packet(&mut app, &packet(2, 501 + i * 100, ack, 5), &[9; 100]);
+        }
+        table.packet(&mut app, &packet(1, 111, TcpFlags::FIN | ack, 6), &[]);
+        assert_eq!(app.delivered, 10);
+        assert_eq!(table.stats.tcp_packets, 55);
+        table.finish_all(&mut app);
+        assert_eq!(app.closed, 0);
+        // A new connection on the same ports is followed again.
+        let mut table: FlowTable<Counting> = FlowTable::new(cfg);
+        table.packet(&mut app, &packet(1, 100, syn, 1), &[]);
+        table.packet(&mut app, &packet(1, 101, ack, 2), &[1; 10]);
+        table.packet(&mut app, &packet(1, 7000, syn, 3), &[]);
+        table.packet(&mut app, &packet(1, 7001, ack, 4), &[1; 3]);
+        assert_eq!(table.stats.released_flows, 1);
+        table.finish_all(&mut app);
+        assert_eq!(app.closed, 1);
     }
 }

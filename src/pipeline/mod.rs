@@ -14,6 +14,7 @@ use crate::capture::{CaptureError, PacketSource, SourceEvent, SourceStats, Split
 use crate::decode::{DecodeStats, Decoder, DefragLimits, PacketMeta, Transport};
 use crate::detect::certs::{CertJudge, CertStats};
 use crate::detect::dns_judge::{DnsJudge, DnsJudgeStats};
+use crate::detect::mta_sts::StsStats;
 use crate::detect::{Correlator, CorrelatorConfig, CorrelatorStats};
 use crate::dns::DnsStats;
 use crate::memory::{Board, Budget, Gauges, MemoryStats, Window};
@@ -133,6 +134,8 @@ pub struct RunStats {
     pub dns: DnsStats,
     /// Cross-client DNS judgement counters.
     pub dns_judge: DnsJudgeStats,
+    /// MTA-STS judgement counters (the workers' linker counters are in `dns.sts`).
+    pub sts: StsStats,
     /// What saving the persistent baseline did (None without `--state`... or before saving).
     pub baseline_saved: Option<SaveStats>,
     /// Baseline lookups that failed and counted as "nothing known".
@@ -277,6 +280,9 @@ pub fn run<S: PacketSource>(
         gauges
             .gauges
             .set_limit(Window::DnsClients, cfg.flow.dns.max_client_bytes);
+        gauges
+            .gauges
+            .set_limit(Window::StsClients, cfg.flow.dns.max_sts_bytes);
         if let Some(part) = parts.pop() {
             let reading = PartReader {
                 defrag: cfg.defrag,
@@ -306,6 +312,7 @@ pub fn run<S: PacketSource>(
     gauges.set_limit(Window::Held, correlator_cfg.held_bytes);
     gauges.set_limit(Window::DnsWait, correlator_cfg.wait_bytes);
     gauges.set_limit(Window::Offers, correlator_cfg.offers_bytes);
+    gauges.set_limit(Window::StsDomains, correlator_cfg.sts_domains_bytes);
     let order_bytes = cfg.budget.limit(Window::Order);
     let output = std::thread::spawn(move || {
         output_thread(
@@ -448,6 +455,7 @@ pub fn run<S: PacketSource>(
     stats.correlator = done.correlator;
     stats.certs = done.certs;
     stats.dns_judge = done.dns_judge;
+    stats.sts = done.sts;
     stats.baseline_saved = done.baseline_saved;
     stats.baseline_lookup_errors = done.baseline_lookup_errors;
     stats.sessions_out = done.sessions_out;
@@ -681,6 +689,7 @@ struct OutputDone {
     correlator: CorrelatorStats,
     certs: CertStats,
     dns_judge: DnsJudgeStats,
+    sts: StsStats,
     baseline_saved: Option<SaveStats>,
     baseline_lookup_errors: u64,
     sessions_out: u64,
@@ -728,7 +737,12 @@ fn output_thread(
     }
     .with_max_bytes(order_bytes);
     let publish = |correlator: &Correlator, order: &CaptureOrder| {
-        for w in [Window::Held, Window::DnsWait, Window::Offers] {
+        for w in [
+            Window::Held,
+            Window::DnsWait,
+            Window::Offers,
+            Window::StsDomains,
+        ] {
             if let Some(u) = correlator.usage(w) {
                 gauges.publish(w, u);
             }
@@ -859,6 +873,7 @@ fn output_thread(
         correlator: correlator.stats,
         certs: correlator.certs.stats,
         dns_judge: correlator.dns.stats,
+        sts: correlator.sts.stats,
         baseline_saved,
         baseline_lookup_errors: correlator.baseline_lookup_errors(),
         sessions_out: written,

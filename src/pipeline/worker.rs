@@ -100,6 +100,9 @@ pub struct FlowStats {
     pub evicted_flows: u64,
     /// SMTP sessions cut by eviction (they are still reported).
     pub evicted_sessions: u64,
+    /// Flows no longer followed once they proved to be of no interest (TCP/443 connections
+    /// that are not MTA-STS policy fetches): their later packets are only looked up.
+    pub released_flows: u64,
     /// SMTP flows closed by the idle timeout.
     pub timed_out_flows: u64,
     /// Session records produced.
@@ -135,6 +138,7 @@ impl FlowStats {
         self.not_smtp_flows += o.not_smtp_flows;
         self.evicted_flows += o.evicted_flows;
         self.evicted_sessions += o.evicted_sessions;
+        self.released_flows += o.released_flows;
         self.timed_out_flows += o.timed_out_flows;
         self.sessions += o.sessions;
         self.gaps += o.gaps;
@@ -511,6 +515,12 @@ impl StreamApp for MailApp {
         matches!(flow, MailFlow::Smtp(_))
     }
 
+    /// A TCP/443 connection whose ClientHello named another host (or that is not TLS) is of no
+    /// further use: the linker already forgot it, and its `close` would change nothing.
+    fn done(&self, flow: &MailFlow) -> bool {
+        matches!(flow, MailFlow::Fetch(f) if f.named && f.fetch.kind() == FetchKind::Other)
+    }
+
     fn close(&mut self, flow: MailFlow, summary: &FlowSummary, end: EndReason) {
         match flow {
             MailFlow::Smtp(session) => self.finish_smtp(session, summary, end),
@@ -604,6 +614,7 @@ impl Worker {
         );
         gauges.publish(Window::DnsPending, self.app.dns.pending_usage());
         gauges.publish(Window::DnsClients, self.app.dns.client_usage());
+        gauges.publish(Window::StsClients, self.app.dns.sts.usage());
     }
 
     /// Capture time as this worker has seen it.
@@ -621,7 +632,10 @@ impl Worker {
         let mut flow = self.app.stats;
         flow.tcp_packets = self.table.stats.tcp_packets;
         flow.evicted_flows = self.table.stats.evicted_flows;
-        (flow, self.app.dns.stats)
+        flow.released_flows = self.table.stats.released_flows;
+        let mut dns = self.app.dns.stats;
+        dns.sts = self.app.dns.sts.stats;
+        (flow, dns)
     }
 }
 

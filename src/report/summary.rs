@@ -149,6 +149,9 @@ pub struct Summary {
     pub correlator: crate::detect::CorrelatorStats,
     /// Counters: DNS answers judged across clients.
     pub dns_judge: crate::detect::dns_judge::DnsJudgeStats,
+    /// Counters: MTA-STS (TXT answers, policy fetches by outcome, linked deliveries, findings,
+    /// what was dropped to stay within bounds).
+    pub mta_sts: StsRow,
     /// The persistent baseline: what saving it did (absent without `--state`) and lookups
     /// that failed.
     pub baseline: Option<BaselineRow>,
@@ -176,6 +179,75 @@ pub struct CaptureLossRow {
     pub acked_gaps: u64,
     /// `acked_gaps / acks` (0 without acknowledgments).
     pub ratio: f64,
+}
+
+/// The `mta_sts` object of the summary: what the linker (workers) and the judge (output stage)
+/// counted.
+#[derive(Serialize)]
+pub struct StsRow {
+    /// `_mta-sts` TXT transactions judged (answered NOERROR or NXDOMAIN).
+    pub txt_answers: u64,
+    /// Of them, with a valid `v=STSv1` record.
+    pub txt_sts_v1: u64,
+    /// Answers whose policy id differs from the last one known for the domain.
+    pub policy_id_changes: u64,
+    /// Policy-fetch connections that ended, by outcome (`ok`, `reset`, `timeout`,
+    /// `handshake-failed`).
+    pub fetches: BTreeMap<&'static str, u64>,
+    /// TCP/443 connections followed that proved not to be policy fetches.
+    pub other_https_connections: u64,
+    /// Sessions that got a TXT answer or a fetch linked (`sts_txt` set or `sts_fetch_ids`).
+    pub sessions_linked: u64,
+    /// MTA-STS findings raised, by kind.
+    pub findings: BTreeMap<&'static str, u64>,
+    /// What was dropped to stay within bounds: clients of the linker (count or bytes), entries
+    /// of a client beyond 64 of a kind, domains of the judge.
+    pub dropped: StsDroppedRow,
+}
+
+/// MTA-STS state dropped to stay within bounds.
+#[derive(Serialize)]
+pub struct StsDroppedRow {
+    /// Clients forgotten by the workers' linkers.
+    pub clients: u64,
+    /// TXT answers, policy-host addresses and fetches dropped from a full client.
+    pub client_entries: u64,
+    /// Domains with published ids forgotten by the judge.
+    pub domains: u64,
+}
+
+impl StsRow {
+    fn new(stats: &RunStats) -> StsRow {
+        let (l, j) = (&stats.dns.sts, &stats.sts);
+        StsRow {
+            txt_answers: j.txt_answers,
+            txt_sts_v1: j.policies_seen,
+            policy_id_changes: j.policy_id_changes,
+            fetches: BTreeMap::from([
+                ("ok", l.fetches_ok),
+                ("reset", l.fetches_reset),
+                ("timeout", l.fetches_timeout),
+                ("handshake-failed", l.fetches_handshake_failed),
+            ]),
+            other_https_connections: l.other_https_connections,
+            sessions_linked: l.sessions_linked,
+            findings: BTreeMap::from([
+                ("mta-sts-fetch-blocked", j.fetch_blocked),
+                ("mta-sts-plaintext", j.plaintext),
+                ("mta-sts-txt-missing", j.txt_missing),
+            ]),
+            dropped: StsDroppedRow {
+                clients: l.clients_evicted,
+                client_entries: l.entries_dropped,
+                domains: j.evictions,
+            },
+        }
+    }
+
+    /// Fetches of every outcome.
+    fn fetches(&self) -> u64 {
+        self.fetches.values().sum()
+    }
 }
 
 /// What the persistent baseline did in this run.
@@ -261,6 +333,7 @@ impl Summary {
             },
             correlator: stats.correlator,
             dns_judge: stats.dns_judge,
+            mta_sts: StsRow::new(stats),
             baseline: stats.baseline_saved.map(|b| BaselineRow {
                 written: b.written,
                 expired: b.expired,
@@ -411,6 +484,38 @@ impl Summary {
             "  {:<32} {:>12.6}",
             "capture loss estimate", self.capture_loss.ratio
         );
+        let m = &self.mta_sts;
+        if m.txt_answers + m.fetches() + m.other_https_connections + m.sessions_linked > 0 {
+            let fetches: Vec<String> = m
+                .fetches
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            let findings: u64 = m.findings.values().sum();
+            let dropped = m.dropped.clients + m.dropped.client_entries + m.dropped.domains;
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>12}\n  {:<32} {:>12}\n  {:<32} {:>12}{}\n  {:<32} {:>12}\n  {:<32} {:>12}\n  {:<32} {:>12}",
+                "mta-sts txt answers",
+                m.txt_answers,
+                "mta-sts txt with v=STSv1",
+                m.txt_sts_v1,
+                "mta-sts policy fetches",
+                m.fetches(),
+                if fetches.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", fetches.join(", "))
+                },
+                "sessions linked to mta-sts",
+                m.sessions_linked,
+                "mta-sts findings",
+                findings,
+                "mta-sts state dropped (bounds)",
+                dropped
+            );
+        }
         if let Some(b) = &self.baseline {
             let _ = writeln!(
                 s,

@@ -3,8 +3,9 @@
 //! it may have been seen by another sensor: the server offered STARTTLS to sensor A and shows
 //! none to sensor B. Every sensor already writes its sessions, DNS transactions and
 //! certificates to ClickHouse; this module reads the per-server facts back from those same
-//! tables (STARTTLS offered, server keys, MX sets, signed names), so there is no second write
-//! path: a sensor's own observations reach the others through its normal inserts.
+//! tables (STARTTLS offered, server keys, MX sets, signed names, MTA-STS policy ids), so there
+//! is no second write path: a sensor's own observations reach the others through its normal
+//! inserts.
 //!
 //! It lives with the sinks because it reads the tables they write, through the same target.
 //! The history is loaded at start (a failure stops the run, as a broken `--state` does) and,
@@ -14,6 +15,7 @@
 
 use super::target::{Target, error_chain};
 use crate::detect::dns_judge::{canonical, mx_set};
+use crate::dns::sts::sts_id;
 use crate::state::{Baseline, Fact, Learned, SaveStats, Seen, StateError, Witness};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -74,6 +76,17 @@ const SIGNED: &str = concat!(
     " AS t FROM dns FINAL WHERE rrsig = 1 AND query_do = 1) GROUP BY qname, qtype LIMIT 1000000"
 );
 
+/// `_mta-sts.<domain>` TXT answers holding a TXT record, grouped by their records (the policy
+/// id is read from them as the MTA-STS judge reads it: one valid `v=STSv1` record).
+const STS: &str = concat!(
+    "SELECT qname, names, rtypes, datas, min(t) AS first_us, max(t) AS last_us, count() AS n, \
+     argMax(sensor, t) AS sensor FROM (SELECT qname, answers.name AS names, \
+     answers.rtype AS rtypes, answers.data AS datas, sensor, ",
+    micros!("ts"),
+    " AS t FROM dns FINAL WHERE qtype = 'TXT' AND substring(qname, 1, 9) = '_mta-sts.' \
+     AND has(answers.rtype, 'TXT')) GROUP BY qname, names, rtypes, datas LIMIT 1000000"
+);
+
 /// Loading the shared history failed.
 #[derive(Debug, Error)]
 pub enum SharedBaselineError {
@@ -102,6 +115,8 @@ pub struct History {
     keys: HashMap<IpAddr, Vec<(String, Seen, Witness)>>,
     mx: HashMap<String, Vec<(Vec<String>, Seen, Witness)>>,
     signed: HashMap<(String, String), (Seen, Witness)>,
+    /// Per domain, the MTA-STS policy ids it published.
+    sts: HashMap<String, Vec<(String, Seen, Witness)>>,
 }
 
 /// The columns every fact query ends with.
@@ -248,15 +263,43 @@ impl History {
             h.signed
                 .insert((r.qname, r.qtype), (r.s.seen(), r.s.witness()));
         }
+        for r in parse::<MxRow>(fetch("MTA-STS ids", STS)?, "MTA-STS ids", url)? {
+            let Some(domain) = r.qname.strip_prefix("_mta-sts.") else {
+                continue;
+            };
+            let id = sts_id(
+                r.names
+                    .iter()
+                    .zip(&r.rtypes)
+                    .zip(&r.datas)
+                    .filter(|((n, t), _)| *t == "TXT" && **n == r.qname)
+                    .map(|(_, d)| d.as_str()),
+            );
+            if id.is_empty() {
+                continue;
+            }
+            let ids = h.sts.entry(domain.to_string()).or_default();
+            let (seen, w) = (r.s.seen(), r.s.witness());
+            match ids.iter_mut().find(|(i, _, _)| *i == id) {
+                Some(known) => {
+                    if w.last_us > known.2.last_us {
+                        known.2 = w;
+                    }
+                    known.1 = known.1.merge(seen);
+                }
+                None => ids.push((id, seen, w)),
+            }
+        }
         Ok(h)
     }
 
-    /// Facts held (all four kinds together).
+    /// Facts held (all five kinds together).
     pub fn len(&self) -> usize {
         self.offered.len()
             + self.keys.values().map(Vec::len).sum::<usize>()
             + self.mx.values().map(Vec::len).sum::<usize>()
             + self.signed.len()
+            + self.sts.values().map(Vec::len).sum::<usize>()
     }
 
     /// True when nothing is known.
@@ -411,6 +454,14 @@ impl Baseline for SharedBaseline {
             .map(|(s, _)| *s)
     }
 
+    fn sts_ids(&self, domain: &str) -> Vec<(String, Seen)> {
+        self.history()
+            .sts
+            .get(domain)
+            .map(|l| l.iter().map(|(i, s, _)| (i.clone(), *s)).collect())
+            .unwrap_or_default()
+    }
+
     /// Nothing to do: this run's observations reach ClickHouse through the normal inserts.
     fn save(&mut self, _learned: &Learned) -> Result<SaveStats, StateError> {
         Ok(SaveStats::default())
@@ -440,6 +491,12 @@ impl Baseline for SharedBaseline {
                 .signed
                 .get(&(name.to_string(), qtype.to_string()))
                 .map(|(_, w)| w.clone()),
+            Fact::Sts(domain, id) => h
+                .sts
+                .get(domain)?
+                .iter()
+                .find(|(i, _, _)| i == id)
+                .map(|(_, _, w)| w.clone()),
         }
     }
 }

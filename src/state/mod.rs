@@ -68,6 +68,8 @@ pub enum Fact<'a> {
     Mx(&'a str, &'a [String]),
     /// The name and type were answered with signatures.
     Signed(&'a str, &'a str),
+    /// The domain published this MTA-STS policy id (`v=STSv1; id=…` in `_mta-sts.<domain>`).
+    Sts(&'a str, &'a str),
 }
 
 /// What one run learned, handed to the store at the end (and, in long runs, periodically).

@@ -102,11 +102,11 @@ impl PolicyFetch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A ClientHello record naming `name` (TLS 1.2, one cipher, SNI only).
-    fn client_hello(name: &str) -> Vec<u8> {
+    pub(crate) fn client_hello(name: &str) -> Vec<u8> {
         let n = name.as_bytes();
         let mut sni = vec![0u8];
         sni.extend_from_slice(&(n.len() as u16).to_be_bytes());
