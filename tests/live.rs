@@ -950,6 +950,123 @@ fn live_runs_whole_with_one_reader_after_the_kernel_refused_the_fanout() {
     );
 }
 
+/// The snap length of the snapped-frames test: the Ethernet, IP and TCP headers (66 bytes with
+/// TCP timestamps) and the first 30 bytes of payload.
+const SNAP: usize = 96;
+
+/// `pcap` as a capture with `snaplen` would hold it: every record cut to `snaplen` bytes, its
+/// length on the wire kept. Returns the frames that were longer.
+fn snap_capture(pcap: &common::pcap::Pcap, snaplen: usize, dst: &Path) -> usize {
+    let mut out = pcap.header.clone();
+    let mut cut = 0;
+    for r in &pcap.records {
+        let word = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap()) as usize;
+        let (caplen, wire) = (word(8), word(12));
+        assert_eq!(caplen, wire, "the bundled capture is not snapped already");
+        let keep = caplen.min(snaplen);
+        cut += usize::from(keep < wire);
+        out.extend_from_slice(&r[..8]);
+        out.extend_from_slice(&(keep as u32).to_le_bytes());
+        out.extend_from_slice(&r[12..16 + keep]);
+    }
+    std::fs::write(dst, out).unwrap();
+    cut
+}
+
+#[test]
+fn live_counts_frames_cut_by_the_snap_length_and_does_not_judge_them_as_whole() {
+    if !veth_ready() {
+        return;
+    }
+    let dir = common::tempdir("live-snapped");
+    let (pcap, frames) = real_postfix_joined(&dir);
+    let snapped = dir.join("snapped.pcap");
+    let longer = snap_capture(&common::pcap::Pcap::read(&pcap), SNAP, &snapped) as u64;
+    assert!(longer > 50, "the captures carry frames longer than {SNAP}");
+    // analyze on the same frames as cut by the kernel: live must judge them alike.
+    let offline_dir = dir.join("offline");
+    let offline_summary = common::analyze(
+        &[&snapped],
+        &offline_dir,
+        &["--no-report", "--workers", "2"],
+    );
+    let offline = common::ndjson(&offline_dir.join("sessions.ndjson"));
+
+    let ns = Namespace::new();
+    let snaplen = SNAP.to_string();
+    let run = live_run_in(&ns, &pcap, "2", frames, &[], &["--snaplen", &snaplen]);
+    let capture = &run.summary["capture"];
+    assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
+    assert_eq!(capture["snapped"].as_u64(), Some(longer), "{capture}");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    // Every cut frame carried TCP payload past the headers: each is a truncated payload.
+    assert_eq!(
+        run.summary["decode"]["truncated_payload"].as_u64(),
+        Some(longer)
+    );
+    assert_eq!(
+        offline_summary["decode"]["truncated_payload"].as_u64(),
+        Some(longer)
+    );
+    assert_eq!(run.sessions.len(), offline.len());
+    assert_eq!(
+        sides(&run.sessions),
+        sides(&offline),
+        "live and analyze disagree"
+    );
+
+    // What the cut hides is a hole, never evidence: a session that lost bytes says so
+    // (`dialog_gaps`), and a cut never adds a finding the whole frames do not give.
+    let whole_dir = dir.join("whole");
+    common::analyze(&[&pcap], &whole_dir, &["--no-report", "--workers", "2"]);
+    let whole: BTreeMap<String, Vec<String>> = common::ndjson(&whole_dir.join("sessions.ndjson"))
+        .iter()
+        .map(|s| (session_key(s), common::finding_kinds(s)))
+        .collect();
+    for s in &run.sessions {
+        assert!(s["dialog_gaps"].as_u64() > Some(0), "{s}");
+        let had = &whole[&session_key(s)];
+        for kind in common::finding_kinds(s) {
+            assert!(
+                had.contains(&kind),
+                "{kind} only because bytes were cut: {s}"
+            );
+        }
+    }
+    // The clean upgrade: its EHLO reply cut after 30 bytes is no EHLO reply without STARTTLS
+    // (the 220 after the hole answers STARTTLS, not EHLO), and its cut handshake, which then
+    // ends with the client's reset, is no failed handshake.
+    let clean = common::tempdir("live-snapped-clean");
+    common::analyze(
+        &[&bundled("real-postfix-starttls-ok")],
+        &clean,
+        &["--no-report"],
+    );
+    let clean = common::ndjson(&clean.join("sessions.ndjson"));
+    assert_eq!(clean.len(), 1);
+    let cut = run
+        .sessions
+        .iter()
+        .find(|s| session_key(s) == session_key(&clean[0]))
+        .expect("the clean session");
+    assert_eq!(cut["ehlo_reply_code"], Value::Null, "{cut}");
+    assert_eq!(cut["starttls_offered"], false, "{cut}");
+    assert_eq!(cut["starttls_reply_code"], 220, "{cut}");
+    assert_eq!(cut["handshake_failure"], Value::Null, "{cut}");
+    assert_eq!(
+        common::finding_kinds(cut),
+        common::finding_kinds(&clean[0]),
+        "{cut}"
+    );
+    eprintln!(
+        "{longer} of {frames} frames cut at {SNAP} bytes; verdicts {:?}",
+        run.sessions
+            .iter()
+            .map(|s| s["verdict"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Copies the classic little-endian pcap `src` (Ethernet, IPv4) to `dst` without its first TCP
 /// segment that carries data to port 25: the loss of one frame between the wire and the sensor,
 /// while the server's acknowledgment of that segment is still captured.
