@@ -1014,6 +1014,14 @@ fn live_counts_frames_cut_by_the_snap_length_and_does_not_judge_them_as_whole() 
         sides(&offline),
         "live and analyze disagree"
     );
+    // A cut tail is a hole known from the IP header, not loss before the sensor: the
+    // capture-loss estimate (acknowledgments above a hole) stays at 0.
+    for summary in [&run.summary, &offline_summary] {
+        let loss = &summary["capture_loss"];
+        assert!(loss["acks"].as_u64() > Some(0), "{loss}");
+        assert_eq!(loss["acked_gaps"], 0, "{loss}");
+        assert_eq!(loss["ratio"], 0.0, "{loss}");
+    }
 
     // What the cut hides is a hole, never evidence: a session that lost bytes says so
     // (`dialog_gaps`), and a cut never adds a finding the whole frames do not give.
