@@ -5,10 +5,12 @@
 //! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
 //! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
 //! and none dropped. Other tests check the switch to `--user` and the dropped capabilities from
-//! outside (/proc/PID/status), and the refusals at start.
+//! outside (/proc/PID/status), the refusals at start, a whole run with one reader after the
+//! kernel really refused the fanout group, and frames cut by `--snaplen` (counted, judged as
+//! `analyze` judges the same cut frames, never evidence).
 //!
-//! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
-//! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
+//! Needs root (namespaces) and tcpreplay, ethtool, ip and python3 (`scripts/install-deps.sh`
+//! installs them), and unshare (util-linux, essential on Debian). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
 
 mod common;
 
