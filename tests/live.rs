@@ -5,10 +5,12 @@
 //! silent link (the wall-clock tick), the metrics endpoint scraped meanwhile must count the same
 //! packets and sessions, and SIGTERM must end it with status 0, the summary, every packet counted
 //! and none dropped. Other tests check the switch to `--user` and the dropped capabilities from
-//! outside (/proc/PID/status), and the refusals at start.
+//! outside (/proc/PID/status), the refusals at start, a whole run with one reader after the
+//! kernel really refused the fanout group, and frames cut by `--snaplen` (counted, judged as
+//! `analyze` judges the same cut frames, never evidence).
 //!
-//! Needs root (namespaces) and tcpreplay, ethtool and ip (`scripts/install-deps.sh` installs
-//! them). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
+//! Needs root (namespaces) and tcpreplay, ethtool, ip and python3 (`scripts/install-deps.sh`
+//! installs them), and unshare (util-linux, essential on Debian). `STRIPWATCH_SKIP_REAL=1` skips it explicitly; a missing tool is a failure.
 
 mod common;
 
@@ -650,10 +652,56 @@ fn one_sided(sessions: &[Value]) -> usize {
 /// read, stops it and returns its sessions and summary.
 fn live_run(pcap: &Path, workers: &str, frames: u64) -> (Vec<Value>, Value) {
     let ns = Namespace::new();
-    let out = common::tempdir(&format!("live-fanout-{workers}"));
+    let run = live_run_in(&ns, pcap, workers, frames, &[], &[]);
+    (run.sessions, run.summary)
+}
+
+/// What one `live_run_in` left behind.
+struct LiveRun {
+    sessions: Vec<Value>,
+    summary: Value,
+    /// Its log (JSON lines).
+    log: String,
+}
+
+/// The process a wrapper such as `unshare --fork` started: its only child, found through
+/// /proc. `unshare --fork` ignores SIGTERM itself while it waits, so the signal goes there.
+fn only_child(pid: u32) -> u32 {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let started = Instant::now();
+    loop {
+        let children = std::fs::read_to_string(&path).unwrap_or_default();
+        let pids: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if let [child] = pids[..] {
+            return child;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path}: not one child: {children:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `WRAPPER stripwatch live --workers N EXTRA` in `ns` (the wrapper, such as `unshare`,
+/// must exec or fork stripwatch as its only child), replays `pcap` into it, waits until every
+/// frame was read, stops it with SIGTERM and returns what it wrote.
+fn live_run_in(
+    ns: &Namespace,
+    pcap: &Path,
+    workers: &str,
+    frames: u64,
+    wrapper: &[&str],
+    extra: &[&str],
+) -> LiveRun {
+    let out = common::tempdir(&format!("live-run-{}-{workers}", ns.0));
     let stderr_path = out.join("stderr");
     let mut live = ns
         .exec()
+        .args(wrapper)
         .arg(common::bin())
         .args(["live", "-i", "swl1", "--out"])
         .arg(out.join("out"))
@@ -661,12 +709,18 @@ fn live_run(pcap: &Path, workers: &str, frames: u64) -> (Vec<Value>, Value) {
         .args(["--workers", workers, "--hold", "3600", "--allow-root"])
         .args(["--no-report", "--json", "--log-format", "json"])
         .args(["--log-interval", "1"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("cannot start stripwatch live");
     wait_started(&mut live, &stderr_path, "swl1");
-    replay(&ns, pcap);
+    let target = if wrapper.is_empty() {
+        live.id()
+    } else {
+        only_child(live.id())
+    };
+    replay(ns, pcap);
     // Every frame read (per handle, the latest periodic counters) before the stop.
     let started = Instant::now();
     loop {
@@ -687,17 +741,18 @@ fn live_run(pcap: &Path, workers: &str, frames: u64) -> (Vec<Value>, Value) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    sh(&["kill", "-TERM", &live.id().to_string()]);
+    sh(&["kill", "-TERM", &target.to_string()]);
     let status = wait_bounded(&mut live, Duration::from_secs(30)).expect("no stop after SIGTERM");
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&stderr_path).unwrap_or_default()
-    );
+    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "{status}: {log}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("out/summary.json")).unwrap())
             .unwrap();
-    (records(&out.join("out"), "sessions"), summary)
+    LiveRun {
+        sessions: records(&out.join("out"), "sessions"),
+        summary,
+        log,
+    }
 }
 
 #[test]
@@ -750,6 +805,275 @@ fn live_with_fanout_gives_each_worker_both_directions_and_the_judgements_of_anal
     assert_eq!(
         two_summary["dns"]["sessions_linked"], summary["dns"]["sessions_linked"],
         "links to lookups"
+    );
+}
+
+/// The bundled real Postfix captures (`REAL_POSTFIX`, in order) as one file in `dir`, each
+/// moved in time to start one second after the previous one ended, and the number of its
+/// frames. The bundled files were made on different days: joined as they are, the first packet
+/// after the jump is a lone timestamp far ahead, which `analyze` does not believe at once
+/// (DESIGN.md, capture time), while live stamps the replay with the current time and never
+/// sees a jump.
+fn real_postfix_joined(dir: &Path) -> (PathBuf, u64) {
+    let us = |r: &[u8]| {
+        let word = |at: usize| i64::from(u32::from_le_bytes(r[at..at + 4].try_into().unwrap()));
+        word(0) * 1_000_000 + word(4)
+    };
+    let mut joined: Option<common::pcap::Pcap> = None;
+    for name in REAL_POSTFIX {
+        let mut next = common::pcap::Pcap::read(&bundled(name));
+        if let Some(all) = &joined {
+            let end = us(all.records.last().unwrap());
+            let shift = end + 1_000_000 - us(&next.records[0]);
+            for r in &mut next.records {
+                let t = us(r) + shift;
+                r[0..4].copy_from_slice(&u32::try_from(t / 1_000_000).unwrap().to_le_bytes());
+                r[4..8].copy_from_slice(&u32::try_from(t % 1_000_000).unwrap().to_le_bytes());
+            }
+        }
+        match &mut joined {
+            Some(all) => {
+                assert_eq!(all.header, next.header, "{name}: another link type");
+                all.records.extend(next.records);
+            }
+            None => joined = Some(next),
+        }
+    }
+    let joined = joined.unwrap();
+    let path = dir.join("real-postfix.pcap");
+    std::fs::write(&path, joined.bytes(0..joined.records.len())).unwrap();
+    (path, joined.records.len() as u64)
+}
+
+/// The fanout group id `capture/fanout.rs` `Group::new` gives the first interface of a process
+/// with this pid.
+fn fanout_group_id(pid: u32) -> u16 {
+    (pid.wrapping_mul(0x9E37) & 0xffff) as u16
+}
+
+/// Holds the fanout group `id` in `ns` with `PACKET_FANOUT_HASH` on a packet socket of its own
+/// (python3), until it is killed; returns once the kernel accepted the join. Fanout groups are
+/// per network namespace, and a socket that joins an existing id with another mode or other
+/// flags is refused with EINVAL: that is the refusal `live` must survive.
+fn hold_fanout_group(ns: &Namespace, id: u16) -> Child {
+    let mut holder = ns
+        .exec()
+        .args([
+            "python3",
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\n\
+             SOL_PACKET, PACKET_FANOUT, PACKET_FANOUT_HASH = 263, 18, 0\n\
+             s.setsockopt(SOL_PACKET, PACKET_FANOUT, int(sys.argv[1]) | PACKET_FANOUT_HASH << 16)\n\
+             print('held', flush=True)\n\
+             sys.stdin.read()\n",
+            &id.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    if line.trim() != "held" {
+        let _ = holder.kill();
+        let mut err = String::new();
+        std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut err).unwrap();
+        panic!("python3 could not hold fanout group {id}: {err}");
+    }
+    holder
+}
+
+#[test]
+fn live_runs_whole_with_one_reader_after_the_kernel_refused_the_fanout() {
+    if !veth_ready() {
+        return;
+    }
+    need_tool("unshare", "util-linux");
+    let dir = common::tempdir("live-refused");
+    let (pcap, frames) = real_postfix_joined(&dir);
+    let offline = dir.join("offline");
+    common::analyze(&[&pcap], &offline, &["--no-report", "--workers", "2"]);
+    let offline = common::ndjson(&offline.join("sessions.ndjson"));
+
+    // stripwatch as pid 1 of a new pid namespace derives a known group id; another socket in
+    // the same network namespace holds that id first, in hash mode: the kernel refuses the
+    // sensor's join (EINVAL), as it would for any other sensor that happened to share the id.
+    let ns = Namespace::new();
+    let mut holder = hold_fanout_group(&ns, fanout_group_id(1));
+    let run = live_run_in(
+        &ns,
+        &pcap,
+        "2",
+        frames,
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &[],
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    let warnings: Vec<&str> = run
+        .log
+        .lines()
+        .filter(|l| l.contains("PACKET_FANOUT unavailable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.log);
+    assert!(
+        warnings[0].contains("swl1: PACKET_FANOUT: Invalid argument"),
+        "{}",
+        run.log
+    );
+    let capture = &run.summary["capture"];
+    assert_eq!(capture["fanout"], false, "{capture}");
+    assert!(
+        capture["fanout_refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("Invalid argument")),
+        "{capture}"
+    );
+    // One reader: one handle, which saw every frame.
+    let handles = capture["handles"].as_array().unwrap();
+    assert_eq!(handles.len(), 1, "{capture}");
+    assert_eq!(handles[0]["worker"], Value::Null, "{capture}");
+    assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    // And it sharded to both workers as analyze does: the same sessions, judged the same.
+    assert_eq!(run.sessions.len(), offline.len());
+    assert_eq!(one_sided(&run.sessions), 0);
+    assert_eq!(
+        sides(&run.sessions),
+        sides(&offline),
+        "one reader after the refusal and analyze disagree"
+    );
+}
+
+/// The snap length of the snapped-frames test: the Ethernet, IP and TCP headers (66 bytes with
+/// TCP timestamps) and the first 30 bytes of payload.
+const SNAP: usize = 96;
+
+/// `pcap` as a capture with `snaplen` would hold it: every record cut to `snaplen` bytes, its
+/// length on the wire kept. Returns the frames that were longer.
+fn snap_capture(pcap: &common::pcap::Pcap, snaplen: usize, dst: &Path) -> usize {
+    let mut out = pcap.header.clone();
+    let mut cut = 0;
+    for r in &pcap.records {
+        let word = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap()) as usize;
+        let (caplen, wire) = (word(8), word(12));
+        assert_eq!(caplen, wire, "the bundled capture is not snapped already");
+        let keep = caplen.min(snaplen);
+        cut += usize::from(keep < wire);
+        out.extend_from_slice(&r[..8]);
+        out.extend_from_slice(&(keep as u32).to_le_bytes());
+        out.extend_from_slice(&r[12..16 + keep]);
+    }
+    std::fs::write(dst, out).unwrap();
+    cut
+}
+
+#[test]
+fn live_counts_frames_cut_by_the_snap_length_and_does_not_judge_them_as_whole() {
+    if !veth_ready() {
+        return;
+    }
+    let dir = common::tempdir("live-snapped");
+    let (pcap, frames) = real_postfix_joined(&dir);
+    let snapped = dir.join("snapped.pcap");
+    let longer = snap_capture(&common::pcap::Pcap::read(&pcap), SNAP, &snapped) as u64;
+    assert!(longer > 50, "the captures carry frames longer than {SNAP}");
+    // analyze on the same frames as cut by the kernel: live must judge them alike.
+    let offline_dir = dir.join("offline");
+    let offline_summary = common::analyze(
+        &[&snapped],
+        &offline_dir,
+        &["--no-report", "--workers", "2"],
+    );
+    let offline = common::ndjson(&offline_dir.join("sessions.ndjson"));
+
+    let ns = Namespace::new();
+    let snaplen = SNAP.to_string();
+    let run = live_run_in(&ns, &pcap, "2", frames, &[], &["--snaplen", &snaplen]);
+    let capture = &run.summary["capture"];
+    assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
+    assert_eq!(capture["snapped"].as_u64(), Some(longer), "{capture}");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    // Every cut frame carried TCP payload past the headers: each is a truncated payload.
+    assert_eq!(
+        run.summary["decode"]["truncated_payload"].as_u64(),
+        Some(longer)
+    );
+    assert_eq!(
+        offline_summary["decode"]["truncated_payload"].as_u64(),
+        Some(longer)
+    );
+    assert_eq!(run.sessions.len(), offline.len());
+    assert_eq!(
+        sides(&run.sessions),
+        sides(&offline),
+        "live and analyze disagree"
+    );
+    // A cut tail is a hole known from the IP header, not loss before the sensor: the
+    // capture-loss estimate (acknowledgments above a hole) stays at 0.
+    for summary in [&run.summary, &offline_summary] {
+        let loss = &summary["capture_loss"];
+        assert!(loss["acks"].as_u64() > Some(0), "{loss}");
+        assert_eq!(loss["acked_gaps"], 0, "{loss}");
+        assert_eq!(loss["ratio"], 0.0, "{loss}");
+    }
+
+    // What the cut hides is a hole, never evidence: a session that lost bytes says so
+    // (`dialog_gaps`), and a cut never adds a finding the whole frames do not give.
+    let whole_dir = dir.join("whole");
+    common::analyze(&[&pcap], &whole_dir, &["--no-report", "--workers", "2"]);
+    let whole: BTreeMap<String, Vec<String>> = common::ndjson(&whole_dir.join("sessions.ndjson"))
+        .iter()
+        .map(|s| (session_key(s), common::finding_kinds(s)))
+        .collect();
+    for s in &run.sessions {
+        assert!(s["dialog_gaps"].as_u64() > Some(0), "{s}");
+        let had = &whole[&session_key(s)];
+        for kind in common::finding_kinds(s) {
+            assert!(
+                had.contains(&kind),
+                "{kind} only because bytes were cut: {s}"
+            );
+        }
+    }
+    // The clean upgrade: its EHLO reply cut after 30 bytes is no EHLO reply without STARTTLS
+    // (the 220 after the hole answers STARTTLS, not EHLO), and its cut handshake, which then
+    // ends with the client's reset, is no failed handshake.
+    let clean = common::tempdir("live-snapped-clean");
+    common::analyze(
+        &[&bundled("real-postfix-starttls-ok")],
+        &clean,
+        &["--no-report"],
+    );
+    let clean = common::ndjson(&clean.join("sessions.ndjson"));
+    assert_eq!(clean.len(), 1);
+    let cut = run
+        .sessions
+        .iter()
+        .find(|s| session_key(s) == session_key(&clean[0]))
+        .expect("the clean session");
+    assert_eq!(cut["ehlo_reply_code"], Value::Null, "{cut}");
+    assert_eq!(cut["starttls_offered"], false, "{cut}");
+    assert_eq!(cut["starttls_reply_code"], 220, "{cut}");
+    assert_eq!(cut["handshake_failure"], Value::Null, "{cut}");
+    assert_eq!(
+        common::finding_kinds(cut),
+        common::finding_kinds(&clean[0]),
+        "{cut}"
+    );
+    eprintln!(
+        "{longer} of {frames} frames cut at {SNAP} bytes; verdicts {:?}",
+        run.sessions
+            .iter()
+            .map(|s| s["verdict"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()
     );
 }
 

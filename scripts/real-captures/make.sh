@@ -2,8 +2,13 @@
 # Make real SMTP captures: Postfix -> (on-path proxy) -> Postfix in network namespaces,
 # captured with tcpdump, plus NAME.expected.json for each capture.
 #
-#   sudo scripts/real-captures/make.sh [--out DIR] [--keep-logs DIR]
+#   sudo scripts/real-captures/make.sh [--out DIR] [--keep-logs DIR] [--live BIN DIR]
 #
+# --live BIN DIR also runs `BIN live` on the veth tcpdump listens on, with tcpdump's filter,
+# from before the first capture to after the last (SIGTERM, exit 0 insisted on): its records go
+# to DIR, its log to DIR.log, its summary (--json) to DIR.json. The two-sided captures of the
+# one-sided cases are kept as NAME.both.pcap in the --out directory, so that the capture files
+# hold exactly the packets live saw (tests/real_software.rs compares the two).
 # Debian bookworm, run as root. Installs what it needs. Uses only addresses inside the
 # namespaces it creates (10.77.0.0/24 and 10.77.1.0/24 on veth pairs between them).
 # See README.md beside this file.
@@ -15,7 +20,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/relay.sh
 . "$HERE/../lib/relay.sh"
 LOG_TAG="make.sh"
-capture_script_args "$@"
+LIVE_BIN=""
+LIVE_OUT=""
+ARGS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --live)
+            [ $# -ge 3 ] || { echo "--live needs BIN and DIR" >&2; exit 2; }
+            LIVE_BIN=$(realpath "$2"); LIVE_OUT=$(realpath -m "$3"); shift 3 ;;
+        *) ARGS+=("$1"); shift ;;
+    esac
+done
+capture_script_args "${ARGS[@]}"
 
 NS_C=swcap-client
 NS_M=swcap-mid
@@ -26,7 +42,7 @@ M_IP=10.77.1.1      # swcap-mid, server-facing side
 R_IP=10.77.1.2      # the real receiving Postfix (swcap-server)
 VETH=swc
 CAPTURE_SOURCE=scripts/real-captures/make.sh
-FAILURE_LOGS="client/maillog server/maillog proxy.log proxy.out tcpdump.err"
+FAILURE_LOGS="client/maillog server/maillog proxy.log proxy.out tcpdump.err live.err"
 
 ensure_packages() {
     need_base
@@ -49,6 +65,53 @@ keep_logs() {
 }
 
 remove_partial() { rm -f "$OUT"/.real-*.tmp 2>/dev/null; }
+
+# ---------------------------------------------------------------- stripwatch live (--live)
+
+LIVE_PID=""
+STAMP_PID=""
+# start_live: `BIN live` on the veth tcpdump listens on, with tcpdump's filter (so both see the
+# same packets), holding sessions for a later offer as long as `analyze` does for a whole run.
+# Two packet sockets give a packet the same time only if the kernel stamped it once for every
+# tap, which it does while some socket on the host asks for receive timestamps (the
+# netstamp_needed key); otherwise each socket stamps its own copy, microseconds apart, and
+# live's session ids (made from the first packet's time) differ from those of the tcpdump
+# files. So a UDP socket with SO_TIMESTAMP is held open while live runs.
+start_live() {
+    [ -n "$LIVE_BIN" ] || return 0
+    rm -rf "$LIVE_OUT" "$LIVE_OUT.log" "$LIVE_OUT.json"
+    nsx "$NS_C" /usr/bin/python3 -c 'import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 29, 1)  # SO_TIMESTAMP (Python does not name it)
+time.sleep(3600)' &
+    STAMP_PID=$!
+    sleep 0.3
+    kill -0 "$STAMP_PID" 2>/dev/null || die "could not hold a socket with SO_TIMESTAMP"
+    log "starting $LIVE_BIN live on $VETH-c"
+    ip netns exec "$NS_C" "$LIVE_BIN" live -i "$VETH-c" --allow-root --out "$LIVE_OUT" \
+        --bpf "tcp port $RIG_PORT" --hold 3600 --no-report --json --log-format json \
+        >"$LIVE_OUT.json" 2>"$LIVE_OUT.log" &
+    LIVE_PID=$!
+    wait_for 20 "stripwatch live capturing" grep -q "capturing on $VETH-c" "$LIVE_OUT.log"
+}
+
+# stop_live: SIGTERM; live must exit 0 within 30 s.
+stop_live() {
+    [ -n "$LIVE_PID" ] || return 0
+    local rc=0 i
+    kill -TERM "$LIVE_PID"
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$LIVE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$LIVE_PID" 2>/dev/null && die "stripwatch live did not stop within 30 s of SIGTERM"
+    wait "$LIVE_PID" || rc=$?
+    LIVE_PID=""
+    [ "$rc" = 0 ] || { tail -n 20 "$LIVE_OUT.log" >&2; die "stripwatch live exited with $rc"; }
+    stop_pid "$STAMP_PID" TERM 5
+    STAMP_PID=""
+    log "stripwatch live stopped cleanly; records in $LIVE_OUT"
+}
 
 # ---------------------------------------------------------------- the sending Postfix
 
@@ -170,6 +233,10 @@ capture_one_sided() {
     /usr/bin/python3 "$HERE/one_sided.py" "$W/$name.both.json" "$side" \
         > "$OUT/.$name.json.tmp" || die "$name: the two-sided capture is not what it should be"
     publish "$OUT/.$name.json.tmp" "$OUT/$name.expected.json" "$tmp" "$OUT/$name.pcap"
+    if [ -n "$LIVE_BIN" ]; then
+        cp "$full" "$OUT/.$name.both.pcap.tmp"
+        publish "$OUT/.$name.both.pcap.tmp" "$OUT/$name.both.pcap"
+    fi
     log "    -> $OUT/$name.pcap ($(stat -c %s "$OUT/$name.pcap") bytes)"
 }
 
@@ -181,6 +248,7 @@ run_start /run/swcap-make.lock /tmp/swcap-make
 rig_network
 make_cert
 setup_postfix
+start_live
 
 capture real-postfix-starttls-ok \
     "Postfix 3.7 sending to Postfix 3.7 with opportunistic TLS through a TCP proxy that passes every byte unchanged; the session upgrades with STARTTLS." \
@@ -213,4 +281,5 @@ capture_one_sided real-smtp-source-client-only client \
 capture_one_sided real-postfix-overwrite-server-only server \
     "Postfix 3.7 sending to Postfix 3.7 through an on-path proxy that overwrites the STARTTLS capability with XXXXXXXA, captured with tcpdump on the client's link keeping only the packets from the server's address, as a one-way tap or asymmetric routing shows it."
 
+stop_live
 log "all captures written to $OUT"

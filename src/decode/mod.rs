@@ -71,6 +71,9 @@ pub struct PacketMeta {
     pub transport: Transport,
     /// True when the payload was cut by the capture's snap length: bytes are missing.
     pub payload_truncated: bool,
+    /// Payload bytes the snap length cut off the end of this packet, as its IP header tells:
+    /// the reassembler knows them as a hole at once, not as capture loss.
+    pub payload_missing: u32,
 }
 
 /// A decoded packet: header facts plus the payload, borrowed from the capture or defrag buffer.
@@ -311,7 +314,7 @@ fn decode_frame<'a>(
                 ip_id,
                 datagram.ip_number,
                 datagram.bytes,
-                false,
+                (false, 0),
             );
         }
         transport(
@@ -322,7 +325,8 @@ fn decode_frame<'a>(
             ip_id,
             payload.ip_number,
             payload.payload,
-            snapped,
+            // The IP packet is whole (only the link layer's trailer can have been cut).
+            (snapped, 0),
         )
     }
 }
@@ -349,6 +353,15 @@ fn decode_snapped(ts_us: i64, ip_bytes: &[u8]) -> Result<Decoded<'_>, Skip> {
     if payload.fragmented {
         return Err(Skip::FragmentDropped);
     }
+    // What the IP header says its payload is, less what was captured.
+    let on_wire =
+        match &lax {
+            etherparse::LaxIpSlice::Ipv4(v4) => usize::from(v4.header().total_len())
+                .saturating_sub(usize::from(v4.header().ihl()) * 4),
+            etherparse::LaxIpSlice::Ipv6(v6) => usize::from(v6.header().payload_length())
+                .saturating_sub(v6.extensions().slice().len()),
+        };
+    let missing = u32::try_from(on_wire.saturating_sub(payload.payload.len())).unwrap_or(0);
     transport(
         ts_us,
         src,
@@ -357,7 +370,7 @@ fn decode_snapped(ts_us: i64, ip_bytes: &[u8]) -> Result<Decoded<'_>, Skip> {
         ip_id,
         payload.ip_number,
         payload.payload,
-        true,
+        (true, missing),
     )
 }
 
@@ -370,7 +383,7 @@ fn transport(
     ip_id: u16,
     proto: IpNumber,
     bytes: &[u8],
-    snapped: bool,
+    (snapped, missing): (bool, u32),
 ) -> Result<Decoded<'_>, Skip> {
     match proto {
         IpNumber::TCP => {
@@ -401,6 +414,7 @@ fn transport(
                         flags: TcpFlags(flags),
                     },
                     payload_truncated: snapped,
+                    payload_missing: missing,
                 },
                 payload: tcp.payload(),
             })
@@ -418,6 +432,7 @@ fn transport(
                     ip_id,
                     transport: Transport::Udp,
                     payload_truncated: snapped,
+                    payload_missing: missing,
                 },
                 payload: udp.payload(),
             })
@@ -504,5 +519,6 @@ mod tests {
         let d = dec.decode(&raw).unwrap();
         assert!(d.meta.payload_truncated);
         assert_eq!(d.payload.len(), 20);
+        assert_eq!(d.meta.payload_missing, 80);
     }
 }

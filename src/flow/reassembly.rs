@@ -203,6 +203,27 @@ impl Reassembler {
         self.check_acked_gap(sink);
     }
 
+    /// The segment just fed at `seq` lost its last `missing` bytes to the snap length: when its
+    /// captured bytes were delivered in order, the rest is a hole known now, and it is not
+    /// capture loss (no `acked_gaps`, which the peer's acknowledgment would otherwise count).
+    pub fn snapped<F>(&mut self, seq: u32, syn: bool, captured: usize, missing: u32, sink: &mut F)
+    where
+        F: FnMut(StreamEvent<'_>),
+    {
+        let seq = if syn { seq.wrapping_add(1) } else { seq };
+        if missing == 0 || !self.started {
+            return;
+        }
+        let Some(offset) = self.offset_of(seq) else {
+            return;
+        };
+        let end = offset + captured as u64;
+        if self.next_off == end {
+            self.gap_to(end + u64::from(missing), sink);
+            self.drain(sink);
+        }
+    }
+
     /// Notes the peer's acknowledgment: data it acknowledged that we never saw is a gap.
     pub fn peer_ack<F>(&mut self, ack: u32, sink: &mut F)
     where
@@ -476,6 +497,25 @@ mod tests {
         assert!(out.gaps.is_empty());
         assert!(out.conflicts.is_empty());
         assert_eq!(r.stats.retransmissions, 1);
+    }
+
+    #[test]
+    fn a_snapped_tail_is_a_hole_at_once_and_no_acked_gap() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let mut out = Collected::default();
+        feed(&mut r, &mut out, 100, b"250-mx");
+        // 94 more bytes were on the wire.
+        r.snapped(100, false, 6, 94, &mut |e| {
+            if let StreamEvent::Gap { offset, len } = e {
+                out.gaps.push((offset, len));
+            }
+        });
+        assert_eq!(out.gaps, [(6, 94)]);
+        r.peer_ack(200, &mut |_| {});
+        feed(&mut r, &mut out, 200, b"220 ok\r\n");
+        assert_eq!(out.bytes, b"250-mx220 ok\r\n");
+        assert_eq!(out.gaps.len(), 1);
+        assert_eq!(r.stats.acked_gaps, 0);
     }
 
     #[test]

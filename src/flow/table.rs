@@ -257,6 +257,15 @@ impl<F> Connection<F> {
             mine.segment(seq, syn, fin, payload, &mut |ev: StreamEvent<'_>| {
                 app.on_stream(flow, side, ev, ts)
             });
+            if meta.payload_missing > 0 {
+                mine.snapped(
+                    seq,
+                    syn,
+                    payload.len(),
+                    meta.payload_missing,
+                    &mut |ev: StreamEvent<'_>| app.on_stream(flow, side, ev, ts),
+                );
+            }
             app.segment_done(flow, side, meta);
         }
         if flags.has(TcpFlags::ACK) && app.needs(flow, peer_side).acked_holes {

@@ -414,6 +414,9 @@ pub struct SmtpSession {
     first: [Vec<u8>; 2],
     /// The client's opening bytes have been classified (TLS record or command).
     client_opening_decided: bool,
+    /// A hole (capture loss, a frame cut by the snap length) ended the reading of a side's TLS
+    /// bytes: whether the handshake then finished cannot be seen, so its end is no failure.
+    tls_lost_to_gap: bool,
     /// The facts gathered so far.
     pub facts: SessionFacts,
 }
@@ -450,6 +453,7 @@ impl SmtpSession {
             scratch: Vec::new(),
             first: [Vec::new(), Vec::new()],
             client_opening_decided: false,
+            tls_lost_to_gap: false,
             facts: SessionFacts::default(),
         };
         if implicit_tls {
@@ -554,6 +558,7 @@ impl SmtpSession {
                 // will tell (see `server_reply`).
                 ClientMode::DataBody => self.body_tail_len = 0,
                 ClientMode::TlsExpect | ClientMode::Tls => {
+                    self.tls_lost_to_gap = true;
                     self.facts.dialog_gaps += u32::from(self.client_mode == ClientMode::TlsExpect);
                     self.set_client_mode(ClientMode::Ignore, Transition::GapInTls);
                 }
@@ -562,10 +567,18 @@ impl SmtpSession {
             Side::Server => match self.server_mode {
                 ServerMode::Reply => {
                     self.facts.dialog_gaps += 1;
+                    // A reply was under way: its end is in the hole, so the command it answers
+                    // got its answer, unseen. Left pending, that command would take the next
+                    // reply, and a frame cut by the snap length inside an EHLO reply would make
+                    // the 220 to STARTTLS look like an EHLO reply without STARTTLS.
+                    if self.reply.code.is_some() || self.server_lines.has_partial() {
+                        self.pending.pop_front();
+                    }
                     self.server_lines.reset();
                     self.reply = ReplyInProgress::default();
                 }
                 ServerMode::TlsExpect | ServerMode::Tls => {
+                    self.tls_lost_to_gap = true;
                     self.facts.dialog_gaps += u32::from(self.server_mode == ServerMode::TlsExpect);
                     self.set_server_mode(ServerMode::Ignore, Transition::GapInTls);
                 }
@@ -1194,7 +1207,7 @@ impl SmtpSession {
         if !self.facts.tls_expected || self.facts.handshake_failure.is_some() {
             return;
         }
-        if self.facts.tls_handshake_completed {
+        if self.facts.tls_handshake_completed || self.tls_lost_to_gap {
             return;
         }
         if self.tls_server.summary.server_hello {
@@ -1322,6 +1335,67 @@ mod tests {
     }
 
     use Side::{Client as C, Server as S};
+
+    #[test]
+    fn a_reply_cut_by_a_hole_answers_its_command_not_the_next() {
+        // The EHLO reply as a snap length of 96 leaves it: 30 bytes, then a hole; the client
+        // already sent STARTTLS when the 220 shows the hole.
+        let mut s = SmtpSession::new(SmtpConfig::default(), false);
+        let data = |s: &mut SmtpSession, side: Side, offset: u64, bytes: &[u8]| {
+            s.on_stream(side, StreamEvent::Data { offset, bytes }, 0);
+        };
+        let cut: &[u8] = b"250-mx.swcap.test\r\n250-PIPELI";
+        let (banner, ehlo): (&[u8], &[u8]) = (
+            b"220 mx.swcap.test ESMTP\r\n",
+            b"EHLO client.swcap.test\r\n",
+        );
+        data(&mut s, S, 0, banner);
+        data(&mut s, C, 0, ehlo);
+        data(&mut s, S, banner.len() as u64, cut);
+        data(&mut s, C, ehlo.len() as u64, b"STARTTLS\r\n");
+        let hole_at = (banner.len() + cut.len()) as u64;
+        let len = 120;
+        s.on_stream(
+            S,
+            StreamEvent::Gap {
+                offset: hole_at,
+                len,
+            },
+            0,
+        );
+        data(
+            &mut s,
+            S,
+            hole_at + len,
+            b"220 2.0.0 Ready to start TLS\r\n",
+        );
+        let f = &s.facts;
+        assert_eq!(f.ehlo_reply_code, None, "the cut reply is no EHLO reply");
+        assert!(!f.ehlo_reply_seen && !f.starttls_offered);
+        assert_eq!(f.starttls_reply_code, Some(220));
+        assert!(f.tls_expected);
+        assert_eq!(f.dialog_gaps, 1);
+        // The server's first TLS record is cut too: how the handshake went cannot be seen, so
+        // the reset that ends the connection is no handshake failure.
+        let tls_at = hole_at + len + 30;
+        data(
+            &mut s,
+            S,
+            tls_at,
+            &[0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00],
+        );
+        s.on_stream(
+            S,
+            StreamEvent::Gap {
+                offset: tls_at + 7,
+                len: 500,
+            },
+            0,
+        );
+        s.finish(EndReason::Reset);
+        assert_eq!(s.facts.handshake_failure, None);
+        assert!(!s.facts.tls_handshake_completed);
+    }
 
     #[test]
     fn stripped_token_and_masked_banner() {

@@ -361,12 +361,18 @@ pub fn report_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 /// Runs `scripts/NAME/make.sh --out DIR` into a fresh directory and returns the directory.
 pub fn make_captures(name: &str) -> std::path::PathBuf {
+    make_captures_with(name, &[])
+}
+
+/// Runs `scripts/NAME/make.sh --out DIR EXTRA` into a fresh directory and returns the directory.
+pub fn make_captures_with(name: &str, extra: &[&std::ffi::OsStr]) -> std::path::PathBuf {
     let out = tempdir(&format!("real-{name}"));
     let script = root().join(format!("scripts/{name}/make.sh"));
     let status = Command::new("bash")
         .arg(&script)
         .arg("--out")
         .arg(&out)
+        .args(extra)
         .status()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(status.success(), "{} failed", script.display());
