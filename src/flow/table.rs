@@ -748,6 +748,7 @@ mod tests {
                 flags: TcpFlags(flags),
             },
             payload_truncated: false,
+            payload_missing: 0,
         }
     }
 
