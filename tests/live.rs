@@ -93,6 +93,22 @@ impl Namespace {
         ns
     }
 
+    /// Sets both ends' MTU (frames larger than 1500 bytes need it to pass the veth).
+    fn set_mtu(&self, mtu: u32) {
+        for dev in ["swl0", "swl1"] {
+            sh(&[
+                "ip",
+                "-n",
+                &self.0,
+                "link",
+                "set",
+                dev,
+                "mtu",
+                &mtu.to_string(),
+            ]);
+        }
+    }
+
     fn exec(&self) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0]);
@@ -660,6 +676,8 @@ fn live_run(pcap: &Path, workers: &str, frames: u64) -> (Vec<Value>, Value) {
 struct LiveRun {
     sessions: Vec<Value>,
     summary: Value,
+    /// Its output directory.
+    out: PathBuf,
     /// Its log (JSON lines).
     log: String,
 }
@@ -751,6 +769,7 @@ fn live_run_in(
     LiveRun {
         sessions: records(&out.join("out"), "sessions"),
         summary,
+        out: out.join("out"),
         log,
     }
 }
@@ -1140,4 +1159,54 @@ fn capture_loss_counts_acks_above_a_segment_the_capture_lost_and_none_when_intac
             .any(|l| l.contains("tcp acks above a hole (loss)") && !l.trim().ends_with(" 0")),
         "{text}"
     );
+}
+
+/// Frames larger than the MTU, as GRO on the capture host (or TSO on a sender captured on its
+/// own host) delivers them, are taken whole: the TLS 1.2 captures with their certificate flight
+/// merged into one frame of more than 1,500 bytes (`Pcap::coalesce`), replayed through a veth
+/// with a 9,000-byte MTU, give the sessions and certificates of `analyze` on the original
+/// segments, with nothing cut by the snap length.
+#[test]
+fn live_takes_frames_larger_than_the_mtu_whole() {
+    if !veth_ready() {
+        return;
+    }
+    let dir = common::tempdir("live-gro");
+    let names = ["tls-ca-signed-ok", "tls-expired", "tls-wrong-name"];
+    let paths: Vec<PathBuf> = names.iter().map(|n| bundled(n)).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let original = common::pcap::Pcap::join(&refs);
+    let merged = original.coalesce();
+    assert!(
+        merged.largest_frame() > 1514 && merged.records.len() < original.records.len(),
+        "the certificate flights merge into frames above the MTU: {} frames, largest {}",
+        merged.records.len(),
+        merged.largest_frame()
+    );
+    let pcap = dir.join("gro.pcap");
+    std::fs::write(&pcap, merged.bytes(0..merged.records.len())).unwrap();
+    let offline = dir.join("offline");
+    common::analyze(&refs, &offline, &["--no-report"]);
+    let want = judgements(&common::ndjson(&offline.join("sessions.ndjson")));
+    let fingerprints = |certs: Vec<Value>| -> Vec<String> {
+        let mut v: Vec<String> = certs
+            .iter()
+            .map(|c| c["fingerprint"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let want_certs = fingerprints(common::ndjson(&offline.join("certificates.ndjson")));
+    assert!(!want_certs.is_empty());
+
+    let ns = Namespace::new();
+    ns.set_mtu(9000);
+    let frames = merged.records.len() as u64;
+    let run = live_run_in(&ns, &pcap, "1", frames, &[], &[]);
+    let capture = &run.summary["capture"];
+    assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
+    assert_eq!(capture["snapped"], 0, "{capture}");
+    assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    assert_eq!(judgements(&run.sessions), want);
+    assert_eq!(fingerprints(records(&run.out, "certificates")), want_certs);
 }
