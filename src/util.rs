@@ -73,14 +73,21 @@ pub fn flow_id(prefix: char, community_id: &str, first_us: i64) -> String {
 /// Community ID v1 (seed 0) for a TCP or UDP flow: the hash Zeek, Suricata and Arkime print, so
 /// that an analyst can pivot from a stripwatch finding to the other tools' logs.
 pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> String {
-    let bytes = |ip: IpAddr| -> Vec<u8> {
+    // The address bytes on the stack, and the text built in one allocation: this runs for every
+    // session and DNS transaction.
+    let bytes = |ip: IpAddr| -> ([u8; 16], usize) {
         match ip {
-            IpAddr::V4(v) => v.octets().to_vec(),
-            IpAddr::V6(v) => v.octets().to_vec(),
+            IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                (b, 4)
+            }
+            IpAddr::V6(v) => (v.octets(), 16),
         }
     };
-    let (ab, bb) = (bytes(a), bytes(b));
-    let ordered = (ab.as_slice(), a_port) <= (bb.as_slice(), b_port);
+    let ((ab, a_len), (bb, b_len)) = (bytes(a), bytes(b));
+    let (ab, bb) = (&ab[..a_len], &bb[..b_len]);
+    let ordered = (ab, a_port) <= (bb, b_port);
     let (src, sport, dst, dport) = if ordered {
         (ab, a_port, bb, b_port)
     } else {
@@ -88,15 +95,16 @@ pub fn community_id(proto: u8, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -
     };
     let mut h = Sha1::new();
     h.update(0u16.to_be_bytes());
-    h.update(&src);
-    h.update(&dst);
+    h.update(src);
+    h.update(dst);
     h.update([proto, 0]);
     h.update(sport.to_be_bytes());
     h.update(dport.to_be_bytes());
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(h.finalize())
-    )
+    // "1:" and the base64 of a 20-byte digest (28 characters).
+    let mut id = String::with_capacity(30);
+    id.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut id);
+    id
 }
 
 /// A forward jump in capture time larger than this needs a second packet to be believed.

@@ -64,7 +64,10 @@ pub struct DnsMessage {
 
 /// Lowercase, no trailing dot: the form names are compared in.
 pub fn canonical_name(name: &hickory_proto::rr::Name) -> String {
-    let mut s = name.to_lowercase().to_ascii();
+    // Lowercased after writing, not before: the same text as `to_lowercase().to_ascii()` (only
+    // ASCII letters change, and escapes are digits), without building a second `Name`.
+    let mut s = name.to_ascii();
+    s.make_ascii_lowercase();
     if s.len() > 1 && s.ends_with('.') {
         s.pop();
     }
@@ -164,6 +167,28 @@ impl DnsMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_names_are_the_lowercased_text_of_the_name() {
+        use hickory_proto::rr::Name;
+        let labels: [&[u8]; 4] = [b"MX\\.x", b"caf\xc3\xa9", b"Ex\x00AMPLE", b"COM"];
+        let odd = Name::from_labels(labels).unwrap();
+        for name in [
+            odd,
+            Name::from_ascii("Mail.Example.ORG.").unwrap(),
+            Name::root(),
+        ] {
+            let mut old = name.to_lowercase().to_ascii();
+            if old.len() > 1 && old.ends_with('.') {
+                old.pop();
+            }
+            assert_eq!(canonical_name(&name), old, "{name:?}");
+        }
+        assert_eq!(
+            canonical_name(&Name::from_ascii("Mail.Example.ORG.").unwrap()),
+            "mail.example.org"
+        );
+    }
 
     /// A response for `example.com MX` with one MX and its address in the additional section.
     fn mx_response() -> Vec<u8> {

@@ -34,8 +34,34 @@ impl Endpoint {
     }
 }
 
-serde_with::with_prefix!(pub(crate) client_prefix "client_");
-serde_with::with_prefix!(pub(crate) server_prefix "server_");
+/// Writes an endpoint as five fields named with `$prefix`, for `#[serde(flatten, with = ...)]`.
+/// The keys are `'static` strings made at compile time: `serde_with::with_prefix!` built each
+/// key as a new `String` per record (ten allocations per session, DNS and finding record).
+macro_rules! endpoint_prefix {
+    ($module:ident, $prefix:literal) => {
+        #[doc = concat!("An endpoint's fields as `", $prefix, "ip`, `", $prefix, "port`, ...")]
+        pub(crate) mod $module {
+            use serde::ser::{SerializeStruct, Serializer};
+
+            /// Serializes `e` as a struct whose fields carry the prefix.
+            pub fn serialize<S: Serializer>(
+                e: &super::Endpoint,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
+                let mut s = serializer.serialize_struct("Endpoint", 5)?;
+                s.serialize_field(concat!($prefix, "ip"), &e.ip)?;
+                s.serialize_field(concat!($prefix, "port"), &e.port)?;
+                s.serialize_field(concat!($prefix, "country"), &e.country)?;
+                s.serialize_field(concat!($prefix, "asn"), &e.asn)?;
+                s.serialize_field(concat!($prefix, "as_org"), &e.as_org)?;
+                s.end()
+            }
+        }
+    };
+}
+
+endpoint_prefix!(client_prefix, "client_");
+endpoint_prefix!(server_prefix, "server_");
 
 #[cfg(test)]
 mod tests {
