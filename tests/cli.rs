@@ -28,6 +28,7 @@ fn bad_input_gets_one_line_and_nonzero_exit() {
     let out = out.to_str().unwrap();
     let (_, e) = one_line_error(&["analyze", "/nonexistent.pcap", "--out", out]);
     assert!(e.contains("/nonexistent.pcap"), "{e}");
+    assert_eq!(e.matches("No such file").count(), 1, "the reason once: {e}");
     let not_capture = common::root().join("Cargo.toml");
     let (_, e) = one_line_error(&["analyze", not_capture.to_str().unwrap(), "--out", out]);
     assert!(e.contains("not a pcap or pcapng"), "{e}");

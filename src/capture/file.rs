@@ -52,9 +52,9 @@ pub struct CaptureFile {
 impl CaptureFile {
     /// Opens `path` (`-` is standard input) and detects the compression from its first bytes.
     pub fn open(path: &str) -> Result<CaptureFile, CaptureError> {
-        let io_err = |source| CaptureError::Io {
+        let io_err = |reason| CaptureError::Io {
             path: path.to_string(),
-            source,
+            reason,
         };
         let consumed = Arc::new(AtomicU64::new(0));
         let (raw, size): (Box<dyn Read + Send>, Option<u64>) = if path == "-" {
@@ -65,7 +65,7 @@ impl CaptureFile {
             if meta.is_dir() {
                 return Err(CaptureError::Io {
                     path: path.to_string(),
-                    source: std::io::Error::other("is a directory"),
+                    reason: std::io::Error::other("is a directory"),
                 });
             }
             (Box::new(file), Some(meta.len()))
@@ -139,7 +139,7 @@ impl CaptureFile {
             Err(PcapError::ReadError) => {
                 return Err(CaptureError::Io {
                     path: name,
-                    source: std::io::Error::other("read failed (corrupt compressed data?)"),
+                    reason: std::io::Error::other("read failed (corrupt compressed data?)"),
                 });
             }
             Err(_) => return Err(CaptureError::NotACapture { path: name }),

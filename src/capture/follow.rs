@@ -129,9 +129,9 @@ impl FollowDir {
         ledger: Box<dyn Ledger>,
         stop: Arc<AtomicBool>,
     ) -> Result<FollowDir, CaptureError> {
-        std::fs::read_dir(dir).map_err(|source| CaptureError::Io {
+        std::fs::read_dir(dir).map_err(|reason| CaptureError::Io {
             path: dir.display().to_string(),
-            source,
+            reason,
         })?;
         Ok(FollowDir {
             name: dir.display().to_string(),
@@ -153,7 +153,7 @@ impl FollowDir {
     fn ledger_error(&self, e: String) -> CaptureError {
         CaptureError::Io {
             path: self.name.clone(),
-            source: std::io::Error::other(format!("follow position: {e}")),
+            reason: std::io::Error::other(format!("follow position: {e}")),
         }
     }
 

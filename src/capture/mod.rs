@@ -125,12 +125,13 @@ pub struct RawPacket<'a> {
 #[derive(Debug, Error)]
 pub enum CaptureError {
     /// The file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Io {
         /// The file that failed.
         path: String,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason: in the message, and not also the error's source, so
+        /// that a chain printed with `{:#}` says it once.
+        reason: std::io::Error,
     },
     /// The bytes are neither pcap nor pcapng (after decompression).
     #[error("{path}: not a pcap or pcapng capture")]
