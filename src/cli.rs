@@ -208,6 +208,11 @@ pub struct FollowArgs {
     /// packets, sessions written, the capture-loss estimate) [default: 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_interval: Option<u64>,
+    /// With --follow: serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds
+    /// 127.0.0.1), as `live --metrics` does: files, packets, sessions by verdict, findings,
+    /// capture loss, state windows and evictions, ClickHouse.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args)]

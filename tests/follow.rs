@@ -299,6 +299,168 @@ fn follow_refuses_a_missing_directory_and_captures_beside_it() {
         ],
         "--follow",
     );
+    refused_in_one_line(
+        &[
+            "analyze",
+            pcap.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--out",
+            out,
+        ],
+        "--follow",
+    );
+    refused_in_one_line(
+        &[
+            "analyze",
+            "--follow",
+            work.to_str().unwrap(),
+            "--metrics",
+            "not-an-address",
+            "--out",
+            out,
+        ],
+        "--metrics",
+    );
+}
+
+/// `GET /metrics` on `port` over loopback, parsed: `name{labels}` → value. The endpoint may take
+/// a moment to open after the start: connecting is retried for 10 s.
+fn scrape(port: u16) -> std::collections::BTreeMap<String, f64> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => {
+                panic!("no metrics on port {port}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("`name value`");
+            (name.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// A port on loopback that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `--follow --metrics`: while the follow runs, the endpoint counts the files, packets and bytes
+/// read, the sessions written by verdict and the state windows, and agrees with the summary
+/// printed at the end.
+#[test]
+fn follow_serves_metrics_while_it_runs() {
+    let work = common::tempdir("follow-metrics");
+    let (dir, out, state) = (work.join("dir"), work.join("out"), work.join("state.redb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Four captures about a second apart: enough packet time for the first sessions to be
+    // released while the follow runs.
+    let parts: Vec<Part> = all_parts().into_iter().take(4).flatten().collect();
+    // What the parts hold: the records of those captures, and their captured bytes.
+    let whole: Vec<Pcap> = CAPTURES[..4]
+        .iter()
+        .map(|c| Pcap::read(&bundled(c)))
+        .collect();
+    let packets: usize = whole.iter().map(|p| p.records.len()).sum();
+    let bytes: usize = whole
+        .iter()
+        .flat_map(|p| &p.records)
+        .map(|r| r.len() - 16)
+        .sum();
+    let port = free_port();
+    let log = work.join("log");
+    let directory = dir.to_str().unwrap().to_string();
+    let mut run = Follow::start_with(
+        &dir,
+        &out,
+        &state,
+        &log,
+        &["--metrics", &port.to_string(), "--hold", "0"],
+    );
+    for part in &parts {
+        drop_in(&dir, part);
+    }
+    let label = format!("{{directory=\"{directory}\"}}");
+    let files = format!("stripwatch_follow_files_total{label}");
+    run.wait_for("every file read", Duration::from_secs(60), |_| {
+        scrape(port).get(&files).copied() == Some(parts.len() as f64)
+    });
+    // A session is written once later packets move time on (the last waits for the end).
+    let written = |m: &std::collections::BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("stripwatch_sessions_total{"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    run.wait_for("a session counted", Duration::from_secs(30), |_| {
+        written(&scrape(port)) >= 1.0
+    });
+    let m = scrape(port);
+    assert_eq!(
+        m[&format!("stripwatch_capture_packets_total{label}")],
+        packets as f64,
+        "{m:?}"
+    );
+    assert_eq!(
+        m[&format!("stripwatch_follow_skipped_files_total{label}")],
+        0.0
+    );
+    assert_eq!(
+        m[&format!("stripwatch_capture_bytes_total{label}")],
+        bytes as f64
+    );
+    assert!(
+        written(&m) >= 1.0 && written(&m) <= records(&out, "sessions").len() as f64,
+        "{m:?}"
+    );
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("stripwatch_state_entries{window=\"flows\"")),
+        "{m:?}"
+    );
+    assert!(m.contains_key("stripwatch_capture_loss_ratio"), "{m:?}");
+    let summary = run.terminate();
+    assert_eq!(summary["capture"]["files"], parts.len(), "{summary}");
+    let reference = work.join("reference");
+    let uncut: Vec<PathBuf> = CAPTURES[..4].iter().map(|c| bundled(c)).collect();
+    let uncut: Vec<&Path> = uncut.iter().map(PathBuf::as_path).collect();
+    common::analyze(&uncut, &reference, &["--no-report"]);
+    assert_eq!(
+        records(&out, "sessions").len(),
+        common::ndjson(&reference.join("sessions.ndjson")).len(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["capture"]["packets"].as_f64(),
+        Some(packets as f64),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["capture"]["bytes"].as_f64(),
+        Some(bytes as f64),
+        "{summary}"
+    );
 }
 
 #[test]

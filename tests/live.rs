@@ -329,6 +329,7 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
     let packets = per_worker("stripwatch_capture_packets_total");
     assert_eq!(packets.iter().sum::<u64>(), want_packets, "{metrics:?}");
     assert_eq!(per_worker("stripwatch_capture_kernel_drops_total"), [0, 0]);
+    assert_eq!(per_worker("stripwatch_capture_snapped_total"), [0, 0]);
     // The capture-loss estimate per worker: acknowledgments seen, none above a hole.
     let loss = |name: &str| -> Vec<u64> {
         (0..2)
@@ -1020,6 +1021,18 @@ fn live_counts_frames_cut_by_the_snap_length_and_does_not_judge_them_as_whole() 
     assert_eq!(capture["packets"].as_u64(), Some(frames), "{capture}");
     assert_eq!(capture["snapped"].as_u64(), Some(longer), "{capture}");
     assert_eq!(capture["kernel_drops"], 0, "{capture}");
+    // The periodic log event counts them too (per handle, the latest event of each).
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+    for e in run
+        .log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if e["message"] == "capture counters" {
+            latest.insert(e["worker"].to_string(), e["snapped"].as_u64().unwrap_or(0));
+        }
+    }
+    assert_eq!(latest.values().sum::<u64>(), longer, "{}", run.log);
     // Every cut frame carried TCP payload past the headers: each is a truncated payload.
     assert_eq!(
         run.summary["decode"]["truncated_payload"].as_u64(),

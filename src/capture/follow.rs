@@ -87,6 +87,10 @@ pub struct FollowCounters {
     pub skipped: AtomicU64,
     /// Packets handed to the pipeline.
     pub packets: AtomicU64,
+    /// Captured bytes handed to the pipeline.
+    pub bytes: AtomicU64,
+    /// Packets cut by the snap length the files were written with.
+    pub snapped: AtomicU64,
 }
 
 /// A capture file waiting in the directory.
@@ -263,6 +267,7 @@ impl FollowDir {
             .unwrap_or_default();
         let path = c.path.display().to_string();
         let mut delivered = start.packets;
+        let (mut fresh_bytes, mut fresh_snapped) = (0u64, 0u64);
         let mut stopped = false;
         let mut seen = 0u64;
         let stop = &self.stop;
@@ -279,14 +284,22 @@ impl FollowDir {
                 delivered += 1;
                 stats.packets += 1;
                 stats.bytes += pkt.data.len() as u64;
+                fresh_bytes += pkt.data.len() as u64;
                 if (pkt.orig_len as usize) > pkt.data.len() {
                     stats.snapped += 1;
+                    fresh_snapped += 1;
                 }
                 ControlFlow::Continue(())
             })
         });
         let fresh = delivered - start.packets;
         self.counters.packets.fetch_add(fresh, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(fresh_bytes, Ordering::Relaxed);
+        self.counters
+            .snapped
+            .fetch_add(fresh_snapped, Ordering::Relaxed);
         match &read {
             Ok(s) if !stopped => {
                 stats.corrupt_blocks += s.corrupt_blocks;

@@ -86,6 +86,8 @@ pub struct InterfaceCounters {
     pub kernel_drops: AtomicU64,
     /// Interface drops (`ps_ifdrop`), as of the last read.
     pub interface_drops: AtomicU64,
+    /// Packets cut by the snap length (their tails are holes the judges know about).
+    pub snapped: AtomicU64,
 }
 
 /// One open capture handle.
@@ -360,6 +362,7 @@ impl PacketSource for LiveCapture {
                         stats.bytes += p.data.len() as u64;
                         if p.header.len as usize > p.data.len() {
                             stats.snapped += 1;
+                            counters.snapped.fetch_add(1, Ordering::Relaxed);
                         }
                         counters.packets.fetch_add(1, Ordering::Relaxed);
                         counters

@@ -41,6 +41,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
         rotate,
         state_interval,
         log_interval,
+        metrics,
     } = follow
     else {
         anyhow::bail!("--follow: no directory");
@@ -56,6 +57,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
         return Err(UsageError(format!("--follow {}: not a directory", dir.display())).into());
     }
     std::fs::read_dir(&dir).map_err(|e| UsageError(format!("--follow {}: {e}", dir.display())))?;
+    let metrics = metrics.as_deref().map(super::metrics::bind).transpose()?;
     let enrich = Arc::new(Databases::open(&args.geoip_country, &args.geoip_asn)?);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
@@ -87,6 +89,19 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     let hangups = housekeeping(reloader, hangup, done.clone(), move || {
         log_counters(&watched)
     });
+    let server = metrics.map(|listener| {
+        let sources = super::metrics::Sources {
+            capture: super::metrics::Capture::Follow {
+                directory: dir.display().to_string(),
+                counters: counters.clone(),
+            },
+            tally: outputs.tally(),
+            clickhouse: outputs.clickhouse(),
+            memory: cfg.board.clone(),
+            loss: cfg.loss.clone(),
+        };
+        super::metrics::serve(listener, sources, done.clone())
+    });
     tracing::info!(
         dir = %dir.display(),
         workers = cfg.workers,
@@ -104,6 +119,9 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     );
     done.store(true, Ordering::Relaxed);
     let _ = hangups.join();
+    if let Some(server) = server {
+        let _ = server.join();
+    }
     let stats = result?;
     let source = stats.sources.first().map(|(_, s)| *s).unwrap_or_default();
     outputs.finish(
@@ -123,6 +141,7 @@ pub fn refuse_without_follow(follow: &FollowArgs) -> Result<(), UsageError> {
         ("--rotate", follow.rotate.is_some()),
         ("--state-interval", follow.state_interval.is_some()),
         ("--log-interval", follow.log_interval.is_some()),
+        ("--metrics", follow.metrics.is_some()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((option, _)) => Err(UsageError(format!(
@@ -164,6 +183,8 @@ fn log_counters(watched: &Watched) {
         files = read(&watched.follow.files),
         skipped_files = read(&watched.follow.skipped),
         packets = read(&watched.follow.packets),
+        bytes = read(&watched.follow.bytes),
+        snapped = read(&watched.follow.snapped),
         sessions,
         acks,
         acked_gaps = gaps,

@@ -94,7 +94,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
     });
     let server = metrics.map(|listener| {
         let sources = super::metrics::Sources {
-            interfaces: capture.counters(),
+            capture: super::metrics::Capture::Interfaces(capture.counters()),
             tally: outputs.tally(),
             clickhouse: outputs.clickhouse(),
             memory: cfg.board.clone(),
@@ -247,6 +247,7 @@ fn log_counters(counters: &[Arc<InterfaceCounters>], loss: &CaptureLoss, tally: 
             worker = c.worker,
             packets = read(&c.packets),
             bytes = read(&c.bytes),
+            snapped = read(&c.snapped),
             kernel_drops = read(&c.kernel_drops),
             interface_drops = read(&c.interface_drops),
             sessions,

@@ -1,4 +1,4 @@
-//! `live --metrics ADDR:PORT`: the Prometheus text exposition format (0.0.4) at `/metrics`,
+//! `live --metrics ADDR:PORT` and `analyze --follow DIR --metrics ADDR:PORT`: the Prometheus text exposition format (0.0.4) at `/metrics`,
 //! encoded by the `prometheus-client` crate from a collector that reads, at each scrape, the
 //! counters the run keeps anyway (each capture handle's counters, the workers' capture-loss
 //! counts, the summary's tally, ClickHouse's report, the memory board). Nothing is counted
@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stripwatch::capture::InterfaceCounters;
+use stripwatch::capture::follow::FollowCounters;
 use stripwatch::memory::{Board, WindowRow};
 use stripwatch::pipeline::{CaptureLoss, LossCounters, loss_ratio};
 use stripwatch::report::summary::Tally;
@@ -32,10 +33,24 @@ pub struct BindError {
     reason: String,
 }
 
+/// Where the packets come from, and the counters that source keeps.
+pub enum Capture {
+    /// `live`: each capture handle's counters (one per interface, or per interface and worker
+    /// with fanout).
+    Interfaces(Vec<Arc<InterfaceCounters>>),
+    /// `analyze --follow`: the followed directory and its counters.
+    Follow {
+        /// The directory, as given.
+        directory: String,
+        /// Files, packets and bytes read so far.
+        counters: Arc<FollowCounters>,
+    },
+}
+
 /// What the endpoint reports.
 pub struct Sources {
-    /// Each interface's capture counters.
-    pub interfaces: Vec<Arc<InterfaceCounters>>,
+    /// The packet source's counters.
+    pub capture: Capture,
     /// Sessions by verdict, findings by kind, DNS transactions.
     pub tally: Arc<Mutex<Tally>>,
     /// ClickHouse's rows, with `--clickhouse`.
@@ -189,51 +204,13 @@ impl Collector for Scrape {
                 1u64,
             )],
         )?;
-        let per_handle = |f: &dyn Fn(&InterfaceCounters) -> u64| -> Vec<(Labels, u64)> {
-            sources
-                .interfaces
-                .iter()
-                .map(|c| {
-                    let worker = c.worker.map_or("reader".to_string(), |w| w.to_string());
-                    (
-                        vec![("interface", c.interface.clone()), ("worker", worker)],
-                        f(c),
-                    )
-                })
-                .collect()
-        };
-        family(
-            e,
-            counter(
-                "stripwatch_capture_packets",
-                "Packets captured and handed to the pipeline, per interface and worker.",
-            ),
-            &per_handle(&|c| read(&c.packets)),
-        )?;
-        family(
-            e,
-            counter(
-                "stripwatch_capture_bytes",
-                "Captured bytes handed to the pipeline, per interface and worker.",
-            ),
-            &per_handle(&|c| read(&c.bytes)),
-        )?;
-        family(
-            e,
-            counter(
-                "stripwatch_capture_kernel_drops",
-                "Packets the kernel dropped because the capture buffer was full (ps_drop).",
-            ),
-            &per_handle(&|c| read(&c.kernel_drops)),
-        )?;
-        family(
-            e,
-            counter(
-                "stripwatch_capture_interface_drops",
-                "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
-            ),
-            &per_handle(&|c| read(&c.interface_drops)),
-        )?;
+        match &sources.capture {
+            Capture::Interfaces(interfaces) => interface_families(e, interfaces)?,
+            Capture::Follow {
+                directory,
+                counters,
+            } => follow_families(e, directory, counters)?,
+        }
         let per_worker = |f: &dyn Fn(&LossCounters) -> u64| -> Vec<(Labels, u64)> {
             sources
                 .loss
@@ -401,4 +378,94 @@ impl Collector for Scrape {
             &per_window(&|w| w.evictions),
         )
     }
+}
+
+/// The capture families of `live`: per capture handle (interface, and worker with fanout).
+fn interface_families(
+    e: &mut DescriptorEncoder,
+    interfaces: &[Arc<InterfaceCounters>],
+) -> std::fmt::Result {
+    let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let per_handle = |f: &dyn Fn(&InterfaceCounters) -> u64| -> Vec<(Labels, u64)> {
+        interfaces
+            .iter()
+            .map(|c| {
+                let worker = c.worker.map_or("reader".to_string(), |w| w.to_string());
+                (
+                    vec![("interface", c.interface.clone()), ("worker", worker)],
+                    f(c),
+                )
+            })
+            .collect()
+    };
+    for (name, help, value) in [
+        (
+            "stripwatch_capture_packets",
+            "Packets captured and handed to the pipeline, per interface and worker.",
+            &(|c: &InterfaceCounters| read(&c.packets)) as &dyn Fn(&InterfaceCounters) -> u64,
+        ),
+        (
+            "stripwatch_capture_bytes",
+            "Captured bytes handed to the pipeline, per interface and worker.",
+            &|c: &InterfaceCounters| read(&c.bytes),
+        ),
+        (
+            "stripwatch_capture_snapped",
+            "Packets cut by the snap length, per interface and worker (their tails are holes).",
+            &|c: &InterfaceCounters| read(&c.snapped),
+        ),
+        (
+            "stripwatch_capture_kernel_drops",
+            "Packets the kernel dropped because the capture buffer was full (ps_drop).",
+            &|c: &InterfaceCounters| read(&c.kernel_drops),
+        ),
+        (
+            "stripwatch_capture_interface_drops",
+            "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
+            &|c: &InterfaceCounters| read(&c.interface_drops),
+        ),
+    ] {
+        family(e, counter(name, help), &per_handle(value))?;
+    }
+    Ok(())
+}
+
+/// The capture families of `analyze --follow`: files read and skipped, and what they held.
+fn follow_families(
+    e: &mut DescriptorEncoder,
+    directory: &str,
+    c: &FollowCounters,
+) -> std::fmt::Result {
+    let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let labelled = |value: u64| [(vec![("directory", directory.to_string())], value)];
+    for (name, help, value) in [
+        (
+            "stripwatch_follow_files",
+            "Capture files of the followed directory read to their end.",
+            read(&c.files),
+        ),
+        (
+            "stripwatch_follow_skipped_files",
+            "Closed files of the followed directory that were not captures or could not be read.",
+            read(&c.skipped),
+        ),
+        (
+            "stripwatch_capture_packets",
+            "Packets read from the followed directory's files and handed to the pipeline.",
+            read(&c.packets),
+        ),
+        (
+            "stripwatch_capture_bytes",
+            "Captured bytes read from the followed directory's files.",
+            read(&c.bytes),
+        ),
+        (
+            "stripwatch_capture_snapped",
+            "Packets the files hold cut by their snap length (their tails are holes).",
+            read(&c.snapped),
+        ),
+    ] {
+        family(e, counter(name, help), &labelled(value))?;
+    }
+    Ok(())
 }
