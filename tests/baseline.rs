@@ -149,7 +149,7 @@ fn an_mx_set_earlier_runs_never_saw_is_mx_mismatch() {
     );
     // The forged answer of dns-injection arrives first; no other client asked in that capture.
     let second = dir.join("second");
-    common::analyze(
+    let summary = common::analyze(
         &[&pcap("dns-injection.pcap")],
         &second,
         &["--state", &state],
@@ -157,6 +157,11 @@ fn an_mx_set_earlier_runs_never_saw_is_mx_mismatch() {
     let mm = findings_of(&second, "mx-mismatch");
     assert_eq!(mm.len(), 1);
     assert_eq!(mm[0]["evidence"]["source"], "baseline");
+    // A DNS finding that rests on the baseline is counted as one, as a session's is.
+    assert_eq!(
+        summary["baseline"]["findings_from_earlier_runs"], 1,
+        "{summary}"
+    );
     assert_eq!(mm[0]["evidence"]["answered"][0], "mx.attacker.example");
     let sessions = common::ndjson(&second.join("sessions.ndjson"));
     let ids: Vec<&str> = sessions[0]["dns_finding_ids"]

@@ -144,6 +144,15 @@ const PAIR_BYTES: usize = ENTRY_OVERHEAD + 2 * size_of::<IpAddr>() + size_of::<V
 /// A failure without its strings.
 const FAILURE_BYTES: usize = size_of::<Failure>();
 
+/// How many of `findings` rest on the persistent baseline of earlier runs (their evidence says
+/// `"source": "baseline"`), sessions' and DNS transactions' alike.
+fn from_earlier_runs(findings: &[crate::record::Finding]) -> u64 {
+    findings
+        .iter()
+        .filter(|f| f.evidence.get("source").is_some_and(|s| s == "baseline"))
+        .count() as u64
+}
+
 fn offer_bytes(session_id: &str) -> usize {
     ENTRY_OVERHEAD + size_of::<IpAddr>() + size_of::<Offer>() + session_id.len()
 }
@@ -200,6 +209,7 @@ impl Correlator {
         self.watermark_us = self.watermark_us.max(rec.ts.0);
         self.dns.judge(rec, self.baseline.as_ref());
         self.sts.judge_dns(rec, self.baseline.as_ref());
+        self.stats.baseline_findings += from_earlier_runs(&rec.finding_details);
         let ids: Vec<String> = rec
             .finding_details
             .iter()
@@ -428,18 +438,10 @@ impl Correlator {
 
     fn release<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
         self.judge(&mut rec);
-        let before = rec.finding_details.len();
         self.certs
             .judge_on_release(&mut rec, self.baseline.as_ref());
         self.sts.judge_session(&mut rec, self.baseline.as_ref());
-        if rec
-            .finding_details
-            .iter()
-            .skip(before)
-            .any(|f| f.evidence.get("source").is_some_and(|s| s == "baseline"))
-        {
-            self.stats.baseline_findings += 1;
-        }
+        self.stats.baseline_findings += from_earlier_runs(&rec.finding_details);
         let earlier = self
             .earlier_failure(&rec)
             .map(|f| (f.kind, f.finding_id.as_str()));
@@ -456,7 +458,6 @@ impl Correlator {
                 self.baseline.starttls_offered(rec.server.ip)
             };
             if let Some(seen) = earlier_run {
-                self.stats.baseline_findings += 1;
                 let mut evidence = json!({
                     "source": "baseline",
                     "offered_first_seen": rfc3339_micros(seen.first_us),
