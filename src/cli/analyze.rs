@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stripwatch::capture::CaptureFile;
+use stripwatch::capture::SourceStats;
 use stripwatch::decode::DefragLimits;
 use stripwatch::detect::CorrelatorConfig;
 use stripwatch::detect::certs::CertJudge;
@@ -311,6 +312,41 @@ pub(super) fn history(args: &SharedArgs) -> Result<Box<dyn Baseline>> {
 pub(super) fn streaming(cfg: &mut PipelineConfig, hold: u64, state_interval: &Arc<AtomicU64>) {
     cfg.state_interval = Some(state_interval.clone());
     cfg.correlator.hold_us = micros(hold);
+}
+
+/// A long run's pipeline over its one source, to the end: it runs until SIGTERM/SIGINT; then the
+/// threads that served it (housekeeping, metrics) see `done` and are joined, and the summary is
+/// written with what `extra` makes of the source's counts.
+pub(super) fn run_to_the_end<S: stripwatch::capture::PacketSource>(
+    source: S,
+    cfg: &PipelineConfig,
+    (sink, outputs): (Box<dyn SessionSink>, RunOutputs),
+    judges: Judges,
+    stop: Arc<AtomicBool>,
+    (done, helpers): (&AtomicBool, Vec<std::thread::JoinHandle<()>>),
+    (args, extra): (&SharedArgs, impl FnOnce(&SourceStats) -> SummaryExtra),
+) -> Result<()> {
+    let started = Instant::now();
+    let result = pipeline::run(
+        vec![source],
+        cfg,
+        sink,
+        judges,
+        stop,
+        &mut |_: &str, _: u64| {},
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for helper in helpers {
+        let _ = helper.join();
+    }
+    let stats = result?;
+    let source = stats.sources.first().map(|(_, s)| *s).unwrap_or_default();
+    outputs.finish(
+        args,
+        &stats,
+        started.elapsed().as_secs_f64(),
+        Some(&extra(&source)),
+    )
 }
 
 /// The Mozilla roots plus the `--trust-anchors` PEM files.

@@ -6,8 +6,8 @@
 //! SIGINT. The files read are remembered in `--state` (or in memory).
 
 use super::analyze::{
-    SummaryExtra, check, history, judges_with, open_state, pipeline_config, sensor_signals, sinks,
-    streaming,
+    SummaryExtra, check, history, judges_with, open_state, pipeline_config, run_to_the_end,
+    sensor_signals, sinks, streaming,
 };
 use super::reload::{Knobs, Reloader, housekeeping};
 use super::{FollowArgs, SharedArgs, UsageError};
@@ -15,11 +15,11 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stripwatch::capture::follow::{FollowCounters, Ledger, MemoryLedger};
 use stripwatch::capture::{FollowDir, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline::{self, CaptureLoss, loss_ratio};
+use stripwatch::pipeline::{CaptureLoss, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::{Rotation, RotationControl};
 use stripwatch::state::Baseline;
@@ -108,27 +108,16 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
         "following {}; SIGTERM or Ctrl-C stops, SIGHUP starts new files",
         dir.display()
     );
-    let started = Instant::now();
-    let result = pipeline::run(
-        vec![source],
+    run_to_the_end(
+        source,
         &cfg,
-        sink,
+        (sink, outputs),
         judges,
         stop,
-        &mut |_: &str, _: u64| {},
-    );
-    done.store(true, Ordering::Relaxed);
-    let _ = hangups.join();
-    if let Some(server) = server {
-        let _ = server.join();
-    }
-    let stats = result?;
-    let source = stats.sources.first().map(|(_, s)| *s).unwrap_or_default();
-    outputs.finish(
-        &args,
-        &stats,
-        started.elapsed().as_secs_f64(),
-        Some(&follow_summary(&dir, &counters, &source)),
+        (&done, std::iter::once(hangups).chain(server).collect()),
+        (&args, |source: &SourceStats| {
+            follow_summary(&dir, &counters, source)
+        }),
     )
 }
 

@@ -3,7 +3,8 @@
 //! until SIGTERM or SIGINT, then judges what is held, writes the summary and exits 0.
 
 use super::analyze::{
-    SummaryExtra, check, judges, pipeline_config, sensor_signals, sinks, spool_dir, streaming,
+    SummaryExtra, check, judges, pipeline_config, run_to_the_end, sensor_signals, sinks, spool_dir,
+    streaming,
 };
 use super::reload::{Knobs, Reloader, housekeeping};
 use super::{LiveArgs, SharedArgs, UsageError, privileges};
@@ -11,10 +12,9 @@ use anyhow::{Context, Result};
 use nix::unistd::{Uid, User};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline::{self, CaptureLoss, loss_ratio};
+use stripwatch::pipeline::{CaptureLoss, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::RotationControl;
 
@@ -109,32 +109,21 @@ pub fn run(args: LiveArgs) -> Result<()> {
         fanout,
         "capturing on {name}; SIGTERM or Ctrl-C stops, SIGHUP starts new files and reloads"
     );
-    let started = Instant::now();
-    let result = pipeline::run(
-        vec![capture],
+    run_to_the_end(
+        capture,
         &cfg,
-        sink,
+        (sink, outputs),
         judges,
         stop,
-        &mut |_: &str, _: u64| {},
-    );
-    done.store(true, Ordering::Relaxed);
-    let _ = logger.join();
-    if let Some(server) = server {
-        let _ = server.join();
-    }
-    let stats = result?;
-    let source = stats.sources.first().map(|(_, s)| *s).unwrap_or_default();
-    outputs.finish(
-        &args,
-        &stats,
-        started.elapsed().as_secs_f64(),
-        Some(&capture_summary(
-            &name,
-            &source,
-            (fanout, fanout_refused.as_deref()),
-            &counters,
-        )),
+        (&done, std::iter::once(logger).chain(server).collect()),
+        (&args, |source: &SourceStats| {
+            capture_summary(
+                &name,
+                source,
+                (fanout, fanout_refused.as_deref()),
+                &counters,
+            )
+        }),
     )
 }
 

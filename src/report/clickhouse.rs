@@ -221,26 +221,29 @@ fn fill(
             counts: t.one(row)?,
         });
     }
-    for (end, countries, systems) in [
-        ("client", &mut r.by_client_country, &mut r.by_client_as),
-        ("server", &mut r.by_server_country, &mut r.by_server_as),
+    // Per end of the connection: its two queries and the column names they carry.
+    for (end, (country_query, as_query), countries, systems) in [
+        (
+            "client",
+            ("by_client_country", "by_client_as"),
+            &mut r.by_client_country,
+            &mut r.by_client_as,
+        ),
+        (
+            "server",
+            ("by_server_country", "by_server_as"),
+            &mut r.by_server_country,
+            &mut r.by_server_as,
+        ),
     ] {
-        let t = get(if end == "client" {
-            "by_client_country"
-        } else {
-            "by_server_country"
-        })?;
+        let t = get(country_query)?;
         for row in &t.rows {
             countries.push(CountryRow {
                 country: t.column(row, &format!("{end}_country"))?,
                 counts: t.one(row)?,
             });
         }
-        let t = get(if end == "client" {
-            "by_client_as"
-        } else {
-            "by_server_as"
-        })?;
+        let t = get(as_query)?;
         for row in &t.rows {
             systems.push(AsRow {
                 asn: t.column(row, &format!("{end}_asn"))?,
