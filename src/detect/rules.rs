@@ -11,7 +11,9 @@ use crate::util::{community_id, rfc3339_micros};
 use serde_json::json;
 
 /// Builds the session record with every finding that needs no other session. The cross-session
-/// findings and the verdict are added by the correlator (`finish_verdict`).
+/// findings and the verdict are added by the correlator (`finish_verdict`). The facts' texts and
+/// lists are moved into the record, not copied (a session has a dozen of them); evidence that
+/// repeats one reads it from the record.
 pub fn build_record(
     flow: &FlowSummary,
     mut facts: SessionFacts,
@@ -41,17 +43,17 @@ pub fn build_record(
         verdict: verdict::INCOMPLETE,
         findings: Vec::new(),
         banner_code: facts.banner_code,
-        banner: facts.banner.clone(),
+        banner: facts.banner.take().map(exact),
         middlebox_traits: traits,
         greeting_verb: facts.greeting_verb,
-        ehlo_name: facts.ehlo_name.clone(),
+        ehlo_name: facts.ehlo_name.take().map(exact),
         ehlo_reply_code: facts.ehlo_reply_code,
-        ehlo_reply_name: facts.ehlo_reply_name.clone(),
-        ehlo_capabilities: facts.ehlo_capabilities.clone(),
+        ehlo_reply_name: facts.ehlo_reply_name.take().map(exact),
+        ehlo_capabilities: exact_texts(std::mem::take(&mut facts.ehlo_capabilities)),
         starttls_offered: facts.starttls_offered,
         starttls_sent: facts.starttls_sent,
         starttls_reply_code: facts.starttls_reply_code,
-        starttls_reply_text: facts.starttls_reply_text.clone(),
+        starttls_reply_text: facts.starttls_reply_text.take().map(exact),
         implicit_tls: facts.implicit_tls,
         tls_started: facts.tls_started,
         tls_client_hello: facts.tls_client.client_hello,
@@ -68,15 +70,15 @@ pub fn build_record(
             }),
         tls_version: facts.tls_server_hello_info.version.map(version_name),
         tls_cipher: facts.tls_server_hello_info.cipher.map(cipher_name),
-        tls_sni: facts.tls_client_hello_info.sni.clone(),
+        tls_sni: facts.tls_client_hello_info.sni.take().map(exact),
         tls_client_versions: facts
             .tls_client_hello_info
             .offered_versions
             .iter()
             .map(|v| version_name(*v))
             .collect(),
-        tls_alpn: facts.tls_client_hello_info.alpn.clone(),
-        tls_history: facts.tls_history.clone(),
+        tls_alpn: exact_texts(std::mem::take(&mut facts.tls_client_hello_info.alpn)),
+        tls_history: exact(std::mem::take(&mut facts.tls_history)),
         tls_handshake_completed: facts.tls_handshake_completed,
         cert_fingerprint: None,
         cert_chain_fingerprints: Vec::new(),
@@ -85,8 +87,8 @@ pub fn build_record(
         rcpt_commands: facts.rcpt_commands,
         data_commands: facts.data_commands + facts.bdat_commands,
         auth_commands: facts.auth_commands,
-        mail_from: facts.mail_from.clone(),
-        rcpt_to: facts.rcpt_to.clone(),
+        mail_from: exact_texts(std::mem::take(&mut facts.mail_from)),
+        rcpt_to: exact_texts(std::mem::take(&mut facts.rcpt_to)),
         gaps: flow.gaps,
         gap_bytes: flow.gap_bytes,
         dialog_gaps: facts.dialog_gaps,
@@ -127,7 +129,7 @@ pub fn build_record(
             json!({
                 "overwritten": facts.overwritten_tokens,
                 "banner_masked": facts.banner_masked,
-                "ehlo_capabilities": facts.ehlo_capabilities,
+                "ehlo_capabilities": rec.ehlo_capabilities,
             }),
         );
     }
@@ -174,7 +176,7 @@ pub fn build_record(
             at(facts.starttls_ts),
             json!({
                 "reply_code": facts.starttls_reply_code,
-                "reply_text": facts.starttls_reply_text,
+                "reply_text": rec.starttls_reply_text,
                 "starttls_offered": facts.starttls_offered,
             }),
         );
@@ -226,6 +228,24 @@ pub fn build_record(
     };
     rec.verdict = base_verdict(&facts, rec.missing_side);
     rec
+}
+
+/// A text moved from the facts into a record, without the spare capacity it may have grown:
+/// the record holds (and the memory budget counts, `record::size`) what a copy would, and a
+/// string that is already exact, as most are, costs nothing.
+fn exact(mut s: String) -> String {
+    s.shrink_to_fit();
+    s
+}
+
+/// A list of texts moved into a record, each and the list without spare capacity (see
+/// [`exact`]).
+fn exact_texts(mut v: Vec<String>) -> Vec<String> {
+    v.shrink_to_fit();
+    for s in &mut v {
+        s.shrink_to_fit();
+    }
+    v
 }
 
 /// The direction of which not one packet was seen although the other side sent data: the

@@ -28,6 +28,9 @@ impl Default for ReassemblyLimits {
     }
 }
 
+/// First size of the recent-bytes window (`remember`): an SMTP dialog up to STARTTLS fits.
+const RECENT_FIRST: usize = 512;
+
 /// Two versions of the same stream bytes that disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OverlapConflict {
@@ -388,15 +391,29 @@ impl Reassembler {
             return;
         }
         let tail = &bytes[bytes.len().saturating_sub(cap)..];
-        for &b in tail {
-            if self.recent.len() < cap {
-                self.recent.push(b);
-            } else {
-                self.recent[self.recent_start] = b;
-                self.recent_start = (self.recent_start + 1) % cap;
-            }
+        // Until the ring is full it is filled from 0 and starts there; after that the oldest
+        // bytes, from `recent_start` on, are overwritten in at most two runs.
+        let fill = tail.len().min(cap - self.recent.len());
+        let len = self.recent.len();
+        if len + fill > self.recent.capacity() {
+            // Grown from a first size that holds a typical SMTP dialog, doubling up to the
+            // limit and never past it: byte-by-byte pushes from eight bytes cost up to ten
+            // reallocations per direction, and a window allocated whole holds 4 KiB for every
+            // dialog of a few hundred bytes.
+            let want = (self.recent.capacity() * 2)
+                .max(RECENT_FIRST)
+                .max(len + fill)
+                .min(cap);
+            self.recent.reserve_exact(want - len);
         }
-        // When fewer than `cap` bytes are held the ring has not wrapped and starts at 0.
+        self.recent.extend_from_slice(&tail[..fill]);
+        let mut rest = &tail[fill..];
+        while !rest.is_empty() {
+            let n = (cap - self.recent_start).min(rest.len());
+            self.recent[self.recent_start..self.recent_start + n].copy_from_slice(&rest[..n]);
+            self.recent_start = (self.recent_start + n) % cap;
+            rest = &rest[n..];
+        }
     }
 
     fn gap_to<F>(&mut self, offset: u64, sink: &mut F)
@@ -587,6 +604,37 @@ mod tests {
         for i in 0..10_000u32 {
             feed(&mut r, &mut out, i.wrapping_mul(2_654_435_761), &[0u8; 100]);
             assert!(r.pending_bytes <= 64 * 1024 + 100);
+        }
+    }
+
+    /// The ring filled in runs holds the same bytes in the same places as one filled byte by
+    /// byte (how it was written before), however the deliveries are cut.
+    #[test]
+    fn recent_window_in_runs_equals_byte_by_byte() {
+        let stream: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (cap, cut) in [16, 3000, 4096]
+            .into_iter()
+            .flat_map(|cap| [1, 3, 5, 15, 16, 17, 40, 200, 700, 5000].map(|cut| (cap, cut)))
+        {
+            let limits = ReassemblyLimits {
+                recent_window: cap,
+                ..ReassemblyLimits::default()
+            };
+            let mut r = Reassembler::new(limits);
+            let (mut model, mut start) = (Vec::new(), 0usize);
+            for chunk in stream.chunks(cut) {
+                r.remember(chunk);
+                for &b in &chunk[chunk.len().saturating_sub(cap)..] {
+                    if model.len() < cap {
+                        model.push(b);
+                    } else {
+                        model[start] = b;
+                        start = (start + 1) % cap;
+                    }
+                }
+                assert_eq!((&r.recent, r.recent_start), (&model, start), "{cap} {cut}");
+                assert!(r.recent.capacity() <= cap);
+            }
         }
     }
 }

@@ -12,7 +12,8 @@ pub struct Micros(pub i64);
 
 impl Serialize for Micros {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&crate::util::Rfc3339(self.0))
+        // Straight from the stack buffer: no `core::fmt` on the way into the output.
+        s.serialize_str(crate::util::Rfc3339(self.0).text().as_str())
     }
 }
 

@@ -2,6 +2,9 @@
 //! segment; only a line that straddles segments is copied, and only up to the limit. A line
 //! longer than the limit is cut there and flagged, the rest is discarded up to its end.
 
+/// Bytes reserved for the first partial line of a stream (SMTP lines are mostly shorter).
+const TYPICAL_LINE: usize = 256;
+
 /// Accumulates at most `max_line` bytes of one partial line.
 pub struct LineSplitter {
     buf: Vec<u8>,
@@ -84,6 +87,11 @@ impl LineSplitter {
         // One byte more than a line may hold: room for the CR of a line that is exactly at the
         // limit, so that where the segments were cut does not change the result.
         let room = (self.max_line + 1).saturating_sub(self.buf.len());
+        if self.buf.capacity() == 0 {
+            // Most partial lines are short: one allocation of a typical line's size instead of
+            // a series of doublings from eight bytes.
+            self.buf.reserve((self.max_line + 1).min(TYPICAL_LINE));
+        }
         if bytes.len() > room {
             self.overlong = true;
         }

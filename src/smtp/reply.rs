@@ -64,7 +64,12 @@ pub fn parse_command(line: &[u8]) -> Option<Command<'_>> {
     if !(3..=12).contains(&word.len()) || !word.iter().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
-    let verb = match word.to_ascii_uppercase().as_slice() {
+    // Uppercased on the stack: the word is at most 12 letters, and this runs for every command.
+    let mut upper = [0u8; 12];
+    let upper = &mut upper[..word.len()];
+    upper.copy_from_slice(word);
+    upper.make_ascii_uppercase();
+    let verb = match &*upper {
         b"EHLO" => Verb::Ehlo,
         b"HELO" => Verb::Helo,
         b"STARTTLS" => Verb::Starttls,

@@ -375,9 +375,74 @@ fn server_step_allowed(from: ServerMode, to: ServerMode, why: Transition) -> boo
 struct ReplyInProgress {
     code: Option<u16>,
     keep_lines: bool,
-    lines: Vec<String>,
+    lines: ReplyLines,
     /// A kept line was cut at the line limit (or lines beyond the limit were dropped).
     cut: bool,
+}
+
+impl ReplyInProgress {
+    /// Forgets the reply but keeps the line buffers' memory for the next one.
+    fn clear(&mut self) {
+        self.code = None;
+        self.keep_lines = false;
+        self.lines.clear();
+        self.cut = false;
+    }
+}
+
+/// The kept lines of one reply, as raw bytes in one buffer with the end of each line: a reply
+/// costs no allocation per line (the buffers are reused from reply to reply), and text is made
+/// (`printable`) only for the lines a fact keeps: the banner, the EHLO reply's name and
+/// capabilities, the STARTTLS reply. Bounded like the lines themselves: at most
+/// `max_capabilities + 1` lines of at most `max_line` bytes.
+#[derive(Default)]
+struct ReplyLines {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl ReplyLines {
+    /// Lines usually kept in one reply (an EHLO reply lists about ten capabilities), and their
+    /// bytes: reserved at the first line so that a session's replies need no growing.
+    const USUAL_LINES: usize = 16;
+    const USUAL_BYTES: usize = 512;
+
+    fn push(&mut self, line: &[u8]) {
+        if self.ends.capacity() == 0 {
+            self.ends.reserve(Self::USUAL_LINES);
+            self.bytes.reserve(Self::USUAL_BYTES.max(line.len()));
+        }
+        self.bytes.extend_from_slice(line);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The raw bytes of the first line.
+    fn first(&self) -> Option<&[u8]> {
+        self.iter().next()
+    }
+
+    /// The lines in order.
+    fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let line = &self.bytes[start..end];
+            start = end;
+            line
+        })
+    }
 }
 
 /// One SMTP conversation.
@@ -411,7 +476,7 @@ pub struct SmtpSession {
     /// First bytes after a switch to "TLS or cleartext?", per side [client, server]: the
     /// decision waits for a full record header or line so that it cannot depend on how the
     /// sender cut its segments.
-    first: [Vec<u8>; 2],
+    first: [Opening; 2],
     /// The client's opening bytes have been classified (TLS record or command).
     client_opening_decided: bool,
     /// A hole (capture loss, a frame cut by the snap length) ended the reading of a side's TLS
@@ -451,7 +516,7 @@ impl SmtpSession {
             tls_server: RecordScanner::new(false),
             tls_history: Vec::new(),
             scratch: Vec::new(),
-            first: [Vec::new(), Vec::new()],
+            first: [Opening::default(); 2],
             client_opening_decided: false,
             tls_lost_to_gap: false,
             facts: SessionFacts::default(),
@@ -575,7 +640,7 @@ impl SmtpSession {
                         self.pending.pop_front();
                     }
                     self.server_lines.reset();
-                    self.reply = ReplyInProgress::default();
+                    self.reply.clear();
                 }
                 ServerMode::TlsExpect | ServerMode::Tls => {
                     self.tls_lost_to_gap = true;
@@ -1008,9 +1073,10 @@ impl SmtpSession {
                 || (for_verb.is_none() && !self.client_spoke);
         }
         if self.reply.keep_lines && self.reply.lines.len() <= self.cfg.max_capabilities {
-            self.reply
-                .lines
-                .push(printable(parsed.text, self.cfg.max_line));
+            // Kept as bytes, bounded as `printable` bounds them; text is made only for what a
+            // fact keeps (`server_reply`).
+            let text = &parsed.text[..parsed.text.len().min(self.cfg.max_line)];
+            self.reply.lines.push(text);
         } else if self.reply.keep_lines {
             self.facts.ehlo_capabilities_dropped += 1;
             self.reply.cut = true;
@@ -1018,25 +1084,30 @@ impl SmtpSession {
         if parsed.more {
             return;
         }
-        let done = std::mem::take(&mut self.reply);
+        let code = self.reply.code.unwrap_or(parsed.code);
+        let cut = self.reply.cut;
+        // The lines leave `self.reply` for the call (which may feed held client bytes through
+        // the session) and come back cleared, so their buffers serve the next reply.
+        let mut lines = std::mem::take(&mut self.reply.lines);
+        self.reply.clear();
         self.facts.replies += 1;
-        self.server_reply(
-            done.code.unwrap_or(parsed.code),
-            done.lines,
-            done.cut,
-            ts_us,
-        );
+        self.server_reply(code, &lines, cut, ts_us);
+        lines.clear();
+        if self.reply.lines.is_empty() {
+            self.reply.lines = lines;
+        }
     }
 
     /// Handles one complete reply; `cut` says a kept line of it was cut at a limit.
-    fn server_reply(&mut self, code: u16, lines: Vec<String>, cut: bool, ts_us: i64) {
+    fn server_reply(&mut self, code: u16, lines: &ReplyLines, cut: bool, ts_us: i64) {
         if !self.greeting_done {
             self.greeting_done = true;
             self.facts.banner_code = Some(code);
             if cut {
                 self.facts.mark_truncated("banner");
             }
-            if let Some(first) = lines.into_iter().next() {
+            if let Some(first) = lines.first() {
+                let first = printable(first, self.cfg.max_line);
                 self.facts.banner_masked = capability::is_masked_banner(&first);
                 self.facts.banner = Some(first);
             }
@@ -1050,7 +1121,7 @@ impl SmtpSession {
         let Some(verb) = self
             .pending
             .pop_front()
-            .or_else(|| self.unseen_command(code, &lines))
+            .or_else(|| self.unseen_command(code, lines))
         else {
             self.facts.unmatched_replies += 1;
             return;
@@ -1070,7 +1141,8 @@ impl SmtpSession {
             Verb::Starttls => {
                 if self.facts.starttls_reply_code.is_none() {
                     self.facts.starttls_reply_code = Some(code);
-                    self.facts.starttls_reply_text = lines.into_iter().next();
+                    self.facts.starttls_reply_text =
+                        lines.first().map(|l| printable(l, self.cfg.max_line));
                     if cut {
                         self.facts.mark_truncated("starttls_reply_text");
                     }
@@ -1114,7 +1186,7 @@ impl SmtpSession {
     /// multi-line `250` after the greeting is the EHLO reply (its capabilities are where a
     /// stripped STARTTLS shows), and a `220` to an EHLO that offered STARTTLS is its acceptance
     /// (what follows is the server's TLS). Anything else stays unmatched.
-    fn unseen_command(&self, code: u16, lines: &[String]) -> Option<Verb> {
+    fn unseen_command(&self, code: u16, lines: &ReplyLines) -> Option<Verb> {
         if self.client_spoke {
             return None;
         }
@@ -1130,11 +1202,14 @@ impl SmtpSession {
         }
     }
 
-    fn ehlo_reply(&mut self, lines: Vec<String>, ts_us: i64) {
+    fn ehlo_reply(&mut self, lines: &ReplyLines, ts_us: i64) {
         self.facts.ehlo_reply_seen = true;
         self.facts.ehlo_reply_ts = Some(ts_us);
-        let mut lines = lines.into_iter();
+        let max = self.cfg.max_line;
+        let mut lines = lines.iter().map(|l| printable(l, max));
         self.facts.ehlo_reply_name = lines.next();
+        // Called once per session (the first EHLO reply), so the list is sized exactly.
+        self.facts.ehlo_capabilities.reserve_exact(lines.len());
         for cap in lines {
             match capability::classify(capability::keyword(&cap)) {
                 TokenClass::Starttls => self.facts.starttls_offered = true,
@@ -1244,20 +1319,38 @@ impl SmtpSession {
     }
 }
 
+/// How many first bytes after a switch of mode decide "TLS record or SMTP line?".
+const OPENING: usize = 5;
+
+/// The first bytes after a switch of mode, at most [`OPENING`] of them, held inline: they are
+/// gathered a few times per session, and a heap buffer for five bytes cost an allocation each.
+#[derive(Clone, Copy, Debug, Default)]
+struct Opening {
+    buf: [u8; OPENING],
+    len: usize,
+}
+
+impl std::ops::Deref for Opening {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Collects the first bytes after a switch of mode until there are five of them or a line end,
 /// so that "TLS record or SMTP line?" is decided on the same bytes however they were segmented.
 /// Returns the collected head and the unconsumed rest once it is decided.
-fn gather_first<'a>(buf: &mut Vec<u8>, bytes: &'a [u8]) -> Option<(Vec<u8>, &'a [u8])> {
-    const NEED: usize = 5;
+fn gather_first<'a>(buf: &mut Opening, bytes: &'a [u8]) -> Option<(Opening, &'a [u8])> {
     let mut i = 0;
-    while buf.len() < NEED && i < bytes.len() {
-        buf.push(bytes[i]);
+    while buf.len < OPENING && i < bytes.len() {
+        buf.buf[buf.len] = bytes[i];
+        buf.len += 1;
         i += 1;
         if bytes[i - 1] == b'\n' {
             break;
         }
     }
-    if buf.len() >= NEED || buf.last() == Some(&b'\n') {
+    if buf.len >= OPENING || buf.last() == Some(&b'\n') {
         Some((std::mem::take(buf), &bytes[i..]))
     } else {
         None
