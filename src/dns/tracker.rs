@@ -3,13 +3,15 @@
 //! forged answer races the real one, and the first to arrive is the suspect); and the per-client
 //! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
 
-use super::message::DnsMessage;
+use super::message::{AnswerSet, DnsMessage, qtype_text, rcode_text};
 use super::sts::StsLinker;
 use crate::flow::lineage::Lineage;
 use crate::memory::Usage;
 use crate::record::{DnsRecord, Endpoint, Micros, SessionRecord, Tlsa};
 use crate::util::community_id;
 use ahash::AHashMap;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use serde::Serialize;
 use std::mem::size_of;
 use std::net::IpAddr;
@@ -78,7 +80,7 @@ struct TxKey {
     client: (IpAddr, u16),
     server: (IpAddr, u16),
     id: u16,
-    question: (String, String),
+    question: (String, Option<RecordType>),
 }
 
 struct Pending {
@@ -94,9 +96,9 @@ pub struct Response {
     /// IP TTL of the packet.
     pub ip_ttl: u8,
     /// The answers as (name, type, data), sorted.
-    pub answer_set: Vec<(String, String, String)>,
+    pub answer_set: AnswerSet,
     /// Response code.
-    pub rcode: String,
+    pub rcode: ResponseCode,
 }
 
 /// A transaction whose comparison window has passed: the record built from its first response
@@ -317,13 +319,13 @@ impl DnsTracker {
             client: pkt.dst,
             server: pkt.src,
             id: msg.id,
-            question: (msg.qname.clone(), msg.qtype.clone()),
+            question: (msg.qname.clone(), msg.qtype),
         };
         let resp = Response {
             ts_us: pkt.ts_us,
             ip_ttl: pkt.ip_ttl,
             answer_set: msg.answer_set(),
-            rcode: msg.rcode.clone(),
+            rcode: msg.rcode,
         };
         if let Some(a) = self.answered.get_mut(&key) {
             let differs =
@@ -363,7 +365,7 @@ impl DnsTracker {
             key.server.0,
             key.server.1,
         );
-        let tx = transaction_id(&cid, msg.id, &msg.qname, &msg.qtype, start);
+        let tx = transaction_id(&cid, msg.id, &msg.qname, qtype_text(msg.qtype), start);
         self.remember(&key, &msg, pkt.ts_us, &tx);
         self.sts.answer(key.client.0, &msg, pkt.ts_us, &tx);
         let record = DnsRecord {
@@ -376,10 +378,10 @@ impl DnsTracker {
             community_id: cid,
             id: msg.id,
             qname: msg.qname,
-            qtype: msg.qtype,
+            qtype: qtype_text(msg.qtype).to_string(),
             query_seen: query.is_some(),
             query_do: query.as_ref().is_some_and(|q| q.dnssec_ok),
-            rcode: Some(msg.rcode),
+            rcode: Some(rcode_text(msg.rcode)),
             aa: msg.aa,
             tc: msg.tc,
             ra: msg.ra,
