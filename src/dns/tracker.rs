@@ -3,7 +3,7 @@
 //! forged answer races the real one, and the first to arrive is the suspect); and the per-client
 //! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
 
-use super::message::{AnswerSet, DnsMessage, qtype_text, rcode_text};
+use super::message::{AnswerSet, DnsMessage, answer_set, qtype_text, rcode_text};
 use super::sts::StsLinker;
 use crate::flow::lineage::Lineage;
 use crate::memory::Usage;
@@ -95,7 +95,9 @@ pub struct Response {
     pub ts_us: i64,
     /// IP TTL of the packet.
     pub ip_ttl: u8,
-    /// The answers as (name, type, data), sorted.
+    /// The answers as (name, type, data), sorted. For the first response it is filled only when
+    /// a second one arrives (until then it is empty): alone, it is compared with nothing, and
+    /// the record keeps the same answers.
     pub answer_set: AnswerSet,
     /// Response code.
     pub rcode: ResponseCode,
@@ -313,7 +315,12 @@ impl DnsTracker {
             .then_some((pkt.ip_ttl, settled))
     }
 
-    fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, closed: &mut Vec<ClosedTransaction>) {
+    fn response(
+        &mut self,
+        pkt: DnsPacket,
+        mut msg: DnsMessage,
+        closed: &mut Vec<ClosedTransaction>,
+    ) {
         let ttl_out = self.ttl_out_of_line(&pkt);
         let key = TxKey {
             client: pkt.dst,
@@ -321,13 +328,18 @@ impl DnsTracker {
             id: msg.id,
             question: (msg.qname.clone(), msg.qtype),
         };
-        let resp = Response {
-            ts_us: pkt.ts_us,
-            ip_ttl: pkt.ip_ttl,
-            answer_set: msg.answer_set(),
-            rcode: msg.rcode,
-        };
         if let Some(a) = self.answered.get_mut(&key) {
+            if a.responses.len() == 1 {
+                // The first response's set, deferred until now (see `Response::answer_set`):
+                // its answers are the record's, untouched since.
+                a.responses[0].answer_set = answer_set(&a.record.answers);
+            }
+            let resp = Response {
+                ts_us: pkt.ts_us,
+                ip_ttl: pkt.ip_ttl,
+                answer_set: msg.answer_set(),
+                rcode: msg.rcode,
+            };
             let differs =
                 resp.answer_set != a.responses[0].answer_set || resp.rcode != a.responses[0].rcode;
             if differs {
@@ -366,8 +378,16 @@ impl DnsTracker {
             key.server.1,
         );
         let tx = transaction_id(&cid, msg.id, &msg.qname, qtype_text(msg.qtype), start);
-        self.remember(&key, &msg, pkt.ts_us, &tx);
+        // The MTA-STS memory reads the message; the client memory then takes what it keeps
+        // out of it (the two are independent, so the order does not matter).
         self.sts.answer(key.client.0, &msg, pkt.ts_us, &tx);
+        self.remember(&key, &mut msg, pkt.ts_us, &tx);
+        let resp = Response {
+            ts_us: pkt.ts_us,
+            ip_ttl: pkt.ip_ttl,
+            answer_set: Vec::new(),
+            rcode: msg.rcode,
+        };
         let record = DnsRecord {
             transaction_id: tx,
             ts: Micros(start),
@@ -411,7 +431,9 @@ impl DnsTracker {
         }
     }
 
-    fn remember(&mut self, key: &TxKey, msg: &DnsMessage, ts_us: i64, tx: &str) {
+    /// Learns the MX, CNAME, address and TLSA answers of a response for its client, moving them
+    /// out of `msg` (nothing after this reads them).
+    fn remember(&mut self, key: &TxKey, msg: &mut DnsMessage, ts_us: i64, tx: &str) {
         if !self.clients.contains_key(&key.client.0) && self.clients.len() >= self.cfg.max_clients {
             self.stats.evicted += 1;
             let horizon = ts_us - self.cfg.link_window_us;
@@ -436,7 +458,7 @@ impl DnsTracker {
             if mem.mx.len() >= MEMORY_PER_CLIENT {
                 mem.mx.remove(0);
             }
-            let mut ex: Vec<(u16, String)> = msg.mx.clone();
+            let mut ex = std::mem::take(&mut msg.mx);
             ex.sort();
             mem.mx.push((
                 ts_us,
@@ -445,30 +467,34 @@ impl DnsTracker {
                 tx.clone(),
             ));
         }
-        for (alias, target) in &msg.cnames {
+        for (alias, target) in msg.cnames.drain(..) {
             if mem.cnames.len() < MEMORY_PER_CLIENT * 4 {
-                mem.cnames.insert(alias.clone(), target.clone());
+                mem.cnames.insert(alias, target);
             }
         }
-        for (owner, addr) in &msg.addresses {
-            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(owner) {
+        for (owner, addr) in msg.addresses.drain(..) {
+            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(&owner) {
                 continue;
             }
             let e = mem
                 .addresses
-                .entry(owner.clone())
+                .entry(owner)
                 .or_insert((ts_us, Vec::new(), tx.clone()));
             if e.2 != tx {
                 *e = (ts_us, Vec::new(), tx.clone());
             }
-            if !e.1.contains(addr) && e.1.len() < 32 {
-                e.1.push(*addr);
+            if !e.1.contains(&addr) && e.1.len() < 32 {
+                e.1.push(addr);
             }
         }
         if !msg.tlsa.is_empty() && mem.tlsa.len() < MEMORY_PER_CLIENT {
-            let mut recs: AHashMap<String, Vec<Tlsa>> = AHashMap::new();
-            for (owner, t) in &msg.tlsa {
-                recs.entry(owner.clone()).or_default().push(t.clone());
+            // Grouped by owner, first seen first (as many as a message has: a short scan).
+            let mut recs: Vec<(String, Vec<Tlsa>)> = Vec::new();
+            for (owner, t) in msg.tlsa.drain(..) {
+                match recs.iter_mut().find(|(o, _)| *o == owner) {
+                    Some((_, r)) => r.push(t),
+                    None => recs.push((owner, vec![t])),
+                }
             }
             for (owner, r) in recs {
                 mem.tlsa.insert(owner, (r, tx.clone()));
@@ -545,15 +571,11 @@ impl DnsTracker {
     /// The caller judges each closed transaction and hands its record to [`DnsTracker::keep`].
     pub fn expire(&mut self, now_us: i64, all: bool, closed: &mut Vec<ClosedTransaction>) {
         let window = self.cfg.injection_window_us;
-        let done: Vec<TxKey> = self
+        // Taken out in one pass, keys dropped, not cloned (the order is fixed by the sort below).
+        let mut finished: Vec<ClosedTransaction> = self
             .answered
-            .iter()
-            .filter(|(_, a)| all || now_us - a.responses[0].ts_us > window)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut finished: Vec<ClosedTransaction> = done
-            .into_iter()
-            .filter_map(|k| self.answered.remove(&k))
+            .extract_if(|_, a| all || now_us - a.responses[0].ts_us > window)
+            .map(|(_, a)| a)
             .collect();
         // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
         // by the hash map's iteration order, so the output is the same on every run.
@@ -613,27 +635,28 @@ impl DnsTracker {
     pub fn link(&mut self, rec: &mut SessionRecord) -> Option<UnlistedAddress> {
         let mem = self.clients.get(&rec.client.ip)?;
         let window = self.cfg.link_window_us;
-        let recent: Vec<&(i64, String, Vec<String>, String)> = mem
-            .mx
-            .iter()
-            .rev()
-            .filter(|(ts, ..)| *ts <= rec.ts.0 && rec.ts.0 - ts <= window)
-            .collect();
-        if recent.is_empty() {
-            return None;
-        }
+        let ts = rec.ts.0;
+        // The recent MX answers, newest first (walked again below rather than collected).
+        let recent = || {
+            mem.mx
+                .iter()
+                .rev()
+                .filter(move |(t, ..)| *t <= ts && ts - t <= window)
+        };
+        recent().next()?;
+        // Names are looked up borrowed, along the CNAME chain.
         let resolve = |host: &str| -> Option<&(i64, Vec<IpAddr>, String)> {
-            let mut name = host.to_string();
+            let mut name = host;
             for _ in 0..8 {
-                if let Some(a) = mem.addresses.get(&name) {
+                if let Some(a) = mem.addresses.get(name) {
                     return Some(a);
                 }
-                name = mem.cnames.get(&name)?.clone();
+                name = mem.cnames.get(name)?.as_str();
             }
             None
         };
         let mut any_known = false;
-        for (_, domain, exchanges, mx_tx) in &recent {
+        for (_, domain, exchanges, mx_tx) in recent() {
             for ex in exchanges {
                 let Some((_, addrs, addr_tx)) = resolve(ex) else {
                     continue;
@@ -649,8 +672,8 @@ impl DnsTracker {
                         rec.mx_tlsa = tlsa.clone();
                         rec.dns_transaction_ids.push(tlsa_tx.clone());
                     }
-                    for tx in rec.dns_transaction_ids.clone() {
-                        if let Some(ids) = mem.findings.get(&tx) {
+                    for tx in &rec.dns_transaction_ids {
+                        if let Some(ids) = mem.findings.get(tx) {
                             rec.dns_finding_ids.extend(ids.iter().cloned());
                         }
                     }
@@ -665,7 +688,7 @@ impl DnsTracker {
             return None;
         }
         if any_known {
-            let (_, domain, exchanges, mx_tx) = recent[0];
+            let (_, domain, exchanges, mx_tx) = recent().next()?;
             let known: Vec<String> = exchanges
                 .iter()
                 .filter_map(|e| resolve(e).map(|(_, a, _)| format!("{e}: {a:?}")))
