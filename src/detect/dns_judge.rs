@@ -558,7 +558,7 @@ mod tests {
             .iter()
             .map(|h| AnswerText {
                 name: "example.com".into(),
-                rtype: "MX".into(),
+                rtype: "MX",
                 ttl: 300,
                 data: format!("10 {h}."),
             })

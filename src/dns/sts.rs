@@ -472,7 +472,7 @@ mod tests {
             qtype: Some(RecordType::TXT),
             answers: vec![AnswerText {
                 name: qname.clone(),
-                rtype: "TXT".into(),
+                rtype: "TXT",
                 ttl: 300,
                 data: format!("v=STSv1; id={id}"),
             }],

@@ -13,6 +13,7 @@ use ahash::AHashMap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::mem::size_of;
 use std::net::IpAddr;
 
@@ -189,6 +190,9 @@ pub struct DnsTracker {
     pub sts: StsLinker,
     /// Counters.
     pub stats: DnsStats,
+    /// Scratch space for the TLSA owner name `link` looks up (reused: no allocation per
+    /// session).
+    owner_buf: String,
 }
 
 /// Bytes a client's memory costs: its slot and what its maps hold. Walks one client's memory
@@ -262,6 +266,7 @@ impl DnsTracker {
             marks_lost_us: i64::MIN,
             sts: StsLinker::new(cfg.link_window_us, true, cfg.max_sts_bytes),
             stats: DnsStats::default(),
+            owner_buf: String::new(),
         }
     }
 
@@ -666,9 +671,15 @@ impl DnsTracker {
                     rec.recipient_domain = Some(domain.clone());
                     rec.mx_host = Some(ex.clone());
                     rec.mx_addresses = addrs.clone();
-                    rec.dns_transaction_ids = vec![mx_tx.clone(), addr_tx.clone()];
-                    let owner = format!("_{}._tcp.{ex}", rec.server.port);
-                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(&owner) {
+                    // Room for the TLSA lookup's id too: no regrowth when there is one.
+                    let mut ids = Vec::with_capacity(3);
+                    ids.extend([mx_tx.clone(), addr_tx.clone()]);
+                    rec.dns_transaction_ids = ids;
+                    // The TLSA owner name, written into a buffer the tracker keeps.
+                    let owner = &mut self.owner_buf;
+                    owner.clear();
+                    let _ = write!(owner, "_{}._tcp.{ex}", rec.server.port);
+                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(owner.as_str()) {
                         rec.mx_tlsa = tlsa.clone();
                         rec.dns_transaction_ids.push(tlsa_tx.clone());
                     }

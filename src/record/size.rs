@@ -294,7 +294,7 @@ mod tests {
         r.qname = "a-rather-long-name.example.org".to_string();
         r.answers.push(AnswerText {
             name: "x".repeat(100),
-            rtype: "MX".into(),
+            rtype: "MX",
             ttl: 1,
             data: "10 mx.example.org".into(),
         });

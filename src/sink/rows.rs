@@ -810,7 +810,7 @@ mod tests {
             nsec: true,
             answers: vec![AnswerText {
                 name: "example".into(),
-                rtype: "MX".into(),
+                rtype: "MX",
                 ttl: 60,
                 data: "10 mx.example".into(),
             }],
