@@ -5,6 +5,7 @@
 //! has). The DNS layer (`dns::tracker`) matches queries and responses and keeps the facts;
 //! the findings are made here.
 
+use crate::dns::message::rcode_text;
 use crate::dns::tracker::{ClosedTransaction, UnlistedAddress};
 use crate::flow::lineage::hop_distance;
 use crate::record::{DnsRecord, FindingKind, SessionRecord};
@@ -46,7 +47,7 @@ pub fn judge_transaction(t: ClosedTransaction) -> DnsRecord {
                 "order": i + 1,
                 "delay_ms": (r.ts_us - base) as f64 / 1000.0,
                 "ip_ttl": r.ip_ttl,
-                "rcode": r.rcode,
+                "rcode": rcode_text(r.rcode),
                 "answers": r.answer_set.iter().map(|(n, t, d)| format!("{n} {t} {d}")).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });

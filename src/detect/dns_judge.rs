@@ -203,7 +203,7 @@ impl DnsJudge {
             &rec.qname,
             rec.answers
                 .iter()
-                .map(|a| (a.name.as_str(), a.rtype.as_str(), a.data.as_str())),
+                .map(|a| (a.name.as_str(), a.rtype, a.data.as_str())),
         );
         if set.is_empty() {
             return;
@@ -558,7 +558,7 @@ mod tests {
             .iter()
             .map(|h| AnswerText {
                 name: "example.com".into(),
-                rtype: "MX".into(),
+                rtype: "MX",
                 ttl: 300,
                 data: format!("10 {h}."),
             })

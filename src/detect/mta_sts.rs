@@ -335,7 +335,7 @@ mod tests {
             .iter()
             .map(|t| AnswerText {
                 name: "_mta-sts.example.com".into(),
-                rtype: "TXT".into(),
+                rtype: "TXT",
                 ttl: 300,
                 data: t.to_string(),
             })

@@ -3,16 +3,16 @@
 //! TLSA, the MTA-STS and TLS-RPT TXT records), plus the DNSSEC signals (AD, DO, RRSIG, NSEC).
 
 use crate::record::{AnswerText, Tlsa};
-use hickory_proto::op::{Message, MessageType};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
-use serde::Serialize;
 use std::net::IpAddr;
 
 /// Answers kept per message (a larger answer is cut and flagged).
 const MAX_ANSWERS: usize = 64;
 
-/// The facts of one DNS message.
-#[derive(Clone, Debug, Default, Serialize)]
+/// The facts of one DNS message. Codes are kept typed (`Copy`, no allocation per message) and
+/// become text only where a record is written ([`rcode_text`], [`qtype_text`]).
+#[derive(Clone, Debug, Default)]
 pub struct DnsMessage {
     /// Transaction id.
     pub id: u16,
@@ -30,16 +30,16 @@ pub struct DnsMessage {
     pub ad: bool,
     /// Checking disabled.
     pub cd: bool,
-    /// Response code (`NoError`, `NXDomain`, ...).
-    pub rcode: String,
+    /// Response code (written as `NoError`, `NXDomain`, ...: see [`rcode_text`]).
+    pub rcode: ResponseCode,
     /// EDNS present.
     pub edns: bool,
     /// The DNSSEC OK bit of EDNS.
     pub dnssec_ok: bool,
     /// Question name, lowercase, no trailing dot.
     pub qname: String,
-    /// Question type.
-    pub qtype: String,
+    /// Question type; `None` when the message has no question (written as "": [`qtype_text`]).
+    pub qtype: Option<RecordType>,
     /// Answer section as text, in order.
     pub answers: Vec<AnswerText>,
     /// Answers beyond the limit.
@@ -49,16 +49,12 @@ pub struct DnsMessage {
     /// NSEC or NSEC3 records in the authority section.
     pub nsec: bool,
     /// MX answers: (preference, exchange).
-    #[serde(skip)]
     pub mx: Vec<(u16, String)>,
     /// A and AAAA answers: (owner, address).
-    #[serde(skip)]
     pub addresses: Vec<(String, IpAddr)>,
     /// CNAME answers: (owner, target).
-    #[serde(skip)]
     pub cnames: Vec<(String, String)>,
     /// TLSA answers: (owner, record).
-    #[serde(skip)]
     pub tlsa: Vec<(String, Tlsa)>,
 }
 
@@ -74,12 +70,26 @@ pub fn canonical_name(name: &hickory_proto::rr::Name) -> String {
     s
 }
 
+/// The text a response code is written as: its `Debug` name (`NoError`, `NXDomain`,
+/// `Unknown(12)`), as records have always carried it.
+pub fn rcode_text(code: ResponseCode) -> String {
+    format!("{code:?}")
+}
+
+/// The text a question type is written as: hickory's name of the type (`MX`, `TXT`, `Unknown`
+/// for a code it has no name for), "" for a message without a question. A `'static` name: no
+/// allocation.
+pub fn qtype_text(qtype: Option<RecordType>) -> &'static str {
+    qtype.map_or("", <&'static str>::from)
+}
+
 fn answer_text(r: &Record) -> AnswerText {
     let mut data = r.data.to_string();
     data.truncate(512);
     AnswerText {
         name: canonical_name(&r.name),
-        rtype: r.record_type().to_string(),
+        // The same text as `RecordType::to_string()`, which writes this name.
+        rtype: <&'static str>::from(r.record_type()),
         ttl: r.ttl,
         data,
     }
@@ -98,14 +108,14 @@ pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
         ra: md.recursion_available,
         ad: md.authentic_data,
         cd: md.checking_disabled,
-        rcode: format!("{:?}", md.response_code),
+        rcode: md.response_code,
         edns: msg.edns.is_some(),
         dnssec_ok: msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         ..DnsMessage::default()
     };
     if let Some(q) = msg.queries.first() {
         out.qname = canonical_name(&q.name);
-        out.qtype = q.query_type.to_string();
+        out.qtype = Some(q.query_type);
     }
     for r in msg.answers.iter().chain(&msg.authorities) {
         match r.record_type() {
@@ -119,15 +129,17 @@ pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
             out.answers_truncated = true;
             break;
         }
-        out.answers.push(answer_text(r));
-        let owner = canonical_name(&r.name);
+        let text = answer_text(r);
+        // The owner is the answer's name, already in canonical form: copied, not rebuilt, and
+        // only for the types that keep it.
+        let owner = || text.name.clone();
         match &r.data {
             RData::MX(mx) => out.mx.push((mx.preference, canonical_name(&mx.exchange))),
-            RData::A(a) => out.addresses.push((owner, IpAddr::V4(a.0))),
-            RData::AAAA(a) => out.addresses.push((owner, IpAddr::V6(a.0))),
-            RData::CNAME(c) => out.cnames.push((owner, canonical_name(&c.0))),
+            RData::A(a) => out.addresses.push((owner(), IpAddr::V4(a.0))),
+            RData::AAAA(a) => out.addresses.push((owner(), IpAddr::V6(a.0))),
+            RData::CNAME(c) => out.cnames.push((owner(), canonical_name(&c.0))),
             RData::TLSA(t) => out.tlsa.push((
-                owner,
+                owner(),
                 Tlsa {
                     usage: u8::from(t.cert_usage),
                     selector: u8::from(t.selector),
@@ -137,29 +149,39 @@ pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
             )),
             _ => {}
         }
+        out.answers.push(text);
     }
     Some(out)
 }
 
+/// An answer set: (name, type, data) of each answer, sorted (by the type's text, as before the
+/// types were typed), each once.
+pub type AnswerSet = Vec<(String, &'static str, String)>;
+
+/// The answer set of `answers` as a sorted list of (name, type, data), TTLs and RRSIGs ignored:
+/// two responses that differ here disagree about the world, not just about cache age.
+pub fn answer_set(answers: &[AnswerText]) -> AnswerSet {
+    let rrsig = <&'static str>::from(RecordType::RRSIG);
+    let mut v: AnswerSet = answers
+        .iter()
+        .filter(|a| a.rtype != rrsig)
+        .map(|a| (a.name.clone(), a.rtype, a.data.to_ascii_lowercase()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 impl DnsMessage {
-    /// The answer set as a sorted list of (name, type, data), TTLs ignored: two responses that
-    /// differ here disagree about the world, not just about cache age.
-    pub fn answer_set(&self) -> Vec<(String, String, String)> {
-        let mut v: Vec<_> = self
-            .answers
-            .iter()
-            .filter(|a| a.rtype != "RRSIG")
-            .map(|a| (a.name.clone(), a.rtype.clone(), a.data.to_ascii_lowercase()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+    /// The answer set of this message ([`answer_set`]).
+    pub fn answer_set(&self) -> AnswerSet {
+        answer_set(&self.answers)
     }
 
     /// A question that matters for mail: MX, TLSA, the MTA-STS and TLS-RPT TXT names.
     pub fn mail_relevant_question(&self) -> bool {
-        matches!(self.qtype.as_str(), "MX" | "TLSA")
-            || (self.qtype == "TXT"
+        matches!(self.qtype, Some(RecordType::MX | RecordType::TLSA))
+            || (self.qtype == Some(RecordType::TXT)
                 && (self.qname.starts_with("_mta-sts.") || self.qname.starts_with("_smtp._tls.")))
     }
 }
@@ -209,7 +231,10 @@ mod tests {
         assert!(m.response && m.ad && m.rd && m.ra);
         assert_eq!(m.id, 0x1234);
         assert_eq!(m.qname, "example.com");
-        assert_eq!(m.qtype, "MX");
+        assert_eq!(m.qtype, Some(RecordType::MX));
+        assert_eq!(qtype_text(m.qtype), "MX");
+        assert_eq!(rcode_text(m.rcode), "NoError");
+        assert_eq!(m.answers[0].rtype, "MX");
         assert_eq!(m.mx, vec![(10, "mx.example.com".to_string())]);
         assert_eq!(m.answers[0].ttl, 300);
         assert!(m.mail_relevant_question());

@@ -18,6 +18,7 @@ use crate::record::{EndReason, SessionRecord, StsFetch};
 use crate::tls::fetch::{FetchKind, POLICY_HOST_PREFIX, PolicyFetch};
 use crate::util::{community_id, flow_id};
 use ahash::AHashMap;
+use hickory_proto::rr::RecordType;
 use serde::Serialize;
 use std::mem::size_of;
 use std::net::IpAddr;
@@ -264,7 +265,7 @@ impl StsLinker {
     /// Learns from a response the client received: a `_mta-sts` TXT answer, or addresses of a
     /// policy host.
     pub fn answer(&mut self, client: IpAddr, msg: &DnsMessage, ts_us: i64, tx: &str) {
-        if msg.qtype == "TXT"
+        if msg.qtype == Some(RecordType::TXT)
             && let Some(domain) = msg.qname.strip_prefix(TXT_PREFIX)
         {
             let id = sts_id(
@@ -468,11 +469,10 @@ mod tests {
         let qname = format!("_mta-sts.{domain}");
         DnsMessage {
             response: true,
-            rcode: "NoError".into(),
-            qtype: "TXT".into(),
+            qtype: Some(RecordType::TXT),
             answers: vec![AnswerText {
                 name: qname.clone(),
-                rtype: "TXT".into(),
+                rtype: "TXT",
                 ttl: 300,
                 data: format!("v=STSv1; id={id}"),
             }],
@@ -485,8 +485,7 @@ mod tests {
     fn policy_host(domain: &str, addr: IpAddr) -> DnsMessage {
         DnsMessage {
             response: true,
-            rcode: "NoError".into(),
-            qtype: "A".into(),
+            qtype: Some(RecordType::A),
             qname: format!("mta-sts.{domain}"),
             addresses: vec![(format!("mta-sts.{domain}"), addr)],
             ..DnsMessage::default()

@@ -3,14 +3,17 @@
 //! forged answer races the real one, and the first to arrive is the suspect); and the per-client
 //! memory of MX, address and TLSA answers that links an SMTP session to its lookup.
 
-use super::message::DnsMessage;
+use super::message::{AnswerSet, DnsMessage, answer_set, qtype_text, rcode_text};
 use super::sts::StsLinker;
 use crate::flow::lineage::Lineage;
 use crate::memory::Usage;
 use crate::record::{DnsRecord, Endpoint, Micros, SessionRecord, Tlsa};
 use crate::util::community_id;
 use ahash::AHashMap;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::mem::size_of;
 use std::net::IpAddr;
 
@@ -78,7 +81,7 @@ struct TxKey {
     client: (IpAddr, u16),
     server: (IpAddr, u16),
     id: u16,
-    question: (String, String),
+    question: (String, Option<RecordType>),
 }
 
 struct Pending {
@@ -93,10 +96,12 @@ pub struct Response {
     pub ts_us: i64,
     /// IP TTL of the packet.
     pub ip_ttl: u8,
-    /// The answers as (name, type, data), sorted.
-    pub answer_set: Vec<(String, String, String)>,
+    /// The answers as (name, type, data), sorted. For the first response it is filled only when
+    /// a second one arrives (until then it is empty): alone, it is compared with nothing, and
+    /// the record keeps the same answers.
+    pub answer_set: AnswerSet,
     /// Response code.
-    pub rcode: String,
+    pub rcode: ResponseCode,
 }
 
 /// A transaction whose comparison window has passed: the record built from its first response
@@ -185,6 +190,9 @@ pub struct DnsTracker {
     pub sts: StsLinker,
     /// Counters.
     pub stats: DnsStats,
+    /// Scratch space for the TLSA owner name `link` looks up (reused: no allocation per
+    /// session).
+    owner_buf: String,
 }
 
 /// Bytes a client's memory costs: its slot and what its maps hold. Walks one client's memory
@@ -258,6 +266,7 @@ impl DnsTracker {
             marks_lost_us: i64::MIN,
             sts: StsLinker::new(cfg.link_window_us, true, cfg.max_sts_bytes),
             stats: DnsStats::default(),
+            owner_buf: String::new(),
         }
     }
 
@@ -311,21 +320,31 @@ impl DnsTracker {
             .then_some((pkt.ip_ttl, settled))
     }
 
-    fn response(&mut self, pkt: DnsPacket, msg: DnsMessage, closed: &mut Vec<ClosedTransaction>) {
+    fn response(
+        &mut self,
+        pkt: DnsPacket,
+        mut msg: DnsMessage,
+        closed: &mut Vec<ClosedTransaction>,
+    ) {
         let ttl_out = self.ttl_out_of_line(&pkt);
         let key = TxKey {
             client: pkt.dst,
             server: pkt.src,
             id: msg.id,
-            question: (msg.qname.clone(), msg.qtype.clone()),
-        };
-        let resp = Response {
-            ts_us: pkt.ts_us,
-            ip_ttl: pkt.ip_ttl,
-            answer_set: msg.answer_set(),
-            rcode: msg.rcode.clone(),
+            question: (msg.qname.clone(), msg.qtype),
         };
         if let Some(a) = self.answered.get_mut(&key) {
+            if a.responses.len() == 1 {
+                // The first response's set, deferred until now (see `Response::answer_set`):
+                // its answers are the record's, untouched since.
+                a.responses[0].answer_set = answer_set(&a.record.answers);
+            }
+            let resp = Response {
+                ts_us: pkt.ts_us,
+                ip_ttl: pkt.ip_ttl,
+                answer_set: msg.answer_set(),
+                rcode: msg.rcode,
+            };
             let differs =
                 resp.answer_set != a.responses[0].answer_set || resp.rcode != a.responses[0].rcode;
             if differs {
@@ -363,9 +382,17 @@ impl DnsTracker {
             key.server.0,
             key.server.1,
         );
-        let tx = transaction_id(&cid, msg.id, &msg.qname, &msg.qtype, start);
-        self.remember(&key, &msg, pkt.ts_us, &tx);
+        let tx = transaction_id(&cid, msg.id, &msg.qname, qtype_text(msg.qtype), start);
+        // The MTA-STS memory reads the message; the client memory then takes what it keeps
+        // out of it (the two are independent, so the order does not matter).
         self.sts.answer(key.client.0, &msg, pkt.ts_us, &tx);
+        self.remember(&key, &mut msg, pkt.ts_us, &tx);
+        let resp = Response {
+            ts_us: pkt.ts_us,
+            ip_ttl: pkt.ip_ttl,
+            answer_set: Vec::new(),
+            rcode: msg.rcode,
+        };
         let record = DnsRecord {
             transaction_id: tx,
             ts: Micros(start),
@@ -376,10 +403,10 @@ impl DnsTracker {
             community_id: cid,
             id: msg.id,
             qname: msg.qname,
-            qtype: msg.qtype,
+            qtype: qtype_text(msg.qtype).to_string(),
             query_seen: query.is_some(),
             query_do: query.as_ref().is_some_and(|q| q.dnssec_ok),
-            rcode: Some(msg.rcode),
+            rcode: Some(rcode_text(msg.rcode)),
             aa: msg.aa,
             tc: msg.tc,
             ra: msg.ra,
@@ -409,7 +436,9 @@ impl DnsTracker {
         }
     }
 
-    fn remember(&mut self, key: &TxKey, msg: &DnsMessage, ts_us: i64, tx: &str) {
+    /// Learns the MX, CNAME, address and TLSA answers of a response for its client, moving them
+    /// out of `msg` (nothing after this reads them).
+    fn remember(&mut self, key: &TxKey, msg: &mut DnsMessage, ts_us: i64, tx: &str) {
         if !self.clients.contains_key(&key.client.0) && self.clients.len() >= self.cfg.max_clients {
             self.stats.evicted += 1;
             let horizon = ts_us - self.cfg.link_window_us;
@@ -434,7 +463,7 @@ impl DnsTracker {
             if mem.mx.len() >= MEMORY_PER_CLIENT {
                 mem.mx.remove(0);
             }
-            let mut ex: Vec<(u16, String)> = msg.mx.clone();
+            let mut ex = std::mem::take(&mut msg.mx);
             ex.sort();
             mem.mx.push((
                 ts_us,
@@ -443,30 +472,34 @@ impl DnsTracker {
                 tx.clone(),
             ));
         }
-        for (alias, target) in &msg.cnames {
+        for (alias, target) in msg.cnames.drain(..) {
             if mem.cnames.len() < MEMORY_PER_CLIENT * 4 {
-                mem.cnames.insert(alias.clone(), target.clone());
+                mem.cnames.insert(alias, target);
             }
         }
-        for (owner, addr) in &msg.addresses {
-            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(owner) {
+        for (owner, addr) in msg.addresses.drain(..) {
+            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(&owner) {
                 continue;
             }
             let e = mem
                 .addresses
-                .entry(owner.clone())
+                .entry(owner)
                 .or_insert((ts_us, Vec::new(), tx.clone()));
             if e.2 != tx {
                 *e = (ts_us, Vec::new(), tx.clone());
             }
-            if !e.1.contains(addr) && e.1.len() < 32 {
-                e.1.push(*addr);
+            if !e.1.contains(&addr) && e.1.len() < 32 {
+                e.1.push(addr);
             }
         }
         if !msg.tlsa.is_empty() && mem.tlsa.len() < MEMORY_PER_CLIENT {
-            let mut recs: AHashMap<String, Vec<Tlsa>> = AHashMap::new();
-            for (owner, t) in &msg.tlsa {
-                recs.entry(owner.clone()).or_default().push(t.clone());
+            // Grouped by owner, first seen first (as many as a message has: a short scan).
+            let mut recs: Vec<(String, Vec<Tlsa>)> = Vec::new();
+            for (owner, t) in msg.tlsa.drain(..) {
+                match recs.iter_mut().find(|(o, _)| *o == owner) {
+                    Some((_, r)) => r.push(t),
+                    None => recs.push((owner, vec![t])),
+                }
             }
             for (owner, r) in recs {
                 mem.tlsa.insert(owner, (r, tx.clone()));
@@ -543,15 +576,11 @@ impl DnsTracker {
     /// The caller judges each closed transaction and hands its record to [`DnsTracker::keep`].
     pub fn expire(&mut self, now_us: i64, all: bool, closed: &mut Vec<ClosedTransaction>) {
         let window = self.cfg.injection_window_us;
-        let done: Vec<TxKey> = self
+        // Taken out in one pass, keys dropped, not cloned (the order is fixed by the sort below).
+        let mut finished: Vec<ClosedTransaction> = self
             .answered
-            .iter()
-            .filter(|(_, a)| all || now_us - a.responses[0].ts_us > window)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut finished: Vec<ClosedTransaction> = done
-            .into_iter()
-            .filter_map(|k| self.answered.remove(&k))
+            .extract_if(|_, a| all || now_us - a.responses[0].ts_us > window)
+            .map(|(_, a)| a)
             .collect();
         // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
         // by the hash map's iteration order, so the output is the same on every run.
@@ -611,27 +640,28 @@ impl DnsTracker {
     pub fn link(&mut self, rec: &mut SessionRecord) -> Option<UnlistedAddress> {
         let mem = self.clients.get(&rec.client.ip)?;
         let window = self.cfg.link_window_us;
-        let recent: Vec<&(i64, String, Vec<String>, String)> = mem
-            .mx
-            .iter()
-            .rev()
-            .filter(|(ts, ..)| *ts <= rec.ts.0 && rec.ts.0 - ts <= window)
-            .collect();
-        if recent.is_empty() {
-            return None;
-        }
+        let ts = rec.ts.0;
+        // The recent MX answers, newest first (walked again below rather than collected).
+        let recent = || {
+            mem.mx
+                .iter()
+                .rev()
+                .filter(move |(t, ..)| *t <= ts && ts - t <= window)
+        };
+        recent().next()?;
+        // Names are looked up borrowed, along the CNAME chain.
         let resolve = |host: &str| -> Option<&(i64, Vec<IpAddr>, String)> {
-            let mut name = host.to_string();
+            let mut name = host;
             for _ in 0..8 {
-                if let Some(a) = mem.addresses.get(&name) {
+                if let Some(a) = mem.addresses.get(name) {
                     return Some(a);
                 }
-                name = mem.cnames.get(&name)?.clone();
+                name = mem.cnames.get(name)?.as_str();
             }
             None
         };
         let mut any_known = false;
-        for (_, domain, exchanges, mx_tx) in &recent {
+        for (_, domain, exchanges, mx_tx) in recent() {
             for ex in exchanges {
                 let Some((_, addrs, addr_tx)) = resolve(ex) else {
                     continue;
@@ -641,14 +671,20 @@ impl DnsTracker {
                     rec.recipient_domain = Some(domain.clone());
                     rec.mx_host = Some(ex.clone());
                     rec.mx_addresses = addrs.clone();
-                    rec.dns_transaction_ids = vec![mx_tx.clone(), addr_tx.clone()];
-                    let owner = format!("_{}._tcp.{ex}", rec.server.port);
-                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(&owner) {
+                    // Room for the TLSA lookup's id too: no regrowth when there is one.
+                    let mut ids = Vec::with_capacity(3);
+                    ids.extend([mx_tx.clone(), addr_tx.clone()]);
+                    rec.dns_transaction_ids = ids;
+                    // The TLSA owner name, written into a buffer the tracker keeps.
+                    let owner = &mut self.owner_buf;
+                    owner.clear();
+                    let _ = write!(owner, "_{}._tcp.{ex}", rec.server.port);
+                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(owner.as_str()) {
                         rec.mx_tlsa = tlsa.clone();
                         rec.dns_transaction_ids.push(tlsa_tx.clone());
                     }
-                    for tx in rec.dns_transaction_ids.clone() {
-                        if let Some(ids) = mem.findings.get(&tx) {
+                    for tx in &rec.dns_transaction_ids {
+                        if let Some(ids) = mem.findings.get(tx) {
                             rec.dns_finding_ids.extend(ids.iter().cloned());
                         }
                     }
@@ -663,7 +699,7 @@ impl DnsTracker {
             return None;
         }
         if any_known {
-            let (_, domain, exchanges, mx_tx) = recent[0];
+            let (_, domain, exchanges, mx_tx) = recent().next()?;
             let known: Vec<String> = exchanges
                 .iter()
                 .filter_map(|e| resolve(e).map(|(_, a, _)| format!("{e}: {a:?}")))

@@ -9,8 +9,9 @@ use serde::Serialize;
 pub struct AnswerText {
     /// Owner name, lowercase, no trailing dot.
     pub name: String,
-    /// Record type (`MX`, `A`, ...).
-    pub rtype: String,
+    /// Record type (`MX`, `A`, ...): hickory's `'static` name of the `RecordType` (what its
+    /// `to_string()` writes), so that an answer costs no allocation for its type.
+    pub rtype: &'static str,
     /// Time to live.
     pub ttl: u32,
     /// Record data in presentation form.

@@ -344,7 +344,7 @@ impl DnsRow {
             rrsig: r.rrsig,
             nsec: r.nsec,
             answers_name: r.answers.iter().map(|a| a.name.clone()).collect(),
-            answers_rtype: r.answers.iter().map(|a| a.rtype.clone()).collect(),
+            answers_rtype: r.answers.iter().map(|a| a.rtype.to_string()).collect(),
             answers_ttl: r.answers.iter().map(|a| a.ttl).collect(),
             answers_data: r.answers.iter().map(|a| a.data.clone()).collect(),
             rtt_ms: r.rtt_ms,
@@ -810,7 +810,7 @@ mod tests {
             nsec: true,
             answers: vec![AnswerText {
                 name: "example".into(),
-                rtype: "MX".into(),
+                rtype: "MX",
                 ttl: 60,
                 data: "10 mx.example".into(),
             }],
