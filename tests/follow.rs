@@ -357,15 +357,6 @@ fn scrape(port: u16) -> std::collections::BTreeMap<String, f64> {
         .collect()
 }
 
-/// A port on loopback that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `--follow --metrics`: while the follow runs, the endpoint counts the files, packets and bytes
 /// read, the sessions written by verdict and the state windows, and agrees with the summary
 /// printed at the end.
@@ -388,7 +379,7 @@ fn follow_serves_metrics_while_it_runs() {
         .flat_map(|p| &p.records)
         .map(|r| r.len() - 16)
         .sum();
-    let port = free_port();
+    let port = common::clickhouse::free_port();
     let log = work.join("log");
     let directory = dir.to_str().unwrap().to_string();
     let mut run = Follow::start_with(

@@ -60,12 +60,26 @@ pub fn skip() -> bool {
     false
 }
 
-/// A port that was free a moment ago.
+/// A loopback port that was free a moment ago, below the kernel's ephemeral range (32768–60999
+/// by default). A port from that range, as `bind(0)` gives, can be taken by any outgoing
+/// connection (a replica fetching from another, a client) between this check and the server's
+/// own bind; that happened ("Address already in use" from the second node of a cluster). Ports
+/// 20000–32767 are handed out in turn from a start that depends on the process id, so the tests
+/// of one process never get the same one and two processes rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot find a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 32_768 - FIRST;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(97) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..32768")
 }
 
 impl ClickHouse {
