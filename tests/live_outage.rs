@@ -184,8 +184,7 @@ fn replay(veth: &Veth, names: &[&str]) {
 
 /// A loopback `ADDR:PORT` nobody listens on now, for `--metrics`.
 fn free_loopback_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", common::clickhouse::free_port())
 }
 
 /// `GET /metrics` at `addr`: every sample line as name (with labels) and value.
