@@ -212,6 +212,17 @@ impl<K: Hash + Eq, V: Default> Capped<K, V> {
     }
 }
 
+impl<V: Default> Capped<String, V> {
+    /// [`Capped::get`] by a borrowed key: the key is copied only when it is new (a session
+    /// looks up half a dozen text keys, nearly always ones seen before).
+    fn get_str(&mut self, key: &str, refused: &mut u64) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            return self.map.get_mut(key);
+        }
+        self.get(key.to_string(), refused)
+    }
+}
+
 /// Keeps the greatest string seen (so every source picks the same organisation name).
 fn keep_max(slot: &mut String, s: &str) {
     if s > slot.as_str() {
@@ -335,14 +346,14 @@ impl Acc {
         );
         let r = &mut self.refused;
         self.totals.add(&facts);
-        if let Some(c) = self.by_day.get(day.to_string(), r) {
+        if let Some(c) = self.by_day.get_str(day, r) {
             c.add(&facts);
         }
         let e = s;
-        if let Some(c) = self.client_country.get(e.client_country.to_string(), r) {
+        if let Some(c) = self.client_country.get_str(&e.client_country, r) {
             c.add(&facts);
         }
-        if let Some(c) = self.server_country.get(e.server_country.to_string(), r) {
+        if let Some(c) = self.server_country.get_str(&e.server_country, r) {
             c.add(&facts);
         }
         if let Some(a) = self.client_as.get(e.client_asn, r) {
@@ -363,13 +374,13 @@ impl Acc {
             if s.findings[..i].contains(k) {
                 continue;
             }
-            if let Some(n) = self.kinds.get(k.to_string(), r) {
+            if let Some(n) = self.kinds.get_str(k, r) {
                 *n += 1;
             }
             self.kind_servers
                 .get((k.to_string(), s.server_ip.to_string()), r);
         }
-        if let Some(sv) = self.servers.get(s.server_ip.to_string(), r) {
+        if let Some(sv) = self.servers.get_str(&s.server_ip, r) {
             keep_max(&mut sv.country, &e.server_country);
             sv.asn = sv.asn.max(e.server_asn);
             keep_max(&mut sv.org, &e.server_as_org);
@@ -388,7 +399,7 @@ impl Acc {
                     None => {}
                 }
             }
-            if let Some(d) = self.sts_domains.get(domain.to_string(), r) {
+            if let Some(d) = self.sts_domains.get_str(domain, r) {
                 let has = |kind: &str| s.findings.iter().any(|k| k == kind);
                 let seen = s.sts_txt.as_deref().is_some_and(|t| !t.is_empty());
                 let fetch = s.sts_fetch.as_deref();
