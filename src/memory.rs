@@ -160,6 +160,40 @@ pub struct Usage {
     pub skipped: u64,
 }
 
+/// Forgets the least recently active tenth of `map` (at least one entry when it has any): every
+/// entry whose `age` is at or below the tenth-smallest age goes, with its `bytes` and its count
+/// taken off `usage` and its eviction counted there; `on_evict` sees each as it goes. Returns
+/// how many went. A tenth at a time amortises the selection, which visits every entry, over the
+/// inserts that fill the room again. Every window that evicts by age uses this one rule.
+pub fn evict_oldest_tenth<K, V>(
+    map: &mut ahash::AHashMap<K, V>,
+    usage: &mut Usage,
+    age: impl Fn(&V) -> i64,
+    bytes: impl Fn(&K, &V) -> usize,
+    mut on_evict: impl FnMut(&K, &V),
+) -> u64 {
+    let mut ages: Vec<i64> = map.values().map(&age).collect();
+    if ages.is_empty() {
+        return 0;
+    }
+    let cut = ages.len() / 10;
+    let (_, pivot, _) = ages.select_nth_unstable(cut);
+    let pivot = *pivot;
+    let before = map.len();
+    map.retain(|k, v| {
+        let keep = age(v) > pivot;
+        if !keep {
+            usage.entries = usage.entries.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(bytes(k, v));
+            on_evict(k, v);
+        }
+        keep
+    });
+    let gone = (before - map.len()) as u64;
+    usage.evictions += gone;
+    gone
+}
+
 /// One window's live gauges.
 #[derive(Default)]
 struct WindowGauge {

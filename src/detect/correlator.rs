@@ -18,7 +18,7 @@ use super::certs::CertJudge;
 use super::dns_judge::DnsJudge;
 use super::mta_sts::StsJudge;
 use super::rules::finish_verdict;
-use crate::memory::{Usage, Window};
+use crate::memory::{Usage, Window, evict_oldest_tenth};
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
 use crate::record::{SessionRecord, session_bytes};
@@ -554,23 +554,13 @@ impl Correlator {
             || self.offers_usage.bytes > self.cfg.offers_bytes
         {
             // Forget the servers seen longest ago; amortised by dropping a tenth at a time.
-            let mut ages: Vec<i64> = self.offers.values().map(|o| o.last_us).collect();
-            let cut = ages.len() / 10;
-            let (_, pivot, _) = ages.select_nth_unstable(cut);
-            let pivot = *pivot;
-            let usage = &mut self.offers_usage;
-            let before = self.offers.len();
-            self.offers.retain(|_, o| {
-                let keep = o.last_us > pivot;
-                if !keep {
-                    usage.entries -= 1;
-                    usage.bytes -= offer_bytes(&o.session_id);
-                }
-                keep
-            });
-            let gone = (before - self.offers.len()) as u64;
-            self.stats.baseline_evictions += gone;
-            usage.evictions += gone;
+            self.stats.baseline_evictions += evict_oldest_tenth(
+                &mut self.offers,
+                &mut self.offers_usage,
+                |o| o.last_us,
+                |_, o| offer_bytes(&o.session_id),
+                |_, _| {},
+            );
         }
     }
 

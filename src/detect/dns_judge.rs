@@ -10,7 +10,7 @@
 //! Everything is bounded: per map a cap on names, per domain a cap on distinct sets and
 //! observers; the oldest entries go first and are counted.
 
-use crate::memory::Usage;
+use crate::memory::{Usage, evict_oldest_tenth};
 use crate::record::DnsRecord;
 use crate::record::FindingKind;
 use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
@@ -315,11 +315,12 @@ impl DnsJudge {
         if !self.mx.contains_key(&domain)
             && (self.mx.len() >= self.cfg.max_names || self.usage.bytes > self.cfg.max_bytes)
         {
-            self.stats.evictions += evict_oldest(
+            self.stats.evictions += evict_oldest_tenth(
                 &mut self.mx,
+                &mut self.usage,
                 |d| d.last_us,
                 |k, d| domain_bytes(k, d),
-                &mut self.usage,
+                |_, _| {},
             );
         }
         let usage = &mut self.usage;
@@ -467,11 +468,12 @@ fn remember_signed<K: std::hash::Hash + Eq + SignedKey>(
     (stats, usage): (&mut DnsJudgeStats, &mut Usage),
 ) {
     if !map.contains_key(&key) && (map.len() >= max || usage.bytes > max_bytes) {
-        stats.evictions += evict_oldest(
+        stats.evictions += evict_oldest_tenth(
             map,
+            usage,
             |s| s.last_us,
             |k, s| signed_bytes::<K>(k.strings_len(), s),
-            usage,
+            |_, _| {},
         );
     }
     let s = map.entry(key).or_insert_with(|| {
@@ -502,35 +504,6 @@ impl SignedKey for (IpAddr, String, String) {
     fn strings_len(&self) -> usize {
         self.1.len() + self.2.len()
     }
-}
-
-/// Drops the least recently seen tenth of `map` (amortised: one pass per tenth of the cap),
-/// taking their bytes off `usage`; returns how many went.
-fn evict_oldest<K, V>(
-    map: &mut AHashMap<K, V>,
-    age: impl Fn(&V) -> i64,
-    bytes: impl Fn(&K, &V) -> usize,
-    usage: &mut Usage,
-) -> u64 {
-    let mut ages: Vec<i64> = map.values().map(&age).collect();
-    if ages.is_empty() {
-        return 0;
-    }
-    let cut = ages.len() / 10;
-    let (_, pivot, _) = ages.select_nth_unstable(cut);
-    let pivot = *pivot;
-    let before = map.len();
-    map.retain(|k, v| {
-        let keep = age(v) > pivot;
-        if !keep {
-            usage.entries -= 1;
-            usage.bytes = usage.bytes.saturating_sub(bytes(k, v));
-        }
-        keep
-    });
-    let gone = (before - map.len()) as u64;
-    usage.evictions += gone;
-    gone
 }
 
 /// Adds a finding to a DNS transaction; `n` makes its id (`<transaction>-<n>`) unique per kind.

@@ -11,7 +11,7 @@
 //! id is a fact, counted in `policy_id_changes`, not a finding: domains change their policies.
 
 use crate::dns::sts::sts_id;
-use crate::memory::Usage;
+use crate::memory::{Usage, evict_oldest_tenth};
 use crate::record::{DnsRecord, FindingKind, SessionRecord};
 use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::util::rfc3339_micros;
@@ -202,22 +202,13 @@ impl StsJudge {
         if !self.domains.contains_key(&domain)
             && (self.domains.len() >= MAX_DOMAINS || self.usage.bytes > self.max_bytes)
         {
-            let mut ages: Vec<i64> = self.domains.values().map(|d| d.last_us).collect();
-            if !ages.is_empty() {
-                let cut = ages.len() / 10;
-                let (_, pivot, _) = ages.select_nth_unstable(cut);
-                let pivot = *pivot;
-                let (usage, stats) = (&mut self.usage, &mut self.stats);
-                self.domains.retain(|_, d| {
-                    let keep = d.last_us > pivot;
-                    if !keep {
-                        usage.entries -= 1;
-                        usage.bytes -= d.bytes;
-                        stats.evictions += 1;
-                    }
-                    keep
-                });
-            }
+            self.stats.evictions += evict_oldest_tenth(
+                &mut self.domains,
+                &mut self.usage,
+                |d| d.last_us,
+                |_, d| d.bytes,
+                |_, _| {},
+            );
         }
         let usage = &mut self.usage;
         let d = self.domains.entry(domain.clone()).or_insert_with(|| {

@@ -13,7 +13,7 @@
 //! forgotten too), so HTTPS traffic that is not MTA-STS holds no memory once it ends.
 
 use super::message::DnsMessage;
-use crate::memory::Usage;
+use crate::memory::{Usage, evict_oldest_tenth};
 use crate::record::{EndReason, SessionRecord, StsFetch};
 use crate::tls::fetch::{FetchKind, POLICY_HOST_PREFIX, PolicyFetch};
 use crate::util::{community_id, flow_id};
@@ -210,23 +210,13 @@ impl StsLinker {
 
     /// Forgets the least recently active tenth of the clients (at least one).
     fn evict(&mut self) {
-        let mut ages: Vec<i64> = self.clients.values().map(|c| c.last_us).collect();
-        if ages.is_empty() {
-            return;
-        }
-        let cut = ages.len() / 10;
-        let (_, pivot, _) = ages.select_nth_unstable(cut);
-        let pivot = *pivot;
-        let (usage, stats) = (&mut self.usage, &mut self.stats);
-        self.clients.retain(|_, c| {
-            let keep = c.last_us > pivot;
-            if !keep {
-                usage.entries -= 1;
-                usage.bytes -= c.bytes;
-                stats.clients_evicted += 1;
-            }
-            keep
-        });
+        self.stats.clients_evicted += evict_oldest_tenth(
+            &mut self.clients,
+            &mut self.usage,
+            |c| c.last_us,
+            |_, c| c.bytes,
+            |_, _| {},
+        );
     }
 
     /// The memory of `ip`, made (after evicting, when the count or the bytes are reached) if

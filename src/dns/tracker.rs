@@ -6,7 +6,7 @@
 use super::message::{AnswerSet, DnsMessage, answer_set, qtype_text, rcode_text};
 use super::sts::StsLinker;
 use crate::flow::lineage::Lineage;
-use crate::memory::Usage;
+use crate::memory::{Usage, evict_oldest_tenth};
 use crate::record::{DnsRecord, Endpoint, Micros, SessionRecord, Tlsa};
 use crate::util::community_id;
 use ahash::AHashMap;
@@ -514,33 +514,27 @@ impl DnsTracker {
     /// them: for `--mx-window` their sessions cannot be convicted of going to an unlisted
     /// address, since the lookups that listed it may be what was forgotten.
     fn evict_clients(&mut self, now_us: i64) {
-        let mut ages: Vec<i64> = self.clients.values().map(|m| m.last_us).collect();
-        if ages.is_empty() {
+        if self.clients.is_empty() {
             return;
         }
-        let cut = ages.len() / 10;
-        let (_, pivot, _) = ages.select_nth_unstable(cut);
-        let pivot = *pivot;
         let horizon = now_us.saturating_sub(self.cfg.link_window_us);
         self.evicted_at.retain(|_, at| *at >= horizon);
-        let usage = &mut self.client_usage;
         let marks = &mut self.evicted_at;
         let max_marks = self.cfg.max_clients;
         let mut lost = false;
-        self.clients.retain(|ip, m| {
-            let keep = m.last_us > pivot;
-            if !keep {
-                usage.entries -= 1;
-                usage.bytes -= m.bytes;
-                usage.evictions += 1;
+        evict_oldest_tenth(
+            &mut self.clients,
+            &mut self.client_usage,
+            |m| m.last_us,
+            |_, m| m.bytes,
+            |ip, _| {
                 if marks.len() < max_marks || marks.contains_key(ip) {
                     marks.insert(*ip, now_us);
                 } else {
                     lost = true;
                 }
-            }
-            keep
-        });
+            },
+        );
         if lost {
             self.marks_lost_us = now_us;
         }
