@@ -324,39 +324,6 @@ fn follow_refuses_a_missing_directory_and_captures_beside_it() {
     );
 }
 
-/// `GET /metrics` on `port` over loopback, parsed: `name{labels}` → value. The endpoint may take
-/// a moment to open after the start: connecting is retried for 10 s.
-fn scrape(port: u16) -> std::collections::BTreeMap<String, f64> {
-    use std::io::Read;
-    let started = Instant::now();
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(e) if started.elapsed() > Duration::from_secs(10) => {
-                panic!("no metrics on port {port}: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').expect("`name value`");
-            (name.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
 /// `--follow --metrics`: while the follow runs, the endpoint counts the files, packets and bytes
 /// read, the sessions written by verdict and the state windows, and agrees with the summary
 /// printed at the end.
@@ -380,6 +347,7 @@ fn follow_serves_metrics_while_it_runs() {
         .map(|r| r.len() - 16)
         .sum();
     let port = common::clickhouse::free_port();
+    let scrape = || common::scrape(&format!("127.0.0.1:{port}"));
     let log = work.join("log");
     let directory = dir.to_str().unwrap().to_string();
     let mut run = Follow::start_with(
@@ -395,7 +363,7 @@ fn follow_serves_metrics_while_it_runs() {
     let label = format!("{{directory=\"{directory}\"}}");
     let files = format!("stripwatch_follow_files_total{label}");
     run.wait_for("every file read", Duration::from_secs(60), |_| {
-        scrape(port).get(&files).copied() == Some(parts.len() as f64)
+        scrape().get(&files).copied() == Some(parts.len() as f64)
     });
     // A session is written once later packets move time on (the last waits for the end).
     let written = |m: &std::collections::BTreeMap<String, f64>| -> f64 {
@@ -405,9 +373,9 @@ fn follow_serves_metrics_while_it_runs() {
             .sum()
     };
     run.wait_for("a session counted", Duration::from_secs(30), |_| {
-        written(&scrape(port)) >= 1.0
+        written(&scrape()) >= 1.0
     });
-    let m = scrape(port);
+    let m = scrape();
     assert_eq!(
         m[&format!("stripwatch_capture_packets_total{label}")],
         packets as f64,

@@ -187,23 +187,6 @@ fn free_loopback_port() -> String {
     format!("127.0.0.1:{}", common::clickhouse::free_port())
 }
 
-/// `GET /metrics` at `addr`: every sample line as name (with labels) and value.
-fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("the metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn clickhouse_killed_during_a_live_run_loses_nothing_and_duplicates_nothing() {
     if !common::require_root() {
@@ -261,7 +244,7 @@ fn clickhouse_killed_during_a_live_run_loses_nothing_and_duplicates_nothing() {
 
     // The outage shows in the metrics while it lasts: the spool holds bytes, and the writer's
     // queue reports its depth against its capacity.
-    let m = scrape(&metrics);
+    let m = common::scrape(&metrics);
     assert!(m["stripwatch_clickhouse_spool_bytes"] > 0.0, "{m:?}");
     assert_eq!(
         m["stripwatch_clickhouse_queue_capacity_rows"], 16_384.0,

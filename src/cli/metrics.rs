@@ -380,52 +380,55 @@ impl Collector for Scrape {
     }
 }
 
+/// One counter of a capture handle.
+type HandleCounter = fn(&InterfaceCounters) -> &AtomicU64;
+
 /// The capture families of `live`: per capture handle (interface, and worker with fanout).
 fn interface_families(
     e: &mut DescriptorEncoder,
     interfaces: &[Arc<InterfaceCounters>],
 ) -> std::fmt::Result {
-    let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
-    let per_handle = |f: &dyn Fn(&InterfaceCounters) -> u64| -> Vec<(Labels, u64)> {
+    let per_handle = |counter: HandleCounter| -> Vec<(Labels, u64)> {
         interfaces
             .iter()
             .map(|c| {
                 let worker = c.worker.map_or("reader".to_string(), |w| w.to_string());
                 (
                     vec![("interface", c.interface.clone()), ("worker", worker)],
-                    f(c),
+                    counter(c).load(Ordering::Relaxed),
                 )
             })
             .collect()
     };
-    for (name, help, value) in [
+    let families: [(&str, &str, HandleCounter); 5] = [
         (
             "stripwatch_capture_packets",
             "Packets captured and handed to the pipeline, per interface and worker.",
-            &(|c: &InterfaceCounters| read(&c.packets)) as &dyn Fn(&InterfaceCounters) -> u64,
+            |c| &c.packets,
         ),
         (
             "stripwatch_capture_bytes",
             "Captured bytes handed to the pipeline, per interface and worker.",
-            &|c: &InterfaceCounters| read(&c.bytes),
+            |c| &c.bytes,
         ),
         (
             "stripwatch_capture_snapped",
             "Packets cut by the snap length, per interface and worker (their tails are holes).",
-            &|c: &InterfaceCounters| read(&c.snapped),
+            |c| &c.snapped,
         ),
         (
             "stripwatch_capture_kernel_drops",
             "Packets the kernel dropped because the capture buffer was full (ps_drop).",
-            &|c: &InterfaceCounters| read(&c.kernel_drops),
+            |c| &c.kernel_drops,
         ),
         (
             "stripwatch_capture_interface_drops",
             "Packets the interface or driver dropped (ps_ifdrop; promiscuous mode only).",
-            &|c: &InterfaceCounters| read(&c.interface_drops),
+            |c| &c.interface_drops,
         ),
-    ] {
-        family(e, counter(name, help), &per_handle(value))?;
+    ];
+    for (name, help, field) in families {
+        family(e, counter(name, help), &per_handle(field))?;
     }
     Ok(())
 }

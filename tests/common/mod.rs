@@ -378,3 +378,41 @@ pub fn make_captures_with(name: &str, extra: &[&std::ffi::OsStr]) -> std::path::
     assert!(status.success(), "{} failed", script.display());
     out
 }
+
+/// `GET /metrics` at `addr` (`127.0.0.1:PORT`) over loopback, parsed: every sample line as
+/// `name{labels}` and its value. The endpoint may take a moment to open after the run starts:
+/// connecting is retried for 10 s. A non-200 answer or a sample that is not a number fails.
+pub fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let started = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => {
+                panic!("no metrics at {addr}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("`name value`");
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a sample value: {l}"));
+            (name.to_string(), value)
+        })
+        .collect()
+}
