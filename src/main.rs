@@ -3,6 +3,14 @@
 
 mod cli;
 
+/// Records are built on the worker threads and freed on the output thread. glibc malloc takes
+/// the owning arena's lock for each such free, and with two cores the output thread spent a
+/// fifth of its time there; jemalloc returns them through per-thread caches. Measured on the
+/// dense capture: 1.4–1.6× faster with two workers at the same peak RSS (README, Performance).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use cli::{Cli, Command};
 
 fn main() {
