@@ -3,18 +3,13 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use std::net::IpAddr;
-use time::OffsetDateTime;
-
-/// 400 Gregorian years in microseconds: the calendar repeats after exactly 146 097 days.
-const GREGORIAN_CYCLE_US: i64 = 146_097 * 86_400 * 1_000_000;
 
 /// Formats microseconds since the epoch as RFC 3339 UTC with microseconds
 /// (`2026-03-02T10:00:00.123456Z`), the form every record uses.
 ///
-/// Every `i64` has a text, even outside the years 0000..9999 that RFC 3339 and the `time` crate
-/// cover (a corrupt capture timestamp must not panic a worker): the time is moved by whole
-/// 400-year cycles into 1970..2370, `time` gives the calendar there, and the cycles go back
-/// into the year, printed as `{:04}` (`-001-…`, `10000-…`).
+/// Every `i64` has a text, even outside the years 0000..9999 that RFC 3339 covers (a corrupt
+/// capture timestamp must not panic a worker): the proleptic Gregorian calendar goes on, and
+/// the year is printed as `{:04}` (`-001-…`, `10000-…`).
 pub fn rfc3339_micros(ts_us: i64) -> String {
     // 32 bytes, as the `to_string` this replaced grew to for every text (27 to 30 bytes): the
     // evidence holding it is counted by capacity in the memory budget (`record::size`).
@@ -31,18 +26,28 @@ pub struct Rfc3339(pub i64);
 
 impl Rfc3339 {
     /// The text, written into a stack buffer. Every record carries a few times, so this avoids
-    /// `core::fmt` (its per-argument dispatch and padding was most of the cost); the calendar
-    /// still comes from `time`.
+    /// `core::fmt` (its per-argument dispatch and padding was most of the cost) and the `time`
+    /// crate's 128-bit arithmetic: the calendar is Howard Hinnant's days-to-civil, in `i64`, which
+    /// holds for every `i64` of microseconds (the tests check it against `time` and `core::fmt`).
     pub fn text(self) -> Rfc3339Text {
-        let cycles = self.0.div_euclid(GREGORIAN_CYCLE_US);
-        let in_cycle = self.0.rem_euclid(GREGORIAN_CYCLE_US);
-        // 1970..2370 is inside time's range, so this never falls back.
-        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(in_cycle) * 1_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let (year, month, day) = t.to_calendar_date();
-        let (hour, minute, second, micro) = t.to_hms_micro();
-        // |cycles| <= 732, so the year has at most six digits and a sign.
-        let year = i64::from(year) + cycles * 400;
+        let secs = self.0.div_euclid(1_000_000);
+        let micro = self.0.rem_euclid(1_000_000);
+        let second_of_day = secs.rem_euclid(86_400);
+        let z = secs.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let mp = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        let (hour, minute, second) = (
+            second_of_day / 3600,
+            (second_of_day / 60) % 60,
+            second_of_day % 60,
+        );
         let mut out = Rfc3339Text {
             buf: [0; 32],
             len: 0,
@@ -54,19 +59,16 @@ impl Rfc3339 {
         } else {
             out.number(year.unsigned_abs(), 4);
         }
-        out.push(b'-');
-        out.number(u64::from(u8::from(month)), 2);
-        out.push(b'-');
-        out.number(u64::from(day), 2);
-        out.push(b'T');
-        out.number(u64::from(hour), 2);
-        out.push(b':');
-        out.number(u64::from(minute), 2);
-        out.push(b':');
-        out.number(u64::from(second), 2);
-        out.push(b'.');
-        out.number(u64::from(micro), 6);
-        out.push(b'Z');
+        // The rest has a fixed width: two digits per field, six for the microseconds.
+        let pairs = [month, day, hour, minute, second].map(|v| two_digits(v.unsigned_abs()));
+        let micro = micro.unsigned_abs();
+        let micro_pairs = [micro / 10_000, micro / 100 % 100, micro % 100].map(two_digits);
+        let [mo, d, h, mi, se] = pairs;
+        let [u1, u2, u3] = micro_pairs;
+        out.extend(&[
+            b'-', mo[0], mo[1], b'-', d[0], d[1], b'T', h[0], h[1], b':', mi[0], mi[1], b':',
+            se[0], se[1], b'.', u1[0], u1[1], u2[0], u2[1], u3[0], u3[1], b'Z',
+        ]);
         out
     }
 }
@@ -92,6 +94,13 @@ impl Rfc3339Text {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 
+    fn extend(&mut self, bytes: &[u8]) {
+        if let Some(slots) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            slots.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
     fn push(&mut self, b: u8) {
         if let Some(slot) = self.buf.get_mut(self.len) {
             *slot = b;
@@ -112,6 +121,11 @@ impl Rfc3339Text {
             self.push(d);
         }
     }
+}
+
+/// The two decimal digits of `n` (0..=99).
+fn two_digits(n: u64) -> [u8; 2] {
+    [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
 }
 
 /// A stable record id: `prefix` and the first 8 bytes of the SHA-1 of `parts`, in hex
@@ -230,6 +244,10 @@ impl CaptureClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
+
+    /// 400 Gregorian years in microseconds.
+    const GREGORIAN_CYCLE_US: i64 = 146_097 * 86_400 * 1_000_000;
 
     #[test]
     fn a_lone_future_timestamp_is_not_believed() {
@@ -244,8 +262,8 @@ mod tests {
         assert_eq!(c.now(), 20_000_000_000_001);
     }
 
-    /// The hand-written formatter `rfc3339_micros` replaced (Howard Hinnant's days-to-civil),
-    /// kept as the reference the `time`-based one must match byte for byte.
+    /// Howard Hinnant's days-to-civil through `core::fmt`: the reference the stack-buffer
+    /// formatter must match byte for byte.
     fn reference_rfc3339_micros(ts_us: i64) -> String {
         let secs = ts_us.div_euclid(1_000_000);
         let micros = ts_us.rem_euclid(1_000_000);
@@ -267,8 +285,8 @@ mod tests {
         )
     }
 
-    /// The `core::fmt` formatter the stack-buffer one replaced (same `time` calendar, same
-    /// 400-year shift), kept as a second reference.
+    /// The calendar of the `time` crate, moved by whole 400-year cycles into its range (the
+    /// calendar repeats after exactly 146 097 days): a second, independent reference.
     fn fmt_rfc3339_micros(ts_us: i64) -> String {
         let cycles = ts_us.div_euclid(GREGORIAN_CYCLE_US);
         let in_cycle = ts_us.rem_euclid(GREGORIAN_CYCLE_US);
