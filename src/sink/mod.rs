@@ -2,6 +2,7 @@
 //! long runs) and ClickHouse (with its disk spool), behind one trait. Several sinks can be combined with `Fanout`.
 
 pub mod clickhouse;
+pub mod json;
 pub mod ndjson;
 pub mod rotating;
 pub mod rows;

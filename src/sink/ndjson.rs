@@ -13,6 +13,8 @@ pub struct NdjsonSink {
     findings: BufWriter<File>,
     certificates: BufWriter<File>,
     dns: BufWriter<File>,
+    /// One line, written here first ([`super::json`]) and then into its file in one call.
+    line: Vec<u8>,
     dns_path: PathBuf,
     sessions_path: PathBuf,
     findings_path: PathBuf,
@@ -56,6 +58,7 @@ impl NdjsonSink {
             findings,
             certificates,
             dns,
+            line: Vec::with_capacity(4096),
             dns_path,
             sessions_path,
             findings_path,
@@ -92,6 +95,7 @@ impl NdjsonSink {
 
 fn write_line<T: serde::Serialize>(
     w: &mut BufWriter<File>,
+    line: &mut Vec<u8>,
     value: &T,
     path: &Path,
 ) -> Result<(), SinkError> {
@@ -99,29 +103,40 @@ fn write_line<T: serde::Serialize>(
         what: format!("cannot write {}", path.display()),
         source,
     };
-    serde_json::to_writer(&mut *w, value).map_err(|e| err(std::io::Error::other(e)))?;
-    w.write_all(b"\n").map_err(err)
+    line.clear();
+    if super::json::write(line, value).is_err() {
+        // A shape the fast writer leaves to serde_json (none of the records has one today).
+        line.clear();
+        serde_json::to_writer(&mut *line, value).map_err(|e| err(std::io::Error::other(e)))?;
+    }
+    line.push(b'\n');
+    w.write_all(line).map_err(err)
 }
 
 impl SessionSink for NdjsonSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
-        write_line(&mut self.sessions, rec, &self.sessions_path)?;
+        write_line(&mut self.sessions, &mut self.line, rec, &self.sessions_path)?;
         for f in &rec.finding_details {
-            write_line(&mut self.findings, f, &self.findings_path)?;
+            write_line(&mut self.findings, &mut self.line, f, &self.findings_path)?;
         }
         Ok(())
     }
 
     fn dns(&mut self, rec: &crate::record::DnsRecord) -> Result<(), SinkError> {
-        write_line(&mut self.dns, rec, &self.dns_path)?;
+        write_line(&mut self.dns, &mut self.line, rec, &self.dns_path)?;
         for f in &rec.finding_details {
-            write_line(&mut self.findings, f, &self.findings_path)?;
+            write_line(&mut self.findings, &mut self.line, f, &self.findings_path)?;
         }
         Ok(())
     }
 
     fn certificate(&mut self, cert: &crate::record::CertificateRecord) -> Result<(), SinkError> {
-        write_line(&mut self.certificates, cert, &self.certificates_path)
+        write_line(
+            &mut self.certificates,
+            &mut self.line,
+            cert,
+            &self.certificates_path,
+        )
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
