@@ -10,6 +10,7 @@ use super::model::*;
 use super::window::record_secs;
 use crate::record::{DnsRecord, SessionRecord};
 use crate::sink::{SessionSink, SinkError};
+use crate::util::{Rfc3339, Rfc3339Text};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
@@ -84,12 +85,43 @@ struct DnsLine<'a> {
     server_asn: u32,
 }
 
+/// The texts of a record's time and addresses, as its NDJSON line has them, on the stack.
+struct RecordTexts {
+    ts: Rfc3339Text,
+    client_ip: IpText,
+    server_ip: IpText,
+}
+
+/// An address as text (`Display`), on the stack: at most 45 bytes (an IPv6 address with an
+/// embedded IPv4 one).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn of(ip: std::net::IpAddr) -> IpText {
+        use std::io::Write;
+        let mut buf = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        // Cannot fail: the longest address text fits.
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        IpText { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
 impl<'a> SessionLine<'a> {
-    /// The report's view of a record being written (what its NDJSON line would read as).
-    fn of(r: &'a SessionRecord) -> SessionLine<'a> {
+    /// The report's view of a record being written (what its NDJSON line would read as), with
+    /// the texts of its time and addresses made by the caller (on its stack).
+    fn of(r: &'a SessionRecord, texts: &'a RecordTexts) -> SessionLine<'a> {
         let (client, server) = (&r.client, &r.server);
         SessionLine {
-            ts: Cow::Owned(r.ts.to_string()),
+            ts: Cow::Borrowed(texts.ts.as_str()),
             verdict: Cow::Borrowed(r.verdict),
             findings: r
                 .findings
@@ -100,8 +132,8 @@ impl<'a> SessionLine<'a> {
             ehlo_reply_code: r.ehlo_reply_code,
             starttls_offered: r.starttls_offered,
             tls_handshake_completed: r.tls_handshake_completed,
-            client_ip: Cow::Owned(client.ip.to_string()),
-            server_ip: Cow::Owned(server.ip.to_string()),
+            client_ip: Cow::Borrowed(texts.client_ip.as_str()),
+            server_ip: Cow::Borrowed(texts.server_ip.as_str()),
             recipient_domain: r.recipient_domain.as_deref().map(Cow::Borrowed),
             mx_host: r.mx_host.as_deref().map(Cow::Borrowed),
             mx_tlsa: vec![IgnoredAny; r.mx_tlsa.len()],
@@ -119,9 +151,9 @@ impl<'a> SessionLine<'a> {
 
 impl<'a> DnsLine<'a> {
     /// The report's view of a DNS record being written.
-    fn of(r: &'a DnsRecord) -> DnsLine<'a> {
+    fn of(r: &'a DnsRecord, ts: &'a Rfc3339Text) -> DnsLine<'a> {
         DnsLine {
-            ts: Cow::Owned(r.ts.to_string()),
+            ts: Cow::Borrowed(ts.as_str()),
             findings: r
                 .findings
                 .iter()
@@ -146,12 +178,17 @@ impl Aggregator {
 
     /// Counts one written session.
     pub fn session(&mut self, rec: &SessionRecord) {
-        self.0.session(&SessionLine::of(rec));
+        let texts = RecordTexts {
+            ts: Rfc3339(rec.ts.0).text(),
+            client_ip: IpText::of(rec.client.ip),
+            server_ip: IpText::of(rec.server.ip),
+        };
+        self.0.session(&SessionLine::of(rec, &texts));
     }
 
     /// Counts one written DNS transaction.
     pub fn dns(&mut self, rec: &DnsRecord) {
-        self.0.dns(&DnsLine::of(rec));
+        self.0.dns(&DnsLine::of(rec, &Rfc3339(rec.ts.0).text()));
     }
 
     /// The report.
@@ -183,15 +220,17 @@ impl SessionSink for ReportSink {
     }
 }
 
-/// A map that refuses new keys beyond [`MAX_GROUPS`].
+/// A map that refuses new keys beyond [`MAX_GROUPS`]. hashbrown's, for lookups by borrowed
+/// pairs of texts ([`TextPair`]): a session looks up a dozen keys, nearly always ones seen
+/// before, and none of them should cost an allocation.
 struct Capped<K, V> {
-    map: HashMap<K, V>,
+    map: hashbrown::HashMap<K, V>,
 }
 
 impl<K: Hash + Eq, V: Default> Capped<K, V> {
     fn new() -> Self {
         Capped {
-            map: HashMap::new(),
+            map: hashbrown::HashMap::new(),
         }
     }
 
@@ -199,8 +238,8 @@ impl<K: Hash + Eq, V: Default> Capped<K, V> {
     fn get(&mut self, key: K, refused: &mut u64) -> Option<&mut V> {
         let len = self.map.len();
         match self.map.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            hashbrown::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            hashbrown::hash_map::Entry::Vacant(e) => {
                 if len >= MAX_GROUPS {
                     *refused += 1;
                     None
@@ -209,6 +248,27 @@ impl<K: Hash + Eq, V: Default> Capped<K, V> {
                 }
             }
         }
+    }
+}
+
+/// A `(String, String)` key looked up by borrowed texts. It hashes as the owned pair does
+/// (a tuple hashes its fields in order, a `String` as its `str`).
+#[derive(Hash)]
+struct TextPair<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for TextPair<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+impl<V: Default> Capped<(String, String), V> {
+    /// [`Capped::get`] by borrowed texts: the key is copied only when it is new.
+    fn get_pair(&mut self, a: &str, b: &str, refused: &mut u64) -> Option<&mut V> {
+        if self.map.contains_key(&TextPair(a, b)) {
+            return self.map.get_mut(&TextPair(a, b));
+        }
+        self.get((a.to_string(), b.to_string()), refused)
     }
 }
 
@@ -364,10 +424,7 @@ impl Acc {
             keep_max(&mut a.org, &e.server_as_org);
             a.counts.add(&facts);
         }
-        if let Some(n) = self
-            .verdict_day
-            .get((day.to_string(), s.verdict.to_string()), r)
-        {
+        if let Some(n) = self.verdict_day.get_pair(day, &s.verdict, r) {
             *n += 1;
         }
         for (i, k) in s.findings.iter().enumerate() {
@@ -377,8 +434,7 @@ impl Acc {
             if let Some(n) = self.kinds.get_str(k, r) {
                 *n += 1;
             }
-            self.kind_servers
-                .get((k.to_string(), s.server_ip.to_string()), r);
+            self.kind_servers.get_pair(k, &s.server_ip, r);
         }
         if let Some(sv) = self.servers.get_str(&s.server_ip, r) {
             keep_max(&mut sv.country, &e.server_country);
@@ -390,7 +446,7 @@ impl Acc {
         if let Some(domain) = s.recipient_domain.as_deref().filter(|d| !d.is_empty()) {
             let mx = s.mx_host.as_deref().unwrap_or("");
             let deciding = tlsrpt_deciding_kind(s.findings.iter().map(|k| k.as_ref()));
-            if let Some(p) = self.policies.get((domain.to_string(), mx.to_string()), r) {
+            if let Some(p) = self.policies.get_pair(domain, mx, r) {
                 p.tlsa |= !s.mx_tlsa.is_empty();
                 p.sts |= s.sts_fetch.as_deref() == Some("ok");
                 match deciding {
