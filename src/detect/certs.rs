@@ -45,6 +45,8 @@ pub struct CertStats {
 /// written.
 struct Remembered {
     record: CertificateRecord,
+    /// `cert::weaknesses` of its facts, found once rather than per session.
+    weak: Vec<&'static str>,
     /// Its share of `Usage::bytes`, given back when it is forgotten.
     bytes: usize,
     /// Written, and not seen since.
@@ -258,12 +260,12 @@ impl CertJudge {
         // The leaf's facts are borrowed from its record (fields of `self` other than `certs` are
         // changed below); parsed again only when the table had no room for it.
         let parsed;
-        let leaf = match self.certs.get(&rec.cert_chain_fingerprints[0]) {
-            Some(c) => &c.record.info,
+        let (leaf, leaf_weak) = match self.certs.get(&rec.cert_chain_fingerprints[0]) {
+            Some(c) => (&c.record.info, c.weak.as_slice()),
             None => match cert::parse(&chain[0]) {
                 Some(info) => {
-                    parsed = info;
-                    &parsed
+                    parsed = (cert::weaknesses(&info), info);
+                    (&parsed.1, parsed.0.as_slice())
                 }
                 None => {
                     self.stats.unparseable += 1;
@@ -359,8 +361,9 @@ impl CertJudge {
         }
         // Trust is judged inside the leaf's validity so that expiry is not counted twice.
         let trust_at = at_s.clamp(leaf.not_before_s, leaf.not_after_s.max(leaf.not_before_s));
-        let chain_key = rec.cert_chain_fingerprints.join(",");
-        let trust = self.validator.trust(chain, &chain_key, trust_at);
+        let trust = self
+            .validator
+            .trust(chain, &rec.cert_chain_fingerprints, trust_at);
         pkix.insert(
             0,
             if matches!(trust, Trust::Trusted { .. }) {
@@ -381,11 +384,12 @@ impl CertJudge {
                 }),
             );
         }
-        let mut weak = cert::weaknesses(&leaf);
-        if dane_valid == Some(3) {
-            // DANE-EE never checks the leaf's signature: only a weak key still matters.
-            weak.retain(|w| !w.ends_with("-signature"));
-        }
+        // DANE-EE never checks the leaf's signature: only a weak key still matters.
+        let weak: Vec<&'static str> = leaf_weak
+            .iter()
+            .copied()
+            .filter(|w| dane_valid != Some(3) || !w.ends_with("-signature"))
+            .collect();
         if !weak.is_empty() {
             rec.add_finding(
                 FindingKind::CertificateWeak,
@@ -473,12 +477,15 @@ impl CertJudge {
         };
         // Counted only once kept: a certificate that does not parse is not remembered, and
         // would otherwise be counted again at every sight.
+        let weak = cert::weaknesses(&info);
+        let bytes = bytes + weak.len() * size_of::<&str>();
         self.usage.entries += 1;
         self.usage.bytes += bytes;
         self.by_der.insert(der.into(), fingerprint.clone());
         self.certs.insert(
             fingerprint.clone(),
             Remembered {
+                weak,
                 record: CertificateRecord {
                     info,
                     first_seen: rec.ts,
