@@ -717,6 +717,36 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_seen_again_is_known_by_its_der_until_its_record_is_forgotten() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let a = self_signed();
+        let fp = cert::sha256_hex(&a);
+        let t = 1_780_000_000;
+        let mut first = session(t, vec![a.clone()], 0x0303, 0xc030);
+        judge.judge(&mut first);
+        assert_eq!(first.cert_fingerprint.as_deref(), Some(fp.as_str()));
+        assert_eq!(judge.by_der.len(), 1);
+        let mut again = session(t + 10, vec![a.clone(), a.clone()], 0x0303, 0xc030);
+        judge.judge(&mut again);
+        assert_eq!(again.cert_chain_fingerprints, vec![fp.clone(), fp.clone()]);
+        assert_eq!(kinds(&again), kinds(&first));
+        assert_eq!(judge.by_der.len(), 1);
+        let written = judge.take_unwritten();
+        assert_eq!(
+            written[0].sessions, 3,
+            "every sight counts, from the index too"
+        );
+        assert_eq!(judge.forget_written(i64::MAX), 1);
+        assert!(judge.by_der.is_empty(), "forgotten with its record");
+        let mut later = session(t + 20, vec![a], 0x0303, 0xc030);
+        judge.judge(&mut later);
+        assert_eq!(later.cert_fingerprint.as_deref(), Some(fp.as_str()));
+        let renewed = judge.take_unwritten();
+        assert_eq!(renewed[0].sessions, 1, "a new record");
+        assert_eq!(renewed[0].info.fingerprint, fp);
+    }
+
+    #[test]
     fn a_new_key_for_the_same_server_is_a_change() {
         let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
         let (a, b) = (self_signed(), self_signed());

@@ -179,3 +179,59 @@ impl Validator {
         self.anchors.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, date_time_ymd,
+    };
+
+    /// A leaf for `mx.example.com` valid 2025 to 2028 and its CA's PEM.
+    fn pki() -> (Vec<u8>, String) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "verify test CA");
+        ca.not_before = date_time_ymd(2020, 1, 1);
+        ca.not_after = date_time_ymd(2040, 1, 1);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec!["mx.example.com".to_string()]).unwrap();
+        leaf.not_before = date_time_ymd(2025, 1, 1);
+        leaf.not_after = date_time_ymd(2028, 1, 1);
+        let leaf = leaf.signed_by(&KeyPair::generate().unwrap(), &ca).unwrap();
+        (leaf.der().to_vec(), ca.pem())
+    }
+
+    #[test]
+    fn verdicts_are_cached_per_chain_and_day() {
+        let (leaf, ca_pem) = pki();
+        let mut v = Validator::new(&[ca_pem.into_bytes()]).unwrap();
+        let chain = vec![leaf];
+        let fps = vec!["a".repeat(64)];
+        // 2026-06-01 and 2030-06-01 (the leaf has expired by then).
+        let (inside, after) = (1_780_272_000, 1_906_502_400);
+        assert!(matches!(
+            v.trust(&chain, &fps, inside),
+            Trust::Trusted { .. }
+        ));
+        assert!(matches!(v.trust(&chain, &fps, after), Trust::NotTrusted(_)));
+        // Later the same day: the day's first verdict stands.
+        assert!(matches!(
+            v.trust(&chain, &fps, inside + 3_600),
+            Trust::Trusted { .. }
+        ));
+        assert!(matches!(
+            v.trust(&chain, &fps, after + 3_600),
+            Trust::NotTrusted(_)
+        ));
+        // Another chain (other fingerprints) is judged on its own.
+        let other = vec!["b".repeat(64)];
+        assert!(matches!(
+            v.trust(&chain, &other, after),
+            Trust::NotTrusted(_)
+        ));
+        assert_eq!(v.cached, 3);
+        assert_eq!(v.cache.len(), 2);
+    }
+}
