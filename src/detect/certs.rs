@@ -451,8 +451,8 @@ impl CertJudge {
         }
         let fingerprint = cert::sha256_hex(der);
         if let Some(entry) = self.certs.get_mut(&fingerprint) {
-            // Not reached while `by_der` is kept in step; kept so that a miss there only costs
-            // the hash.
+            // Not reached while `by_der` is kept in step with `certs`; should the two ever differ,
+            // the certificate is still counted once, under its fingerprint.
             seen_again(entry, &mut self.usage, leaf, rec, server);
             return fingerprint;
         }
