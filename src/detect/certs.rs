@@ -45,6 +45,8 @@ pub struct CertStats {
 /// written.
 struct Remembered {
     record: CertificateRecord,
+    /// `cert::weaknesses` of its facts, found once rather than per session.
+    weak: Vec<&'static str>,
     /// Its share of `Usage::bytes`, given back when it is forgotten.
     bytes: usize,
     /// Written, and not seen since.
@@ -65,6 +67,11 @@ pub struct CertJudge {
     validator: Validator,
     tlsa: TlsaStore,
     certs: AHashMap<String, Remembered>,
+    /// The fingerprint of every remembered certificate by its DER, so that a certificate seen
+    /// before costs an ahash of its bytes and an exact comparison instead of a SHA-256. Kept in
+    /// step with `certs` (added and forgotten with its certificate, and counted in its `bytes`),
+    /// so it is bounded by the same `MAX_CERTS` and `max_bytes`.
+    by_der: AHashMap<Box<[u8]>, String>,
     keys: AHashMap<IpAddr, Vec<KeySeen>>,
     /// Bytes of both tables at most (the memory budget's share): beyond it, new certificates and
     /// servers are not remembered, as when a table is full.
@@ -78,6 +85,41 @@ pub struct CertJudge {
 const ENTRY_OVERHEAD: usize = 32;
 /// A parsed certificate takes about this many times its DER size (names, extensions, strings).
 const PARSED_PER_DER_BYTE: usize = 2;
+
+/// A `by_der` entry's own bytes and the hash table's overhead, roughly (its DER and fingerprint
+/// are counted by length).
+const DER_INDEX_OVERHEAD: usize = ENTRY_OVERHEAD + size_of::<Box<[u8]>>() + size_of::<String>();
+
+/// The `ip:port` text that `certificates.ndjson` lists a server by.
+fn server_text(rec: &SessionRecord) -> String {
+    format!("{}:{}", rec.server.ip, rec.server.port)
+}
+
+/// Counts another sight of a remembered certificate, listing the session's server when it is
+/// new for it (the text is made only while the list has room).
+fn seen_again(
+    entry: &mut Remembered,
+    usage: &mut Usage,
+    leaf: bool,
+    rec: &SessionRecord,
+    server: &mut Option<String>,
+) {
+    entry.written = false;
+    let c = &mut entry.record;
+    c.sessions += 1;
+    c.leaf |= leaf;
+    c.first_seen = c.first_seen.min(rec.ts);
+    c.last_seen = c.last_seen.max(rec.ts);
+    if c.servers.len() < MAX_SERVERS_PER_CERT {
+        let server = server.get_or_insert_with(|| server_text(rec));
+        if !c.servers.contains(server) {
+            let more = size_of::<String>() + server.len();
+            usage.bytes += more;
+            entry.bytes += more;
+            c.servers.push(server.clone());
+        }
+    }
+}
 
 /// The host the client meant, and where that name came from.
 pub fn intended_host(rec: &SessionRecord) -> Option<(String, &'static str)> {
@@ -138,6 +180,7 @@ impl CertJudge {
             validator,
             tlsa,
             certs: AHashMap::new(),
+            by_der: AHashMap::new(),
             keys: AHashMap::new(),
             max_bytes: usize::MAX,
             usage: Usage::default(),
@@ -205,25 +248,36 @@ impl CertJudge {
         self.stats.chains_judged += 1;
         self.validator.learn(chain);
         let at_s = rec.ts.0.div_euclid(1_000_000);
-        let fingerprints: Vec<String> = chain.iter().map(|d| cert::sha256_hex(d)).collect();
+        // `ip:port`, made once per session and only when a certificate lists a new server.
+        let mut server = None;
+        let fingerprints: Vec<String> = chain
+            .iter()
+            .enumerate()
+            .map(|(i, der)| self.remember(der, i == 0, rec, &mut server))
+            .collect();
         rec.cert_fingerprint = fingerprints.first().cloned();
-        rec.cert_chain_fingerprints = fingerprints.clone();
-        for (i, der) in chain.iter().enumerate() {
-            self.remember(der, &fingerprints[i], i == 0, rec);
-        }
-        let Some(leaf) = self
-            .certs
-            .get(&fingerprints[0])
-            .map(|c| c.record.info.clone())
-            .or_else(|| cert::parse(&chain[0]))
-        else {
-            self.stats.unparseable += 1;
-            rec.pkix = vec!["unparseable"];
-            rec.add_finding(FindingKind::CertificateNotTrusted,
-                rec.ts.0,
-                json!({"fingerprint": fingerprints[0], "reason": "the leaf certificate cannot be parsed"}),
-            );
-            return;
+        rec.cert_chain_fingerprints = fingerprints;
+        // The leaf's facts are borrowed from its record (fields of `self` other than `certs` are
+        // changed below); parsed again only when the table had no room for it.
+        let parsed;
+        let (leaf, leaf_weak) = match self.certs.get(&rec.cert_chain_fingerprints[0]) {
+            Some(c) => (&c.record.info, c.weak.as_slice()),
+            None => match cert::parse(&chain[0]) {
+                Some(info) => {
+                    parsed = (cert::weaknesses(&info), info);
+                    (&parsed.1, parsed.0.as_slice())
+                }
+                None => {
+                    self.stats.unparseable += 1;
+                    rec.pkix = vec!["unparseable"];
+                    let fingerprint = rec.cert_chain_fingerprints[0].clone();
+                    rec.add_finding(FindingKind::CertificateNotTrusted,
+                        rec.ts.0,
+                        json!({"fingerprint": fingerprint, "reason": "the leaf certificate cannot be parsed"}),
+                    );
+                    return;
+                }
+            },
         };
         // Keys per server, for certificate-changed (judged when the session is released).
         let known_server = self.keys.contains_key(&rec.server.ip);
@@ -257,7 +311,6 @@ impl CertJudge {
                 });
             }
         }
-        let capture_time = rfc3339_micros(rec.ts.0);
         // DANE first (RFC 7672 §3.1.1): a usable TLSA record that authenticates the chain makes
         // the PKIX outcomes below facts (`pkix`), not findings.
         let host = intended_host(rec);
@@ -292,7 +345,7 @@ impl CertJudge {
                 rec.ts.0,
                 json!({
                     "fingerprint": leaf.fingerprint, "state": if at_s > leaf.not_after_s { "expired" } else { "not-yet-valid" },
-                    "not_before": leaf.not_before, "not_after": leaf.not_after, "capture_time": capture_time,
+                    "not_before": leaf.not_before, "not_after": leaf.not_after, "capture_time": rfc3339_micros(rec.ts.0),
                 }),
             );
         }
@@ -308,8 +361,9 @@ impl CertJudge {
         }
         // Trust is judged inside the leaf's validity so that expiry is not counted twice.
         let trust_at = at_s.clamp(leaf.not_before_s, leaf.not_after_s.max(leaf.not_before_s));
-        let chain_key = fingerprints.join(",");
-        let trust = self.validator.trust(chain, &chain_key, trust_at);
+        let trust = self
+            .validator
+            .trust(chain, &rec.cert_chain_fingerprints, trust_at);
         pkix.insert(
             0,
             if matches!(trust, Trust::Trusted { .. }) {
@@ -330,11 +384,12 @@ impl CertJudge {
                 }),
             );
         }
-        let mut weak = cert::weaknesses(&leaf);
-        if dane_valid == Some(3) {
-            // DANE-EE never checks the leaf's signature: only a weak key still matters.
-            weak.retain(|w| !w.ends_with("-signature"));
-        }
+        // DANE-EE never checks the leaf's signature: only a weak key still matters.
+        let weak: Vec<&'static str> = leaf_weak
+            .iter()
+            .copied()
+            .filter(|w| dane_valid != Some(3) || !w.ends_with("-signature"))
+            .collect();
         if !weak.is_empty() {
             rec.add_finding(
                 FindingKind::CertificateWeak,
@@ -378,45 +433,59 @@ impl CertJudge {
         }
     }
 
-    fn remember(&mut self, der: &[u8], fingerprint: &str, leaf: bool, rec: &SessionRecord) {
-        let server = format!("{}:{}", rec.server.ip, rec.server.port);
-        if let Some(entry) = self.certs.get_mut(fingerprint) {
-            entry.written = false;
-            let c = &mut entry.record;
-            c.sessions += 1;
-            c.leaf |= leaf;
-            c.first_seen = c.first_seen.min(rec.ts);
-            c.last_seen = c.last_seen.max(rec.ts);
-            if c.servers.len() < MAX_SERVERS_PER_CERT && !c.servers.contains(&server) {
-                let more = size_of::<String>() + server.len();
-                self.usage.bytes += more;
-                entry.bytes += more;
-                c.servers.push(server);
-            }
-            return;
+    /// Counts a sight of `der` in this session's chain and returns its SHA-256 fingerprint:
+    /// from `by_der` when it is remembered, else computed, and the certificate remembered when
+    /// there is room. `server` is the session's `ip:port`, made on first need.
+    fn remember(
+        &mut self,
+        der: &[u8],
+        leaf: bool,
+        rec: &SessionRecord,
+        server: &mut Option<String>,
+    ) -> String {
+        if let Some(fingerprint) = self.by_der.get(der)
+            && let Some(entry) = self.certs.get_mut(fingerprint)
+        {
+            seen_again(entry, &mut self.usage, leaf, rec, server);
+            return fingerprint.clone();
+        }
+        let fingerprint = cert::sha256_hex(der);
+        if let Some(entry) = self.certs.get_mut(&fingerprint) {
+            // Not reached while `by_der` is kept in step with `certs`; should the two ever differ,
+            // the certificate is still counted once, under its fingerprint.
+            seen_again(entry, &mut self.usage, leaf, rec, server);
+            return fingerprint;
         }
         if self.certs.len() >= MAX_CERTS || self.full() {
             self.stats.certificates_untracked += 1;
             self.usage.evictions += 1;
-            return;
+            return fingerprint;
         }
+        let server = server.get_or_insert_with(|| server_text(rec)).clone();
         let bytes = ENTRY_OVERHEAD
             + size_of::<Remembered>()
             + 2 * fingerprint.len()
             + der.len() * PARSED_PER_DER_BYTE
             + size_of::<String>()
-            + server.len();
+            + server.len()
+            + DER_INDEX_OVERHEAD
+            + der.len()
+            + fingerprint.len();
         let Some(info) = cert::parse(der) else {
             self.stats.unparseable += u64::from(!leaf);
-            return;
+            return fingerprint;
         };
         // Counted only once kept: a certificate that does not parse is not remembered, and
         // would otherwise be counted again at every sight.
+        let weak = cert::weaknesses(&info);
+        let bytes = bytes + weak.len() * size_of::<&str>();
         self.usage.entries += 1;
         self.usage.bytes += bytes;
+        self.by_der.insert(der.into(), fingerprint.clone());
         self.certs.insert(
-            fingerprint.to_string(),
+            fingerprint.clone(),
             Remembered {
+                weak,
                 record: CertificateRecord {
                     info,
                     first_seen: rec.ts,
@@ -429,6 +498,7 @@ impl CertJudge {
                 written: false,
             },
         );
+        fingerprint
     }
 
     /// Keys each server presented in this run, for the persistent baseline.
@@ -558,6 +628,11 @@ impl CertJudge {
             }
             keep
         });
+        if freed.0 > 0 {
+            let certs = &self.certs;
+            self.by_der
+                .retain(|_, fingerprint| certs.contains_key(fingerprint));
+        }
         self.usage.entries = self.usage.entries.saturating_sub(freed.0);
         self.usage.bytes = self.usage.bytes.saturating_sub(freed.1);
         self.stats.certificates_released += freed.0 as u64;
@@ -639,6 +714,36 @@ mod tests {
         judge.judge(&mut session(t + 30, vec![self_signed()], 0x0303, 0xc030));
         assert_eq!(judge.forget_written(i64::MAX), 1, "only the written one");
         assert_eq!(judge.take_unwritten().len(), 1);
+    }
+
+    #[test]
+    fn a_certificate_seen_again_is_known_by_its_der_until_its_record_is_forgotten() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let a = self_signed();
+        let fp = cert::sha256_hex(&a);
+        let t = 1_780_000_000;
+        let mut first = session(t, vec![a.clone()], 0x0303, 0xc030);
+        judge.judge(&mut first);
+        assert_eq!(first.cert_fingerprint.as_deref(), Some(fp.as_str()));
+        assert_eq!(judge.by_der.len(), 1);
+        let mut again = session(t + 10, vec![a.clone(), a.clone()], 0x0303, 0xc030);
+        judge.judge(&mut again);
+        assert_eq!(again.cert_chain_fingerprints, vec![fp.clone(), fp.clone()]);
+        assert_eq!(kinds(&again), kinds(&first));
+        assert_eq!(judge.by_der.len(), 1);
+        let written = judge.take_unwritten();
+        assert_eq!(
+            written[0].sessions, 3,
+            "every sight counts, from the index too"
+        );
+        assert_eq!(judge.forget_written(i64::MAX), 1);
+        assert!(judge.by_der.is_empty(), "forgotten with its record");
+        let mut later = session(t + 20, vec![a], 0x0303, 0xc030);
+        judge.judge(&mut later);
+        assert_eq!(later.cert_fingerprint.as_deref(), Some(fp.as_str()));
+        let renewed = judge.take_unwritten();
+        assert_eq!(renewed[0].sessions, 1, "a new record");
+        assert_eq!(renewed[0].info.fingerprint, fp);
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub struct Validator {
     anchors: Vec<TrustAnchor<'static>>,
     /// Learned CA certificates (DER) by subject DN (DER).
     learned: AHashMap<Vec<u8>, Vec<u8>>,
-    cache: AHashMap<(String, i64), Trust>,
+    /// Verdicts by chain (its certificates' fingerprints, leaf first) and by day: looked up by
+    /// the caller's fingerprints as they are, without building a key per session.
+    cache: AHashMap<Vec<String>, Vec<(i64, Trust)>>,
+    /// (chain, day) verdicts in `cache`.
+    cached: usize,
 }
 
 impl Validator {
@@ -58,6 +62,7 @@ impl Validator {
             anchors,
             learned: AHashMap::new(),
             cache: AHashMap::new(),
+            cached: 0,
         })
     }
 
@@ -77,21 +82,33 @@ impl Validator {
     /// Judges whether `chain` (leaf first) leads to a trust anchor at `at_s` (seconds). The
     /// caller picks a time inside the leaf's validity so that expiry is not mistaken for
     /// distrust.
-    pub fn trust(&mut self, chain: &[Vec<u8>], chain_key: &str, at_s: i64) -> Trust {
+    /// `fingerprints` identify the chain (SHA-256 of each certificate, in order): the verdict is
+    /// cached per chain and day, the first one of the day standing for the rest of it.
+    pub fn trust(&mut self, chain: &[Vec<u8>], fingerprints: &[String], at_s: i64) -> &Trust {
         let day = at_s.div_euclid(86_400);
-        if let Some(t) = self.cache.get(&(chain_key.to_string(), day)) {
-            return t.clone();
+        let known = self
+            .cache
+            .get(fingerprints)
+            .and_then(|days| days.iter().position(|(d, _)| *d == day));
+        if known.is_none() {
+            let t = self
+                .validate(chain, at_s, None)
+                .map_or_else(Trust::NotTrusted, |learned| Trust::Trusted {
+                    learned_intermediates: learned,
+                });
+            if self.cached >= MAX_CACHE {
+                self.cache.clear();
+                self.cached = 0;
+            }
+            self.cached += 1;
+            let days = match self.cache.get_mut(fingerprints) {
+                Some(days) => days,
+                None => self.cache.entry(fingerprints.to_vec()).or_default(),
+            };
+            days.push((day, t));
         }
-        let t = self
-            .validate(chain, at_s, None)
-            .map_or_else(Trust::NotTrusted, |learned| Trust::Trusted {
-                learned_intermediates: learned,
-            });
-        if self.cache.len() >= MAX_CACHE {
-            self.cache.clear();
-        }
-        self.cache.insert((chain_key.to_string(), day), t.clone());
-        t
+        let days = &self.cache[fingerprints];
+        &days[known.unwrap_or(days.len() - 1)].1
     }
 
     /// Validates `chain` at `at_s` against `anchor` when given (DANE-TA), else against the
@@ -160,5 +177,61 @@ impl Validator {
     /// Trust anchors configured (Mozilla plus extra).
     pub fn anchor_count(&self) -> usize {
         self.anchors.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, date_time_ymd,
+    };
+
+    /// A leaf for `mx.example.com` valid 2025 to 2028 and its CA's PEM.
+    fn pki() -> (Vec<u8>, String) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "verify test CA");
+        ca.not_before = date_time_ymd(2020, 1, 1);
+        ca.not_after = date_time_ymd(2040, 1, 1);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec!["mx.example.com".to_string()]).unwrap();
+        leaf.not_before = date_time_ymd(2025, 1, 1);
+        leaf.not_after = date_time_ymd(2028, 1, 1);
+        let leaf = leaf.signed_by(&KeyPair::generate().unwrap(), &ca).unwrap();
+        (leaf.der().to_vec(), ca.pem())
+    }
+
+    #[test]
+    fn verdicts_are_cached_per_chain_and_day() {
+        let (leaf, ca_pem) = pki();
+        let mut v = Validator::new(&[ca_pem.into_bytes()]).unwrap();
+        let chain = vec![leaf];
+        let fps = vec!["a".repeat(64)];
+        // 2026-06-01 and 2030-06-01 (the leaf has expired by then).
+        let (inside, after) = (1_780_272_000, 1_906_502_400);
+        assert!(matches!(
+            v.trust(&chain, &fps, inside),
+            Trust::Trusted { .. }
+        ));
+        assert!(matches!(v.trust(&chain, &fps, after), Trust::NotTrusted(_)));
+        // Later the same day: the day's first verdict stands.
+        assert!(matches!(
+            v.trust(&chain, &fps, inside + 3_600),
+            Trust::Trusted { .. }
+        ));
+        assert!(matches!(
+            v.trust(&chain, &fps, after + 3_600),
+            Trust::NotTrusted(_)
+        ));
+        // Another chain (other fingerprints) is judged on its own.
+        let other = vec!["b".repeat(64)];
+        assert!(matches!(
+            v.trust(&chain, &other, after),
+            Trust::NotTrusted(_)
+        ));
+        assert_eq!(v.cached, 3);
+        assert_eq!(v.cache.len(), 2);
     }
 }
