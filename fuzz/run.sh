@@ -24,7 +24,7 @@ esac
 JOBS="${FUZZ_JOBS:-1}"
 NICE="${FUZZ_NICE:-10}"
 TIMEOUT="${FUZZ_TIMEOUT:-10}"
-ALL_TARGETS="decode reassembly smtp_session smtp_lines tls_records capture_file certificates dns sts_fetch json_writer"
+ALL_TARGETS="decode reassembly smtp_session smtp_lines tls_records capture_file certificates dns sts_fetch json_writer dns_fast_vs_hickory"
 TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
 
 FUZZ_DIR="$(cd "$(dirname "$0")" && pwd)"

@@ -8,11 +8,11 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use std::net::IpAddr;
 
 /// Answers kept per message (a larger answer is cut and flagged).
-const MAX_ANSWERS: usize = 64;
+pub(super) const MAX_ANSWERS: usize = 64;
 
 /// The facts of one DNS message. Codes are kept typed (`Copy`, no allocation per message) and
 /// become text only where a record is written ([`rcode_text`], [`qtype_text`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DnsMessage {
     /// Transaction id.
     pub id: u16,
@@ -95,8 +95,16 @@ fn answer_text(r: &Record) -> AnswerText {
     }
 }
 
-/// Parses a DNS message; `None` when it is not one (counted by the caller).
+/// Parses a DNS message; `None` when it is not one (counted by the caller). Nearly every
+/// message takes the borrowing fast path ([`super::fast::parse`]); what it does not handle
+/// (and every malformed message) is parsed by hickory, which the fast path is checked against.
 pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
+    super::fast::parse(bytes).or_else(|| parse_hickory(bytes))
+}
+
+/// Parses a DNS message with hickory's full `Message` decoder: the reference for the fast
+/// path, and the parser of whatever it leaves. `None` when it is not a message.
+pub fn parse_hickory(bytes: &[u8]) -> Option<DnsMessage> {
     let msg = Message::from_vec(bytes).ok()?;
     let md = &msg.metadata;
     let mut out = DnsMessage {

@@ -571,21 +571,42 @@ impl DnsTracker {
     pub fn expire(&mut self, now_us: i64, all: bool, closed: &mut Vec<ClosedTransaction>) {
         let window = self.cfg.injection_window_us;
         // Taken out in one pass, keys dropped, not cloned (the order is fixed by the sort below).
-        let mut finished: Vec<ClosedTransaction> = self
+        let mut finished: Vec<Option<ClosedTransaction>> = self
             .answered
             .extract_if(|_, a| all || now_us - a.responses[0].ts_us > window)
-            .map(|(_, a)| a)
+            .map(|(_, a)| Some(a))
             .collect();
-        // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
-        // by the hash map's iteration order, so the output is the same on every run.
-        finished.sort_by(|a, b| {
-            (a.record.ts.0, &a.record.transaction_id)
-                .cmp(&(b.record.ts.0, &b.record.transaction_id))
-        });
-        for a in &mut finished {
-            self.count_responses(a);
+        if finished.is_empty() {
+            return self.expire_queries(now_us, all);
         }
-        closed.extend(finished);
+        // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
+        // by the hash map's iteration order, so the output is the same on every run. The sort
+        // moves small indices, not the transactions (hundreds of bytes each, which a sort would
+        // copy O(n log n) times); equal keys keep their extraction order (the index is the last
+        // key), as the stable sort of the transactions did.
+        let mut order: Vec<u32> = (0..finished.len() as u32).collect();
+        {
+            let key = |i: u32| {
+                finished[i as usize]
+                    .as_ref()
+                    .map(|a| (a.record.ts.0, a.record.transaction_id.as_str()))
+            };
+            order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
+        }
+        closed.reserve(order.len());
+        for i in order {
+            // Each index once (a permutation): every slot is full when it is taken.
+            if let Some(mut a) = finished[i as usize].take() {
+                self.count_responses(&mut a);
+                closed.push(a);
+            }
+        }
+        self.expire_queries(now_us, all);
+    }
+
+    /// Forgets queries unanswered for longer than the timeout (all of them with `all`),
+    /// counting them.
+    fn expire_queries(&mut self, now_us: i64, all: bool) {
         let timeout = self.cfg.query_timeout_us;
         let before = self.pending.len();
         self.pending
