@@ -618,14 +618,7 @@ fn answer(
         }
         Rdata::Silent => return None,
     }
-    if data.len() > 512 {
-        // hickory's path cuts with `String::truncate`, which panics inside a character: that
-        // case is left to it, unchanged.
-        if !data.is_char_boundary(512) {
-            return None;
-        }
-        data.truncate(512);
-    }
+    super::message::cut_answer_text(&mut data);
     out.answers.push(AnswerText {
         name,
         rtype: <&'static str>::from(rt),

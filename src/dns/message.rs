@@ -83,9 +83,25 @@ pub fn qtype_text(qtype: Option<RecordType>) -> &'static str {
     qtype.map_or("", <&'static str>::from)
 }
 
+/// Bytes of an answer's text kept in the record.
+const MAX_ANSWER_TEXT: usize = 512;
+
+/// Cuts an answer's text to [`MAX_ANSWER_TEXT`] bytes, back to the character boundary before
+/// the limit when a multi-byte character straddles it (the text is hostile: `String::truncate`
+/// at the limit itself panicked there and took the worker down).
+pub(super) fn cut_answer_text(data: &mut String) {
+    if data.len() > MAX_ANSWER_TEXT {
+        let mut end = MAX_ANSWER_TEXT;
+        while !data.is_char_boundary(end) {
+            end -= 1;
+        }
+        data.truncate(end);
+    }
+}
+
 fn answer_text(r: &Record) -> AnswerText {
     let mut data = r.data.to_string();
-    data.truncate(512);
+    cut_answer_text(&mut data);
     AnswerText {
         name: canonical_name(&r.name),
         // The same text as `RecordType::to_string()`, which writes this name.
@@ -246,6 +262,36 @@ mod tests {
         assert_eq!(m.mx, vec![(10, "mx.example.com".to_string())]);
         assert_eq!(m.answers[0].ttl, 300);
         assert!(m.mail_relevant_question());
+    }
+
+    /// A response whose TXT answer has 511 ASCII bytes of text and then a two-byte character
+    /// across the 512-byte cut.
+    fn txt_response_with_a_character_at_the_cut() -> Vec<u8> {
+        let mut m = vec![
+            0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, // header: QR RD RA
+            1, b't', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 16, 0, 1,
+        ];
+        let mut rdata = vec![255];
+        rdata.extend(std::iter::repeat_n(b'x', 255));
+        rdata.push(255);
+        rdata.extend(std::iter::repeat_n(b'y', 255));
+        rdata.extend([4, b'z', 0xc3, 0xa9, b'w']);
+        m.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60]);
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(&rdata);
+        m
+    }
+
+    #[test]
+    fn a_text_cut_inside_a_character_is_cut_before_it() {
+        let bytes = txt_response_with_a_character_at_the_cut();
+        let m = parse(&bytes).expect("a message");
+        let text = &m.answers[0].data;
+        assert_eq!(text.len(), 511, "{text}");
+        assert!(text.ends_with("yz"));
+        // Both parsers agree, and the fast path no longer leaves this to hickory.
+        assert_eq!(Some(&m), parse_hickory(&bytes).as_ref());
+        assert_eq!(Some(&m), super::super::fast::parse(&bytes).as_ref());
     }
 
     #[test]
