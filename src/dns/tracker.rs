@@ -306,12 +306,16 @@ impl DnsTracker {
     fn ttl_out_of_line(&mut self, pkt: &DnsPacket) -> Option<(u8, u8)> {
         let pair = (pkt.dst.0, pkt.src.0);
         if !self.lineage.contains_key(&pair) && self.lineage.len() >= self.cfg.max_clients {
-            let horizon = pkt.ts_us - self.cfg.link_window_us;
-            self.lineage.retain(|_, (_, last)| *last >= horizon);
-            if self.lineage.len() >= self.cfg.max_clients {
-                self.stats.evicted += 1;
-                return None;
-            }
+            // The least recently seen tenth of pairs goes (their TTL history starts again),
+            // one selection per tenth rather than a scan per new pair. The lineage is not a
+            // budget window: its sizes go nowhere.
+            self.stats.evicted += evict_oldest_tenth(
+                &mut self.lineage,
+                &mut Usage::default(),
+                |(_, last)| *last,
+                |_, _| 0,
+                |_, _| {},
+            );
         }
         let (l, last) = self.lineage.entry(pair).or_default();
         *last = pkt.ts_us;
@@ -439,16 +443,13 @@ impl DnsTracker {
     /// Learns the MX, CNAME, address and TLSA answers of a response for its client, moving them
     /// out of `msg` (nothing after this reads them).
     fn remember(&mut self, key: &TxKey, msg: &mut DnsMessage, ts_us: i64, tx: &str) {
-        if !self.clients.contains_key(&key.client.0) && self.clients.len() >= self.cfg.max_clients {
-            self.stats.evicted += 1;
-            let horizon = ts_us - self.cfg.link_window_us;
-            self.clients.retain(|_, m| m.last_us >= horizon);
-            if self.clients.len() >= self.cfg.max_clients {
-                return;
-            }
-        }
+        // Full by count or by bytes: the least recently active tenth goes (marked), as
+        // `evict_clients` does. A scan that only dropped clients idle beyond the link window,
+        // and refused the new one when none was, cost a pass over every client for each
+        // response to a new address: a flood of spoofed clients made that one per packet.
         if !self.clients.contains_key(&key.client.0)
-            && self.client_usage.bytes > self.cfg.max_client_bytes
+            && (self.clients.len() >= self.cfg.max_clients
+                || self.client_usage.bytes > self.cfg.max_client_bytes)
         {
             self.evict_clients(ts_us);
         }
@@ -742,4 +743,67 @@ fn transaction_id(cid: &str, id: u16, qname: &str, qtype: &str, ts_us: i64) -> S
             &ts_us.to_be_bytes(),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// A response for `example.com MX` with one MX (the same as `message`'s test message).
+    fn mx_response(id: u16) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[
+            0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, // QR RD RA, one question, one answer
+            7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 15, 0, 1, 0xc0,
+            12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 7, 0, 10, 2, b'm', b'x', 0xc0, 12,
+        ]);
+        m
+    }
+
+    /// Responses from one resolver to `clients` new client addresses, a second apart.
+    fn answer_new_clients(t: &mut DnsTracker, clients: u32) {
+        let resolver = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53));
+        let mut closed = Vec::new();
+        for i in 0..clients {
+            let client = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            let pkt = DnsPacket {
+                ts_us: 1_780_000_000_000_000 + i64::from(i) * 1_000_000,
+                src: (resolver, 53),
+                dst: (client, 40_000),
+                ip_ttl: 64,
+                transport: "udp",
+            };
+            t.payload(pkt, &mx_response(i as u16), &mut closed);
+        }
+    }
+
+    #[test]
+    fn full_client_tables_make_room_by_age_instead_of_refusing_new_clients() {
+        let cfg = DnsConfig {
+            max_clients: 20,
+            ..DnsConfig::default()
+        };
+        let mut t = DnsTracker::new(cfg, "s".into());
+        // All within the link window: before, every client after the twentieth was refused
+        // (after a scan of the whole table) and nothing was evicted.
+        answer_new_clients(&mut t, 200);
+        assert!(t.clients.len() <= 20, "{}", t.clients.len());
+        assert!(t.lineage.len() <= 20, "{}", t.lineage.len());
+        let newest = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 199));
+        assert!(
+            t.clients.contains_key(&newest),
+            "the newest client is remembered"
+        );
+        assert!(t.clients[&newest].mx.len() == 1);
+        assert!(t.client_usage.evictions >= 180, "{:?}", t.client_usage);
+        // The evicted clients are marked: their sessions skip smtp-to-unlisted-ip.
+        let oldest = IpAddr::V4(Ipv4Addr::from(0x0a00_0000));
+        assert!(t.evicted_within_window(oldest, 1_780_000_000_000_000 + 200_000_000));
+        assert!(
+            t.stats.evicted >= 180,
+            "lineage evictions {}",
+            t.stats.evicted
+        );
+    }
 }
