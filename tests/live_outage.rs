@@ -30,16 +30,21 @@ struct Live {
 }
 
 impl Live {
-    /// Starts `live -i IFACE --out OUT ARGS` and waits until it captures (privileges dropped by
-    /// then).
+    /// Starts `live -i IFACE --out OUT --workers 2 ARGS` and waits until it captures (privileges
+    /// dropped by then).
     fn start(interface: &str, out: &Path, args: &[&str]) -> Live {
+        Live::start_with_workers(interface, out, "2", args)
+    }
+
+    /// As `start`, with `workers` workers.
+    fn start_with_workers(interface: &str, out: &Path, workers: &str, args: &[&str]) -> Live {
         let stderr = out.with_extension("stderr");
         let child = Command::new(common::bin())
             .args(["live", "-i", interface, "--out"])
             .arg(out)
             .args([
                 "--workers",
-                "2",
+                workers,
                 "--no-report",
                 "--json",
                 "--sensor",
@@ -118,7 +123,11 @@ fn sigterm_while_packets_flow_writes_every_session_seen_once_and_exits_0() {
     std::fs::write(&joined, all.bytes(0..all.records.len())).unwrap();
     let veth = Veth::new();
     let out = work.join("out");
-    let live = Live::start(&veth.capture, &out, &["--allow-root"]);
+    // One worker, so one socket reads the packets in the order they were sent: then the packets
+    // live counted are the first ones of the file. With a fanout each worker's socket stops at
+    // its own packet when the stop comes, so what was seen is a prefix of each flow but not of
+    // the file, and no `analyze` run can be the reference.
+    let live = Live::start_with_workers(&veth.capture, &out, "1", &["--allow-root"]);
 
     // About 6 s of packets at 40 per second; the stop comes in the middle.
     let mut replay = veth
@@ -139,6 +148,15 @@ fn sigterm_while_packets_flow_writes_every_session_seen_once_and_exits_0() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(written, summary, "summary.json is the printed summary");
     let seen = summary["capture"]["packets"].as_u64().unwrap() as usize;
+    // A packet the kernel dropped would shift the window the reference is made from.
+    assert_eq!(
+        (
+            &summary["capture"]["kernel_drops"],
+            &summary["capture"]["interface_drops"]
+        ),
+        (&Value::from(0), &Value::from(0)),
+        "drops make the first {seen} packets the wrong reference: {summary}"
+    );
     assert!(
         seen > 0 && seen < all.records.len(),
         "{seen} of {} packets: the stop was not mid-stream",

@@ -348,7 +348,9 @@ pub fn run<S: PacketSource>(
         let mut since_progress = 0u32;
         // The stop is looked at after a packet, never before: a packet the source has counted
         // is always judged, so the summary's packet counts are exactly what the records come
-        // from (a stopped live run equals `analyze` on that many packets).
+        // from (a stopped live run with one reader equals `analyze` on that many packets; with a
+        // fanout each worker's socket stops at its own packet, so the packets judged are a
+        // prefix of every flow, not of the wire).
         let stopped = || {
             if stop.load(Ordering::Relaxed) {
                 ControlFlow::Break(())
