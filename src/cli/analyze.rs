@@ -246,6 +246,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             fallback_window_us: micros(args.fallback_window),
             held_bytes: budget.limit(Window::Held),
             wait_bytes: budget.limit(Window::DnsWait),
+            dns_link_window_us: micros(args.mx_window),
             offers_bytes: budget.limit(Window::Offers),
             sts_domains_bytes: budget.limit(Window::StsDomains),
             ..CorrelatorConfig::default()

@@ -46,6 +46,9 @@ pub struct CorrelatorConfig {
     pub held_bytes: usize,
     /// Bytes of sessions waiting for their lookups' records and of the lookups' finding ids.
     pub wait_bytes: usize,
+    /// How long before a session its client's lookups can have led to it (`--mx-window`): a
+    /// seen lookup is remembered this long (plus `DNS_GRACE_US`) after it, then forgotten.
+    pub dns_link_window_us: i64,
     /// Bytes of per-server offers and per-pair failures.
     pub offers_bytes: usize,
     /// Bytes of the domains that published `v=STSv1` in this run (the MTA-STS judge).
@@ -61,6 +64,7 @@ impl Default for CorrelatorConfig {
             max_baseline: 1_000_000,
             held_bytes: usize::MAX,
             wait_bytes: usize::MAX,
+            dns_link_window_us: 600_000_000,
             offers_bytes: usize::MAX,
             sts_domains_bytes: usize::MAX,
         }
@@ -89,7 +93,37 @@ const DNS_GRACE_US: i64 = 60_000_000;
 /// A session waiting for the records of its lookups.
 struct Waiting {
     rec: SessionRecord,
-    missing: usize,
+    /// The lookups whose records have not arrived (at most the session's few transaction ids).
+    missing: Vec<u64>,
+}
+
+/// A transaction id as a 64-bit key: the seen-lookup and waiter tables then hold no string
+/// per lookup (the ids are `D` and 16 hex digits of a hash already). Two ids with one key
+/// would let a session be admitted without waiting for the second lookup; at 2^-64 per pair
+/// that is accepted.
+fn lookup_key(transaction_id: &str) -> u64 {
+    const KEYS: ahash::RandomState = ahash::RandomState::with_seeds(0xd45, 0x5ee1, 0x100c, 0x0b5);
+    KEYS.hash_one(transaction_id)
+}
+
+/// A seen lookup's cost in the DNS-wait window: its table slot, its place in the time order and
+/// its finding ids.
+fn seen_bytes(finding_ids: &[String]) -> usize {
+    ENTRY_OVERHEAD
+        + size_of::<u64>()
+        + size_of::<Vec<String>>()
+        + size_of::<(i64, u64)>()
+        + finding_ids
+            .iter()
+            .map(|i| size_of::<String>() + i.len())
+            .sum::<usize>()
+}
+
+/// A waiting session's cost: the record, and its slot in the waiter list of each missing
+/// lookup.
+fn waiting_bytes(rec: &SessionRecord, missing: usize) -> usize {
+    session_bytes(rec)
+        + missing * (ENTRY_OVERHEAD + size_of::<u64>() + size_of::<Vec<u64>>() + size_of::<u64>())
 }
 
 struct Offer {
@@ -113,12 +147,18 @@ pub struct Correlator {
     offers: AHashMap<IpAddr, Offer>,
     failures: AHashMap<(IpAddr, IpAddr), Vec<Failure>>,
     watermark_us: i64,
-    /// Finding ids of the DNS transactions seen, by transaction id (bounded, oldest first out).
-    dns_seen: AHashMap<String, Vec<String>>,
-    dns_seen_order: VecDeque<String>,
+    /// The finding ids (usually none) of the DNS transactions seen, by [`lookup_key`] (bounded,
+    /// oldest first out, forgotten after the link window).
+    dns_seen: AHashMap<u64, Vec<String>>,
+    /// (lookup time, key) in the order the lookups arrived.
+    dns_seen_order: VecDeque<(i64, u64)>,
     waiting: AHashMap<u64, Waiting>,
     waiting_order: VecDeque<u64>,
-    waiters: AHashMap<String, Vec<u64>>,
+    /// The waiting sessions' slots by the key of each lookup they miss. A session leaving the
+    /// wait, however it leaves, takes its slots out, so nothing here outlives its session.
+    waiters: AHashMap<u64, Vec<u64>>,
+    /// The waiting sessions' part of `wait_usage.bytes`.
+    waiting_bytes: usize,
     next_slot: u64,
     /// Sizes and evictions of the windows, kept as entries come and go.
     held_usage: Usage,
@@ -161,16 +201,6 @@ fn failure_bytes(f: &Failure) -> usize {
     FAILURE_BYTES + f.session_id.len() + f.finding_id.len()
 }
 
-/// A seen lookup's entry: its id twice (map and order) and its finding ids.
-fn seen_bytes(tx: &str, ids: &[String]) -> usize {
-    ENTRY_OVERHEAD
-        + 2 * (size_of::<String>() + tx.len())
-        + ids
-            .iter()
-            .map(|i| size_of::<String>() + i.len())
-            .sum::<usize>()
-}
-
 impl Correlator {
     /// An empty correlator that judges certificates with `certs`, DNS answers with `dns`, and
     /// asks `baseline` about earlier runs.
@@ -191,6 +221,7 @@ impl Correlator {
             waiting: AHashMap::new(),
             waiting_order: VecDeque::new(),
             waiters: AHashMap::new(),
+            waiting_bytes: 0,
             next_slot: 0,
             held_usage: Usage::default(),
             wait_usage: Usage::default(),
@@ -210,36 +241,42 @@ impl Correlator {
         self.dns.judge(rec, self.baseline.as_ref());
         self.sts.judge_dns(rec, self.baseline.as_ref());
         self.stats.baseline_findings += from_earlier_runs(&rec.finding_details);
-        let ids: Vec<String> = rec
+        let finding_ids: Vec<String> = rec
             .finding_details
             .iter()
             .map(|f| f.finding_id.clone())
             .collect();
         let cap = self.cfg.max_held.max(1024);
-        while (self.dns_seen_order.len() >= cap || self.wait_usage.bytes > self.cfg.wait_bytes)
-            && let Some(old) = self.dns_seen_order.pop_front()
-        {
-            if let Some(ids) = self.dns_seen.remove(&old) {
-                self.wait_usage.bytes -= seen_bytes(&old, &ids);
-                self.wait_usage.entries -= 1;
+        let horizon = self.seen_horizon();
+        while let Some(&(ts, _)) = self.dns_seen_order.front() {
+            let full = self.dns_seen_order.len() >= cap;
+            if !full && ts >= horizon {
+                break;
             }
-            // A session that names this lookup later waits for it until the grace ends and
-            // lacks its finding ids.
-            self.wait_usage.evictions += 1;
+            self.forget_oldest_seen();
+            if full {
+                // A session that names this lookup later waits for it until the grace ends and
+                // lacks its finding ids.
+                self.wait_usage.evictions += 1;
+            }
         }
-        let bytes = seen_bytes(&rec.transaction_id, &ids);
-        if let Some(old) = self.dns_seen.insert(rec.transaction_id.clone(), ids) {
-            self.wait_usage.bytes -= seen_bytes(&rec.transaction_id, &old);
+        let key = lookup_key(&rec.transaction_id);
+        let bytes = seen_bytes(&finding_ids);
+        if let Some(old) = self.dns_seen.insert(key, finding_ids) {
+            self.wait_usage.bytes -= seen_bytes(&old);
         } else {
             self.wait_usage.entries += 1;
-            self.dns_seen_order.push_back(rec.transaction_id.clone());
+            self.dns_seen_order.push_back((rec.ts.0, key));
         }
         self.wait_usage.bytes += bytes;
-        if let Some(slots) = self.waiters.remove(&rec.transaction_id) {
+        if let Some(slots) = self.waiters.remove(&key) {
             for slot in slots {
                 let ready = self.waiting.get_mut(&slot).is_some_and(|w| {
-                    w.missing = w.missing.saturating_sub(1);
-                    w.missing == 0
+                    w.missing.retain(|k| *k != key);
+                    let slot_bytes = waiting_bytes(&w.rec, 1) - session_bytes(&w.rec);
+                    self.wait_usage.bytes -= slot_bytes;
+                    self.waiting_bytes -= slot_bytes;
+                    w.missing.is_empty()
                 });
                 if ready && let Some(w) = self.take_waiting(slot) {
                     self.admit(w.rec, out);
@@ -252,30 +289,27 @@ impl Correlator {
     /// Takes one finished session; hands judged sessions to `out`.
     pub fn push<F: FnMut(SessionRecord)>(&mut self, rec: SessionRecord, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts_end.0);
-        let missing: Vec<String> = rec
+        let mut missing: Vec<u64> = rec
             .dns_transaction_ids
             .iter()
-            .filter(|tx| !self.dns_seen.contains_key(*tx))
-            .cloned()
+            .map(|tx| lookup_key(tx))
+            .filter(|key| !self.dns_seen.contains_key(key))
             .collect();
+        missing.dedup();
         if missing.is_empty() {
             self.admit(rec, out);
         } else {
             self.stats.waited_for_dns += 1;
             let slot = self.next_slot;
             self.next_slot += 1;
-            for tx in &missing {
-                self.waiters.entry(tx.clone()).or_default().push(slot);
+            for key in &missing {
+                self.waiters.entry(*key).or_default().push(slot);
             }
+            let bytes = waiting_bytes(&rec, missing.len());
             self.wait_usage.entries += 1;
-            self.wait_usage.bytes += session_bytes(&rec);
-            self.waiting.insert(
-                slot,
-                Waiting {
-                    rec,
-                    missing: missing.len(),
-                },
-            );
+            self.wait_usage.bytes += bytes;
+            self.waiting_bytes += bytes;
+            self.waiting.insert(slot, Waiting { rec, missing });
             self.waiting_order.push_back(slot);
         }
         self.release_overdue(out);
@@ -290,28 +324,47 @@ impl Correlator {
             };
             let overdue = w.rec.ts_end.0.saturating_add(DNS_GRACE_US) < self.watermark_us;
             let too_many = self.waiting.len() > self.cfg.max_held;
-            let too_big = self.wait_usage.bytes > self.cfg.wait_bytes;
-            if !overdue && !too_many && !too_big {
+            if !overdue && !too_many {
                 break;
             }
             self.waiting_order.pop_front();
-            if let Some(w) = self.take_waiting(slot) {
-                self.stats.dns_wait_gave_up += 1;
-                if !overdue {
-                    self.wait_usage.evictions += 1;
-                }
-                self.admit(w.rec, out);
+            self.give_up_waiting(slot, !overdue, out);
+        }
+        // Over the byte share. Waiting sessions may fill half of it: a record they wait for
+        // usually comes within seconds, while the oldest seen lookups are minutes old and rarely
+        // named again. Beyond their half the longest waiting session goes; below it, the oldest
+        // seen lookup.
+        while self.wait_usage.bytes > self.cfg.wait_bytes {
+            if self.waiting_bytes > self.cfg.wait_bytes / 2 || self.dns_seen_order.is_empty() {
+                let Some(slot) = self.waiting_order.pop_front() else {
+                    break;
+                };
+                self.give_up_waiting(slot, true, out);
+            } else {
+                // A session that names this lookup later waits for it until the grace ends and
+                // lacks its finding ids.
+                self.forget_oldest_seen();
+                self.wait_usage.evictions += 1;
             }
         }
-        if self.waiting.is_empty() {
-            self.waiters.clear();
+    }
+
+    /// Admits a waiting session without the records it still misses (`evicted` when the
+    /// budget, not the grace, ended the wait).
+    fn give_up_waiting<F: FnMut(SessionRecord)>(&mut self, slot: u64, evicted: bool, out: &mut F) {
+        if let Some(w) = self.take_waiting(slot) {
+            self.stats.dns_wait_gave_up += 1;
+            if evicted {
+                self.wait_usage.evictions += 1;
+            }
+            self.admit(w.rec, out);
         }
     }
 
     /// A session whose lookups are known: gets their finding ids, then the session rules.
     fn admit<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
         for tx in &rec.dns_transaction_ids {
-            if let Some(ids) = self.dns_seen.get(tx) {
+            if let Some(ids) = self.dns_seen.get(&lookup_key(tx)) {
                 for id in ids {
                     if !rec.dns_finding_ids.contains(id) {
                         rec.dns_finding_ids.push(id.clone());
@@ -417,12 +470,8 @@ impl Correlator {
     /// Judges every held session (end of input, or shutdown).
     pub fn flush<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
         while let Some(slot) = self.waiting_order.pop_front() {
-            if let Some(w) = self.take_waiting(slot) {
-                self.stats.dns_wait_gave_up += 1;
-                self.admit(w.rec, out);
-            }
+            self.give_up_waiting(slot, false, out);
         }
-        self.waiters.clear();
         while !self.held.is_empty() {
             self.release_front(out);
         }
@@ -596,11 +645,42 @@ impl Correlator {
         }
     }
 
+    /// Takes a session out of the wait, and its slot out of the waiter list of every lookup it
+    /// still misses.
     fn take_waiting(&mut self, slot: u64) -> Option<Waiting> {
         let w = self.waiting.remove(&slot)?;
+        for key in &w.missing {
+            if let Some(slots) = self.waiters.get_mut(key) {
+                slots.retain(|s| *s != slot);
+                if slots.is_empty() {
+                    self.waiters.remove(key);
+                }
+            }
+        }
+        let bytes = waiting_bytes(&w.rec, w.missing.len());
         self.wait_usage.entries -= 1;
-        self.wait_usage.bytes -= session_bytes(&w.rec);
+        self.wait_usage.bytes -= bytes;
+        self.waiting_bytes -= bytes;
         Some(w)
+    }
+
+    /// Lookups older than this (capture time) can no longer be named by a session still to
+    /// come: the link window before the session's start, and the grace for the session's length
+    /// and the workers' delay.
+    fn seen_horizon(&self) -> i64 {
+        self.watermark_us
+            .saturating_sub(self.cfg.dns_link_window_us)
+            .saturating_sub(DNS_GRACE_US)
+    }
+
+    /// Forgets the seen lookup that arrived first.
+    fn forget_oldest_seen(&mut self) {
+        if let Some((_, key)) = self.dns_seen_order.pop_front()
+            && let Some(ids) = self.dns_seen.remove(&key)
+        {
+            self.wait_usage.bytes -= seen_bytes(&ids);
+            self.wait_usage.entries -= 1;
+        }
     }
 
     /// Size and evictions of one of the correlator's windows (None for windows it does not own).
@@ -612,5 +692,138 @@ impl Correlator {
             Window::StsDomains => Some(self.sts.usage()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::certs::CertJudge;
+    use crate::detect::dns_judge::{DnsJudge, DnsJudgeConfig, KnownMx};
+    use crate::detect::rules::build_record;
+    use crate::flow::FlowSummary;
+    use crate::record::EndReason;
+    use crate::smtp::{SmtpConfig, SmtpSession};
+    use crate::tls::dane::TlsaStore;
+    use crate::tls::verify::Validator;
+
+    fn correlator(wait_bytes: usize) -> Correlator {
+        Correlator::new(
+            CorrelatorConfig {
+                wait_bytes,
+                ..CorrelatorConfig::default()
+            },
+            CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default()),
+            DnsJudge::new(DnsJudgeConfig::default(), KnownMx::default()),
+            Box::new(crate::state::NoBaseline),
+        )
+    }
+
+    /// An empty session of one second ending at `end_us` that names `lookups`.
+    fn session(client_port: u16, end_us: i64, lookups: &[&str]) -> SessionRecord {
+        let mut s = SmtpSession::new(SmtpConfig::default(), false);
+        s.finish(EndReason::Fin);
+        let flow = FlowSummary::for_test(
+            ("192.0.2.1".parse().unwrap(), client_port),
+            ("198.51.100.7".parse().unwrap(), 25),
+            end_us - 1_000_000,
+            end_us,
+        );
+        let mut rec = build_record(&flow, s.facts, EndReason::Fin, "test");
+        rec.dns_transaction_ids = lookups.iter().map(|s| s.to_string()).collect();
+        rec
+    }
+
+    /// A lookup at `ts_us` (id `D` and `ts_us` in hex), with an injection finding if `injected`.
+    fn lookup(ts_us: i64, injected: bool) -> DnsRecord {
+        let mut rec = DnsRecord::for_tests(ts_us);
+        if injected {
+            let f = rec.finding(FindingKind::DnsInjection, 0, ts_us, json!({}));
+            rec.findings.push(FindingKind::DnsInjection);
+            rec.finding_details.push(f);
+        }
+        rec
+    }
+
+    #[test]
+    fn a_session_waiting_for_its_lookup_is_not_crowded_out_by_the_lookups_seen_before() {
+        // A share that a few hundred seen lookups fill, and room for one waiting session.
+        let one_session = waiting_bytes(&session(1, 0, &["D0"]), 1);
+        let mut c = correlator(2 * one_session + 300 * seen_bytes(&[]));
+        let mut out = Vec::new();
+        for i in 0..2_000 {
+            c.push_dns(&mut lookup(i * 1_000, false), &mut |r| out.push(r));
+        }
+        assert!(c.wait_usage.bytes <= c.cfg.wait_bytes);
+        // The session's lookup (with a finding) arrives after the session.
+        let late = lookup(2_000_000, true);
+        let rec = session(2, 2_100_000, &[late.transaction_id.as_str()]);
+        c.push(rec, &mut |r| out.push(r));
+        assert!(out.is_empty(), "the session waits for its lookup");
+        c.push_dns(&mut late.clone(), &mut |r| out.push(r));
+        assert_eq!(out.len(), 1, "the lookup's record releases the session");
+        assert_eq!(
+            out[0].dns_finding_ids,
+            [format!("{}-0", late.transaction_id)]
+        );
+        assert_eq!(c.stats.dns_wait_gave_up, 0);
+        assert!(c.wait_usage.bytes <= c.cfg.wait_bytes);
+    }
+
+    #[test]
+    fn a_session_that_stops_waiting_leaves_nothing_behind() {
+        let mut c = correlator(usize::MAX);
+        let mut out = Vec::new();
+        // Two sessions wait, each for a lookup that never comes; the first gives up when its
+        // grace has passed, while the second still waits.
+        c.push(session(1, 1_000_000, &["Dlost-1"]), &mut |r| out.push(r));
+        c.push(
+            session(2, 1_000_000 + DNS_GRACE_US, &["Dlost-2"]),
+            &mut |r| out.push(r),
+        );
+        c.push_dns(&mut lookup(2 * DNS_GRACE_US, false), &mut |r| out.push(r));
+        assert_eq!(out.len(), 1);
+        assert_eq!(c.stats.dns_wait_gave_up, 1);
+        assert_eq!(c.waiting.len(), 1);
+        assert_eq!(
+            c.waiters.keys().copied().collect::<Vec<_>>(),
+            [lookup_key("Dlost-2")],
+            "the first session's lookup is no longer waited for"
+        );
+        let entries = c.wait_usage.entries;
+        let expected = waiting_bytes(&c.waiting.values().next().unwrap().rec, 1)
+            + c.dns_seen
+                .values()
+                .map(|ids| seen_bytes(ids))
+                .sum::<usize>();
+        assert_eq!(c.wait_usage.bytes, expected);
+        assert_eq!(entries, 1 + c.dns_seen.len());
+        c.flush(&mut |r| out.push(r));
+        assert!(c.waiters.is_empty() && c.waiting.is_empty());
+        assert_eq!(
+            c.wait_usage.bytes,
+            c.dns_seen
+                .values()
+                .map(|ids| seen_bytes(ids))
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn seen_lookups_are_forgotten_once_no_session_can_name_them() {
+        let mut c = correlator(usize::MAX);
+        let mut out = Vec::new();
+        let window = c.cfg.dns_link_window_us + DNS_GRACE_US;
+        for i in 0..10 {
+            c.push_dns(&mut lookup(i * 1_000_000, false), &mut |r| out.push(r));
+        }
+        assert_eq!(c.dns_seen.len(), 10);
+        // Time moves on past the window of the first five.
+        c.push_dns(&mut lookup(window + 4_500_000, false), &mut |r| out.push(r));
+        assert_eq!(c.dns_seen.len(), 6, "five forgotten, one new");
+        assert_eq!(
+            c.wait_usage.evictions, 0,
+            "forgetting by age is not an eviction"
+        );
     }
 }
