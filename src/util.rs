@@ -30,6 +30,11 @@ impl Rfc3339 {
     /// crate's 128-bit arithmetic: the calendar is Howard Hinnant's days-to-civil, in `i64`, which
     /// holds for every `i64` of microseconds (the tests check it against `time` and `core::fmt`).
     pub fn text(self) -> Rfc3339Text {
+        if let Ok(us) = u64::try_from(self.0)
+            && us < YEAR_10000_US
+        {
+            return Self::text_since_1970(us);
+        }
         let secs = self.0.div_euclid(1_000_000);
         let micro = self.0.rem_euclid(1_000_000);
         let second_of_day = secs.rem_euclid(86_400);
@@ -71,6 +76,63 @@ impl Rfc3339 {
         ]);
         out
     }
+}
+
+/// 10000-01-01T00:00:00Z in microseconds: times before it (and from 1970 on) have a four-digit
+/// year and take [`Rfc3339::text_since_1970`].
+const YEAR_10000_US: u64 = 253_402_300_800_000_000;
+
+impl Rfc3339 {
+    /// [`Rfc3339::text`] for the times captures have (1970 to 9999): the same calendar in
+    /// unsigned arithmetic (no sign fix-ups after each division) and every field at a fixed
+    /// position, two digits at a time from a table. Records carry two to four times each, so
+    /// this is written tens of thousands of times a second.
+    fn text_since_1970(us: u64) -> Rfc3339Text {
+        let (secs, micro) = (us / 1_000_000, us % 1_000_000);
+        let (days, second_of_day) = (secs / 86_400, secs % 86_400);
+        let z = days + 719_468;
+        let (era, day_of_era) = (z / 146_097, z % 146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let mp = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = year_of_era + era * 400 + u64::from(month <= 2);
+        let [y1, y2, mo, d, h, mi, se, u1, u2, u3] = [
+            year / 100,
+            year % 100,
+            month,
+            day,
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60,
+            micro / 10_000,
+            micro / 100 % 100,
+            micro % 100,
+        ]
+        .map(decimal_pair);
+        let mut buf = [0; 32];
+        buf[..27].copy_from_slice(&[
+            y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', d[0], d[1], b'T', h[0], h[1],
+            b':', mi[0], mi[1], b':', se[0], se[1], b'.', u1[0], u1[1], u2[0], u2[1], u3[0], u3[1],
+            b'Z',
+        ]);
+        Rfc3339Text { buf, len: 27 }
+    }
+}
+
+/// The two decimal digits of `n` (0..=99; larger values are not asked for) from a table.
+#[inline]
+fn decimal_pair(n: u64) -> [u8; 2] {
+    const PAIRS: &[u8; 200] = b"\
+        0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let i = usize::try_from(n % 100).unwrap_or(0) * 2;
+    [PAIRS[i], PAIRS[i + 1]]
 }
 
 impl std::fmt::Display for Rfc3339 {

@@ -4,8 +4,10 @@
 //! Why not serde_json itself: every record line is about 60 keys and as many short strings, and
 //! serde_json writes each key and each string in three writes (quote, text, quote) through the
 //! writer, with a table lookup per byte. On the dense benchmark capture that was 40% of the output
-//! thread, the thread two cores wait for. This writer appends to a `Vec` that is reserved once
-//! per string and scans strings eight bytes at a time for the three things JSON must escape.
+//! thread, the thread two cores wait for. This writer appends to a `Vec`: each string (with its
+//! comma, quotes and colon, for a key) is one `reserve`, then tested for the three things JSON
+//! must escape and copied in the same pass, eight bytes at a time, straight into the spare
+//! capacity ([`append_clean`]), with no `memcpy` call.
 //!
 //! Identity with serde_json is the contract: the unit tests and the `json_writer` fuzz target
 //! compare the two on every shape serde can hand a serializer, and `scripts/compare-outputs.sh`
@@ -16,6 +18,7 @@
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 use std::fmt::Display;
+use std::mem::MaybeUninit;
 
 /// Why the fast writer did not write a value (the caller then uses serde_json, which writes
 /// it or reports the error in its own words).
@@ -54,55 +57,191 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
+/// The high bit of each byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
 /// Whether any of the eight bytes of `w` is a control character, `"` or `\` (exact, no false
 /// positives: the classic `haszero`/`hasless` word tests).
 #[inline]
 fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))))
-        != 0
+    escape_bits(w) & HIGH != 0
 }
 
-/// Appends `s` as a JSON string. Record strings are short (a dozen bytes on average) and
-/// almost never need an escape, so the common path is one word test per eight bytes and one
-/// copy.
+/// Whether any of the sixteen bytes of two words needs an escape: three byte-wise SSE2
+/// compares (equal to `"`, equal to `\`, at most 0x1f), where the word tests cost about
+/// twice as many instructions.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn dirty16(lo: u64, hi: u64) -> bool {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+    // SAFETY: these intrinsics only compute on registers (no memory access), and SSE2, the
+    // one target feature they need, is enabled for this build (the `cfg` above; every x86_64
+    // CPU has it).
+    unsafe {
+        let v = _mm_set_epi64x(hi.cast_signed(), lo.cast_signed());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"'.cast_signed()));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\'.cast_signed()));
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) != 0
+    }
+}
+
+/// [`dirty16`] without SSE2: the word tests.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn dirty16(lo: u64, hi: u64) -> bool {
+    (escape_bits(lo) | escape_bits(hi)) & HIGH != 0
+}
+
+/// The word tests of [`needs_escape`] before their final mask: its high bits say which bytes
+/// need an escape (exactly when the lowest byte does; above a set one they may be set too,
+/// which is fine for a yes or no). Several words can be OR-ed and masked once.
+#[inline(always)]
+fn escape_bits(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')))
+}
+
+/// Appends `s` as a JSON value string (`"s"`).
 #[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    if is_clean(bytes) {
-        out.reserve(bytes.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-    } else {
-        write_escaped(out, bytes);
+    if !append_clean(out, *b"\"", s.as_bytes(), *b"\"") {
+        write_escaped(out, s.as_bytes(), false, false);
     }
 }
 
-/// Whether no byte of `bytes` needs an escape.
+/// Appends `s` as an object key: `"s":`, or `,"s":` when `comma` (not the first entry). The
+/// separators go in with the key, in the same reserve and the same pass: records have about 60
+/// keys a line.
 #[inline]
-fn is_clean(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        if needs_escape(u64::from_le_bytes(w)) {
+fn write_key(out: &mut Vec<u8>, comma: bool, s: &str) {
+    let written = if comma {
+        append_clean(out, *b",\"", s.as_bytes(), *b"\":")
+    } else {
+        append_clean(out, *b"\"", s.as_bytes(), *b"\":")
+    };
+    if !written {
+        write_escaped(out, s.as_bytes(), comma, true);
+    }
+}
+
+/// Appends `head`, `text` and `tail` if no byte of `text` needs an escape, and says whether
+/// it did; on `false` nothing was appended.
+///
+/// Nearly every string of a record takes this path, and they are short (a dozen bytes on
+/// average): a scan, three capacity checks and a libc `memcpy` call per string were most of
+/// the writer's cost. Here there is one `reserve`, and [`copy_clean`] tests and copies the
+/// text in the same pass, a word at a time, straight into the spare capacity; the length is
+/// set only when the whole text was clean.
+#[inline(always)]
+fn append_clean<const H: usize, const T: usize>(
+    out: &mut Vec<u8>,
+    head: [u8; H],
+    text: &[u8],
+    tail: [u8; T],
+) -> bool {
+    let total = H + text.len() + T;
+    out.reserve(total);
+    let Some(spare) = out.spare_capacity_mut().get_mut(..total) else {
+        // Not reached: `reserve` left at least `total` bytes of spare capacity.
+        return false;
+    };
+    let (spare_head, rest) = spare.split_at_mut(H);
+    let (spare_text, spare_tail) = rest.split_at_mut(text.len());
+    spare_head.write_copy_of_slice(&head);
+    if !copy_clean(spare_text, text) {
+        return false;
+    }
+    spare_tail.write_copy_of_slice(&tail);
+    let len = out.len() + total;
+    // SAFETY: `len` is within the capacity (`spare` had `total` bytes), and the `total` bytes
+    // after the old length are initialized: the head and the tail just above, and every byte of
+    // the text by `copy_clean`, which returned true.
+    unsafe { out.set_len(len) };
+    true
+}
+
+/// Copies `text` into `dst` (of the same length) and returns true, unless a byte of it needs
+/// an escape: then it returns false, with `dst` partly written. Sixteen bytes at a time (two
+/// words, tested together by [`dirty16`]), the last block overlapping the one before it; 8 to
+/// 15 bytes as two overlapping words; 4 to 7 as two overlapping four-byte words; 1 to 3 as the
+/// first, middle and last byte.
+#[inline(always)]
+fn copy_clean(dst: &mut [MaybeUninit<u8>], text: &[u8]) -> bool {
+    let n = text.len();
+    if n >= 16 {
+        // Copied first and judged once at the end: a dirty string (rare) only costs the copy.
+        let mut dirty = false;
+        let mut i = 0;
+        while i + 16 < n {
+            let (a, b) = (load::<8>(text, i), load::<8>(text, i + 8));
+            dirty |= dirty16(u64::from_ne_bytes(a), u64::from_ne_bytes(b));
+            store(dst, i, a);
+            store(dst, i + 8, b);
+            i += 16;
+        }
+        let (a, b) = (load::<8>(text, n - 16), load::<8>(text, n - 8));
+        dirty |= dirty16(u64::from_ne_bytes(a), u64::from_ne_bytes(b));
+        store(dst, n - 16, a);
+        store(dst, n - 8, b);
+        if dirty {
             return false;
         }
+    } else if n >= 8 {
+        let (a, b) = (load::<8>(text, 0), load::<8>(text, n - 8));
+        if dirty16(u64::from_ne_bytes(a), u64::from_ne_bytes(b)) {
+            return false;
+        }
+        store(dst, 0, a);
+        store(dst, n - 8, b);
+    } else if n >= 4 {
+        let (a, b) = (load::<4>(text, 0), load::<4>(text, n - 4));
+        let w = u64::from(u32::from_ne_bytes(a)) | (u64::from(u32::from_ne_bytes(b)) << 32);
+        if needs_escape(w) {
+            return false;
+        }
+        store(dst, 0, a);
+        store(dst, n - 4, b);
+    } else if n > 0 {
+        let (a, m, z) = (text[0], text[n / 2], text[n - 1]);
+        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(m)] | ESCAPE[usize::from(z)] != 0 {
+            return false;
+        }
+        store(dst, 0, [a]);
+        store(dst, n / 2, [m]);
+        store(dst, n - 1, [z]);
     }
-    words
-        .remainder()
-        .iter()
-        .all(|&b| ESCAPE[usize::from(b)] == 0)
+    true
 }
 
-/// The slow path of [`write_str`]: a string with something to escape.
+/// `K` bytes of `s` from `at` (within bounds at every call site).
+#[inline(always)]
+fn load<const K: usize>(s: &[u8], at: usize) -> [u8; K] {
+    let mut w = [0; K];
+    w.copy_from_slice(&s[at..at + K]);
+    w
+}
+
+/// Writes `bytes` into `dst` at `at` (within bounds at every call site).
+#[inline(always)]
+fn store<const K: usize>(dst: &mut [MaybeUninit<u8>], at: usize, bytes: [u8; K]) {
+    dst[at..at + K].write_copy_of_slice(&bytes);
+}
+
+/// The slow path of [`write_str`] and [`write_key`]: a string with something to escape (with
+/// its comma and colon, for a key).
+#[cold]
 #[inline(never)]
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() + 8);
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], comma: bool, colon: bool) {
+    out.reserve(bytes.len() + 10);
+    if comma {
+        out.push(b',');
+    }
     out.push(b'"');
     let mut clean_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -115,6 +254,9 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     }
     out.extend_from_slice(&bytes[clean_from..]);
     out.push(b'"');
+    if colon {
+        out.push(b':');
+    }
 }
 
 #[inline]
@@ -134,8 +276,14 @@ fn write_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
     }
 }
 
+/// Appends the decimal digits of `n` (copied as a string is, without a `memcpy` call).
+#[inline]
 fn write_integer<I: itoa::Integer>(out: &mut Vec<u8>, n: I) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    // Digits and a minus sign never need an escape, so this always appends.
+    let appended = append_clean(out, [], digits, []);
+    debug_assert!(appended);
 }
 
 /// The serializer: one value appended to `out`.
@@ -171,8 +319,7 @@ impl<'w, 'a> Writer<'a> {
     /// `{"variant":` before the value of an externally tagged enum variant.
     fn variant_key(&mut self, variant: &str) {
         self.out.push(b'{');
-        write_str(self.out, variant);
-        self.out.push(b':');
+        write_key(self.out, false, variant);
     }
 
     fn float<F: Serialize>(&mut self, v: F) -> Result<(), Declined> {
@@ -202,8 +349,12 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     type SerializeStructVariant = Compound<'w, 'a>;
 
     fn serialize_bool(self, v: bool) -> Result<(), Declined> {
-        self.out
-            .extend_from_slice(if v { b"true" as &[u8] } else { b"false" });
+        // Two fixed-length copies (a copy of either length would be a `memcpy` call).
+        if v {
+            self.out.extend_from_slice(b"true");
+        } else {
+            self.out.extend_from_slice(b"false");
+        }
         Ok(())
     }
 
@@ -399,12 +550,25 @@ impl ser::SerializeMap for Compound<'_, '_> {
     type Error = Declined;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Declined> {
-        self.comma();
+        let comma = !self.first;
+        self.first = false;
         key.serialize(KeyWriter {
             out: &mut *self.writer.out,
-        })?;
-        self.writer.out.push(b':');
-        Ok(())
+            comma,
+        })
+    }
+
+    /// What the derived `Serialize` of a struct with a flattened field calls for every field
+    /// (the records' `client` and `server` endpoints are flattened), so the map path is as hot
+    /// as the struct path.
+    #[inline]
+    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), Declined> {
+        ser::SerializeMap::serialize_key(self, key)?;
+        value.serialize(&mut *self.writer)
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Declined> {
@@ -426,9 +590,8 @@ impl ser::SerializeStruct for Compound<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Declined> {
-        self.comma();
-        write_str(self.writer.out, key);
-        self.writer.out.push(b':');
+        write_key(self.writer.out, !self.first, key);
+        self.first = false;
         value.serialize(&mut *self.writer)
     }
 
@@ -455,20 +618,32 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
     }
 }
 
-/// A map key. serde_json writes strings, chars and unit variants as strings, and integers and
-/// bools quoted; everything else (floats among them, which its versions write differently) is
+/// A map key, with the comma before it (unless it is the first) and the colon after it.
+/// serde_json writes strings, chars and unit variants as strings, and integers and bools
+/// quoted; everything else (floats among them, which its versions write differently) is
 /// declined and left to serde_json.
 struct KeyWriter<'a> {
     out: &'a mut Vec<u8>,
+    comma: bool,
+}
+
+impl KeyWriter<'_> {
+    /// A key that is not a string: `,"` + `write(out)` + `":`.
+    fn quoted(self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), Declined> {
+        if self.comma {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        write(self.out);
+        self.out.extend_from_slice(b"\":");
+        Ok(())
+    }
 }
 
 macro_rules! quoted_integers {
     ($($method:ident: $ty:ty),*) => {
         $(fn $method(self, v: $ty) -> Result<(), Declined> {
-            self.out.push(b'"');
-            write_integer(self.out, v);
-            self.out.push(b'"');
-            Ok(())
+            self.quoted(|out| write_integer(out, v))
         })*
     };
 }
@@ -491,12 +666,12 @@ impl ser::Serializer for KeyWriter<'_> {
     type SerializeStructVariant = Impossible<(), Declined>;
 
     fn serialize_str(self, v: &str) -> Result<(), Declined> {
-        write_str(self.out, v);
+        write_key(self.out, self.comma, v);
         Ok(())
     }
 
     fn serialize_char(self, v: char) -> Result<(), Declined> {
-        write_str(self.out, v.encode_utf8(&mut [0u8; 4]));
+        write_key(self.out, self.comma, v.encode_utf8(&mut [0u8; 4]));
         Ok(())
     }
 
@@ -506,7 +681,7 @@ impl ser::Serializer for KeyWriter<'_> {
         _index: u32,
         variant: &'static str,
     ) -> Result<(), Declined> {
-        write_str(self.out, variant);
+        write_key(self.out, self.comma, variant);
         Ok(())
     }
 
@@ -519,12 +694,7 @@ impl ser::Serializer for KeyWriter<'_> {
     }
 
     fn serialize_bool(self, v: bool) -> Result<(), Declined> {
-        self.out.extend_from_slice(if v {
-            b"\"true\"" as &[u8]
-        } else {
-            b"\"false\""
-        });
-        Ok(())
+        self.quoted(|out| out.extend_from_slice(if v { b"true" as &[u8] } else { b"false" }))
     }
 
     quoted_integers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
@@ -761,6 +931,55 @@ mod tests {
                 s.push_str(alphabet[((x >> (k % 48)) as usize + k as usize) % alphabet.len()]);
             }
             same(&s);
+        }
+    }
+
+    #[test]
+    fn every_length_and_position_as_value_and_key() {
+        // The short-string paths (1-3, 4-7, 8 and more bytes, the overlapping last word) and
+        // the key path with and without its comma, with one byte to escape at each position
+        // or none, and with a multi-byte character across each word boundary.
+        for len in 0..=40 {
+            let clean = "k".repeat(len);
+            let mut cases = vec![clean.clone()];
+            for pos in 0..len {
+                for bad in ['"', '\\', '\n', '\u{1f}', '\u{0}'] {
+                    let mut s: Vec<char> = clean.chars().collect();
+                    s[pos] = bad;
+                    cases.push(s.into_iter().collect());
+                }
+                let mut s = clean.clone();
+                s.replace_range(pos..=pos, "\u{e9}");
+                cases.push(s);
+            }
+            for s in cases {
+                same(&s);
+                same(&[s.as_str(), "tail"]);
+                let map: BTreeMap<&str, &str> = [(s.as_str(), "v"), ("\u{7f}", &s)].into();
+                same(&map);
+                let one: BTreeMap<&str, u8> = [(s.as_str(), 1)].into();
+                same(&one);
+            }
+        }
+        same(&i64::MIN);
+        same(&u64::MAX);
+        same(&(0u8, -1i16, 12_345_678u32, false, true));
+    }
+
+    #[test]
+    fn the_two_word_test_is_exact() {
+        for b in 0u8..=255 {
+            let escaped = b < 0x20 || b == b'"' || b == b'\\';
+            for pos in 0..16 {
+                let mut w = [b'a'; 16];
+                w[pos] = b;
+                let [lo, hi] = [&w[..8], &w[8..]].map(|h| {
+                    let mut word = [0; 8];
+                    word.copy_from_slice(h);
+                    u64::from_ne_bytes(word)
+                });
+                assert_eq!(dirty16(lo, hi), escaped, "{b:#x} at {pos}");
+            }
         }
     }
 
