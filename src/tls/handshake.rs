@@ -73,25 +73,35 @@ impl HandshakeReader {
             self.buf.clear();
             return;
         }
-        self.buf.extend_from_slice(bytes);
+        // Messages are parsed where they lie: straight from `bytes` when nothing was waiting
+        // (the usual case, one message or a flight per record), else from the buffer they
+        // complete. Only the incomplete tail is kept, so a message is never copied to be read.
+        let mut held = std::mem::take(&mut self.buf);
+        let buffered = !held.is_empty();
+        let data: &[u8] = if buffered {
+            held.extend_from_slice(bytes);
+            &held
+        } else {
+            bytes
+        };
+        let mut pos = 0;
         loop {
-            if self.buf.len() < 4 {
-                return;
+            let rest = &data[pos..];
+            if rest.len() < 4 {
+                break;
             }
-            let len = (usize::from(self.buf[1]) << 16)
-                | (usize::from(self.buf[2]) << 8)
-                | usize::from(self.buf[3]);
+            let len =
+                (usize::from(rest[1]) << 16) | (usize::from(rest[2]) << 8) | usize::from(rest[3]);
             if len + 4 > MAX_HANDSHAKE_BUFFER {
                 self.info.malformed = true;
-                self.skip = (len + 4).saturating_sub(self.buf.len());
-                self.buf.clear();
-                return;
+                self.skip = (len + 4).saturating_sub(rest.len());
+                pos = data.len();
+                break;
             }
-            if self.buf.len() < len + 4 {
-                return;
+            if rest.len() < len + 4 {
+                break;
             }
-            let msg: Vec<u8> = self.buf.drain(..len + 4).collect();
-            let letter = self.message(&msg);
+            let letter = self.message(&rest[..len + 4]);
             push_letter(
                 history,
                 if client {
@@ -100,7 +110,14 @@ impl HandshakeReader {
                     letter
                 },
             );
+            pos += len + 4;
         }
+        if buffered {
+            held.drain(..pos);
+        } else {
+            held.extend_from_slice(&bytes[pos..]);
+        }
+        self.buf = held;
     }
 
     /// Interprets one complete handshake message; returns its history letter (lowercase).
@@ -201,8 +218,19 @@ fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 
+/// The name as text, at most 255 bytes, control characters replaced.
 fn printable_name(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(255)])
+    let bytes = &bytes[..bytes.len().min(255)];
+    // A server name or ALPN id is nearly always printable ASCII: then it is its own text, one
+    // copy without decoding (the same string the lossy path below gives).
+    if bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b))
+        && let Ok(text) = std::str::from_utf8(bytes)
+    {
+        return text.to_owned();
+    }
+    String::from_utf8_lossy(bytes)
         .chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
@@ -255,5 +283,42 @@ mod tests {
         }
         assert!(r.info.malformed);
         assert!(r.buf.len() <= MAX_HANDSHAKE_BUFFER);
+    }
+
+    /// Messages read straight from the record bytes, from a buffer that completes them, or
+    /// after a cut inside a header give the same facts and letters however the bytes come.
+    #[test]
+    fn messages_read_the_same_however_cut() {
+        // ServerHello (TLS 1.2, cipher 0xc02f), ServerHelloDone, Finished (12 bytes).
+        let mut flight = vec![2, 0, 0, 38, 3, 3];
+        flight.extend_from_slice(&[7; 32]);
+        flight.extend_from_slice(&[0, 0xc0, 0x2f, 0]);
+        flight.extend_from_slice(&[14, 0, 0, 0]);
+        flight.extend_from_slice(&[20, 0, 0, 12]);
+        flight.extend_from_slice(&[9; 12]);
+        for cut in 0..=flight.len() {
+            for cut2 in cut..=flight.len() {
+                let mut r = HandshakeReader::default();
+                let mut h = Vec::new();
+                r.feed(&flight[..cut], false, &mut h);
+                r.feed(&flight[cut..cut2], false, &mut h);
+                r.feed(&flight[cut2..], false, &mut h);
+                assert_eq!(h, b"snf", "cut at {cut}, {cut2}");
+                assert_eq!(
+                    (r.info.version, r.info.cipher),
+                    (Some(0x0303), Some(0xc02f))
+                );
+                assert!(!r.info.malformed && r.buf.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn printable_names() {
+        assert_eq!(printable_name(b"mx.example.org"), "mx.example.org");
+        assert_eq!(printable_name(b"a\x1bb\x7f"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(printable_name("\u{85}x".as_bytes()), "\u{FFFD}x");
+        assert_eq!(printable_name(b"\xffz"), "\u{FFFD}z");
+        assert_eq!(printable_name(&[b'a'; 300]).len(), 255);
     }
 }
