@@ -5,7 +5,7 @@
 
 use tls_parser::{
     TlsCipherAu, TlsCipherSuite, TlsExtension, TlsMessage, TlsMessageHandshake,
-    parse_tls_extensions, parse_tls_message_handshake,
+    parse_tls_extension, parse_tls_message_handshake,
 };
 
 /// Handshake bytes held for one incomplete message; a certificate chain fits easily.
@@ -130,24 +130,34 @@ impl HandshakeReader {
             TlsMessageHandshake::ClientHello(ch) => {
                 self.info.offered_versions = vec![ch.version.0];
                 self.info.offered_ciphers = ch.ciphers.len().min(usize::from(u16::MAX)) as u16;
-                if let Some(Ok((_, exts))) = ch.ext.map(parse_tls_extensions) {
-                    for ext in exts {
-                        match ext {
-                            TlsExtension::SNI(names) => {
-                                if let Some((_, name)) = names.first() {
-                                    self.info.sni = Some(printable_name(name));
-                                }
+                let (mut sni, mut versions, mut alpn) = (None, None, None);
+                let whole = ch.ext.is_some_and(|ext| {
+                    walk_extensions(ext, |ext| match ext {
+                        TlsExtension::SNI(names) => {
+                            if let Some((_, name)) = names.first() {
+                                sni = Some(printable_name(name));
                             }
-                            TlsExtension::SupportedVersions(v) => {
-                                self.info.offered_versions =
-                                    v.iter().map(|v| v.0).filter(|v| !is_grease(*v)).collect();
-                            }
-                            TlsExtension::ALPN(protos) => {
-                                self.info.alpn =
-                                    protos.iter().take(8).map(|p| printable_name(p)).collect();
-                            }
-                            _ => {}
                         }
+                        TlsExtension::SupportedVersions(v) => {
+                            versions =
+                                Some(v.iter().map(|v| v.0).filter(|v| !is_grease(*v)).collect());
+                        }
+                        TlsExtension::ALPN(protos) => {
+                            alpn = Some(protos.iter().take(8).map(|p| printable_name(p)).collect());
+                        }
+                        _ => {}
+                    })
+                });
+                if whole {
+                    // The last of each kind counts, as when they were set one after another.
+                    if sni.is_some() {
+                        self.info.sni = sni;
+                    }
+                    if let Some(v) = versions {
+                        self.info.offered_versions = v;
+                    }
+                    if let Some(a) = alpn {
+                        self.info.alpn = a;
                     }
                 }
                 b'c'
@@ -160,14 +170,18 @@ impl HandshakeReader {
                 }
                 self.info.version = Some(sh.version.0);
                 self.info.cipher = Some(sh.cipher.0);
-                if let Some(Ok((_, exts))) = sh.ext.map(parse_tls_extensions) {
-                    for ext in exts {
+                let mut chosen_version = None;
+                let whole = sh.ext.is_some_and(|ext| {
+                    walk_extensions(ext, |ext| {
                         if let TlsExtension::SupportedVersions(v) = ext
                             && let Some(chosen) = v.first()
                         {
-                            self.info.version = Some(chosen.0);
+                            chosen_version = Some(chosen.0);
                         }
-                    }
+                    })
+                });
+                if whole && chosen_version.is_some() {
+                    self.info.version = chosen_version;
                 }
                 b's'
             }
@@ -202,6 +216,27 @@ impl HandshakeReader {
             TlsMessageHandshake::EndOfEarlyData => b'e',
             TlsMessageHandshake::KeyUpdate(_) => b'p',
             TlsMessageHandshake::NextProtocol(_) => b'w',
+        }
+    }
+}
+
+/// Hands `each` the extensions tls-parser's `parse_tls_extensions` would return, in order,
+/// without collecting them into a vector (which cost as much as parsing them): that function is
+/// `many0(complete(parse_tls_extension))`, so it keeps those before the first extension that
+/// does not parse, and fails as a whole on a `Failure` or a parse that consumes nothing.
+/// Returns false where it fails as a whole: then what `each` saw must be ignored.
+fn walk_extensions<'a>(mut rest: &'a [u8], mut each: impl FnMut(TlsExtension<'a>)) -> bool {
+    loop {
+        match parse_tls_extension(rest) {
+            Ok((next, ext)) => {
+                if next.len() == rest.len() {
+                    return false;
+                }
+                each(ext);
+                rest = next;
+            }
+            Err(tls_parser::Err::Error(_) | tls_parser::Err::Incomplete(_)) => return true,
+            Err(tls_parser::Err::Failure(_)) => return false,
         }
     }
 }
@@ -320,5 +355,50 @@ mod tests {
         assert_eq!(printable_name("\u{85}x".as_bytes()), "\u{FFFD}x");
         assert_eq!(printable_name(b"\xffz"), "\u{FFFD}z");
         assert_eq!(printable_name(&[b'a'; 300]).len(), 255);
+    }
+
+    /// `walk_extensions` sees what `parse_tls_extensions` returns, and fails where it fails,
+    /// on a real extension block and on cut and mutated copies of it.
+    #[test]
+    fn walk_equals_parse_tls_extensions() {
+        use tls_parser::parse_tls_extensions;
+        // server_name mx.example, supported_groups, ec_point_formats, ALPN smtp,
+        // supported_versions (GREASE, 1.3, 1.2), key_share (x25519, 4 bytes), an unknown one.
+        let mut block: Vec<u8> = vec![0, 0, 0, 15, 0, 13, 0, 0, 10];
+        block.extend_from_slice(b"mx.example");
+        block.extend_from_slice(&[0, 10, 0, 6, 0, 4, 0, 0x1d, 0, 0x17]);
+        block.extend_from_slice(&[0, 11, 0, 2, 1, 0]);
+        block.extend_from_slice(&[0, 16, 0, 7, 0, 5, 4]);
+        block.extend_from_slice(b"smtp");
+        block.extend_from_slice(&[0, 43, 0, 7, 6, 0x2a, 0x2a, 3, 4, 3, 3]);
+        block.extend_from_slice(&[0, 51, 0, 10, 0, 8, 0, 0x1d, 0, 4, 1, 2, 3, 4]);
+        block.extend_from_slice(&[0x12, 0x34, 0, 1, 0]);
+        let check = |bytes: &[u8]| {
+            let mut seen = Vec::new();
+            let whole = walk_extensions(bytes, |e| seen.push(format!("{e:?}")));
+            match parse_tls_extensions(bytes) {
+                Ok((_, exts)) => {
+                    assert!(whole, "{bytes:?}");
+                    let want: Vec<String> = exts.iter().map(|e| format!("{e:?}")).collect();
+                    assert_eq!(seen, want, "{bytes:?}");
+                }
+                Err(_) => assert!(!whole, "{bytes:?}"),
+            }
+        };
+        for cut in 0..=block.len() {
+            check(&block[..cut]);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut copy = block.clone();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state % copy.len() as u64) as usize;
+                copy[at] = (state >> 32) as u8;
+            }
+            check(&copy);
+        }
     }
 }
