@@ -31,7 +31,7 @@ impl TokenClass {
 }
 
 /// Registered (IANA "SMTP Service Extensions") and widespread vendor keywords. Only their
-/// membership matters, so a linear scan over this short list is fine.
+/// membership matters, and only for eight-byte keywords (`KNOWN_EIGHT`).
 const KNOWN_KEYWORDS: &[&str] = &[
     "8BITMIME",
     "ATRN",
@@ -84,12 +84,23 @@ const KNOWN_KEYWORDS: &[&str] = &[
 /// The keyword of a capability line: its first word (`AUTH` in `AUTH PLAIN LOGIN`; `AUTH=LOGIN`
 /// keeps its `=` form as one word).
 pub fn keyword(line: &str) -> &str {
-    line.split([' ', '\t']).next().unwrap_or("")
+    // Space and tab are ASCII and never part of a multi-byte character: a byte search ends the
+    // word where a split on those characters does, without the pattern machinery.
+    let end = line
+        .bytes()
+        .position(|b| b == b' ' || b == b'\t')
+        .unwrap_or(line.len());
+    &line[..end]
 }
 
 /// Classifies one capability keyword.
 pub fn classify(keyword: &str) -> TokenClass {
     let k = keyword.as_bytes();
+    // Every class but `Other` needs six to ten bytes (STARTTLS and a same-length overwrite
+    // eight, a near miss seven to nine, a masked token six to ten): most keywords end here.
+    if !(6..=10).contains(&k.len()) {
+        return TokenClass::Other;
+    }
     if keyword.eq_ignore_ascii_case("STARTTLS") {
         return TokenClass::Starttls;
     }
@@ -101,14 +112,54 @@ pub fn classify(keyword: &str) -> TokenClass {
     }
     if k.len() == 8
         && k.iter().all(|b| b.is_ascii_alphanumeric())
-        && !KNOWN_KEYWORDS
-            .iter()
-            .any(|known| known.eq_ignore_ascii_case(keyword))
+        && !is_known_eight(k)
         && !k[0].eq_ignore_ascii_case(&b'X')
     {
         return TokenClass::SameLengthUnknown;
     }
     TokenClass::Other
+}
+
+/// The eight-byte entries of `KNOWN_KEYWORDS`, uppercase, taken from the list at compile time:
+/// `classify` compares an eight-byte keyword with these few instead of scanning the whole list.
+const KNOWN_EIGHT: [[u8; 8]; count_eight(KNOWN_KEYWORDS)] = eight_of(KNOWN_KEYWORDS);
+
+const fn count_eight(list: &[&str]) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < list.len() {
+        if list[i].len() == 8 {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn eight_of<const N: usize>(list: &[&str]) -> [[u8; 8]; N] {
+    let mut out = [[0u8; 8]; N];
+    let (mut i, mut n) = (0, 0);
+    while i < list.len() {
+        let word = list[i].as_bytes();
+        if word.len() == 8 {
+            let mut j = 0;
+            while j < 8 {
+                out[n][j] = word[j].to_ascii_uppercase();
+                j += 1;
+            }
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether an eight-byte keyword is in `KNOWN_KEYWORDS`, ASCII case ignored.
+fn is_known_eight(k: &[u8]) -> bool {
+    let Ok(mut upper) = <[u8; 8]>::try_from(k) else {
+        return false;
+    };
+    upper.make_ascii_uppercase();
+    KNOWN_EIGHT.contains(&upper)
 }
 
 /// A masked token: at least six of its characters are `X` or `*`, and nothing but letters, digits
@@ -117,12 +168,16 @@ fn is_masked(k: &[u8]) -> bool {
     if !(6..=10).contains(&k.len()) {
         return false;
     }
-    let masks = k.iter().filter(|b| matches!(b, b'X' | b'x' | b'*')).count();
+    // The run at the start first: a real keyword fails it at its first byte.
     let leading = k
         .iter()
         .take_while(|b| matches!(b, b'X' | b'x' | b'*'))
         .count();
-    masks >= 6 && leading >= 4 && k.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'*')
+    if leading < 4 {
+        return false;
+    }
+    let masks = k.iter().filter(|b| matches!(b, b'X' | b'x' | b'*')).count();
+    masks >= 6 && k.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'*')
 }
 
 /// True when `a` and `b` differ by exactly one substitution, insertion or deletion (ASCII case
@@ -207,6 +262,38 @@ mod tests {
             let class = classify(keyword(line));
             assert!(!class.is_overwrite(), "{line} classified {class:?}");
         }
+    }
+
+    #[test]
+    fn known_eight_is_the_list() {
+        for known in KNOWN_KEYWORDS {
+            let bytes = known.as_bytes();
+            assert_eq!(is_known_eight(bytes), bytes.len() == 8, "{known}");
+            assert_eq!(
+                is_known_eight(known.to_ascii_lowercase().as_bytes()),
+                bytes.len() == 8
+            );
+        }
+        assert_eq!(KNOWN_EIGHT.len(), 6);
+        assert!(!is_known_eight(b"QWERTYUI") && !is_known_eight(b"8BITMIM"));
+    }
+
+    /// The classes as the former whole-list scan gave them, for keywords of every length.
+    #[test]
+    fn classes_by_length() {
+        assert_eq!(classify(""), TokenClass::Other);
+        assert_eq!(classify("XXXXX"), TokenClass::Other);
+        assert_eq!(classify("XXXXXX"), TokenClass::Masked);
+        assert_eq!(classify("**********"), TokenClass::Masked);
+        assert_eq!(classify("***********"), TokenClass::Other);
+        assert_eq!(classify("STARTTL"), TokenClass::NearMiss);
+        assert_eq!(classify("STARTTLSS"), TokenClass::NearMiss);
+        assert_eq!(classify("UTF8SMTP"), TokenClass::Other);
+        assert_eq!(classify("XABCDEFG"), TokenClass::Other);
+        assert_eq!(classify("ABC-DEFG"), TokenClass::Other);
+        assert_eq!(keyword("AUTH\tPLAIN"), "AUTH");
+        assert_eq!(keyword("\u{e9}t\u{e9} x"), "\u{e9}t\u{e9}");
+        assert_eq!(keyword(" X"), "");
     }
 
     #[test]
