@@ -114,3 +114,30 @@ fn summary_reports_counters_and_several_inputs_are_one_run() {
         "{text}"
     );
 }
+
+/// A capture cut while it was being written ends inside a record: the packets before the cut
+/// count, and the input is reported `truncated`, not corrupt (pcap and pcapng alike).
+#[test]
+fn a_capture_cut_inside_a_record_is_truncated_not_corrupt() {
+    let work = common::tempdir("cut-capture");
+    let pcaps = common::root().join("pcaps");
+    for name in ["clean-starttls.pcap", "clean-starttls-pcapng.pcapng"] {
+        let whole_path = pcaps.join(name);
+        let whole = common::analyze(&[&whole_path], &work.join(format!("whole-{name}")), &[]);
+        let packets = whole["inputs"][0]["packets"].as_u64().unwrap();
+        assert_eq!(whole["inputs"][0]["truncated"], false, "{whole}");
+
+        let bytes = std::fs::read(&whole_path).unwrap();
+        let cut_path = work.join(format!("cut-{name}"));
+        std::fs::write(&cut_path, &bytes[..bytes.len() - 10]).unwrap();
+        let cut = common::analyze(&[&cut_path], &work.join(format!("cut-out-{name}")), &[]);
+        let input = &cut["inputs"][0];
+        assert_eq!(input["truncated"], true, "{name}: {input}");
+        assert_eq!(input["corrupt_blocks"], 0, "{name}: {input}");
+        assert_eq!(
+            input["packets"].as_u64(),
+            Some(packets - 1),
+            "{name}: every record but the cut one: {input}"
+        );
+    }
+}

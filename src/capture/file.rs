@@ -150,7 +150,9 @@ impl CaptureFile {
         let mut legacy_link = LinkType::ETHERNET;
         let mut legacy_nanos = false;
         loop {
-            match reader.next() {
+            let next = reader.next();
+            let buffer_too_small = matches!(next, Err(PcapError::BufferTooSmall));
+            match next {
                 Ok((offset, block)) => {
                     let mut stop = false;
                     match block {
@@ -233,7 +235,13 @@ impl CaptureFile {
                     }
                 }
                 Err(PcapError::Eof) => break,
-                Err(PcapError::Incomplete(_)) => {
+                // The file ends inside a record (a capture cut while it was written): what came
+                // before it counts, and the input is marked truncated, not corrupt.
+                Err(PcapError::UnexpectedEof) => {
+                    stats.truncated = true;
+                    break;
+                }
+                Err(PcapError::Incomplete(_) | PcapError::BufferTooSmall) => {
                     if reader.reader_exhausted() {
                         if !reader.data().is_empty() {
                             stats.truncated = true;
@@ -241,7 +249,9 @@ impl CaptureFile {
                         break;
                     }
                     let before = reader.data().len();
-                    if before >= capacity {
+                    // The parser says the buffer is too small when the record would not fit
+                    // even after a refill's shift: refilling again would read nothing.
+                    if before >= capacity || buffer_too_small {
                         // One record is larger than the buffer: grow, within reason.
                         if capacity >= MAX_BUFFER || !reader.grow(capacity * 2) {
                             stats.corrupt_blocks += 1;
