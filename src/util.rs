@@ -40,14 +40,9 @@ impl Rfc3339 {
         let second_of_day = secs.rem_euclid(86_400);
         let z = secs.div_euclid(86_400) + 719_468;
         let era = z.div_euclid(146_097);
-        let day_of_era = z.rem_euclid(146_097);
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let mp = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        // `rem_euclid` is never negative and is below 146,097.
+        let (year_of_era, month, day) = date_in_era(z.rem_euclid(146_097).unsigned_abs());
+        let year = year_of_era.cast_signed() + era * 400 + i64::from(month <= 2);
         let (hour, minute, second) = (
             second_of_day / 3600,
             (second_of_day / 60) % 60,
@@ -65,9 +60,16 @@ impl Rfc3339 {
             out.number(year.unsigned_abs(), 4);
         }
         // The rest has a fixed width: two digits per field, six for the microseconds.
-        let pairs = [month, day, hour, minute, second].map(|v| two_digits(v.unsigned_abs()));
+        let pairs = [
+            month,
+            day,
+            hour.unsigned_abs(),
+            minute.unsigned_abs(),
+            second.unsigned_abs(),
+        ]
+        .map(decimal_pair);
         let micro = micro.unsigned_abs();
-        let micro_pairs = [micro / 10_000, micro / 100 % 100, micro % 100].map(two_digits);
+        let micro_pairs = [micro / 10_000, micro / 100 % 100, micro % 100].map(decimal_pair);
         let [mo, d, h, mi, se] = pairs;
         let [u1, u2, u3] = micro_pairs;
         out.extend(&[
@@ -92,12 +94,7 @@ impl Rfc3339 {
         let (days, second_of_day) = (secs / 86_400, secs % 86_400);
         let z = days + 719_468;
         let (era, day_of_era) = (z / 146_097, z % 146_097);
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let mp = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let (year_of_era, month, day) = date_in_era(day_of_era);
         let year = year_of_era + era * 400 + u64::from(month <= 2);
         let [y1, y2, mo, d, h, mi, se, u1, u2, u3] = [
             year / 100,
@@ -120,6 +117,20 @@ impl Rfc3339 {
         ]);
         Rfc3339Text { buf, len: 27 }
     }
+}
+
+/// Hinnant's days-to-civil within a 400-year era (eras begin on 1 March): the year of the era,
+/// the month (1 to 12) and the day, for `day_of_era` in 0..146,097. Both of [`Rfc3339`]'s paths
+/// take the era apart their own way and call this.
+#[inline(always)]
+fn date_in_era(day_of_era: u64) -> (u64, u64, u64) {
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (year_of_era, month, day)
 }
 
 /// The two decimal digits of `n` (0..=99; larger values are not asked for) from a table.
@@ -183,11 +194,6 @@ impl Rfc3339Text {
             self.push(d);
         }
     }
-}
-
-/// The two decimal digits of `n` (0..=99).
-fn two_digits(n: u64) -> [u8; 2] {
-    [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
 }
 
 /// A stable record id: `prefix` and the first 8 bytes of the SHA-1 of `parts`, in hex
