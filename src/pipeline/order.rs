@@ -124,12 +124,12 @@ impl CaptureOrder {
         for (i, rec) in dns.into_iter().enumerate() {
             let at_us = dns_at.get(i).copied().unwrap_or(fallback);
             let event_us = rec.ts.0;
-            self.add(worker, at_us, event_us, Produced::Dns(Box::new(rec)));
+            self.add(worker, at_us, event_us, Produced::Dns(rec));
         }
         for (i, rec) in sessions.into_iter().enumerate() {
             let at_us = session_at.get(i).copied().unwrap_or(fallback);
             let event_us = rec.ts_end.0;
-            self.add(worker, at_us, event_us, Produced::Session(Box::new(rec)));
+            self.add(worker, at_us, event_us, Produced::Session(rec));
         }
         if let Some(w) = self.watermarks.get_mut(worker) {
             *w = (*w).max(watermark_us);
@@ -197,7 +197,7 @@ mod tests {
             ..Outputs::default()
         };
         for &t in at {
-            o.dns.push(DnsRecord::for_tests(t));
+            o.dns.push(Box::new(DnsRecord::for_tests(t)));
             o.dns_at.push(t);
         }
         o

@@ -158,10 +158,11 @@ impl FlowStats {
 /// streams in capture order (and judge cross-client evidence the same way on every run).
 #[derive(Default)]
 pub struct Outputs {
-    /// Session records, not yet judged across sessions.
-    pub sessions: Vec<SessionRecord>,
-    /// DNS transactions of interest, with their findings.
-    pub dns: Vec<DnsRecord>,
+    /// Session records, not yet judged across sessions. Boxed where they are made, so that
+    /// neither this vector's growth nor the merge downstream moves a whole record.
+    pub sessions: Vec<Box<SessionRecord>>,
+    /// DNS transactions of interest, with their findings (boxed for the same reason).
+    pub dns: Vec<Box<DnsRecord>>,
     /// Capture time at which each of `sessions` was produced.
     pub session_at: Vec<i64>,
     /// Capture time at which each of `dns` was produced.
@@ -270,7 +271,7 @@ impl MailApp {
         for t in self.closed.drain(..) {
             let record = dns_injection::judge_transaction(t);
             if let Some(record) = self.dns.keep(record) {
-                self.out.dns.push(record);
+                self.out.dns.push(Box::new(record));
             }
         }
     }
@@ -311,7 +312,7 @@ impl MailApp {
             dns_injection::unlisted_address(&mut rec, &unlisted);
         }
         self.dns.sts.link(&mut rec);
-        self.out.sessions.push(rec);
+        self.out.sessions.push(Box::new(rec));
     }
 }
 
