@@ -153,9 +153,9 @@ mod tests {
         );
         let mut out = Vec::new();
         for rec in sessions {
-            c.push(rec, &mut |r| out.push(r));
+            c.push(Box::new(rec), &mut |r| out.push(*r));
         }
-        c.flush(&mut |r| out.push(r));
+        c.flush(&mut |r| out.push(*r));
         out.sort_by_key(|r| r.ts.0);
         out
     }

@@ -92,7 +92,7 @@ const DNS_GRACE_US: i64 = 60_000_000;
 
 /// A session waiting for the records of its lookups.
 struct Waiting {
-    rec: SessionRecord,
+    rec: Box<SessionRecord>,
     /// The lookups whose records have not arrived (at most the session's few transaction ids).
     missing: Vec<u64>,
 }
@@ -143,7 +143,7 @@ struct Failure {
 /// Cross-session state.
 pub struct Correlator {
     cfg: CorrelatorConfig,
-    held: VecDeque<SessionRecord>,
+    held: VecDeque<Box<SessionRecord>>,
     offers: AHashMap<IpAddr, Offer>,
     failures: AHashMap<(IpAddr, IpAddr), Vec<Failure>>,
     watermark_us: i64,
@@ -236,7 +236,7 @@ impl Correlator {
 
     /// Takes one finished DNS transaction: judges it across clients and releases the sessions
     /// that waited for it.
-    pub fn push_dns<F: FnMut(SessionRecord)>(&mut self, rec: &mut DnsRecord, out: &mut F) {
+    pub fn push_dns<F: FnMut(Box<SessionRecord>)>(&mut self, rec: &mut DnsRecord, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts.0);
         self.dns.judge(rec, self.baseline.as_ref());
         self.sts.judge_dns(rec, self.baseline.as_ref());
@@ -287,7 +287,7 @@ impl Correlator {
     }
 
     /// Takes one finished session; hands judged sessions to `out`.
-    pub fn push<F: FnMut(SessionRecord)>(&mut self, rec: SessionRecord, out: &mut F) {
+    pub fn push<F: FnMut(Box<SessionRecord>)>(&mut self, rec: Box<SessionRecord>, out: &mut F) {
         self.watermark_us = self.watermark_us.max(rec.ts_end.0);
         let mut missing: Vec<u64> = rec
             .dns_transaction_ids
@@ -316,7 +316,7 @@ impl Correlator {
     }
 
     /// Admits waiting sessions whose lookups should long have arrived, or beyond the bound.
-    fn release_overdue<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+    fn release_overdue<F: FnMut(Box<SessionRecord>)>(&mut self, out: &mut F) {
         while let Some(&slot) = self.waiting_order.front() {
             let Some(w) = self.waiting.get(&slot) else {
                 self.waiting_order.pop_front();
@@ -351,7 +351,12 @@ impl Correlator {
 
     /// Admits a waiting session without the records it still misses (`evicted` when the
     /// budget, not the grace, ended the wait).
-    fn give_up_waiting<F: FnMut(SessionRecord)>(&mut self, slot: u64, evicted: bool, out: &mut F) {
+    fn give_up_waiting<F: FnMut(Box<SessionRecord>)>(
+        &mut self,
+        slot: u64,
+        evicted: bool,
+        out: &mut F,
+    ) {
         if let Some(w) = self.take_waiting(slot) {
             self.stats.dns_wait_gave_up += 1;
             if evicted {
@@ -362,7 +367,7 @@ impl Correlator {
     }
 
     /// A session whose lookups are known: gets their finding ids, then the session rules.
-    fn admit<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
+    fn admit<F: FnMut(Box<SessionRecord>)>(&mut self, mut rec: Box<SessionRecord>, out: &mut F) {
         for tx in &rec.dns_transaction_ids {
             if let Some(ids) = self.dns_seen.get(&lookup_key(tx)) {
                 for id in ids {
@@ -447,7 +452,7 @@ impl Correlator {
     /// Moves capture time to `now_us` without a record (live capture, where the output stage's
     /// watermark moves with the wall clock on a quiet link): held sessions whose hold has passed,
     /// and sessions that waited too long for their lookups, are released.
-    pub fn advance<F: FnMut(SessionRecord)>(&mut self, now_us: i64, out: &mut F) {
+    pub fn advance<F: FnMut(Box<SessionRecord>)>(&mut self, now_us: i64, out: &mut F) {
         if now_us <= self.watermark_us {
             return;
         }
@@ -457,7 +462,7 @@ impl Correlator {
     }
 
     /// Releases the held sessions whose hold (`hold_us` after their end) has passed.
-    fn release_held<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+    fn release_held<F: FnMut(Box<SessionRecord>)>(&mut self, out: &mut F) {
         while self
             .held
             .front()
@@ -468,7 +473,7 @@ impl Correlator {
     }
 
     /// Judges every held session (end of input, or shutdown).
-    pub fn flush<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+    pub fn flush<F: FnMut(Box<SessionRecord>)>(&mut self, out: &mut F) {
         while let Some(slot) = self.waiting_order.pop_front() {
             self.give_up_waiting(slot, false, out);
         }
@@ -477,7 +482,7 @@ impl Correlator {
         }
     }
 
-    fn release_front<F: FnMut(SessionRecord)>(&mut self, out: &mut F) {
+    fn release_front<F: FnMut(Box<SessionRecord>)>(&mut self, out: &mut F) {
         if let Some(rec) = self.held.pop_front() {
             self.held_usage.entries -= 1;
             self.held_usage.bytes -= session_bytes(&rec);
@@ -485,7 +490,7 @@ impl Correlator {
         }
     }
 
-    fn release<F: FnMut(SessionRecord)>(&mut self, mut rec: SessionRecord, out: &mut F) {
+    fn release<F: FnMut(Box<SessionRecord>)>(&mut self, mut rec: Box<SessionRecord>, out: &mut F) {
         self.judge(&mut rec);
         self.certs
             .judge_on_release(&mut rec, self.baseline.as_ref());
@@ -752,15 +757,15 @@ mod tests {
         let mut c = correlator(2 * one_session + 300 * seen_bytes(&[]));
         let mut out = Vec::new();
         for i in 0..2_000 {
-            c.push_dns(&mut lookup(i * 1_000, false), &mut |r| out.push(r));
+            c.push_dns(&mut lookup(i * 1_000, false), &mut |r| out.push(*r));
         }
         assert!(c.wait_usage.bytes <= c.cfg.wait_bytes);
         // The session's lookup (with a finding) arrives after the session.
         let late = lookup(2_000_000, true);
         let rec = session(2, 2_100_000, &[late.transaction_id.as_str()]);
-        c.push(rec, &mut |r| out.push(r));
+        c.push(Box::new(rec), &mut |r| out.push(*r));
         assert!(out.is_empty(), "the session waits for its lookup");
-        c.push_dns(&mut late.clone(), &mut |r| out.push(r));
+        c.push_dns(&mut late.clone(), &mut |r| out.push(*r));
         assert_eq!(out.len(), 1, "the lookup's record releases the session");
         assert_eq!(
             out[0].dns_finding_ids,
@@ -776,12 +781,14 @@ mod tests {
         let mut out = Vec::new();
         // Two sessions wait, each for a lookup that never comes; the first gives up when its
         // grace has passed, while the second still waits.
-        c.push(session(1, 1_000_000, &["Dlost-1"]), &mut |r| out.push(r));
+        c.push(Box::new(session(1, 1_000_000, &["Dlost-1"])), &mut |r| {
+            out.push(*r)
+        });
         c.push(
-            session(2, 1_000_000 + DNS_GRACE_US, &["Dlost-2"]),
-            &mut |r| out.push(r),
+            Box::new(session(2, 1_000_000 + DNS_GRACE_US, &["Dlost-2"])),
+            &mut |r| out.push(*r),
         );
-        c.push_dns(&mut lookup(2 * DNS_GRACE_US, false), &mut |r| out.push(r));
+        c.push_dns(&mut lookup(2 * DNS_GRACE_US, false), &mut |r| out.push(*r));
         assert_eq!(out.len(), 1);
         assert_eq!(c.stats.dns_wait_gave_up, 1);
         assert_eq!(c.waiting.len(), 1);
@@ -798,7 +805,7 @@ mod tests {
                 .sum::<usize>();
         assert_eq!(c.wait_usage.bytes, expected);
         assert_eq!(entries, 1 + c.dns_seen.len());
-        c.flush(&mut |r| out.push(r));
+        c.flush(&mut |r| out.push(*r));
         assert!(c.waiters.is_empty() && c.waiting.is_empty());
         assert_eq!(
             c.wait_usage.bytes,
@@ -815,11 +822,13 @@ mod tests {
         let mut out = Vec::new();
         let window = c.cfg.dns_link_window_us + DNS_GRACE_US;
         for i in 0..10 {
-            c.push_dns(&mut lookup(i * 1_000_000, false), &mut |r| out.push(r));
+            c.push_dns(&mut lookup(i * 1_000_000, false), &mut |r| out.push(*r));
         }
         assert_eq!(c.dns_seen.len(), 10);
         // Time moves on past the window of the first five.
-        c.push_dns(&mut lookup(window + 4_500_000, false), &mut |r| out.push(r));
+        c.push_dns(&mut lookup(window + 4_500_000, false), &mut |r| {
+            out.push(*r)
+        });
         assert_eq!(c.dns_seen.len(), 6, "five forgotten, one new");
         assert_eq!(
             c.wait_usage.evictions, 0,

@@ -760,7 +760,7 @@ fn output_thread(
     // the sink can also be used for DNS records in between.
     macro_rules! emitter {
         () => {
-            |mut rec: SessionRecord| {
+            |mut rec: Box<SessionRecord>| {
                 if failure.is_none() {
                     enricher.session(&mut rec);
                     match sink.session(&rec) {
@@ -782,7 +782,7 @@ fn output_thread(
                 }
             }
         }
-        Step::Record(Produced::Session(rec)) => correlator.push(*rec, &mut emitter!()),
+        Step::Record(Produced::Session(rec)) => correlator.push(rec, &mut emitter!()),
         Step::Advance(now_us) => {
             correlator.advance(now_us, &mut emitter!());
             if failure.is_none() && sink.rotation_due() {
