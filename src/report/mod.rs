@@ -104,7 +104,9 @@ impl Default for TlsrptIdentity {
 }
 
 /// Writes the file outputs among `formats` into `out` (created if missing) and returns the
-/// paths written. The terminal format is the caller's (it prints).
+/// paths written, in the order of `formats`. The terminal format is the caller's (it prints).
+/// Each format is rendered on a thread of its own: they only read the model, and at the end of
+/// an `analyze` run this is the one step nothing else overlaps.
 pub fn write_files(
     report: &model::Report,
     out: &Path,
@@ -112,21 +114,36 @@ pub fn write_files(
     identity: &TlsrptIdentity,
 ) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(out).map_err(|e| ReportError::io("cannot create", out, e))?;
-    let mut written = Vec::new();
-    let write = |name: &str, text: String, written: &mut Vec<PathBuf>| {
-        let path = out.join(name);
-        std::fs::write(&path, text).map_err(|e| ReportError::io("cannot write", &path, e))?;
-        written.push(path);
-        Ok::<(), ReportError>(())
-    };
-    for f in formats {
+    let write_one = |f: Format| -> Result<Vec<PathBuf>, ReportError> {
+        let write = |name: &str, text: String| {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| ReportError::io("cannot write", &path, e))?;
+            Ok(vec![path])
+        };
         match f {
-            Format::Terminal => {}
-            Format::Markdown => write("report.md", markdown::render(report), &mut written)?,
-            Format::Html => write("report.html", html::render(report)?, &mut written)?,
-            Format::Csv => written.extend(csv_out::write(report, &out.join("csv"))?),
-            Format::Tlsrpt => written.extend(tlsrpt::write(report, identity, &out.join("tlsrpt"))?),
+            Format::Terminal => Ok(Vec::new()),
+            Format::Markdown => write("report.md", markdown::render(report)),
+            Format::Html => write("report.html", html::render(report)?),
+            Format::Csv => csv_out::write(report, &out.join("csv")),
+            Format::Tlsrpt => tlsrpt::write(report, identity, &out.join("tlsrpt")),
         }
+    };
+    let results: Vec<Result<Vec<PathBuf>, ReportError>> = std::thread::scope(|scope| {
+        let running: Vec<_> = formats
+            .iter()
+            .map(|&f| scope.spawn(move || write_one(f)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut written = Vec::new();
+    for r in results {
+        written.extend(r?);
     }
     Ok(written)
 }
