@@ -93,8 +93,24 @@ const DNS_GRACE_US: i64 = 60_000_000;
 /// A session waiting for the records of its lookups.
 struct Waiting {
     rec: Box<SessionRecord>,
+    /// `session_bytes` of `rec` when it began to wait (it does not change while waiting), so
+    /// that what is counted in is what is counted out, without walking the record again.
+    rec_bytes: usize,
     /// The lookups whose records have not arrived (at most the session's few transaction ids).
     missing: Vec<u64>,
+}
+
+impl Waiting {
+    /// This session's cost in the DNS-wait window.
+    fn bytes(&self) -> usize {
+        self.rec_bytes + self.missing.len() * WAITER_SLOT_BYTES
+    }
+}
+
+/// A held session with its `session_bytes` as counted when it was held.
+struct Held {
+    bytes: usize,
+    rec: Box<SessionRecord>,
 }
 
 /// A transaction id as a 64-bit key: the seen-lookup and waiter tables then hold no string
@@ -119,11 +135,15 @@ fn seen_bytes(finding_ids: &[String]) -> usize {
             .sum::<usize>()
 }
 
+/// A waiting session's slot in the waiter list of one missing lookup.
+const WAITER_SLOT_BYTES: usize =
+    ENTRY_OVERHEAD + size_of::<u64>() + size_of::<Vec<u64>>() + size_of::<u64>();
+
 /// A waiting session's cost: the record, and its slot in the waiter list of each missing
 /// lookup.
+#[cfg(test)]
 fn waiting_bytes(rec: &SessionRecord, missing: usize) -> usize {
-    session_bytes(rec)
-        + missing * (ENTRY_OVERHEAD + size_of::<u64>() + size_of::<Vec<u64>>() + size_of::<u64>())
+    session_bytes(rec) + missing * WAITER_SLOT_BYTES
 }
 
 struct Offer {
@@ -143,7 +163,7 @@ struct Failure {
 /// Cross-session state.
 pub struct Correlator {
     cfg: CorrelatorConfig,
-    held: VecDeque<Box<SessionRecord>>,
+    held: VecDeque<Held>,
     offers: AHashMap<IpAddr, Offer>,
     failures: AHashMap<(IpAddr, IpAddr), Vec<Failure>>,
     watermark_us: i64,
@@ -273,9 +293,8 @@ impl Correlator {
             for slot in slots {
                 let ready = self.waiting.get_mut(&slot).is_some_and(|w| {
                     w.missing.retain(|k| *k != key);
-                    let slot_bytes = waiting_bytes(&w.rec, 1) - session_bytes(&w.rec);
-                    self.wait_usage.bytes -= slot_bytes;
-                    self.waiting_bytes -= slot_bytes;
+                    self.wait_usage.bytes -= WAITER_SLOT_BYTES;
+                    self.waiting_bytes -= WAITER_SLOT_BYTES;
                     w.missing.is_empty()
                 });
                 if ready && let Some(w) = self.take_waiting(slot) {
@@ -305,11 +324,16 @@ impl Correlator {
             for key in &missing {
                 self.waiters.entry(*key).or_default().push(slot);
             }
-            let bytes = waiting_bytes(&rec, missing.len());
+            let waiting = Waiting {
+                rec_bytes: session_bytes(&rec),
+                rec,
+                missing,
+            };
+            let bytes = waiting.bytes();
             self.wait_usage.entries += 1;
             self.wait_usage.bytes += bytes;
             self.waiting_bytes += bytes;
-            self.waiting.insert(slot, Waiting { rec, missing });
+            self.waiting.insert(slot, waiting);
             self.waiting_order.push_back(slot);
         }
         self.release_overdue(out);
@@ -435,9 +459,10 @@ impl Correlator {
             // Only these can still gain a finding from sessions yet to come (an offer elsewhere
             // makes this one `starttls-missing`; a failed upgrade makes it a fallback, and its
             // cleartext AUTH `auth-in-cleartext`).
+            let bytes = session_bytes(&rec);
             self.held_usage.entries += 1;
-            self.held_usage.bytes += session_bytes(&rec);
-            self.held.push_back(rec);
+            self.held_usage.bytes += bytes;
+            self.held.push_back(Held { bytes, rec });
         } else {
             self.release(rec, out);
         }
@@ -466,7 +491,7 @@ impl Correlator {
         while self
             .held
             .front()
-            .is_some_and(|r| r.ts_end.0.saturating_add(self.cfg.hold_us) < self.watermark_us)
+            .is_some_and(|h| h.rec.ts_end.0.saturating_add(self.cfg.hold_us) < self.watermark_us)
         {
             self.release_front(out);
         }
@@ -483,9 +508,9 @@ impl Correlator {
     }
 
     fn release_front<F: FnMut(Box<SessionRecord>)>(&mut self, out: &mut F) {
-        if let Some(rec) = self.held.pop_front() {
+        if let Some(Held { bytes, rec }) = self.held.pop_front() {
             self.held_usage.entries -= 1;
-            self.held_usage.bytes -= session_bytes(&rec);
+            self.held_usage.bytes -= bytes;
             self.release(rec, out);
         }
     }
@@ -662,7 +687,7 @@ impl Correlator {
                 }
             }
         }
-        let bytes = waiting_bytes(&w.rec, w.missing.len());
+        let bytes = w.bytes();
         self.wait_usage.entries -= 1;
         self.wait_usage.bytes -= bytes;
         self.waiting_bytes -= bytes;

@@ -35,6 +35,8 @@ fn produced_bytes(p: &Produced) -> usize {
 const BUCKET_US: i64 = 10_000_000;
 
 struct Item {
+    /// `produced_bytes` of `what` as counted in, counted out with it.
+    bytes: usize,
     bucket: i64,
     event_us: i64,
     worker: usize,
@@ -139,9 +141,11 @@ impl CaptureOrder {
     fn add(&mut self, worker: usize, at_us: i64, event_us: i64, what: Produced) {
         let seq = self.seqs[worker];
         self.seqs[worker] += 1;
+        let bytes = produced_bytes(&what);
         self.usage.entries += 1;
-        self.usage.bytes += produced_bytes(&what);
+        self.usage.bytes += bytes;
         self.heap.push(Reverse(Item {
+            bytes,
             bucket: at_us.div_euclid(self.bucket_us),
             event_us,
             worker,
@@ -172,7 +176,7 @@ impl CaptureOrder {
         }
         let Reverse(item) = self.heap.pop()?;
         self.usage.entries -= 1;
-        self.usage.bytes -= produced_bytes(&item.what);
+        self.usage.bytes -= item.bytes;
         Some(item.what)
     }
 
