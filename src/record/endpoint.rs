@@ -43,13 +43,21 @@ macro_rules! endpoint_prefix {
         pub(crate) mod $module {
             use serde::ser::{SerializeStruct, Serializer};
 
-            /// Serializes `e` as a struct whose fields carry the prefix.
+            /// Serializes `e` as a struct whose fields carry the prefix. A human-readable
+            /// format gets the address as the same text serde's impl writes, made without
+            /// the formatting machinery (`util::IpText`).
             pub fn serialize<S: Serializer>(
                 e: &super::Endpoint,
                 serializer: S,
             ) -> Result<S::Ok, S::Error> {
+                let text = serializer
+                    .is_human_readable()
+                    .then(|| crate::util::IpText::of(e.ip));
                 let mut s = serializer.serialize_struct("Endpoint", 5)?;
-                s.serialize_field(concat!($prefix, "ip"), &e.ip)?;
+                match &text {
+                    Some(t) => s.serialize_field(concat!($prefix, "ip"), t.as_str())?,
+                    None => s.serialize_field(concat!($prefix, "ip"), &e.ip)?,
+                }
                 s.serialize_field(concat!($prefix, "port"), &e.port)?;
                 s.serialize_field(concat!($prefix, "country"), &e.country)?;
                 s.serialize_field(concat!($prefix, "asn"), &e.asn)?;

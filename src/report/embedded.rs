@@ -10,7 +10,7 @@ use super::model::*;
 use super::window::record_secs;
 use crate::record::{DnsRecord, SessionRecord};
 use crate::sink::{SessionSink, SinkError};
-use crate::util::{Rfc3339, Rfc3339Text};
+use crate::util::{IpText, Rfc3339, Rfc3339Text};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
@@ -90,29 +90,6 @@ struct RecordTexts {
     ts: Rfc3339Text,
     client_ip: IpText,
     server_ip: IpText,
-}
-
-/// An address as text (`Display`), on the stack: at most 45 bytes (an IPv6 address with an
-/// embedded IPv4 one).
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl IpText {
-    fn of(ip: std::net::IpAddr) -> IpText {
-        use std::io::Write;
-        let mut buf = [0u8; 48];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        // Cannot fail: the longest address text fits.
-        let _ = write!(cursor, "{ip}");
-        let len = cursor.position() as usize;
-        IpText { buf, len }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
 }
 
 impl<'a> SessionLine<'a> {
