@@ -289,7 +289,7 @@ pub fn run<S: PacketSource>(
                 stop: stop.clone(),
                 abort: abort.clone(),
             };
-            worker_handles.push(std::thread::spawn(move || {
+            worker_handles.push(spawn_named(format!("sw-worker-{index}"), move || {
                 read_part(index, part, reading, out, flow_cfg, &gauges)
             }));
             continue;
@@ -297,7 +297,7 @@ pub fn run<S: PacketSource>(
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         batch_txs.push(tx);
         let recycle = recycle_tx.clone();
-        worker_handles.push(std::thread::spawn(move || {
+        worker_handles.push(spawn_named(format!("sw-worker-{index}"), move || {
             worker(index, rx, recycle, out, flow_cfg, &gauges)
         }));
     }
@@ -314,7 +314,7 @@ pub fn run<S: PacketSource>(
     gauges.set_limit(Window::Offers, correlator_cfg.offers_bytes);
     gauges.set_limit(Window::StsDomains, correlator_cfg.sts_domains_bytes);
     let order_bytes = cfg.budget.limit(Window::Order);
-    let output = std::thread::spawn(move || {
+    let output = spawn_named("sw-output".to_string(), move || {
         output_thread(
             out_rx,
             workers,
@@ -881,6 +881,19 @@ fn output_thread(
         sessions_out: written,
         enrichment: enricher.stats().clone(),
     })
+}
+
+/// Starts a thread with a name, so that `top -H`, `perf` and `bench/threads.py` tell the
+/// stages apart. Like `std::thread::spawn`, it panics when the system cannot start a thread.
+fn spawn_named<F, T>(name: String, f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("cannot start a thread: {e}"))
 }
 
 /// Chooses the worker for a packet: the hash of the initiator's address (the side that is not

@@ -131,7 +131,12 @@ pub fn write_files(
     let results: Vec<Result<Vec<PathBuf>, ReportError>> = std::thread::scope(|scope| {
         let running: Vec<_> = formats
             .iter()
-            .map(|&f| scope.spawn(move || write_one(f)))
+            .map(|&f| {
+                std::thread::Builder::new()
+                    .name("sw-report".to_string())
+                    .spawn_scoped(scope, move || write_one(f))
+                    .unwrap_or_else(|e| panic!("cannot start a thread: {e}"))
+            })
             .collect();
         running
             .into_iter()
