@@ -404,6 +404,40 @@ fn plain_edns_options(mut options: &[u8]) -> bool {
     options.is_empty()
 }
 
+/// Appends `pieces` one `push_str` each: what `write!` does with a format string's literal
+/// pieces and its arguments' digits (an integer's `Display` is one `write_str`), so the text and
+/// the capacity it grows to are `write!`'s, without the formatting machinery.
+fn push_pieces(data: &mut String, pieces: &[&str]) {
+    for p in pieces {
+        data.push_str(p);
+    }
+}
+
+/// Appends an IPv4 address as its `Display` does: `write!(f, "{}.{}.{}.{}", ...)`, seven
+/// pieces.
+fn push_ipv4(data: &mut String, a: Ipv4Addr) {
+    let [o0, o1, o2, o3] = a.octets();
+    let mut b = [
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    ];
+    let [b0, b1, b2, b3] = &mut b;
+    push_pieces(
+        data,
+        &[
+            b0.format(o0),
+            ".",
+            b1.format(o1),
+            ".",
+            b2.format(o2),
+            ".",
+            b3.format(o3),
+        ],
+    );
+}
+
 /// Writes `bytes` in lowercase hex, as hickory writes TLSA data.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -567,7 +601,7 @@ fn answer(
     let mut data = String::new();
     match rd {
         Rdata::A(a) => {
-            let _ = write!(data, "{a}");
+            push_ipv4(&mut data, a);
             out.addresses.push((name.clone(), IpAddr::V4(a)));
         }
         Rdata::Aaaa(a) => {
@@ -584,13 +618,28 @@ fn answer(
         }
         Rdata::Mx(pref, at) => {
             let exchange = read_name(buf, at, NameText::Display, nb)?;
-            let _ = write!(data, "{pref} ");
+            push_pieces(&mut data, &[itoa::Buffer::new().format(pref), " "]);
             append_display(&mut data, nb.text());
             out.mx
                 .push((pref, canonical_of_display(nb.text(), exchange)));
         }
         Rdata::Tlsa(usage, selector, matching_type, cert) => {
-            let _ = write!(data, "{usage} {selector} {matching_type} ");
+            let (mut u, mut s, mut m) = (
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+            );
+            push_pieces(
+                &mut data,
+                &[
+                    u.format(usage),
+                    " ",
+                    s.format(selector),
+                    " ",
+                    m.format(matching_type),
+                    " ",
+                ],
+            );
             // hickory appends the hex in one piece.
             data.reserve(2 * cert.len());
             push_hex(&mut data, cert);
