@@ -48,10 +48,7 @@ impl Rfc3339 {
             (second_of_day / 60) % 60,
             second_of_day % 60,
         );
-        let mut out = Rfc3339Text {
-            buf: [0; 32],
-            len: 0,
-        };
+        let mut out = Rfc3339Text::empty();
         // `{:04}`: at least four characters, a minus sign counting as one of them.
         if year < 0 {
             out.push(b'-');
@@ -152,18 +149,37 @@ impl std::fmt::Display for Rfc3339 {
     }
 }
 
-/// The text of an [`Rfc3339`] time, on the stack (at most 30 bytes: a sign, six digits of year
-/// and the 23 bytes after them).
+/// A short ASCII text on the stack, for the texts every record line carries (times and
+/// addresses) and that would otherwise each be a `String`. Bytes beyond `N` are dropped; the
+/// users size `N` for their longest text.
 #[derive(Clone, Copy)]
-pub struct Rfc3339Text {
-    buf: [u8; 32],
+pub struct StackText<const N: usize> {
+    buf: [u8; N],
     len: usize,
 }
 
-impl Rfc3339Text {
+/// The text of an [`Rfc3339`] time (at most 30 bytes: a sign, six digits of year and the 23
+/// bytes after them).
+pub type Rfc3339Text = StackText<32>;
+
+/// An address's text as `Display` writes it (`192.0.2.1`, `2001:db8::1`; at most 45 bytes).
+/// Every record line carries two, and the formatting machinery behind `Display` and serde's
+/// address impl costs several hundred instructions for an IPv4 address; four octets need a
+/// digit loop. IPv6, whose text has rules of its own (the longest zero run, embedded IPv4),
+/// stays with `Display`.
+pub type IpText = StackText<48>;
+
+impl<const N: usize> StackText<N> {
+    fn empty() -> Self {
+        StackText {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits and separators are ever written.
+        // Only ASCII is ever written.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 
@@ -196,24 +212,10 @@ impl Rfc3339Text {
     }
 }
 
-/// An address's text as `Display` writes it (`192.0.2.1`, `2001:db8::1`), on the stack. Every
-/// record line carries two, and the formatting machinery behind `Display` and serde's address
-/// impl costs several hundred instructions for an IPv4 address; four octets need a digit loop.
-/// IPv6, whose text has rules of its own (the longest zero run, embedded IPv4), stays with
-/// `Display`.
-#[derive(Clone, Copy)]
-pub struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
 impl IpText {
     /// The text of `ip`.
     pub fn of(ip: IpAddr) -> IpText {
-        let mut t = IpText {
-            buf: [0; 48],
-            len: 0,
-        };
+        let mut t = IpText::empty();
         match ip {
             IpAddr::V4(v4) => {
                 for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -238,19 +240,6 @@ impl IpText {
             }
         }
         t
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII is ever written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
     }
 }
 

@@ -139,13 +139,6 @@ fn seen_bytes(finding_ids: &[String]) -> usize {
 const WAITER_SLOT_BYTES: usize =
     ENTRY_OVERHEAD + size_of::<u64>() + size_of::<Vec<u64>>() + size_of::<u64>();
 
-/// A waiting session's cost: the record, and its slot in the waiter list of each missing
-/// lookup.
-#[cfg(test)]
-fn waiting_bytes(rec: &SessionRecord, missing: usize) -> usize {
-    session_bytes(rec) + missing * WAITER_SLOT_BYTES
-}
-
 struct Offer {
     first_us: i64,
     last_us: i64,
@@ -778,7 +771,7 @@ mod tests {
     #[test]
     fn a_session_waiting_for_its_lookup_is_not_crowded_out_by_the_lookups_seen_before() {
         // A share that a few hundred seen lookups fill, and room for one waiting session.
-        let one_session = waiting_bytes(&session(1, 0, &["D0"]), 1);
+        let one_session = session_bytes(&session(1, 0, &["D0"])) + WAITER_SLOT_BYTES;
         let mut c = correlator(2 * one_session + 300 * seen_bytes(&[]));
         let mut out = Vec::new();
         for i in 0..2_000 {
@@ -823,7 +816,8 @@ mod tests {
             "the first session's lookup is no longer waited for"
         );
         let entries = c.wait_usage.entries;
-        let expected = waiting_bytes(&c.waiting.values().next().unwrap().rec, 1)
+        let expected = session_bytes(&c.waiting.values().next().unwrap().rec)
+            + WAITER_SLOT_BYTES
             + c.dns_seen
                 .values()
                 .map(|ids| seen_bytes(ids))

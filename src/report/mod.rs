@@ -121,6 +121,7 @@ pub fn write_files(
             Ok(vec![path])
         };
         match f {
+            // Printed by the caller; not given a thread.
             Format::Terminal => Ok(Vec::new()),
             Format::Markdown => write("report.md", markdown::render(report)),
             Format::Html => write("report.html", html::render(report)?),
@@ -131,6 +132,7 @@ pub fn write_files(
     let results: Vec<Result<Vec<PathBuf>, ReportError>> = std::thread::scope(|scope| {
         let running: Vec<_> = formats
             .iter()
+            .filter(|&&f| f != Format::Terminal)
             .map(|&f| {
                 std::thread::Builder::new()
                     .name("sw-report".to_string())
