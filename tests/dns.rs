@@ -88,6 +88,39 @@ fn the_mx_window_bounds_linkage() {
     assert_eq!(summary["findings_by_kind"]["smtp-to-unlisted-ip"], 1);
 }
 
+/// A client resolving more names than its memory holds: the oldest are forgotten (counted), the
+/// newest link the session, and a session that could rest on a forgotten answer is not judged
+/// (counted as a skipped judgement) rather than convicted of `smtp-to-unlisted-ip`.
+#[test]
+fn a_busy_clients_memory_forgets_its_oldest_answers_and_convicts_nothing_on_them() {
+    for (capture, linked, skipped) in [
+        ("dns-busy-client", 1, 0),
+        ("dns-busy-client-forgot-address", 0, 1),
+        ("dns-busy-client-forgot-mx", 0, 1),
+    ] {
+        let out = common::tempdir(capture);
+        let pcap = common::root().join("pcaps").join(format!("{capture}.pcap"));
+        let summary = common::analyze(&[&pcap], &out, &[]);
+        assert_eq!(summary["sessions"], 1, "{capture}: {summary}");
+        assert_eq!(summary["dns"]["sessions_linked"], linked, "{capture}");
+        assert!(
+            summary["dns"]["client_entries_forgotten"].as_u64() > Some(0),
+            "{capture}: {}",
+            summary["dns"]
+        );
+        assert_eq!(
+            summary["memory"]["windows"]["dns_clients"]["skipped_judgements"], skipped,
+            "{capture}"
+        );
+        assert!(
+            summary["findings_by_kind"]
+                .get("smtp-to-unlisted-ip")
+                .is_none(),
+            "{capture}: {summary}"
+        );
+    }
+}
+
 #[test]
 fn real_postfix_dane_delivery_over_udp() {
     common::check_real_dns(&common::root().join("pcaps"), "dns-mx-delivery");

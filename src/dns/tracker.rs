@@ -13,6 +13,7 @@ use ahash::AHashMap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::mem::size_of;
 use std::net::IpAddr;
@@ -71,6 +72,9 @@ pub struct DnsStats {
     pub evicted: u64,
     /// SMTP sessions linked to the MX lookup that led to them.
     pub sessions_linked: u64,
+    /// MX answers, addresses, CNAMEs, TLSA sets and lookups with findings a client's full
+    /// memory forgot to make room for newer ones.
+    pub client_entries_forgotten: u64,
     /// The MTA-STS memory's counters (reported in the summary's `mta_sts`, not under `dns`).
     #[serde(skip)]
     pub sts: super::sts::StsLinkStats,
@@ -118,26 +122,104 @@ pub struct ClosedTransaction {
     pub responses: Vec<Response>,
 }
 
-/// What one client learned from DNS recently.
+/// What one client learned from DNS recently. Each kind is bounded by a count; a full kind
+/// forgets its least recently learned entries to make room (a busy resolver client asks about
+/// more names than any bound, and a memory that refused new names once full would keep only
+/// its first hour). What was forgotten is remembered as a time, so that `link` never convicts
+/// a session that could have rested on it.
 #[derive(Default)]
 struct ClientMemory {
     last_us: i64,
-    /// What this memory costs (counted in the tracker's total).
+    /// What this memory costs (counted in the tracker's total), kept as entries come and go.
     bytes: usize,
-    /// (time, domain, exchanges, transaction id)
-    mx: Vec<(i64, String, Vec<String>, String)>,
+    /// (time, domain, exchanges, transaction id), oldest first.
+    mx: VecDeque<(i64, String, Vec<String>, String)>,
     /// host -> (time, addresses, transaction id)
     addresses: AHashMap<String, (i64, Vec<IpAddr>, String)>,
-    /// alias -> target
-    cnames: AHashMap<String, String>,
-    /// owner -> (records, transaction id)
-    tlsa: AHashMap<String, (Vec<Tlsa>, String)>,
-    /// transaction id -> finding ids (injection on that lookup)
-    findings: AHashMap<String, Vec<String>>,
+    /// alias -> (time, target)
+    cnames: AHashMap<String, (i64, String)>,
+    /// owner -> (time, records, transaction id)
+    tlsa: AHashMap<String, (i64, Vec<Tlsa>, String)>,
+    /// transaction id -> (time, finding ids) (injection on that lookup)
+    findings: AHashMap<String, (i64, Vec<String>)>,
+    /// The newest MX answer dropped from the full list (its time): a session within
+    /// `--mx-window` of it may have followed it.
+    mx_forgot_us: Option<i64>,
+    /// When addresses or CNAMEs were last forgotten: an MX host of a later session whose
+    /// address is unknown may be one of them.
+    names_forgot_us: Option<i64>,
 }
 
-/// Entries kept per client and kind.
+/// MX answers and TLSA sets kept per client; addresses, CNAMEs and lookups with findings keep
+/// `NAMES_PER_CLIENT`.
 const MEMORY_PER_CLIENT: usize = 64;
+/// Addresses, CNAMEs and lookups with findings kept per client.
+const NAMES_PER_CLIENT: usize = MEMORY_PER_CLIENT * 4;
+
+/// The estimated bytes of the per-client entries (`ClientMemory::bytes` is their sum and the
+/// slot's): the strings by length, each map entry with its table overhead.
+mod entry_bytes {
+    use super::{IpAddr, Tlsa, size_of};
+
+    /// A map entry's hash table overhead, roughly.
+    const ENTRY: usize = 32;
+
+    fn text(x: &str) -> usize {
+        size_of::<String>() + x.len()
+    }
+
+    /// One MX answer (its slot in the list is counted by the list's capacity).
+    pub(super) fn mx((_, domain, exchanges, tx): &(i64, String, Vec<String>, String)) -> usize {
+        text(domain) + exchanges.iter().map(|e| text(e)).sum::<usize>() + text(tx)
+    }
+
+    pub(super) fn address(host: &str, (_, addrs, tx): &(i64, Vec<IpAddr>, String)) -> usize {
+        ENTRY + text(host) + addrs.capacity() * size_of::<IpAddr>() + text(tx)
+    }
+
+    pub(super) fn cname(alias: &str, (_, target): &(i64, String)) -> usize {
+        ENTRY + text(alias) + text(target)
+    }
+
+    pub(super) fn tlsa(owner: &str, (_, records, tx): &(i64, Vec<Tlsa>, String)) -> usize {
+        ENTRY
+            + text(owner)
+            + text(tx)
+            + records
+                .iter()
+                .map(|t| size_of::<Tlsa>() + t.data.len())
+                .sum::<usize>()
+    }
+
+    pub(super) fn findings(tx: &str, (_, ids): &(i64, Vec<String>)) -> usize {
+        ENTRY + text(tx) + ids.iter().map(|id| text(id)).sum::<usize>()
+    }
+}
+
+/// A client's slot in the tracker's map, with its memory's fixed part.
+const CLIENT_SLOT_BYTES: usize = 32 + size_of::<IpAddr>() + size_of::<ClientMemory>();
+/// One slot of a client's MX list (counted by the list's capacity).
+const MX_SLOT_BYTES: usize = size_of::<(i64, String, Vec<String>, String)>();
+
+/// Makes room in one of a client's full maps: its least recently learned tenth goes (the rule
+/// of `evict_oldest_tenth`), and their bytes come off `bytes`. Returns how many went.
+fn forget_oldest<V>(
+    map: &mut AHashMap<String, V>,
+    learned: impl Fn(&V) -> i64,
+    entry_bytes: impl Fn(&str, &V) -> usize,
+    bytes: &mut usize,
+) -> u64 {
+    let mut freed = 0;
+    let gone = evict_oldest_tenth(
+        map,
+        &mut Usage::default(),
+        learned,
+        |_, _| 0,
+        |k, v| freed += entry_bytes(k, v),
+    );
+    *bytes -= freed;
+    gone
+}
 
 impl DnsStats {
     /// Adds another worker's counters.
@@ -151,6 +233,7 @@ impl DnsStats {
         self.transactions_written += o.transactions_written;
         self.evicted += o.evicted;
         self.sessions_linked += o.sessions_linked;
+        self.client_entries_forgotten += o.client_entries_forgotten;
         self.sts.merge(&o.sts);
     }
 }
@@ -193,47 +276,6 @@ pub struct DnsTracker {
     /// Scratch space for the TLSA owner name `link` looks up (reused: no allocation per
     /// session).
     owner_buf: String,
-}
-
-/// Bytes a client's memory costs: its slot and what its maps hold. Walks one client's memory
-/// only (bounded by `MEMORY_PER_CLIENT`), once per response that taught it something.
-fn client_bytes(m: &ClientMemory) -> usize {
-    const SLOT: usize = 32 + size_of::<IpAddr>() + size_of::<ClientMemory>();
-    const ENTRY: usize = 32;
-    let s = |x: &String| size_of::<String>() + x.len();
-    let mx: usize =
-        m.mx.iter()
-            .map(|(_, d, ex, tx)| s(d) + ex.iter().map(s).sum::<usize>() + s(tx))
-            .sum();
-    let addresses: usize = m
-        .addresses
-        .iter()
-        .map(|(k, (_, a, tx))| ENTRY + s(k) + a.capacity() * size_of::<IpAddr>() + s(tx))
-        .sum();
-    let cnames: usize = m.cnames.iter().map(|(k, v)| ENTRY + s(k) + s(v)).sum();
-    let tlsa: usize = m
-        .tlsa
-        .iter()
-        .map(|(k, (r, tx))| {
-            ENTRY
-                + s(k)
-                + s(tx)
-                + r.iter()
-                    .map(|t| size_of::<Tlsa>() + t.data.len())
-                    .sum::<usize>()
-        })
-        .sum();
-    let findings: usize = m
-        .findings
-        .iter()
-        .map(|(k, v)| ENTRY + s(k) + v.iter().map(s).sum::<usize>())
-        .sum();
-    SLOT + m.mx.capacity() * size_of::<(i64, String, Vec<String>, String)>()
-        + mx
-        + addresses
-        + cnames
-        + tlsa
-        + findings
 }
 
 /// Where a DNS message came from.
@@ -356,13 +398,29 @@ impl DnsTracker {
                 // closes still carries the finding's id.
                 let id = format!("{}-0", a.record.transaction_id);
                 if let Some(mem) = self.clients.get_mut(&key.client.0) {
-                    let ids = mem
-                        .findings
-                        .entry(a.record.transaction_id.clone())
-                        .or_default();
-                    if !ids.contains(&id) {
-                        ids.push(id);
+                    let was = mem.bytes;
+                    let tx = &a.record.transaction_id;
+                    if mem.findings.len() >= NAMES_PER_CLIENT && !mem.findings.contains_key(tx) {
+                        self.stats.client_entries_forgotten += forget_oldest(
+                            &mut mem.findings,
+                            |(t, _)| *t,
+                            entry_bytes::findings,
+                            &mut mem.bytes,
+                        );
                     }
+                    let entry = mem.findings.entry(tx.clone()).or_default();
+                    if !entry.1.contains(&id) {
+                        // A new entry counts 0 before (its key and overhead are added below).
+                        let before = if entry.1.is_empty() {
+                            entry.0 = pkt.ts_us;
+                            0
+                        } else {
+                            entry_bytes::findings(tx, entry)
+                        };
+                        entry.1.push(id);
+                        mem.bytes = mem.bytes - before + entry_bytes::findings(tx, entry);
+                    }
+                    self.client_usage.bytes = self.client_usage.bytes - was + mem.bytes;
                 }
             }
             if a.ttl_out.is_none() {
@@ -455,45 +513,88 @@ impl DnsTracker {
         }
         let tx = tx.to_string();
         let usage = &mut self.client_usage;
+        let stats = &mut self.stats;
         let mem = self.clients.entry(key.client.0).or_insert_with(|| {
             usage.entries += 1;
-            ClientMemory::default()
+            usage.bytes += CLIENT_SLOT_BYTES;
+            ClientMemory {
+                bytes: CLIENT_SLOT_BYTES,
+                ..ClientMemory::default()
+            }
         });
+        let was = mem.bytes;
+        let mx_capacity = mem.mx.capacity();
         mem.last_us = ts_us;
         if !msg.mx.is_empty() {
-            if mem.mx.len() >= MEMORY_PER_CLIENT {
-                mem.mx.remove(0);
+            if mem.mx.len() >= MEMORY_PER_CLIENT
+                && let Some(oldest) = mem.mx.pop_front()
+            {
+                mem.bytes -= entry_bytes::mx(&oldest);
+                mem.mx_forgot_us = mem.mx_forgot_us.max(Some(oldest.0));
+                stats.client_entries_forgotten += 1;
             }
             let mut ex = std::mem::take(&mut msg.mx);
             ex.sort();
-            mem.mx.push((
+            let answer = (
                 ts_us,
                 msg.qname.clone(),
                 ex.into_iter().map(|(_, e)| e).collect(),
                 tx.clone(),
-            ));
+            );
+            mem.bytes += entry_bytes::mx(&answer);
+            mem.mx.push_back(answer);
         }
         for (alias, target) in msg.cnames.drain(..) {
-            if mem.cnames.len() < MEMORY_PER_CLIENT * 4 {
-                mem.cnames.insert(alias, target);
-            }
+            let before = match mem.cnames.get(&alias) {
+                Some(old) => entry_bytes::cname(&alias, old),
+                None => {
+                    if mem.cnames.len() >= NAMES_PER_CLIENT {
+                        stats.client_entries_forgotten += forget_oldest(
+                            &mut mem.cnames,
+                            |(t, _)| *t,
+                            entry_bytes::cname,
+                            &mut mem.bytes,
+                        );
+                        mem.names_forgot_us = Some(ts_us);
+                    }
+                    0
+                }
+            };
+            let entry = (ts_us, target);
+            mem.bytes = mem.bytes - before + entry_bytes::cname(&alias, &entry);
+            mem.cnames.insert(alias, entry);
         }
         for (owner, addr) in msg.addresses.drain(..) {
-            if mem.addresses.len() >= MEMORY_PER_CLIENT * 4 && !mem.addresses.contains_key(&owner) {
+            // The addresses of one answer gather in one entry; another answer starts it again.
+            let learn = |e: &mut (i64, Vec<IpAddr>, String)| {
+                if e.2 != tx {
+                    *e = (ts_us, Vec::new(), tx.clone());
+                }
+                if !e.1.contains(&addr) && e.1.len() < 32 {
+                    e.1.push(addr);
+                }
+            };
+            if let Some(e) = mem.addresses.get_mut(&owner) {
+                let before = entry_bytes::address(&owner, e);
+                learn(e);
+                mem.bytes = mem.bytes - before + entry_bytes::address(&owner, e);
                 continue;
             }
-            let e = mem
-                .addresses
-                .entry(owner)
-                .or_insert((ts_us, Vec::new(), tx.clone()));
-            if e.2 != tx {
-                *e = (ts_us, Vec::new(), tx.clone());
+            if mem.addresses.len() >= NAMES_PER_CLIENT {
+                stats.client_entries_forgotten += forget_oldest(
+                    &mut mem.addresses,
+                    |(t, ..)| *t,
+                    entry_bytes::address,
+                    &mut mem.bytes,
+                );
+                mem.names_forgot_us = Some(ts_us);
             }
-            if !e.1.contains(&addr) && e.1.len() < 32 {
-                e.1.push(addr);
-            }
+            let mut e = (ts_us, Vec::new(), tx.clone());
+            learn(&mut e);
+            mem.bytes += entry_bytes::address(&owner, &e);
+            mem.addresses.insert(owner, e);
         }
-        if !msg.tlsa.is_empty() && mem.tlsa.len() < MEMORY_PER_CLIENT {
+        if !msg.tlsa.is_empty() {
             // Grouped by owner, first seen first (as many as a message has: a short scan).
             let mut recs: Vec<(String, Vec<Tlsa>)> = Vec::new();
             for (owner, t) in msg.tlsa.drain(..) {
@@ -502,13 +603,28 @@ impl DnsTracker {
                     None => recs.push((owner, vec![t])),
                 }
             }
-            for (owner, r) in recs {
-                mem.tlsa.insert(owner, (r, tx.clone()));
+            for (owner, records) in recs {
+                let before = match mem.tlsa.get(&owner) {
+                    Some(old) => entry_bytes::tlsa(&owner, old),
+                    None => {
+                        if mem.tlsa.len() >= MEMORY_PER_CLIENT {
+                            stats.client_entries_forgotten += forget_oldest(
+                                &mut mem.tlsa,
+                                |(t, ..)| *t,
+                                entry_bytes::tlsa,
+                                &mut mem.bytes,
+                            );
+                        }
+                        0
+                    }
+                };
+                let entry = (ts_us, records, tx.clone());
+                mem.bytes = mem.bytes - before + entry_bytes::tlsa(&owner, &entry);
+                mem.tlsa.insert(owner, entry);
             }
         }
-        let bytes = client_bytes(mem);
-        usage.bytes = usage.bytes - mem.bytes + bytes;
-        mem.bytes = bytes;
+        mem.bytes = mem.bytes + mem.mx.capacity() * MX_SLOT_BYTES - mx_capacity * MX_SLOT_BYTES;
+        usage.bytes = usage.bytes - was + mem.bytes;
     }
 
     /// Forgets the least recently active tenth of the clients (the budget is spent), and marks
@@ -672,14 +788,16 @@ impl DnsTracker {
                 if let Some(a) = mem.addresses.get(name) {
                     return Some(a);
                 }
-                name = mem.cnames.get(name)?.as_str();
+                name = mem.cnames.get(name)?.1.as_str();
             }
             None
         };
         let mut any_known = false;
+        let mut any_unknown = false;
         for (_, domain, exchanges, mx_tx) in recent() {
             for ex in exchanges {
                 let Some((_, addrs, addr_tx)) = resolve(ex) else {
+                    any_unknown = true;
                     continue;
                 };
                 any_known = true;
@@ -695,12 +813,12 @@ impl DnsTracker {
                     let owner = &mut self.owner_buf;
                     owner.clear();
                     let _ = write!(owner, "_{}._tcp.{ex}", rec.server.port);
-                    if let Some((tlsa, tlsa_tx)) = mem.tlsa.get(owner.as_str()) {
+                    if let Some((_, tlsa, tlsa_tx)) = mem.tlsa.get(owner.as_str()) {
                         rec.mx_tlsa = tlsa.clone();
                         rec.dns_transaction_ids.push(tlsa_tx.clone());
                     }
                     for tx in &rec.dns_transaction_ids {
-                        if let Some(ids) = mem.findings.get(tx) {
+                        if let Some((_, ids)) = mem.findings.get(tx) {
                             rec.dns_finding_ids.extend(ids.iter().cloned());
                         }
                     }
@@ -709,8 +827,12 @@ impl DnsTracker {
                 }
             }
         }
-        if any_known && self.evicted_within_window(rec.client.ip, rec.ts.0) {
-            // What listed this server may be what the budget made us forget: no conviction.
+        // What listed this server may be what the budget or a full memory made us forget: an
+        // MX answer dropped within the window, or the address of an MX host we cannot resolve.
+        let since = ts.saturating_sub(window);
+        let forgotten = mem.mx_forgot_us.is_some_and(|t| t >= since)
+            || (any_unknown && mem.names_forgot_us.is_some_and(|t| t >= since));
+        if any_known && (forgotten || self.evicted_within_window(rec.client.ip, rec.ts.0)) {
             self.client_usage.skipped += 1;
             return None;
         }
@@ -776,6 +898,119 @@ mod tests {
             };
             t.payload(pkt, &mx_response(i as u16), &mut closed);
         }
+    }
+
+    /// What a client's memory costs, walked entry by entry (the tracker keeps the sum as entries
+    /// come and go).
+    fn walked_bytes(m: &ClientMemory) -> usize {
+        CLIENT_SLOT_BYTES
+            + m.mx.capacity() * MX_SLOT_BYTES
+            + m.mx.iter().map(entry_bytes::mx).sum::<usize>()
+            + m.addresses
+                .iter()
+                .map(|(k, v)| entry_bytes::address(k, v))
+                .sum::<usize>()
+            + m.cnames
+                .iter()
+                .map(|(k, v)| entry_bytes::cname(k, v))
+                .sum::<usize>()
+            + m.tlsa
+                .iter()
+                .map(|(k, v)| entry_bytes::tlsa(k, v))
+                .sum::<usize>()
+            + m.findings
+                .iter()
+                .map(|(k, v)| entry_bytes::findings(k, v))
+                .sum::<usize>()
+    }
+
+    #[test]
+    fn a_clients_memory_is_counted_as_it_learns_and_forgets() {
+        let mut t = DnsTracker::new(DnsConfig::default(), "s".into());
+        let client = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let resolver = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53));
+        let key = TxKey {
+            client: (client, 40_000),
+            server: (resolver, 53),
+            id: 1,
+            question: (String::new(), None),
+        };
+        // MX answers, addresses (new hosts and hosts seen again), CNAMEs and TLSA sets, more of
+        // each than a client keeps.
+        for i in 0..3_000u32 {
+            let mut msg = DnsMessage {
+                qname: format!("q{i}.example"),
+                ..DnsMessage::default()
+            };
+            if i % 7 == 0 {
+                msg.mx = vec![
+                    (10, format!("mx{}.example", i % 90)),
+                    (20, "backup.example".into()),
+                ];
+            }
+            msg.addresses = (0..i % 3)
+                .map(|j| {
+                    let host = format!("h{}.example", (i * 7 + j) % 400);
+                    (host, IpAddr::V4(Ipv4Addr::from(i * 3 + j)))
+                })
+                .collect();
+            if i % 5 == 0 {
+                let alias = format!("alias{}.example", i % 300);
+                msg.cnames = vec![(alias, format!("h{}.example", i % 400))];
+            }
+            if i % 11 == 0 {
+                let tlsa = Tlsa {
+                    usage: 3,
+                    selector: 1,
+                    matching_type: 1,
+                    data: vec![i as u8; 32 + (i % 3) as usize],
+                };
+                msg.tlsa = vec![(format!("_25._tcp.mx{}.example", i % 90), tlsa)];
+            }
+            t.remember(&key, &mut msg, 1_000_000 * i64::from(i), &format!("tx{i}"));
+            let m = &t.clients[&client];
+            assert_eq!(m.bytes, walked_bytes(m), "after response {i}");
+            assert_eq!(t.client_usage.bytes, m.bytes, "after response {i}");
+            assert!(m.mx.len() <= MEMORY_PER_CLIENT && m.tlsa.len() <= MEMORY_PER_CLIENT);
+            assert!(m.addresses.len() <= NAMES_PER_CLIENT && m.cnames.len() <= NAMES_PER_CLIENT);
+        }
+        let m = &t.clients[&client];
+        assert!(
+            m.addresses
+                .contains_key(&format!("h{}.example", (2_999 * 7 + 1) % 400))
+        );
+        assert_eq!(
+            m.mx.back().unwrap().1,
+            "q2996.example",
+            "the newest MX answer is kept"
+        );
+        assert!(m.mx_forgot_us.is_some() && m.names_forgot_us.is_some());
+        let forgotten = t.stats.client_entries_forgotten;
+        assert!(forgotten > 1_000, "{forgotten}");
+        // Injected lookups (a second, different answer to each): their finding ids are kept
+        // per lookup, more than a client keeps.
+        let mut closed = Vec::new();
+        for id in 0..300u16 {
+            let pkt = DnsPacket {
+                ts_us: 4_000_000_000 + i64::from(id) * 1_000,
+                src: (resolver, 53),
+                dst: (client, 40_000),
+                ip_ttl: 64,
+                transport: "udp",
+            };
+            let real = mx_response(id);
+            let mut forged = real.clone();
+            let n = forged.len();
+            forged[n - 3] = b'y'; // mx.example.com -> my.example.com
+            t.payload(pkt, &real, &mut closed);
+            t.payload(pkt, &forged, &mut closed);
+            let m = &t.clients[&client];
+            assert_eq!(m.bytes, walked_bytes(m), "after injection {id}");
+            assert_eq!(t.client_usage.bytes, m.bytes);
+        }
+        let m = &t.clients[&client];
+        assert!(m.findings.len() <= NAMES_PER_CLIENT && m.findings.len() > 200);
+        assert!(t.stats.client_entries_forgotten > forgotten);
     }
 
     #[test]

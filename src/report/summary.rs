@@ -448,11 +448,15 @@ impl Summary {
         let d = &self.decode;
         let f = &self.flows;
         let _ = writeln!(s, "\nCounters:");
-        let rows: [(&str, u64); 26] = [
+        let rows: [(&str, u64); 27] = [
             ("dns messages", self.dns.messages),
             ("dns transactions written", self.dns_transactions),
             ("dns unanswered queries", self.dns.unanswered),
             ("sessions linked to an mx lookup", self.dns.sessions_linked),
+            (
+                "dns answers a busy client forgot",
+                self.dns.client_entries_forgotten,
+            ),
             ("tcp packets", d.tcp),
             ("udp packets", d.udp),
             ("smtp flows (mail ports)", f.smtp_flows),

@@ -653,6 +653,94 @@ fn dns_unlisted_ip(cap: &mut Capture) {
     cap.run(s);
 }
 
+/// A busy client (one of its own, so that the captures analysed together do not share its
+/// memory): after an earlier lookup of example.org's MX and its address, it resolves 300
+/// other hosts within a minute (more than the 256 addresses a client's memory holds), then
+/// example.net's MX and its address, and delivers there. A memory that refuses new names once
+/// full loses the link, and example.org's answer, still remembered, would convict the session
+/// of going to an unlisted address.
+fn dns_busy_client(cap: &mut Capture) {
+    let org_mx = vec![("example.org", 3600, Rdata::Mx(10, "mx.example.org"))];
+    cap.dns(40, "example.org", 15, &[(18_000, 52, org_mx)]);
+    cap.dns(
+        40,
+        "mx.example.org",
+        1,
+        &[(12_000, 52, a_answer("mx.example.org", 30))],
+    );
+    many_address_lookups(cap, 40);
+    cap.dns(40, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    resolve_and_deliver(cap, 40, "mx.example.net", 25, 12_000);
+}
+
+/// 300 address lookups of other hosts from one client.
+fn many_address_lookups(cap: &mut Capture, client: u8) {
+    for i in 0..300u32 {
+        let host = format!("host{i}.example.com");
+        let addr = Ipv4Addr::new(203, 0, 113, (i % 250) as u8 + 1);
+        let answer = vec![(host.as_str(), 300, Rdata::A(addr))];
+        cap.dns(client, &host, 1, &[(2_000, 52, answer)]);
+    }
+}
+
+/// The busy client's memory overflows between its lookup of mx.example.net and its delivery
+/// there: the address is forgotten, while example.org's MX host, resolved again just before,
+/// is remembered. What listed the server is gone, so nothing may be concluded: no
+/// `smtp-to-unlisted-ip`, and no link either.
+fn dns_busy_client_forgot_address(cap: &mut Capture) {
+    cap.dns(41, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    cap.dns(
+        41,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    let org_mx = vec![("example.org", 3600, Rdata::Mx(10, "mx.example.org"))];
+    cap.dns(41, "example.org", 15, &[(18_000, 52, org_mx)]);
+    many_address_lookups(cap, 41);
+    cap.dns(
+        41,
+        "mx.example.org",
+        1,
+        &[(12_000, 52, a_answer("mx.example.org", 30))],
+    );
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.client = 41;
+    s.server = 25;
+    s.gap_s = 0;
+    cap.run(s);
+}
+
+/// The client looks up example.net's MX and address, then 64 other domains' MX and addresses
+/// (a client keeps 64 MX answers), then delivers to mx.example.net: the MX answer that listed
+/// the server was dropped, so the other 64, which do not list it, convict nothing.
+fn dns_busy_client_forgot_mx(cap: &mut Capture) {
+    cap.dns(42, "example.net", 15, &[(18_000, 52, mx_answer())]);
+    cap.dns(
+        42,
+        "mx.example.net",
+        1,
+        &[(12_000, 52, a_answer("mx.example.net", 25))],
+    );
+    for i in 0..64u8 {
+        let domain = format!("domain{i}.example");
+        let host = format!("mx.domain{i}.example");
+        let mx = vec![(domain.as_str(), 3600, Rdata::Mx(10, host.as_str()))];
+        cap.dns(42, &domain, 15, &[(18_000, 52, mx)]);
+        let a = vec![(
+            host.as_str(),
+            3600,
+            Rdata::A(Ipv4Addr::new(203, 0, 113, i + 1)),
+        )];
+        cap.dns(42, &host, 1, &[(12_000, 52, a)]);
+    }
+    let mut s = Session::new(clean_dialog(cap), &[]);
+    s.client = 42;
+    s.server = 25;
+    s.gap_s = 0;
+    cap.run(s);
+}
+
 fn dns_tcp_mx(cap: &mut Capture) {
     cap.dns_tcp(10, "example.net", 15, mx_answer());
     resolve_and_deliver(cap, 10, "mx.example.net", 25, 12_000);
@@ -1095,6 +1183,21 @@ pub fn all() -> Vec<Scenario> {
             "dns-unlisted-ip",
             "The client resolves example.net MX to mx.example.net (198.51.100.25) but connects to 198.51.100.99.",
             dns_unlisted_ip,
+        ),
+        Scenario::new(
+            "dns-busy-client",
+            "One client resolves example.org's MX and address, then 300 other hosts within a minute, then example.net's MX and mx.example.net, and delivers to it: the session is linked to example.net although the client's memory overflowed.",
+            dns_busy_client,
+        ),
+        Scenario::new(
+            "dns-busy-client-forgot-address",
+            "One client resolves example.net's MX host (198.51.100.25), then example.org's MX, then 300 other hosts, then example.org's MX host again, and delivers to 198.51.100.25: the address that listed the server was forgotten, so the session is neither linked nor judged to go to an unlisted address.",
+            dns_busy_client_forgot_address,
+        ),
+        Scenario::new(
+            "dns-busy-client-forgot-mx",
+            "One client resolves example.net's MX host (198.51.100.25), then 64 other domains' MX hosts, and delivers to 198.51.100.25: the MX answer that listed the server was dropped, so the session is neither linked nor judged to go to an unlisted address.",
+            dns_busy_client_forgot_mx,
         ),
         Scenario::new(
             "dns-tcp-mx",
