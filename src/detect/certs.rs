@@ -3,7 +3,7 @@
 //! intermediates learned from one session help validate another, keeps one record per distinct
 //! certificate for `certificates.ndjson`, and remembers which keys each server presented.
 
-use crate::memory::Usage;
+use crate::memory::{Usage, evict_oldest_tenth};
 use crate::record::{CertificateRecord, FindingKind, SessionRecord, Side, Tlsa};
 use crate::state::{Baseline, Fact, Learned, Seen, add_witness};
 use crate::tls::cert;
@@ -27,6 +27,22 @@ const MAX_KEYS_PER_SERVER: usize = 8;
 /// Server addresses whose keys are remembered.
 const MAX_SERVERS: usize = 1_000_000;
 
+/// What one server's entry in the key table costs: the entry and its keys.
+fn server_keys_bytes(keys: &[KeySeen]) -> usize {
+    ENTRY_OVERHEAD
+        + size_of::<IpAddr>()
+        + size_of::<Vec<KeySeen>>()
+        + keys
+            .iter()
+            .map(|k| key_bytes(&k.spki, &k.session_id))
+            .sum::<usize>()
+}
+
+/// What one remembered key costs (its fingerprint counted at 64 hex digits).
+fn key_bytes(spki: &str, session_id: &str) -> usize {
+    size_of::<KeySeen>() + spki.len() + session_id.len() + 2 * 64
+}
+
 /// Counters for the summary.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct CertStats {
@@ -39,6 +55,9 @@ pub struct CertStats {
     /// Certificates already written and not seen for a while, forgotten to make room in a
     /// long run (`live`, `analyze --follow`); seen again, they start a new record.
     pub certificates_released: u64,
+    /// Servers whose keys were forgotten (the least recently seen tenth at a time) to make room
+    /// for new ones when the table was full: a later key change of theirs is not seen.
+    pub servers_forgotten: u64,
 }
 
 /// A distinct certificate, with what its record costs and whether it changed since it was last
@@ -73,8 +92,12 @@ pub struct CertJudge {
     /// so it is bounded by the same `MAX_CERTS` and `max_bytes`.
     by_der: AHashMap<Box<[u8]>, String>,
     keys: AHashMap<IpAddr, Vec<KeySeen>>,
-    /// Bytes of both tables at most (the memory budget's share): beyond it, new certificates and
-    /// servers are not remembered, as when a table is full.
+    /// The key table's part of `usage.bytes`: forgetting servers can make room only when the
+    /// certificates alone fit.
+    key_bytes: usize,
+    /// Bytes of both tables at most (the memory budget's share): beyond it, new certificates are
+    /// not remembered, as when their table is full, and servers seen least recently make room
+    /// for new ones.
     max_bytes: usize,
     usage: Usage,
     /// Counters.
@@ -182,6 +205,7 @@ impl CertJudge {
             certs: AHashMap::new(),
             by_der: AHashMap::new(),
             keys: AHashMap::new(),
+            key_bytes: 0,
             max_bytes: usize::MAX,
             usage: Usage::default(),
             stats: CertStats::default(),
@@ -281,16 +305,32 @@ impl CertJudge {
         };
         // Keys per server, for certificate-changed (judged when the session is released).
         let known_server = self.keys.contains_key(&rec.server.ip);
-        if !known_server && (self.keys.len() >= MAX_SERVERS || self.full()) {
-            self.usage.evictions += 1;
+        // The servers seen least recently make room when the key table is what fills the
+        // bounds (their earlier keys are forgotten, so a change of theirs goes unseen): refusing
+        // every new server once full froze a long run's table on the servers of its first days.
+        let certificates_fit = self.usage.bytes - self.key_bytes <= self.max_bytes;
+        if !known_server && (self.keys.len() >= MAX_SERVERS || (self.full() && certificates_fit)) {
+            let mut freed = 0;
+            self.stats.servers_forgotten += evict_oldest_tenth(
+                &mut self.keys,
+                &mut self.usage,
+                |list| list.iter().map(|k| k.last_us).max().unwrap_or(i64::MIN),
+                |_, list| server_keys_bytes(list),
+                |_, list| freed += server_keys_bytes(list),
+            );
+            self.key_bytes -= freed;
         }
         if known_server || (self.keys.len() < MAX_SERVERS && !self.full()) {
-            let usage = &mut self.usage;
-            let list = self.keys.entry(rec.server.ip).or_insert_with(|| {
-                usage.entries += 1;
-                usage.bytes += ENTRY_OVERHEAD + size_of::<IpAddr>() + size_of::<Vec<KeySeen>>();
-                Vec::new()
-            });
+            let list = match self.keys.entry(rec.server.ip) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    self.usage.entries += 1;
+                    self.usage.bytes += server_keys_bytes(&[]);
+                    self.key_bytes += server_keys_bytes(&[]);
+                    v.insert(Vec::new())
+                }
+            };
+            let before = server_keys_bytes(list);
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
                 k.sessions += 1;
                 k.last_us = k.last_us.max(rec.ts.0);
@@ -299,8 +339,6 @@ impl CertJudge {
                     k.session_id = rec.session_id.clone();
                 }
             } else if list.len() < MAX_KEYS_PER_SERVER {
-                usage.bytes +=
-                    size_of::<KeySeen>() + leaf.spki_sha256.len() + rec.session_id.len() + 2 * 64;
                 list.push(KeySeen {
                     spki: leaf.spki_sha256.clone(),
                     first_us: rec.ts.0,
@@ -310,6 +348,12 @@ impl CertJudge {
                     fingerprint: leaf.fingerprint.clone(),
                 });
             }
+            let after = server_keys_bytes(list);
+            self.usage.bytes = self.usage.bytes - before + after;
+            self.key_bytes = self.key_bytes - before + after;
+        } else {
+            // The certificates alone fill the budget.
+            self.usage.evictions += 1;
         }
         // DANE first (RFC 7672 §3.1.1): a usable TLSA record that authenticates the chain makes
         // the PKIX outcomes below facts (`pkix`), not findings.
@@ -744,6 +788,35 @@ mod tests {
         let renewed = judge.take_unwritten();
         assert_eq!(renewed[0].sessions, 1, "a new record");
         assert_eq!(renewed[0].info.fingerprint, fp);
+    }
+
+    #[test]
+    fn a_full_key_table_forgets_the_servers_seen_least_recently() {
+        let mut judge = CertJudge::new(Validator::new(&[]).unwrap(), TlsaStore::default());
+        let cert = self_signed();
+        let t = 1_780_000_000;
+        let ip = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i));
+        let at = |i: u32| {
+            let mut rec = session(t + i64::from(i), vec![cert.clone()], 0x0303, 0xc030);
+            rec.server.ip = ip(i);
+            rec
+        };
+        judge.judge(&mut at(0));
+        let per_server = judge.key_bytes;
+        // Room for the certificate and about 50 servers' keys.
+        judge.max_bytes = judge.usage().bytes + 50 * per_server;
+        for i in 1..500 {
+            judge.judge(&mut at(i));
+            assert!(judge.keys.contains_key(&ip(i)), "server {i} is remembered");
+            assert!(judge.usage().bytes <= judge.max_bytes + per_server, "{i}");
+            let walked: usize = judge.keys.values().map(|l| server_keys_bytes(l)).sum();
+            assert_eq!(judge.key_bytes, walked, "{i}");
+        }
+        assert!(!judge.keys.contains_key(&ip(1)), "the oldest is forgotten");
+        assert!(judge.keys.len() > 40, "{}", judge.keys.len());
+        assert!(judge.stats.servers_forgotten > 400, "{:?}", judge.stats);
+        assert_eq!(judge.usage().entries, 1 + judge.keys.len());
+        assert!(judge.usage().evictions >= judge.stats.servers_forgotten);
     }
 
     #[test]
