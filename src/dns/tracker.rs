@@ -396,7 +396,7 @@ impl DnsTracker {
             if differs {
                 // Known at once, so that an SMTP session that ends before the comparison window
                 // closes still carries the finding's id.
-                let id = format!("{}-0", a.record.transaction_id);
+                let id = crate::record::finding_id(&a.record.transaction_id, 0);
                 if let Some(mem) = self.clients.get_mut(&key.client.0) {
                     let was = mem.bytes;
                     let tx = &a.record.transaction_id;

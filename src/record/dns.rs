@@ -112,7 +112,7 @@ impl DnsRecord {
         evidence: serde_json::Value,
     ) -> Finding {
         Finding {
-            finding_id: format!("{}-{n}", self.transaction_id),
+            finding_id: super::finding_id(&self.transaction_id, usize::from(n)),
             kind,
             session_id: None,
             ts: Micros(ts_us),

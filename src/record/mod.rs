@@ -21,7 +21,7 @@ pub use certificate::{CertInfo, CertificateRecord};
 pub use dns::{AnswerText, DnsRecord, Tlsa};
 pub use endpoint::Endpoint;
 pub(crate) use endpoint::{client_prefix, server_prefix};
-pub use finding::{Finding, FindingKind, verdict};
+pub use finding::{Finding, FindingKind, finding_id, verdict};
 pub use flow::{EndReason, Side};
 pub use session::{CorrelationFacts, SessionRecord};
 pub use size::{dns_bytes, finding_bytes, session_bytes};

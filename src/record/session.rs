@@ -195,7 +195,7 @@ impl SessionRecord {
     /// position), so that a replay of the same capture gives the same ids.
     pub fn add_finding(&mut self, kind: FindingKind, ts_us: i64, evidence: serde_json::Value) {
         let finding = Finding {
-            finding_id: format!("{}-{}", self.session_id, self.finding_details.len()),
+            finding_id: super::finding_id(&self.session_id, self.finding_details.len()),
             kind,
             session_id: Some(self.session_id.clone()),
             ts: Micros(ts_us),
