@@ -236,6 +236,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
             sensor: args.sensor.clone().unwrap_or_else(hostname),
             dns: DnsConfig {
                 link_window_us: micros(args.mx_window),
+                max_pending_bytes: budget.limit(Window::DnsPending),
                 max_client_bytes: budget.limit(Window::DnsClients),
                 max_sts_bytes: budget.limit(Window::StsClients),
                 ..DnsConfig::default()

@@ -27,8 +27,11 @@ pub struct DnsConfig {
     pub injection_window_us: i64,
     /// An MX lookup this long before an SMTP session can have led to it.
     pub link_window_us: i64,
-    /// Queries waiting for a response, per worker.
+    /// Queries waiting for a response, and answered transactions within their comparison
+    /// window, per worker (each).
     pub max_pending: usize,
+    /// Bytes of both at most, per worker (the `dns_pending` share of the memory budget).
+    pub max_pending_bytes: usize,
     /// Clients whose answers are remembered, per worker.
     pub max_clients: usize,
     /// Bytes of the per-client memory at most, per worker (the memory budget's share).
@@ -44,6 +47,7 @@ impl Default for DnsConfig {
             injection_window_us: 5_000_000,
             link_window_us: 600_000_000,
             max_pending: 100_000,
+            max_pending_bytes: usize::MAX,
             max_clients: 100_000,
             max_client_bytes: usize::MAX,
             max_sts_bytes: usize::MAX,
@@ -328,12 +332,8 @@ impl DnsTracker {
                 id: msg.id,
                 question: (msg.qname, msg.qtype),
             };
-            if self.pending.len() >= self.cfg.max_pending {
-                self.expire(pkt.ts_us, true, closed);
-                if self.pending.len() >= self.cfg.max_pending {
-                    self.stats.evicted += 1;
-                    return;
-                }
+            if !self.pending.contains_key(&key) {
+                self.make_room(pkt.ts_us, closed);
             }
             self.pending.entry(key).or_insert(Pending {
                 ts_us: pkt.ts_us,
@@ -493,9 +493,7 @@ impl DnsTracker {
                 responses: vec![resp],
             },
         );
-        if self.answered.len() > self.cfg.max_pending {
-            self.expire(pkt.ts_us, true, closed);
-        }
+        self.make_room(pkt.ts_us, closed);
     }
 
     /// Learns the MX, CNAME, address and TLSA answers of a response for its client, moving them
@@ -682,19 +680,76 @@ impl DnsTracker {
         }
     }
 
+    /// Keeps the transactions in flight within their count and their share of the budget. What
+    /// time has closed goes first; then, while still over, the oldest tenth of the queries
+    /// waiting (forgotten: a late response is unsolicited) and of the answers within their
+    /// comparison window (closed early: a later response is not compared), each counted in
+    /// `evicted`. Closing everything at once, as a full table did before, cut every open
+    /// comparison short and forgot every recent query together.
+    fn make_room(&mut self, now_us: i64, closed: &mut Vec<ClosedTransaction>) {
+        if !self.over_bounds() {
+            return;
+        }
+        self.expire(now_us, false, closed);
+        if self.pending.len() >= self.cfg.max_pending || self.over_bytes() {
+            self.stats.evicted += evict_oldest_tenth(
+                &mut self.pending,
+                &mut Usage::default(),
+                |p| p.ts_us,
+                |_, _| 0,
+                |_, _| {},
+            );
+        }
+        if (self.answered.len() >= self.cfg.max_pending || self.over_bytes())
+            && !self.answered.is_empty()
+        {
+            let mut first: Vec<i64> = self
+                .answered
+                .values()
+                .map(|a| a.responses[0].ts_us)
+                .collect();
+            let cut = first.len() / 10;
+            let pivot = *first.select_nth_unstable(cut).1;
+            let before = closed.len();
+            self.close_where(|a| a.responses[0].ts_us <= pivot, closed);
+            self.stats.evicted += (closed.len() - before) as u64;
+        }
+    }
+
+    /// Over the count of either table or over the bytes of both.
+    fn over_bounds(&self) -> bool {
+        self.pending.len() >= self.cfg.max_pending
+            || self.answered.len() >= self.cfg.max_pending
+            || self.over_bytes()
+    }
+
+    fn over_bytes(&self) -> bool {
+        self.pending_usage().bytes > self.cfg.max_pending_bytes
+    }
+
     /// Closes transactions whose comparison window has passed (oldest first, into `closed`) and
-    /// forgets stale queries. With `all`, everything is closed (end of input, or a full table).
+    /// forgets stale queries. With `all`, everything is closed (end of input).
     /// The caller judges each closed transaction and hands its record to [`DnsTracker::keep`].
     pub fn expire(&mut self, now_us: i64, all: bool, closed: &mut Vec<ClosedTransaction>) {
         let window = self.cfg.injection_window_us;
+        self.close_where(|a| all || now_us - a.responses[0].ts_us > window, closed);
+        self.expire_queries(now_us, all);
+    }
+
+    /// Closes the answered transactions `done` picks, oldest first, into `closed`.
+    fn close_where(
+        &mut self,
+        done: impl Fn(&ClosedTransaction) -> bool,
+        closed: &mut Vec<ClosedTransaction>,
+    ) {
         // Taken out in one pass, keys dropped, not cloned (the order is fixed by the sort below).
         let mut finished: Vec<Option<ClosedTransaction>> = self
             .answered
-            .extract_if(|_, a| all || now_us - a.responses[0].ts_us > window)
+            .extract_if(|_, a| done(a))
             .map(|(_, a)| Some(a))
             .collect();
         if finished.is_empty() {
-            return self.expire_queries(now_us, all);
+            return;
         }
         // Ties in time are broken by the transaction id (a hash of the flow and the DNS id), not
         // by the hash map's iteration order, so the output is the same on every run. The sort
@@ -718,7 +773,6 @@ impl DnsTracker {
                 closed.push(a);
             }
         }
-        self.expire_queries(now_us, all);
     }
 
     /// Forgets queries unanswered for longer than the timeout (all of them with `all`),
@@ -1011,6 +1065,96 @@ mod tests {
         let m = &t.clients[&client];
         assert!(m.findings.len() <= NAMES_PER_CLIENT && m.findings.len() > 200);
         assert!(t.stats.client_entries_forgotten > forgotten);
+    }
+
+    /// `mx_response`'s question alone, as the client sends it.
+    fn mx_query(id: u16) -> Vec<u8> {
+        let mut q = mx_response(id);
+        q[2] = 0x01; // RD, not a response
+        q[3] = 0;
+        q[7] = 0; // no answer
+        q.truncate(12 + 13 + 4);
+        q
+    }
+
+    /// A packet between one client port and the resolver, `ms` milliseconds into the run.
+    fn between(ms: i64, from_client: bool) -> DnsPacket {
+        let client = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40_000);
+        let resolver = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53)), 53);
+        let (src, dst) = if from_client {
+            (client, resolver)
+        } else {
+            (resolver, client)
+        };
+        DnsPacket {
+            ts_us: 1_780_000_000_000_000 + ms * 1_000,
+            src,
+            dst,
+            ip_ttl: 64,
+            transport: "udp",
+        }
+    }
+
+    /// A tracker with room for 1,000 transactions of each kind, sent 1,001 queries (or
+    /// answers) a millisecond apart: all within the query timeout and one comparison window.
+    fn one_too_many(queries: bool) -> (DnsTracker, Vec<ClosedTransaction>) {
+        let cfg = DnsConfig {
+            max_pending: 1_000,
+            ..DnsConfig::default()
+        };
+        let mut t = DnsTracker::new(cfg, "s".into());
+        let mut closed = Vec::new();
+        for id in 0..=1_000u16 {
+            let message = if queries {
+                mx_query(id)
+            } else {
+                mx_response(id)
+            };
+            t.payload(between(i64::from(id), queries), &message, &mut closed);
+        }
+        (t, closed)
+    }
+
+    #[test]
+    fn a_full_table_of_queries_forgets_its_oldest_tenth_not_every_query() {
+        let (mut t, mut closed) = one_too_many(true);
+        assert!(
+            t.pending.len() <= 1_000 && t.pending.len() >= 850,
+            "{}",
+            t.pending.len()
+        );
+        assert!(t.stats.evicted >= 100, "{:?}", t.stats);
+        // The recent queries are all still waiting: their answers are matched, not unsolicited.
+        for id in 200..=1_000u16 {
+            t.payload(between(1_500, false), &mx_response(id), &mut closed);
+        }
+        assert_eq!(t.stats.unsolicited, 0, "{:?}", t.stats);
+    }
+
+    #[test]
+    fn full_answer_tables_close_their_oldest_tenth_early_within_count_and_bytes() {
+        let (t, mut closed) = one_too_many(false);
+        assert!(
+            closed.len() >= 100 && closed.len() <= 200,
+            "{}",
+            closed.len()
+        );
+        assert!(t.answered.len() <= 1_000);
+        // The oldest went first.
+        assert!(closed.iter().all(|c| c.record.id < 200), "oldest first");
+        // The bytes bound the same way: room for about 50 answers.
+        let one = t.pending_usage().bytes / t.answered.len();
+        let cfg = DnsConfig {
+            max_pending_bytes: 50 * one,
+            ..DnsConfig::default()
+        };
+        let mut t = DnsTracker::new(cfg, "s".into());
+        for id in 0..500u16 {
+            t.payload(between(i64::from(id), false), &mx_response(id), &mut closed);
+            assert!(t.pending_usage().bytes <= 51 * one, "{id}");
+        }
+        assert!(t.answered.len() >= 40, "{}", t.answered.len());
+        assert!(t.stats.evicted >= 400, "{:?}", t.stats);
     }
 
     #[test]
