@@ -3,7 +3,9 @@
 //! conflicting, at varying IP TTLs), then asked to close everything, each closed transaction
 //! judged (`detect::dns_injection`); the written records go
 //! through the cross-client DNS judge (MX sets, DNSSEC history) twice, as if from two clients.
-//! Nothing may panic, and every record written must serialise.
+//! Nothing may panic, and every record written must serialise. When the input's length is odd
+//! the tracker has room for only 8 transactions of each kind and a few kB, so that making room
+//! (the oldest tenth forgotten or closed early) runs all the time, and the bounds must hold.
 //!
 //! Input layout: a sequence of [flags, len_hi, len_lo, bytes...]; flags bit 0 = sent by the
 //! server (else the client), bits 1-3 = milliseconds to advance the clock, bits 4-7 pick the
@@ -21,7 +23,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = message::parse(data);
     let client = ("192.0.2.1".parse().unwrap(), 53_000u16);
     let server = ("192.0.2.53".parse().unwrap(), 53u16);
-    let mut tracker = DnsTracker::new(DnsConfig::default(), "fuzz".into());
+    let tight = data.len() % 2 == 1;
+    let cfg = if tight {
+        DnsConfig {
+            max_pending: 8,
+            max_pending_bytes: 8 * 1024,
+            max_clients: 2,
+            ..DnsConfig::default()
+        }
+    } else {
+        DnsConfig::default()
+    };
+    let mut tracker = DnsTracker::new(cfg, "fuzz".into());
     let mut closed = Vec::new();
     let mut ts = 1_700_000_000_000_000i64;
     let mut rest = data;
@@ -36,6 +49,12 @@ fuzz_target!(|data: &[u8]| {
         let ip_ttl = 64 - (flags >> 4);
         let pkt = DnsPacket { ts_us: ts, src, dst, ip_ttl, transport: "udp" };
         tracker.payload(pkt, msg, &mut closed);
+        if tight {
+            // At most one over each count between calls (the one just added), and within bytes
+            // but for that one.
+            let usage = tracker.pending_usage();
+            assert!(usage.entries <= 2 * 8 + 2, "{usage:?}");
+        }
         if let Some(m) = message::parse(msg) {
             let _ = m.answer_set();
         }
