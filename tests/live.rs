@@ -353,6 +353,25 @@ fn live_on_a_veth_judges_as_analyze_flushes_on_a_silent_link_and_stops_cleanly()
         "{metrics:?}"
     );
     assert_eq!(metrics.get("stripwatch_capture_loss_ratio"), Some(&0.0));
+    // Each worker's share of the work, while it runs.
+    let packets_by_worker = loss("stripwatch_worker_packets_total");
+    assert!(
+        packets_by_worker.iter().all(|p| *p != u64::MAX)
+            && packets_by_worker.iter().sum::<u64>() > 0,
+        "{metrics:?}"
+    );
+    assert!(
+        loss("stripwatch_worker_sessions_total")
+            .iter()
+            .all(|s| *s != u64::MAX),
+        "{metrics:?}"
+    );
+    assert!(
+        loss("stripwatch_worker_dns_messages_total")
+            .iter()
+            .all(|d| *d != u64::MAX),
+        "{metrics:?}"
+    );
     assert!(metrics.contains_key("stripwatch_state_entries{window=\"flows\"}"));
     let by_verdict: u64 = metrics
         .iter()

@@ -48,3 +48,32 @@ fn mixed_capture_yields_every_session() {
     assert_eq!(summary["flows"]["evicted_flows"], 0);
     assert_eq!(summary["flows"]["gaps"], 0);
 }
+
+/// Each worker's share is in the summary, and the shares add up to the run's counters.
+#[test]
+fn each_workers_share_is_counted_and_the_shares_add_up() {
+    let dir = common::tempdir("synth-workers");
+    let pcap = dir.join("mixed.pcap");
+    stripwatch_synth::write_mixed(&pcap, 2000, 7).unwrap();
+    let out = dir.join("out");
+    let summary = common::analyze(&[&pcap], &out, &["--workers", "2"]);
+    let workers = summary["workers"].as_array().expect("a workers array");
+    assert_eq!(workers.len(), 2, "{summary}");
+    let sum = |key: &str| -> u64 { workers.iter().map(|w| w[key].as_u64().unwrap()).sum() };
+    assert_eq!(
+        sum("sessions"),
+        summary["flows"]["sessions"].as_u64().unwrap()
+    );
+    assert_eq!(sum("sessions"), 2000);
+    assert_eq!(
+        sum("dns_messages"),
+        summary["dns"]["messages"].as_u64().unwrap()
+    );
+    let decoded = summary["flows"]["tcp_packets"].as_u64().unwrap()
+        + summary["flows"]["udp_packets"].as_u64().unwrap();
+    assert_eq!(sum("packets"), decoded, "{summary}");
+    // 2,000 sessions from many clients: both workers have work.
+    for w in workers {
+        assert!(w["sessions"].as_u64() > Some(100), "{w}");
+    }
+}

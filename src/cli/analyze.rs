@@ -216,7 +216,7 @@ pub(super) fn pipeline_config(args: &SharedArgs, enrich: Arc<Databases>) -> Pipe
         workers,
         budget,
         board: Arc::new(Board::default()),
-        loss: Arc::new(pipeline::CaptureLoss::new(workers)),
+        worker_counts: Arc::new(pipeline::WorkerCounts::new(workers)),
         flow: FlowConfig {
             max_flow_bytes: budget.limit(Window::Flows),
             smtp_ports: PortSet::new(&args.smtp_ports),

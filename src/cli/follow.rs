@@ -19,7 +19,7 @@ use std::time::Duration;
 use stripwatch::capture::follow::{FollowCounters, Ledger, MemoryLedger};
 use stripwatch::capture::{FollowDir, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline::{CaptureLoss, loss_ratio};
+use stripwatch::pipeline::{WorkerCounts, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::{Rotation, RotationControl};
 use stripwatch::state::Baseline;
@@ -83,7 +83,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let watched = Watched {
         follow: counters.clone(),
-        loss: cfg.loss.clone(),
+        worker_counts: cfg.worker_counts.clone(),
         tally: outputs.tally(),
     };
     let hangups = housekeeping(reloader, hangup, done.clone(), move || {
@@ -98,7 +98,7 @@ pub fn run(follow: FollowArgs, args: SharedArgs) -> Result<()> {
             tally: outputs.tally(),
             clickhouse: outputs.clickhouse(),
             memory: cfg.board.clone(),
-            loss: cfg.loss.clone(),
+            worker_counts: cfg.worker_counts.clone(),
         };
         super::metrics::serve(listener, sources, done.clone())
     });
@@ -158,7 +158,7 @@ fn history_and_position(args: &SharedArgs) -> Result<(Box<dyn Baseline>, Box<dyn
 /// What the follow's periodic log line reads.
 struct Watched {
     follow: Arc<FollowCounters>,
-    loss: Arc<CaptureLoss>,
+    worker_counts: Arc<WorkerCounts>,
     tally: Arc<Mutex<Tally>>,
 }
 
@@ -167,7 +167,7 @@ struct Watched {
 fn log_counters(watched: &Watched) {
     let read = |v: &AtomicU64| v.load(Ordering::Relaxed);
     let sessions = watched.tally.lock().map_or(0, |t| t.sessions);
-    let (acks, gaps) = watched.loss.totals();
+    let (acks, gaps) = watched.worker_counts.totals();
     tracing::info!(
         files = read(&watched.follow.files),
         skipped_files = read(&watched.follow.skipped),

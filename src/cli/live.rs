@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stripwatch::capture::{InterfaceCounters, LiveCapture, LiveOptions, PacketSource, SourceStats};
 use stripwatch::enrich::Databases;
-use stripwatch::pipeline::{CaptureLoss, loss_ratio};
+use stripwatch::pipeline::{WorkerCounts, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::rotating::RotationControl;
 
@@ -88,7 +88,11 @@ pub fn run(args: LiveArgs) -> Result<()> {
     )?;
     let name = capture.name().to_string();
     let done = Arc::new(AtomicBool::new(false));
-    let logged = (capture.counters(), cfg.loss.clone(), outputs.tally());
+    let logged = (
+        capture.counters(),
+        cfg.worker_counts.clone(),
+        outputs.tally(),
+    );
     let logger = housekeeping(reloader, hangup, done.clone(), move || {
         log_counters(&logged.0, &logged.1, &logged.2)
     });
@@ -98,7 +102,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
             tally: outputs.tally(),
             clickhouse: outputs.clickhouse(),
             memory: cfg.board.clone(),
-            loss: cfg.loss.clone(),
+            worker_counts: cfg.worker_counts.clone(),
         };
         super::metrics::serve(listener, sources, done.clone())
     });
@@ -227,7 +231,7 @@ fn capture_summary(
 
 /// The live sensor's periodic log events: each capture handle's counters (and the sessions
 /// written), and the capture-loss estimate, so loss is visible while the sensor runs.
-fn log_counters(counters: &[Arc<InterfaceCounters>], loss: &CaptureLoss, tally: &Mutex<Tally>) {
+fn log_counters(counters: &[Arc<InterfaceCounters>], loss: &WorkerCounts, tally: &Mutex<Tally>) {
     let sessions = tally.lock().map_or(0, |t| t.sessions);
     for c in counters {
         let read = |v: &AtomicU64| v.load(Ordering::Relaxed);

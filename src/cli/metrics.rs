@@ -20,7 +20,7 @@ use std::time::Duration;
 use stripwatch::capture::InterfaceCounters;
 use stripwatch::capture::follow::FollowCounters;
 use stripwatch::memory::{Board, WindowRow};
-use stripwatch::pipeline::{CaptureLoss, LossCounters, loss_ratio};
+use stripwatch::pipeline::{WorkerCounters, WorkerCounts, loss_ratio};
 use stripwatch::report::summary::Tally;
 use stripwatch::sink::clickhouse::ClickHouseReport;
 
@@ -58,7 +58,7 @@ pub struct Sources {
     /// The windows' sizes the workers and the output stage publish (relaxed atomics).
     pub memory: Arc<Board>,
     /// Each worker's capture-loss counts.
-    pub loss: Arc<CaptureLoss>,
+    pub worker_counts: Arc<WorkerCounts>,
 }
 
 /// Binds `addr` (`127.0.0.1:9187`, `[::1]:9187`; a bare port means loopback) before anything is
@@ -211,9 +211,9 @@ impl Collector for Scrape {
                 counters,
             } => follow_families(e, directory, counters)?,
         }
-        let per_worker = |f: &dyn Fn(&LossCounters) -> u64| -> Vec<(Labels, u64)> {
+        let per_worker = |f: &dyn Fn(&WorkerCounters) -> u64| -> Vec<(Labels, u64)> {
             sources
-                .loss
+                .worker_counts
                 .workers()
                 .iter()
                 .enumerate()
@@ -236,7 +236,26 @@ impl Collector for Scrape {
             ),
             &per_worker(&|c| read(&c.gaps)),
         )?;
-        let (acks, gaps) = sources.loss.totals();
+        for (name, help, field) in [
+            (
+                "stripwatch_worker_packets",
+                "TCP and UDP packets each worker handled (workers are chosen by client address).",
+                (|c| c.packets.load(Ordering::Relaxed)) as fn(&WorkerCounters) -> u64,
+            ),
+            (
+                "stripwatch_worker_sessions",
+                "SMTP sessions each worker ended.",
+                |c| c.sessions.load(Ordering::Relaxed),
+            ),
+            (
+                "stripwatch_worker_dns_messages",
+                "DNS messages each worker parsed.",
+                |c| c.dns_messages.load(Ordering::Relaxed),
+            ),
+        ] {
+            family(e, counter(name, help), &per_worker(&field))?;
+        }
+        let (acks, gaps) = sources.worker_counts.totals();
         family(
             e,
             gauge(

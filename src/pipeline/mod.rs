@@ -54,38 +54,49 @@ pub struct PipelineConfig {
     pub budget: Budget,
     /// Where every stage publishes its windows' sizes (read by `--metrics` and the summary).
     pub board: Arc<Board>,
-    /// Where each worker publishes its capture-loss counts (read by `--metrics` and the log).
-    pub loss: Arc<CaptureLoss>,
+    /// Where each worker publishes its counts (read by `--metrics` and the log).
+    pub worker_counts: Arc<WorkerCounts>,
 }
 
+/// What each worker has done so far, published after every batch. One slot per worker, written
+/// by that worker only.
+///
 /// The capture-loss estimate from acknowledgments above holes, as Zeek's `capture_loss.log`
 /// makes it: of the acknowledgments that acknowledged new data, how many acknowledged data the
 /// capture never saw. Loss upstream of the host (a SPAN port, a tap) shows here, where the
-/// kernel's drop counters never see it. One slot per worker, written by that worker only.
+/// kernel's drop counters never see it. And each worker's share of the work: workers are
+/// chosen by client address (a client's lookups and sessions must meet on one worker), so a few
+/// heavy clients can load one worker more than the others.
 #[derive(Debug, Default)]
-pub struct CaptureLoss {
-    workers: Vec<LossCounters>,
+pub struct WorkerCounts {
+    workers: Vec<WorkerCounters>,
 }
 
-/// One worker's counts: [`FlowStats::acks`] and [`FlowStats::acked_gaps`] as of its last batch.
+/// One worker's counts as of its last batch.
 #[derive(Debug, Default)]
-pub struct LossCounters {
-    /// Acknowledgments of new data.
+pub struct WorkerCounters {
+    /// Acknowledgments of new data ([`FlowStats::acks`]).
     pub acks: std::sync::atomic::AtomicU64,
-    /// Holes acknowledged.
+    /// Holes acknowledged ([`FlowStats::acked_gaps`]).
     pub gaps: std::sync::atomic::AtomicU64,
+    /// TCP and UDP packets handled.
+    pub packets: std::sync::atomic::AtomicU64,
+    /// SMTP sessions ended.
+    pub sessions: std::sync::atomic::AtomicU64,
+    /// DNS messages parsed.
+    pub dns_messages: std::sync::atomic::AtomicU64,
 }
 
-impl CaptureLoss {
+impl WorkerCounts {
     /// Slots for `workers` workers.
-    pub fn new(workers: usize) -> CaptureLoss {
-        CaptureLoss {
-            workers: (0..workers).map(|_| LossCounters::default()).collect(),
+    pub fn new(workers: usize) -> WorkerCounts {
+        WorkerCounts {
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
         }
     }
 
     /// Each worker's counts, in worker order.
-    pub fn workers(&self) -> &[LossCounters] {
+    pub fn workers(&self) -> &[WorkerCounters] {
         &self.workers
     }
 
@@ -100,10 +111,14 @@ impl CaptureLoss {
     }
 
     /// Publishes worker `index`'s counts (a worker beyond the slots is not published).
-    fn publish(&self, index: usize, stats: &FlowStats) {
+    fn publish(&self, index: usize, (flow, dns): &(FlowStats, DnsStats)) {
         if let Some(w) = self.workers.get(index) {
-            w.acks.store(stats.acks, Ordering::Relaxed);
-            w.gaps.store(stats.acked_gaps, Ordering::Relaxed);
+            w.acks.store(flow.acks, Ordering::Relaxed);
+            w.gaps.store(flow.acked_gaps, Ordering::Relaxed);
+            w.packets
+                .store(flow.tcp_packets + flow.udp_packets, Ordering::Relaxed);
+            w.sessions.store(flow.sessions, Ordering::Relaxed);
+            w.dns_messages.store(dns.messages, Ordering::Relaxed);
         }
     }
 }
@@ -117,6 +132,17 @@ pub fn loss_ratio(acks: u64, gaps: u64) -> f64 {
     }
 }
 
+/// One worker's share of a run's work (the summary's `workers`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct WorkerRow {
+    /// TCP and UDP packets handled.
+    pub packets: u64,
+    /// SMTP sessions ended.
+    pub sessions: u64,
+    /// DNS messages parsed.
+    pub dns_messages: u64,
+}
+
 /// Counters of a whole run.
 #[derive(Clone, Debug, Default)]
 pub struct RunStats {
@@ -126,6 +152,8 @@ pub struct RunStats {
     pub decode: DecodeStats,
     /// Flow counters of all workers.
     pub flow: FlowStats,
+    /// Each worker's share of the work, in worker order.
+    pub workers: Vec<WorkerRow>,
     /// Correlator counters.
     pub correlator: CorrelatorStats,
     /// Certificate counters.
@@ -269,7 +297,7 @@ pub fn run<S: PacketSource>(
         let flow_cfg = cfg.flow.clone();
         let gauges = Published {
             gauges: cfg.board.stage(),
-            loss: cfg.loss.clone(),
+            worker_counts: cfg.worker_counts.clone(),
         };
         gauges
             .gauges
@@ -438,6 +466,11 @@ pub fn run<S: PacketSource>(
         let done = h
             .join()
             .map_err(|_| PipelineError::Internal("a worker thread panicked".into()))?;
+        stats.workers.push(WorkerRow {
+            packets: done.flow.tcp_packets + done.flow.udp_packets,
+            sessions: done.flow.sessions,
+            dns_messages: done.dns.messages,
+        });
         stats.flow.merge(&done.flow);
         stats.dns.merge(&done.dns);
         stats.decode.merge(&done.decode);
@@ -569,13 +602,13 @@ fn hand_on(
 /// What a worker publishes for other threads: its windows' sizes and its capture-loss counts.
 struct Published {
     gauges: Arc<Gauges>,
-    loss: Arc<CaptureLoss>,
+    worker_counts: Arc<WorkerCounts>,
 }
 
 impl Published {
     fn publish(&self, worker: &Worker, index: usize) {
         worker.publish(&self.gauges);
-        self.loss.publish(index, &worker.stats().0);
+        self.worker_counts.publish(index, &worker.stats());
     }
 }
 

@@ -143,6 +143,9 @@ pub struct Summary {
     pub decode: crate::decode::DecodeStats,
     /// Counters: flows and reassembly.
     pub flows: crate::pipeline::FlowStats,
+    /// Each worker's share of the work (packets, sessions, DNS messages), in worker order:
+    /// clients are sharded by address, so heavy clients can load one worker more than others.
+    pub workers: Vec<crate::pipeline::WorkerRow>,
     /// Loss before the sensor, estimated from acknowledgments above holes.
     pub capture_loss: CaptureLossRow,
     /// Counters: the correlator.
@@ -326,6 +329,7 @@ impl Summary {
             dns: stats.dns,
             decode: stats.decode,
             flows: stats.flow,
+            workers: stats.workers.clone(),
             capture_loss: CaptureLossRow {
                 acks: stats.flow.acks,
                 acked_gaps: stats.flow.acked_gaps,
