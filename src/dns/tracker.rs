@@ -128,9 +128,9 @@ pub struct ClosedTransaction {
 
 /// What one client learned from DNS recently. Each kind is bounded by a count; a full kind
 /// forgets its least recently learned entries to make room (a busy resolver client asks about
-/// more names than any bound, and a memory that refused new names once full would keep only
-/// its first hour). What was forgotten is remembered as a time, so that `link` never convicts
-/// a session that could have rested on it.
+/// more names than any bound, and a memory that refused new names once full kept only the
+/// first few hundred it learned). What was forgotten is remembered as a time, so that `link`
+/// never convicts a session that could have rested on it.
 #[derive(Default)]
 struct ClientMemory {
     last_us: i64,
