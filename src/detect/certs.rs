@@ -34,13 +34,9 @@ fn server_keys_bytes(keys: &[KeySeen]) -> usize {
         + size_of::<Vec<KeySeen>>()
         + keys
             .iter()
-            .map(|k| key_bytes(&k.spki, &k.session_id))
+            // Each key with its strings (its fingerprint counted at 64 hex digits).
+            .map(|k| size_of::<KeySeen>() + k.spki.len() + k.session_id.len() + 2 * 64)
             .sum::<usize>()
-}
-
-/// What one remembered key costs (its fingerprint counted at 64 hex digits).
-fn key_bytes(spki: &str, session_id: &str) -> usize {
-    size_of::<KeySeen>() + spki.len() + session_id.len() + 2 * 64
 }
 
 /// Counters for the summary.
@@ -310,27 +306,29 @@ impl CertJudge {
         // every new server once full froze a long run's table on the servers of its first days.
         let certificates_fit = self.usage.bytes - self.key_bytes <= self.max_bytes;
         if !known_server && (self.keys.len() >= MAX_SERVERS || (self.full() && certificates_fit)) {
-            let mut freed = 0;
+            let held = self.usage.bytes;
             self.stats.servers_forgotten += evict_oldest_tenth(
                 &mut self.keys,
                 &mut self.usage,
                 |list| list.iter().map(|k| k.last_us).max().unwrap_or(i64::MIN),
                 |_, list| server_keys_bytes(list),
-                |_, list| freed += server_keys_bytes(list),
+                |_, _| {},
             );
-            self.key_bytes -= freed;
+            self.key_bytes -= held - self.usage.bytes;
         }
         if known_server || (self.keys.len() < MAX_SERVERS && !self.full()) {
-            let list = match self.keys.entry(rec.server.ip) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            // A new server counts nothing before (its entry is added with its first key).
+            let (list, before) = match self.keys.entry(rec.server.ip) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let list = o.into_mut();
+                    let before = server_keys_bytes(list);
+                    (list, before)
+                }
                 std::collections::hash_map::Entry::Vacant(v) => {
                     self.usage.entries += 1;
-                    self.usage.bytes += server_keys_bytes(&[]);
-                    self.key_bytes += server_keys_bytes(&[]);
-                    v.insert(Vec::new())
+                    (v.insert(Vec::new()), 0)
                 }
             };
-            let before = server_keys_bytes(list);
             if let Some(k) = list.iter_mut().find(|k| k.spki == leaf.spki_sha256) {
                 k.sessions += 1;
                 k.last_us = k.last_us.max(rec.ts.0);

@@ -205,14 +205,19 @@ const CLIENT_SLOT_BYTES: usize = 32 + size_of::<IpAddr>() + size_of::<ClientMemo
 /// One slot of a client's MX list (counted by the list's capacity).
 const MX_SLOT_BYTES: usize = size_of::<(i64, String, Vec<String>, String)>();
 
-/// Makes room in one of a client's full maps: its least recently learned tenth goes (the rule
-/// of `evict_oldest_tenth`), and their bytes come off `bytes`. Returns how many went.
-fn forget_oldest<V>(
+/// Makes room for a new key in one of a client's maps once it holds `cap`: its least recently
+/// learned tenth goes (the rule of `evict_oldest_tenth`), and their bytes come off `bytes` (the
+/// client's). Returns how many went (none while there is room).
+fn make_room<V>(
     map: &mut AHashMap<String, V>,
+    cap: usize,
     learned: impl Fn(&V) -> i64,
     entry_bytes: impl Fn(&str, &V) -> usize,
     bytes: &mut usize,
 ) -> u64 {
+    if map.len() < cap {
+        return 0;
+    }
     let mut freed = 0;
     let gone = evict_oldest_tenth(
         map,
@@ -222,6 +227,26 @@ fn forget_oldest<V>(
         |k, v| freed += entry_bytes(k, v),
     );
     *bytes -= freed;
+    gone
+}
+
+/// Puts `entry` under `key` in one of a client's maps of `cap` entries, replacing what the key
+/// held or making room for it, and keeps `bytes` (the client's). Returns how many entries went
+/// to make room.
+fn put<V>(
+    map: &mut AHashMap<String, V>,
+    cap: usize,
+    (key, entry): (String, V),
+    learned: impl Fn(&V) -> i64,
+    entry_bytes: impl Fn(&str, &V) -> usize,
+    bytes: &mut usize,
+) -> u64 {
+    let (before, gone) = match map.get(&key) {
+        Some(old) => (entry_bytes(&key, old), 0),
+        None => (0, make_room(map, cap, learned, &entry_bytes, bytes)),
+    };
+    *bytes = *bytes - before + entry_bytes(&key, &entry);
+    map.insert(key, entry);
     gone
 }
 
@@ -400,9 +425,10 @@ impl DnsTracker {
                 if let Some(mem) = self.clients.get_mut(&key.client.0) {
                     let was = mem.bytes;
                     let tx = &a.record.transaction_id;
-                    if mem.findings.len() >= NAMES_PER_CLIENT && !mem.findings.contains_key(tx) {
-                        self.stats.client_entries_forgotten += forget_oldest(
+                    if !mem.findings.contains_key(tx) {
+                        self.stats.client_entries_forgotten += make_room(
                             &mut mem.findings,
+                            NAMES_PER_CLIENT,
                             |(t, _)| *t,
                             entry_bytes::findings,
                             &mut mem.bytes,
@@ -543,24 +569,18 @@ impl DnsTracker {
             mem.mx.push_back(answer);
         }
         for (alias, target) in msg.cnames.drain(..) {
-            let before = match mem.cnames.get(&alias) {
-                Some(old) => entry_bytes::cname(&alias, old),
-                None => {
-                    if mem.cnames.len() >= NAMES_PER_CLIENT {
-                        stats.client_entries_forgotten += forget_oldest(
-                            &mut mem.cnames,
-                            |(t, _)| *t,
-                            entry_bytes::cname,
-                            &mut mem.bytes,
-                        );
-                        mem.names_forgot_us = Some(ts_us);
-                    }
-                    0
-                }
-            };
-            let entry = (ts_us, target);
-            mem.bytes = mem.bytes - before + entry_bytes::cname(&alias, &entry);
-            mem.cnames.insert(alias, entry);
+            let gone = put(
+                &mut mem.cnames,
+                NAMES_PER_CLIENT,
+                (alias, (ts_us, target)),
+                |(t, _)| *t,
+                entry_bytes::cname,
+                &mut mem.bytes,
+            );
+            if gone > 0 {
+                stats.client_entries_forgotten += gone;
+                mem.names_forgot_us = Some(ts_us);
+            }
         }
         for (owner, addr) in msg.addresses.drain(..) {
             // The addresses of one answer gather in one entry; another answer starts it again.
@@ -578,13 +598,15 @@ impl DnsTracker {
                 mem.bytes = mem.bytes - before + entry_bytes::address(&owner, e);
                 continue;
             }
-            if mem.addresses.len() >= NAMES_PER_CLIENT {
-                stats.client_entries_forgotten += forget_oldest(
-                    &mut mem.addresses,
-                    |(t, ..)| *t,
-                    entry_bytes::address,
-                    &mut mem.bytes,
-                );
+            let gone = make_room(
+                &mut mem.addresses,
+                NAMES_PER_CLIENT,
+                |(t, ..)| *t,
+                entry_bytes::address,
+                &mut mem.bytes,
+            );
+            if gone > 0 {
+                stats.client_entries_forgotten += gone;
                 mem.names_forgot_us = Some(ts_us);
             }
             let mut e = (ts_us, Vec::new(), tx.clone());
@@ -602,23 +624,14 @@ impl DnsTracker {
                 }
             }
             for (owner, records) in recs {
-                let before = match mem.tlsa.get(&owner) {
-                    Some(old) => entry_bytes::tlsa(&owner, old),
-                    None => {
-                        if mem.tlsa.len() >= MEMORY_PER_CLIENT {
-                            stats.client_entries_forgotten += forget_oldest(
-                                &mut mem.tlsa,
-                                |(t, ..)| *t,
-                                entry_bytes::tlsa,
-                                &mut mem.bytes,
-                            );
-                        }
-                        0
-                    }
-                };
-                let entry = (ts_us, records, tx.clone());
-                mem.bytes = mem.bytes - before + entry_bytes::tlsa(&owner, &entry);
-                mem.tlsa.insert(owner, entry);
+                stats.client_entries_forgotten += put(
+                    &mut mem.tlsa,
+                    MEMORY_PER_CLIENT,
+                    (owner, (ts_us, records, tx.clone())),
+                    |(t, ..)| *t,
+                    entry_bytes::tlsa,
+                    &mut mem.bytes,
+                );
             }
         }
         mem.bytes = mem.bytes + mem.mx.capacity() * MX_SLOT_BYTES - mx_capacity * MX_SLOT_BYTES;

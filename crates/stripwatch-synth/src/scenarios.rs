@@ -647,8 +647,15 @@ fn dns_unlisted_ip(cap: &mut Capture) {
         1,
         &[(12_000, 52, a_answer("mx.example.net", 25))],
     );
-    let mut s = Session::new(clean_dialog(cap), &[UNLISTED]);
-    s.server = 99;
+    deliver_without_lookup(cap, 10, 99, &[UNLISTED]);
+}
+
+/// The client delivers over STARTTLS to server host `server` at once, without looking it up
+/// first (its earlier lookups are the scenario's); `findings` are the session's expected ones.
+fn deliver_without_lookup(cap: &mut Capture, client: u8, server: u8, findings: &[&'static str]) {
+    let mut s = Session::new(clean_dialog(cap), findings);
+    s.client = client;
+    s.server = server;
     s.gap_s = 0;
     cap.run(s);
 }
@@ -704,11 +711,7 @@ fn dns_busy_client_forgot_address(cap: &mut Capture) {
         1,
         &[(12_000, 52, a_answer("mx.example.org", 30))],
     );
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.client = 41;
-    s.server = 25;
-    s.gap_s = 0;
-    cap.run(s);
+    deliver_without_lookup(cap, 41, 25, &[]);
 }
 
 /// The client looks up example.net's MX and address, then 64 other domains' MX and addresses
@@ -734,11 +737,7 @@ fn dns_busy_client_forgot_mx(cap: &mut Capture) {
         )];
         cap.dns(42, &host, 1, &[(12_000, 52, a)]);
     }
-    let mut s = Session::new(clean_dialog(cap), &[]);
-    s.client = 42;
-    s.server = 25;
-    s.gap_s = 0;
-    cap.run(s);
+    deliver_without_lookup(cap, 42, 25, &[]);
 }
 
 fn dns_tcp_mx(cap: &mut Capture) {
